@@ -1,0 +1,118 @@
+//! The router and its middleware order: trace, metrics, timeout, body limit. Holds no state of
+//! its own beyond the shared [`AppState`].
+
+pub mod ops;
+pub mod scans;
+pub mod stream;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, State};
+use axum::http::{Request, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::jobs::JobManager;
+use crate::metrics::Metrics;
+
+/// Everything a handler may use. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The job engine: the only way handlers reach scans.
+    pub jobs: JobManager,
+    /// The registry `/metrics` and `/stats` render.
+    pub metrics: Metrics,
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// Cancelled when shutdown starts: streams close and readiness turns false.
+    pub shutdown: CancellationToken,
+}
+
+pub fn router(state: AppState) -> Router {
+    let timeout = state.config.request_timeout;
+    let body_limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/health", get(ops::health))
+        .route("/health/ready", get(ops::ready))
+        .route("/stats", get(ops::stats))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/profiles", get(scans::list_profiles))
+        .route("/v1/security-scans", post(scans::submit_scan))
+        .route("/v1/security-scans/{test_id}", get(scans::get_scan))
+        .route("/v1/security-scans/{test_id}/cancel", post(scans::cancel_scan))
+        .route("/v1/security-scans/{test_id}/stream", get(stream::stream_scan_events))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), track_http_metrics))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "unmatched".into());
+            tracing::info_span!("http.request", http.method = %req.method(), http.route = %route)
+        }))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, Json(json!({"detail": "Not Found"}))).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({"detail": "Method Not Allowed"})),
+    )
+        .into_response()
+}
+
+/// Counts and times every request by method, route template (`unmatched` when no route
+/// matched) and status code.
+async fn track_http_metrics(
+    State(state): State<AppState>,
+    req: Request<Body>,
+    next: Next,
+) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [method, route.as_str(), status.as_str()];
+    state
+        .metrics
+        .http_requests_total
+        .with_label_values(&labels)
+        .inc();
+    state
+        .metrics
+        .http_request_duration_seconds
+        .with_label_values(&labels)
+        .observe(start.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,436 @@
+//! Scan resources: submit, get, cancel, and the list of profiles. Translates between HTTP and
+//! [`crate::jobs`]; never touches storage, git or S3 directly.
+//!
+//! Validation reports every problem at once in the FastAPI shape the earlier service's clients
+//! parse, naming each field in `loc`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::AppState;
+use crate::config::MAX_SCAN_TIMEOUT_SECONDS;
+use crate::error::{ApiError, FieldError};
+use crate::jobs::state::JobState;
+use crate::jobs::{is_test_id, CancelOutcome, NewScan, SubmitError};
+use crate::pipeline::profile::{Profile, BUILTIN_PROFILES};
+use crate::pipeline::source::{parse_git_url, SourcePolicy};
+use crate::storage::ScanRecord;
+
+const ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,128}$";
+
+fn rfc3339(secs: f64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs.max(0.0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+fn stream_url(test_id: &str) -> String {
+    format!("/v1/security-scans/{test_id}/stream")
+}
+
+/// The full status document of one scan.
+pub fn scan_resource(r: &ScanRecord) -> Value {
+    let policy = r.summary.as_ref().and_then(|s| s.get("policy")).cloned();
+    let findings = r
+        .summary
+        .as_ref()
+        .and_then(|s| s.pointer("/findings/total"))
+        .cloned();
+    json!({
+        "test_id": r.test_id,
+        "workspace_id": r.workspace_id,
+        "component_id": r.component_id,
+        "assessment_id": r.assessment_id,
+        "status": r.status,
+        "failure_reason": r.failure_reason,
+        "errors": r.errors,
+        "source_type": r.source_type,
+        "git_url": r.git_url,
+        "branch": r.branch,
+        "commit": r.requested_commit,
+        "resolved_commit": r.resolved_commit,
+        "resolved_branch": r.resolved_branch,
+        "requested_by": r.requested_by,
+        "profile": r.profile,
+        "manifest_digest": r.manifest_digest,
+        "timeout_seconds": r.timeout_seconds,
+        "submitted_at": rfc3339(r.submitted_at),
+        "started_at": r.started_at.map(rfc3339),
+        "completed_at": r.finished_at.map(rfc3339),
+        "attempts": r.attempts,
+        "findings": findings,
+        "policy": policy,
+        "artifacts": r.artifacts,
+        "upload_status": r.upload_status,
+        "upload_permission_id": r.upload_permission_id,
+        "verification_proof": r.verification_proof,
+        "remote_artifacts": r.remote_artifacts,
+        "stream_url": stream_url(&r.test_id),
+    })
+}
+
+/// Field access that records a precise error per field.
+struct Fields<'a> {
+    body: &'a Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl<'a> Fields<'a> {
+    fn string(&mut self, name: &str, required: bool, max: usize) -> Option<String> {
+        match self.body.get(name) {
+            None | Some(Value::Null) => {
+                if required {
+                    self.errors
+                        .push(FieldError::body(name, "missing", "Field required"));
+                }
+                None
+            }
+            Some(Value::String(s)) => {
+                if s.chars().count() > max {
+                    self.errors.push(FieldError::body(
+                        name,
+                        "string_too_long",
+                        format!("String should have at most {max} characters"),
+                    ));
+                    None
+                } else {
+                    Some(s.clone())
+                }
+            }
+            Some(_) => {
+                self.errors.push(FieldError::body(
+                    name,
+                    "string_type",
+                    "Input should be a valid string",
+                ));
+                None
+            }
+        }
+    }
+
+    fn identifier(&mut self, name: &str) -> Option<String> {
+        let value = self.string(name, true, 128)?;
+        if value.is_empty() {
+            self.errors.push(FieldError::body(
+                name,
+                "string_too_short",
+                "String should have at least 1 character",
+            ));
+            return None;
+        }
+        let valid = value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+        if !valid || value == "." || value == ".." {
+            self.errors.push(FieldError::body(
+                name,
+                "string_pattern_mismatch",
+                format!("String should match pattern '{ID_PATTERN}' and not be '.' or '..'"),
+            ));
+            return None;
+        }
+        Some(value)
+    }
+
+    fn invalid(&mut self, name: &str, msg: impl Into<String>) {
+        self.errors.push(FieldError::body(name, "value_error", msg));
+    }
+}
+
+fn valid_branch(b: &str) -> bool {
+    !b.is_empty()
+        && !b.starts_with('-')
+        && !b.starts_with('/')
+        && !b.ends_with('/')
+        && !b.ends_with(".lock")
+        && !b.contains("..")
+        && !b.contains("//")
+        && !b.contains("@{")
+        && b.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._/-+".contains(&c))
+}
+
+/// Parses and validates a submission body.
+fn parse_submission(state: &AppState, body: &[u8]) -> Result<NewScan, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::Validation(vec![FieldError {
+            loc: vec![json!("body"), json!(e.column())],
+            msg: format!("JSON decode error: {e}"),
+            kind: "json_invalid".into(),
+        }])
+    })?;
+    let Some(obj) = value.as_object() else {
+        return Err(ApiError::Validation(vec![FieldError {
+            loc: vec![json!("body")],
+            msg: "Input should be a valid dictionary or object to extract fields from".into(),
+            kind: "model_attributes_type".into(),
+        }]));
+    };
+    let mut f = Fields {
+        body: obj,
+        errors: vec![],
+    };
+    let workspace_id = f.identifier("workspace_id");
+    let component_id = f.identifier("component_id");
+    let assessment_id = f.identifier("assessment_id");
+    let source_type = f
+        .string("source_type", false, 32)
+        .unwrap_or_else(|| "git".into());
+    match source_type.as_str() {
+        "git" => {}
+        "directory" => f.invalid(
+            "source_type",
+            "directory scans are not enabled on this server (no source roots are configured); use source_type 'git'",
+        ),
+        "archive" => f.invalid(
+            "source_type",
+            "archive scans are not enabled on this server; use source_type 'git'",
+        ),
+        _ => f.errors.push(FieldError::body("source_type", "enum", "Input should be 'git', 'directory' or 'archive'")),
+    }
+    let policy = SourcePolicy {
+        allow_private_networks: state.config.allow_private_networks,
+        allow_local_sources: state.config.allow_local_sources,
+    };
+    let git = match f.string("git_url", source_type == "git", 2048) {
+        Some(raw) => match parse_git_url(&raw, policy) {
+            Ok(url) => Some(url),
+            Err(msg) => {
+                f.invalid("git_url", msg);
+                None
+            }
+        },
+        None => None,
+    };
+    let branch = f.string("branch", false, 255);
+    if let Some(b) = &branch {
+        if !valid_branch(b) {
+            f.invalid(
+                "branch",
+                "branch must be a valid git branch name, e.g. main or release/1.2",
+            );
+        }
+    }
+    let commit = f.string("commit", false, 64);
+    if let Some(c) = &commit {
+        if c.len() < 4 || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
+            f.invalid(
+                "commit",
+                "commit must be a hexadecimal commit id (4 to 64 characters)",
+            );
+        }
+    }
+    let requested_by = f.string("requested_by", false, 256);
+    let profile_name = f
+        .string("profile", false, 64)
+        .unwrap_or_else(|| "light".into());
+    let profile = Profile::builtin(&profile_name);
+    if profile.is_none() {
+        let names = BUILTIN_PROFILES
+            .iter()
+            .map(|p| format!("'{p}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        f.errors.push(FieldError::body(
+            "profile",
+            "enum",
+            format!("Input should be one of {names} (see GET /v1/profiles)"),
+        ));
+    }
+    let timeout_seconds = match obj.get("timeout_seconds") {
+        None | Some(Value::Null) => Some(state.config.scan_timeout.as_secs()),
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=MAX_SCAN_TIMEOUT_SECONDS).contains(&n) => Some(n),
+            Some(_) | None if v.is_number() => {
+                f.errors.push(FieldError::body(
+                    "timeout_seconds",
+                    "int_range",
+                    format!("Input should be a whole number from 1 to {MAX_SCAN_TIMEOUT_SECONDS}"),
+                ));
+                None
+            }
+            _ => {
+                f.errors.push(FieldError::body(
+                    "timeout_seconds",
+                    "int_type",
+                    "Input should be a valid integer",
+                ));
+                None
+            }
+        },
+    };
+    for unsupported in ["manifest", "manifest_path"] {
+        if obj.get(unsupported).is_some_and(|v| !v.is_null()) {
+            f.invalid(
+                unsupported,
+                format!("{unsupported} is not supported by this server version; omit it and choose a built-in profile"),
+            );
+        }
+    }
+    for other_source in ["directory_path", "archive_path"] {
+        if obj.get(other_source).is_some_and(|v| !v.is_null()) && source_type == "git" {
+            f.invalid(
+                other_source,
+                format!(
+                    "{other_source} is only used with another source_type; omit it for git scans"
+                ),
+            );
+        }
+    }
+    if !f.errors.is_empty() {
+        return Err(ApiError::Validation(f.errors));
+    }
+    let profile = profile.expect("checked above");
+    let git = git.expect("git_url is required for git scans and was checked above");
+    Ok(NewScan {
+        workspace_id: workspace_id.expect("checked"),
+        component_id: component_id.expect("checked"),
+        assessment_id: assessment_id.expect("checked"),
+        source_type,
+        git_clone_url: Some(git.clone_url),
+        git_display_url: Some(git.display_url),
+        branch,
+        commit: commit.map(|c| c.to_ascii_lowercase()),
+        requested_by,
+        manifest_digest: profile.manifest_digest(),
+        profile: profile.name,
+        timeout_seconds: timeout_seconds.expect("checked"),
+    })
+}
+
+/// `POST /v1/security-scans`: validate, admit, answer 202.
+#[tracing::instrument(name = "submit_scan", skip_all)]
+pub async fn submit_scan(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let rejected = |reason: &str| {
+        state
+            .metrics
+            .scan_submissions_rejected_total
+            .with_label_values(&[reason])
+            .inc();
+    };
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            rejected("invalid");
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "request body is larger than {} bytes; send a smaller body",
+                    state.config.max_body_bytes
+                )));
+            }
+            return Err(ApiError::invalid(
+                "body",
+                "body_error",
+                rejection.body_text(),
+            ));
+        }
+    };
+    let new = match parse_submission(&state, &body) {
+        Ok(n) => n,
+        Err(e) => {
+            rejected("invalid");
+            return Err(e);
+        }
+    };
+    let record = state.jobs.submit(new).await.map_err(|e| match e {
+        SubmitError::QueueFull(_) => ApiError::Unavailable {
+            detail: e.to_string(),
+            retry_after_seconds: 30,
+        },
+        SubmitError::Draining => ApiError::Unavailable {
+            detail: e.to_string(),
+            retry_after_seconds: 10,
+        },
+        SubmitError::Internal(err) => ApiError::Internal(err),
+    })?;
+    let body = json!({
+        "test_id": record.test_id,
+        "workspace_id": record.workspace_id,
+        "component_id": record.component_id,
+        "assessment_id": record.assessment_id,
+        "status": record.status,
+        "profile": record.profile,
+        "source_type": record.source_type,
+        "manifest_digest": record.manifest_digest,
+        "upload_status": record.upload_status,
+        "stream_url": stream_url(&record.test_id),
+    });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+fn not_found(test_id: &str) -> ApiError {
+    if is_test_id(test_id) {
+        ApiError::NotFound(format!("Scan {test_id} not found"))
+    } else {
+        ApiError::NotFound("Scan not found: test ids look like test_0123456789ab".into())
+    }
+}
+
+/// `GET /v1/security-scans/{test_id}`
+pub async fn get_scan(
+    State(state): State<AppState>,
+    Path(test_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if !is_test_id(&test_id) {
+        return Err(not_found(&test_id));
+    }
+    let record = state
+        .jobs
+        .get(&test_id)
+        .await?
+        .ok_or_else(|| not_found(&test_id))?;
+    Ok(Json(scan_resource(&record)))
+}
+
+/// `POST /v1/security-scans/{test_id}/cancel`: 200 when a queued scan was cancelled, 202 when a
+/// running scan was asked to stop, 409 when it had already finished.
+pub async fn cancel_scan(
+    State(state): State<AppState>,
+    Path(test_id): Path<String>,
+) -> Result<Response, ApiError> {
+    if !is_test_id(&test_id) {
+        return Err(not_found(&test_id));
+    }
+    match state.jobs.cancel(&test_id).await? {
+        CancelOutcome::NotFound => Err(not_found(&test_id)),
+        CancelOutcome::AlreadyFinished(r) => Err(ApiError::Conflict(format!(
+            "Scan {} already finished with status {}; there is nothing to cancel",
+            r.test_id,
+            r.status.as_str()
+        ))),
+        CancelOutcome::Cancelled(r) => {
+            Ok((StatusCode::OK, Json(scan_resource(&r))).into_response())
+        }
+        CancelOutcome::Requested(r) => {
+            let mut body = scan_resource(&r);
+            body["cancel_requested"] = json!(true);
+            debug_assert!(r.status != JobState::Succeeded);
+            Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+        }
+    }
+}
+
+/// `GET /v1/profiles`: the built-in presets with their scanners, thresholds and digests.
+pub async fn list_profiles() -> Json<Value> {
+    let profiles: Vec<Value> = BUILTIN_PROFILES
+        .iter()
+        .filter_map(|name| Profile::builtin(name))
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "description": p.description,
+                "scanners": p.scanners,
+                "thresholds": p.thresholds,
+                "manifest_digest": p.manifest_digest(),
+            })
+        })
+        .collect();
+    Json(json!({ "profiles": profiles, "default": "light" }))
+}

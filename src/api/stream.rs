@@ -1,0 +1,103 @@
+//! The WebSocket stream of one scan: replay of earlier events, then live events, then a close
+//! frame after `scan_complete`. Unknown scans get close code 4404 after the handshake. A client
+//! that disconnects is noticed at once, and shutdown closes every stream with 1001.
+
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+
+use super::AppState;
+use crate::jobs::{is_test_id, EventSource};
+use crate::metrics::Metrics;
+
+/// Close code for an unknown scan id (4000-4999 are application codes).
+pub const CLOSE_NOT_FOUND: u16 = 4404;
+
+/// Keeps `active_streams` right however the connection ends.
+struct StreamGuard(Metrics);
+
+impl StreamGuard {
+    fn new(metrics: &Metrics) -> StreamGuard {
+        metrics.active_streams.inc();
+        StreamGuard(metrics.clone())
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.active_streams.dec();
+    }
+}
+
+/// `GET /v1/security-scans/{test_id}/stream` (WebSocket).
+pub async fn stream_scan_events(
+    ws: WebSocketUpgrade,
+    State(state): State<AppState>,
+    Path(test_id): Path<String>,
+) -> Response {
+    let source = if is_test_id(&test_id) {
+        match state.jobs.subscribe(&test_id).await {
+            Ok(source) => source,
+            Err(err) => {
+                tracing::error!(job.id = %test_id, error = ?err, "could not open a scan's event stream");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    ws.on_upgrade(move |socket| serve_stream(socket, state, source))
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await;
+}
+
+async fn serve_stream(mut socket: WebSocket, state: AppState, source: Option<EventSource>) {
+    let _guard = StreamGuard::new(&state.metrics);
+    let sent = &state.metrics.stream_events_sent_total;
+    match source {
+        None => close(&mut socket, CLOSE_NOT_FOUND, "scan not found").await,
+        Some(EventSource::Recorded(lines)) => {
+            for line in lines {
+                if socket.send(Message::Text(line.into())).await.is_err() {
+                    return;
+                }
+                sent.inc();
+            }
+            close(&mut socket, close_code::NORMAL, "scan complete").await;
+        }
+        Some(EventSource::Live(mut subscription)) => loop {
+            tokio::select! {
+                event = subscription.next() => {
+                    let Some(event) = event else {
+                        close(&mut socket, close_code::ERROR, "event channel closed").await;
+                        return;
+                    };
+                    if socket.send(Message::Text(event.json.as_ref().into())).await.is_err() {
+                        return;
+                    }
+                    sent.inc();
+                    if event.terminal {
+                        close(&mut socket, close_code::NORMAL, "scan complete").await;
+                        return;
+                    }
+                }
+                incoming = socket.recv() => match incoming {
+                    // Clients have nothing to say; pings are answered by the protocol layer.
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => {}
+                },
+                _ = state.shutdown.cancelled() => {
+                    close(&mut socket, close_code::AWAY, "server shutting down").await;
+                    return;
+                }
+            }
+        },
+    }
+}

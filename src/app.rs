@@ -1,0 +1,197 @@
+//! Wiring: builds [`AppState`], binds the listener, starts the workers, and runs until the stop
+//! signal, draining in order (see [`crate::shutdown`]). No request or job logic lives here.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState};
+use crate::config::{Config, RecoverRunning};
+use crate::jobs::{worker, JobManager, JobSettings};
+use crate::metrics::Metrics;
+use crate::pipeline::profile::BUILTIN_PROFILES;
+use crate::pipeline::source::SourcePolicy;
+use crate::pipeline::{builtin_scanners, Pipeline, BUILTIN_SCANNERS};
+use crate::shutdown::Shutdown;
+use crate::storage::sqlite::SqliteStore;
+
+/// A built application: listening, state recovered, workers not yet started.
+pub struct App {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+    shutdown: Shutdown,
+}
+
+/// Removes temporary workspaces left behind by a process that died mid-scan.
+fn clear_work_dir(config: &Config) -> anyhow::Result<()> {
+    let work = config.work_dir();
+    if work.exists() {
+        for entry in
+            std::fs::read_dir(&work).with_context(|| format!("listing {}", work.display()))?
+        {
+            let path = entry?.path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if let Err(err) = removed {
+                tracing::warn!(path = %path.display(), error = %err, "could not remove a leftover workspace");
+            }
+        }
+    }
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))
+}
+
+impl App {
+    /// Opens the store, recovers interrupted scans, rebuilds the gauges and binds the listener.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "creating CERTUS_ASSURANCE_DATA_DIR {}",
+                config.data_dir.display()
+            )
+        })?;
+        std::fs::create_dir_all(&config.artifact_root).with_context(|| {
+            format!(
+                "creating CERTUS_ASSURANCE_ARTIFACT_ROOT {}",
+                config.artifact_root.display()
+            )
+        })?;
+        clear_work_dir(&config)?;
+        let store = {
+            let path = config.database_path.clone();
+            tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??
+        };
+        let metrics = Metrics::new(&BUILTIN_PROFILES, &BUILTIN_SCANNERS);
+        let pipeline = Pipeline {
+            work_root: config.work_dir(),
+            artifact_root: config.artifact_root.clone(),
+            clone_timeout: config.clone_timeout,
+            clone_max_bytes: config.clone_max_bytes,
+            source_policy: SourcePolicy {
+                allow_private_networks: config.allow_private_networks,
+                allow_local_sources: config.allow_local_sources,
+            },
+            ssh_key: None,
+            metrics: metrics.clone(),
+            scanners: Arc::new(builtin_scanners()),
+        };
+        let jobs = JobManager::new(
+            Arc::new(store),
+            metrics.clone(),
+            pipeline,
+            JobSettings {
+                max_queue: config.max_queue,
+                max_workers: config.max_workers,
+                default_timeout: config.scan_timeout,
+                shutdown_grace: config.shutdown_grace,
+            },
+            config.stream_history_limit,
+        );
+        jobs.recover(config.recover_running == RecoverRunning::Requeue)
+            .await
+            .context("recovering scans from the store")?;
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| {
+                format!(
+                    "binding CERTUS_ASSURANCE_LISTEN_ADDR {}",
+                    config.listen_addr
+                )
+            })?;
+        let addr = listener.local_addr()?;
+        let shutdown = Shutdown::default();
+        let state = AppState {
+            jobs,
+            metrics,
+            config: Arc::new(config),
+            shutdown: shutdown.close_streams.clone(),
+        };
+        Ok(App {
+            listener,
+            addr,
+            state,
+            shutdown,
+        })
+    }
+
+    /// The bound port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The job engine (tests drain the queue or inspect state through it).
+    pub fn jobs(&self) -> JobManager {
+        self.state.jobs.clone()
+    }
+
+    /// Serves until `stop` resolves, then drains: stop accepting and claiming, let running scans
+    /// finish until the grace deadline, requeue what is left, close streams.
+    pub async fn run_until_stopped(
+        self,
+        stop: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let App {
+            listener,
+            addr,
+            state,
+            shutdown,
+        } = self;
+        let config = state.config.clone();
+        let jobs = state.jobs.clone();
+        if addr.ip().is_loopback() {
+            tracing::info!(%addr, "listening (loopback only; set CERTUS_ASSURANCE_LISTEN_ADDR to expose it)");
+        } else {
+            tracing::info!(%addr, "listening");
+        }
+        for index in 0..config.max_workers {
+            shutdown.workers.spawn(worker::run_worker(
+                jobs.clone(),
+                index,
+                shutdown.stop_claiming.clone(),
+                shutdown.hard_stop.clone(),
+            ));
+        }
+        shutdown.workers.close();
+
+        let router = api::router(state);
+        let stop_accepting = shutdown.stop_claiming.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop_accepting.cancelled().await })
+                .await
+        });
+
+        stop.await;
+        tracing::info!(grace_seconds = config.shutdown_grace.as_secs(), "draining");
+        jobs.start_draining();
+        shutdown.stop_claiming.cancel();
+        if tokio::time::timeout(config.shutdown_grace, shutdown.workers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over; stopping running scans and queueing them again");
+            shutdown.hard_stop.cancel();
+            shutdown.workers.wait().await;
+        }
+        shutdown.close_streams.cancel();
+        match tokio::time::timeout(Duration::from_secs(10), server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => return Err(err).context("the HTTP server failed"),
+            Ok(Err(join)) => return Err(join).context("the HTTP server task failed"),
+            Err(_) => tracing::warn!("open connections did not close within 10s; stopping anyway"),
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,409 @@
+//! Turning the environment into validated, typed settings. This is the only module that reads
+//! environment variables: every setting is a `CERTUS_ASSURANCE_*` variable (the earlier service's
+//! names are kept where they exist) or the matching command-line flag, documented in `--help` and
+//! in docs/configuration.md. A bad value stops start-up with the variable's name in the message.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for log collectors).
+    Json,
+    /// Human-readable, coloured when writing to a terminal.
+    Pretty,
+}
+
+/// What happens at start-up to a scan that was RUNNING when the previous process died.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RecoverRunning {
+    /// Mark it FAILED with `failure_reason = interrupted` (the default).
+    Fail,
+    /// Put it back in the queue to run again.
+    Requeue,
+}
+
+/// Command line of the `certus-assurance` binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "certus-assurance",
+    version,
+    about = "Certus Assurance security-scan service",
+    long_about = "Certus Assurance security-scan service.\n\nWith no subcommand, `serve` runs. Every \
+                  setting can be given as a flag or as the CERTUS_ASSURANCE_* environment variable \
+                  shown next to it (see docs/configuration.md)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (the default).
+    Serve,
+}
+
+/// Every setting of the service. Field docs are the `--help` text.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address and port to listen on.
+    #[arg(
+        long,
+        env = "CERTUS_ASSURANCE_LISTEN_ADDR",
+        default_value = "127.0.0.1:8056",
+        value_name = "ADDR"
+    )]
+    pub listen_addr: SocketAddr,
+
+    /// Directory for the SQLite database and temporary scan workspaces (created if missing).
+    #[arg(
+        long,
+        env = "CERTUS_ASSURANCE_DATA_DIR",
+        default_value = "./certus-assurance-data",
+        value_name = "DIR"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Directory where each scan's artifact bundle is written [default: <DATA_DIR>/artifacts].
+    #[arg(long, env = "CERTUS_ASSURANCE_ARTIFACT_ROOT", value_name = "DIR")]
+    pub artifact_root: Option<PathBuf>,
+
+    /// Job store URL; `sqlite://<path>` (default: <DATA_DIR>/certus-assurance.db).
+    #[arg(
+        long,
+        env = "CERTUS_ASSURANCE_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+
+    /// Number of scans that run at once (0 pauses the queue: scans are accepted but not run).
+    #[arg(
+        long,
+        env = "CERTUS_ASSURANCE_MAX_WORKERS",
+        default_value_t = 2,
+        value_name = "N"
+    )]
+    pub max_workers: usize,
+
+    /// Maximum number of QUEUED scans; further submissions get 503 with Retry-After.
+    #[arg(
+        long,
+        env = "CERTUS_ASSURANCE_MAX_QUEUE",
+        default_value_t = 1000,
+        value_name = "N"
+    )]
+    pub max_queue: usize,
+
+    /// Default per-scan time limit in seconds (a request may ask for less or more, up to 24 h).
+    #[arg(
+        long,
+        env = "CERTUS_ASSURANCE_SCAN_TIMEOUT_SECONDS",
+        default_value_t = 600,
+        value_name = "SECONDS"
+    )]
+    pub scan_timeout_seconds: u64,
+
+    /// Time limit of one clone, in seconds (within the scan's own limit).
+    #[arg(
+        long,
+        env = "CERTUS_ASSURANCE_CLONE_TIMEOUT_SECONDS",
+        default_value_t = 300,
+        value_name = "SECONDS"
+    )]
+    pub clone_timeout_seconds: u64,
+
+    /// Maximum bytes a clone may transfer before it is stopped.
+    #[arg(long, env = "CERTUS_ASSURANCE_CLONE_MAX_BYTES", default_value_t = 2 * 1024 * 1024 * 1024, value_name = "BYTES")]
+    pub clone_max_bytes: u64,
+
+    /// Allow git hosts on loopback, private and link-local addresses.
+    #[arg(long, env = "CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub allow_private_networks: bool,
+
+    /// Allow `file://` git URLs and local repository paths.
+    #[arg(long, env = "CERTUS_ASSURANCE_ALLOW_LOCAL_SOURCES", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub allow_local_sources: bool,
+
+    /// Seconds a shutdown waits for running scans before they are put back in the queue.
+    #[arg(
+        long,
+        env = "CERTUS_ASSURANCE_SHUTDOWN_GRACE_SECONDS",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
+    pub shutdown_grace_seconds: u64,
+
+    /// What to do at start-up with scans left RUNNING by a process that died.
+    #[arg(
+        long,
+        env = "CERTUS_ASSURANCE_RECOVER_RUNNING",
+        value_enum,
+        default_value = "fail",
+        value_name = "POLICY"
+    )]
+    pub recover_running: RecoverRunning,
+
+    /// Events kept per scan for late WebSocket subscribers (oldest log lines are dropped first).
+    #[arg(
+        long,
+        env = "CERTUS_ASSURANCE_STREAM_HISTORY_LIMIT",
+        default_value_t = 5000,
+        value_name = "N"
+    )]
+    pub stream_history_limit: usize,
+
+    /// Maximum request body size in bytes.
+    #[arg(long, env = "CERTUS_ASSURANCE_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_name = "BYTES")]
+    pub max_body_bytes: usize,
+
+    /// Time limit for one HTTP request (not WebSocket streams), in seconds.
+    #[arg(
+        long,
+        env = "CERTUS_ASSURANCE_REQUEST_TIMEOUT_SECONDS",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
+    pub request_timeout_seconds: u64,
+
+    /// Log format: `json` or `pretty` [default: pretty on a terminal, json otherwise].
+    #[arg(
+        long,
+        env = "CERTUS_ASSURANCE_LOG_FORMAT",
+        value_enum,
+        value_name = "FORMAT"
+    )]
+    pub log_format: Option<LogFormat>,
+
+    /// Log filter in `tracing` syntax, e.g. `info` or `certus_assurance=debug`.
+    #[arg(
+        long,
+        env = "CERTUS_ASSURANCE_LOG_LEVEL",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    pub log_level: String,
+}
+
+/// Validated settings the application runs with. Built from [`Settings`] by the binary, or
+/// directly by tests.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to bind; port 0 picks a free port (tests).
+    pub listen_addr: SocketAddr,
+    /// Holds the SQLite database and `work/` (temporary scan workspaces).
+    pub data_dir: PathBuf,
+    /// Root of per-scan artifact bundles (`<artifact_root>/<test_id>/`).
+    pub artifact_root: PathBuf,
+    /// Path of the SQLite database file.
+    pub database_path: PathBuf,
+    /// Concurrent scans; 0 accepts scans without running them.
+    pub max_workers: usize,
+    /// Bound of the QUEUED set.
+    pub max_queue: usize,
+    /// Default per-scan time limit.
+    pub scan_timeout: Duration,
+    /// Time limit of one clone.
+    pub clone_timeout: Duration,
+    /// Transfer limit of one clone.
+    pub clone_max_bytes: u64,
+    /// Git hosts on private addresses are allowed.
+    pub allow_private_networks: bool,
+    /// `file://` URLs and local paths are allowed as git sources.
+    pub allow_local_sources: bool,
+    /// How long shutdown waits for running scans.
+    pub shutdown_grace: Duration,
+    /// Start-up policy for scans left RUNNING.
+    pub recover_running: RecoverRunning,
+    /// Per-scan event history bound.
+    pub stream_history_limit: usize,
+    /// Request body size limit.
+    pub max_body_bytes: usize,
+    /// HTTP request time limit.
+    pub request_timeout: Duration,
+}
+
+/// Longest per-scan timeout a request may ask for.
+pub const MAX_SCAN_TIMEOUT_SECONDS: u64 = 24 * 60 * 60;
+
+impl Config {
+    /// Validates settings, naming the offending variable in every error.
+    pub fn from_settings(s: &Settings) -> anyhow::Result<Config> {
+        fn positive(name: &str, v: u64) -> anyhow::Result<u64> {
+            if v == 0 {
+                bail!("CERTUS_ASSURANCE_{name} must be greater than 0");
+            }
+            Ok(v)
+        }
+        if s.max_workers > 256 {
+            bail!(
+                "CERTUS_ASSURANCE_MAX_WORKERS must be at most 256 (got {})",
+                s.max_workers
+            );
+        }
+        positive("MAX_QUEUE", s.max_queue as u64)?;
+        let scan_timeout = positive("SCAN_TIMEOUT_SECONDS", s.scan_timeout_seconds)?;
+        if scan_timeout > MAX_SCAN_TIMEOUT_SECONDS {
+            bail!(
+                "CERTUS_ASSURANCE_SCAN_TIMEOUT_SECONDS must be at most {MAX_SCAN_TIMEOUT_SECONDS}"
+            );
+        }
+        positive("CLONE_TIMEOUT_SECONDS", s.clone_timeout_seconds)?;
+        positive("CLONE_MAX_BYTES", s.clone_max_bytes)?;
+        positive("REQUEST_TIMEOUT_SECONDS", s.request_timeout_seconds)?;
+        if s.stream_history_limit < 16 {
+            bail!("CERTUS_ASSURANCE_STREAM_HISTORY_LIMIT must be at least 16");
+        }
+        if s.max_body_bytes < 1024 {
+            bail!("CERTUS_ASSURANCE_MAX_BODY_BYTES must be at least 1024");
+        }
+        let database_path = match &s.database_url {
+            None => s.data_dir.join("certus-assurance.db"),
+            Some(url) => parse_database_url(url)?,
+        };
+        Ok(Config {
+            listen_addr: s.listen_addr,
+            data_dir: s.data_dir.clone(),
+            artifact_root: s
+                .artifact_root
+                .clone()
+                .unwrap_or_else(|| s.data_dir.join("artifacts")),
+            database_path,
+            max_workers: s.max_workers,
+            max_queue: s.max_queue,
+            scan_timeout: Duration::from_secs(scan_timeout),
+            clone_timeout: Duration::from_secs(s.clone_timeout_seconds),
+            clone_max_bytes: s.clone_max_bytes,
+            allow_private_networks: s.allow_private_networks,
+            allow_local_sources: s.allow_local_sources,
+            shutdown_grace: Duration::from_secs(s.shutdown_grace_seconds),
+            recover_running: s.recover_running,
+            stream_history_limit: s.stream_history_limit,
+            max_body_bytes: s.max_body_bytes,
+            request_timeout: Duration::from_secs(s.request_timeout_seconds),
+        })
+    }
+
+    /// Defaults for a service whose state lives under `data_dir` (used by tests and benches).
+    pub fn for_data_dir(data_dir: impl Into<PathBuf>) -> Config {
+        let settings = Settings::parse_from_defaults();
+        let mut config = Config::from_settings(&settings).expect("defaults are valid");
+        let data_dir = data_dir.into();
+        config.artifact_root = data_dir.join("artifacts");
+        config.database_path = data_dir.join("certus-assurance.db");
+        config.data_dir = data_dir;
+        config
+    }
+
+    /// Directory of temporary scan workspaces (cleared at start-up).
+    pub fn work_dir(&self) -> PathBuf {
+        self.data_dir.join("work")
+    }
+}
+
+impl Settings {
+    /// The defaults, ignoring the environment.
+    fn parse_from_defaults() -> Settings {
+        Settings {
+            listen_addr: "127.0.0.1:8056".parse().expect("valid default"),
+            data_dir: "./certus-assurance-data".into(),
+            artifact_root: None,
+            database_url: None,
+            max_workers: 2,
+            max_queue: 1000,
+            scan_timeout_seconds: 600,
+            clone_timeout_seconds: 300,
+            clone_max_bytes: 2 * 1024 * 1024 * 1024,
+            allow_private_networks: false,
+            allow_local_sources: false,
+            shutdown_grace_seconds: 30,
+            recover_running: RecoverRunning::Fail,
+            stream_history_limit: 5000,
+            max_body_bytes: 1024 * 1024,
+            request_timeout_seconds: 30,
+            log_format: None,
+            log_level: "info".into(),
+        }
+    }
+}
+
+fn parse_database_url(url: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            bail!("CERTUS_ASSURANCE_DATABASE_URL: `sqlite://` needs a file path, e.g. sqlite://./data/scans.db");
+        }
+        return Ok(PathBuf::from(path));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        bail!(
+            "CERTUS_ASSURANCE_DATABASE_URL: the PostgreSQL backend is not available in this build; \
+             unset the variable to use the embedded SQLite store"
+        );
+    }
+    Err(anyhow::anyhow!("unsupported scheme"))
+        .context("CERTUS_ASSURANCE_DATABASE_URL must start with sqlite://")
+}
+
+/// Rewrites clap's "invalid value for '--max-workers <N>'" so that it also names the
+/// environment variable, which is how most deployments set it.
+pub fn explain_cli_error(err: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue};
+    if let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) {
+        let flag = arg
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches('-');
+        if !flag.is_empty() {
+            let var = format!("CERTUS_ASSURANCE_{}", flag.replace('-', "_").to_uppercase());
+            let message = format!(
+                "{}\n(set by --{flag} or {var})",
+                err.render().to_string().trim_end()
+            );
+            return clap::Error::raw(err.kind(), message + "\n");
+        }
+    }
+    err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let config = Config::for_data_dir("/tmp/x");
+        assert_eq!(config.max_workers, 2);
+        assert_eq!(config.scan_timeout, Duration::from_secs(600));
+        assert_eq!(config.listen_addr.port(), 8056);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let mut s = Settings::parse_from_defaults();
+        s.max_queue = 0;
+        let err = Config::from_settings(&s).unwrap_err().to_string();
+        assert!(err.contains("CERTUS_ASSURANCE_MAX_QUEUE"), "{err}");
+
+        let mut s = Settings::parse_from_defaults();
+        s.database_url = Some("mysql://x".into());
+        let err = format!("{:#}", Config::from_settings(&s).unwrap_err());
+        assert!(err.contains("CERTUS_ASSURANCE_DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn cli_errors_name_the_variable() {
+        let err = Cli::try_parse_from(["certus-assurance", "--max-workers", "lots"]).unwrap_err();
+        let text = explain_cli_error(err).to_string();
+        assert!(text.contains("CERTUS_ASSURANCE_MAX_WORKERS"), "{text}");
+    }
+}

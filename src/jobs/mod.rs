@@ -1,0 +1,665 @@
+//! The job engine's front: [`JobManager`] submits, looks up, claims, finishes and cancels scans
+//! and publishes their events. It is the only code that calls the job store or changes a scan's
+//! state, and every state change moves the metrics in the same code path.
+
+pub mod events;
+pub mod state;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::sync::Notify;
+
+use crate::metrics::Metrics;
+use crate::pipeline::{Pipeline, ScanEvent};
+use crate::storage::{Completion, JobStore, ScanRecord};
+use events::{EventHub, Subscription};
+use state::{FailureReason, JobState, UploadStatus};
+
+/// Current time as Unix seconds.
+pub fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// A validated submission.
+#[derive(Debug, Clone)]
+pub struct NewScan {
+    pub workspace_id: String,
+    pub component_id: String,
+    pub assessment_id: String,
+    pub source_type: String,
+    /// URL to clone, credentials included; only the redacted form is stored.
+    pub git_clone_url: Option<String>,
+    pub git_display_url: Option<String>,
+    pub branch: Option<String>,
+    pub commit: Option<String>,
+    pub requested_by: Option<String>,
+    pub profile: String,
+    pub manifest_digest: String,
+    pub timeout_seconds: u64,
+}
+
+/// Why a submission was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the scan queue is full ({0} scans waiting); retry later")]
+    QueueFull(usize),
+    #[error("the service is shutting down and accepts no new scans; retry on another replica or after the restart")]
+    Draining,
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Result of a cancel request.
+#[derive(Debug)]
+pub enum CancelOutcome {
+    NotFound,
+    /// The scan had already finished; nothing changed.
+    AlreadyFinished(ScanRecord),
+    /// A queued scan was cancelled at once.
+    Cancelled(ScanRecord),
+    /// A running scan was told to stop; it ends FAILED (`cancelled`) shortly.
+    Requested(ScanRecord),
+}
+
+/// What a stream subscriber gets for a scan.
+pub enum EventSource {
+    /// Live (or recently finished) channel.
+    Live(Subscription),
+    /// A finished scan whose channel is gone: its recorded events (may be empty).
+    Recorded(Vec<String>),
+}
+
+/// Settings of the job engine.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub max_queue: usize,
+    pub max_workers: usize,
+    pub default_timeout: Duration,
+    pub shutdown_grace: Duration,
+}
+
+struct RunningJob {
+    /// Set to stop the pipeline (checked between steps and inside long loops).
+    stop: Arc<AtomicBool>,
+    /// Woken when a cancel request arrives.
+    cancel: Arc<Notify>,
+    cancel_requested: Arc<AtomicBool>,
+}
+
+struct Inner {
+    store: Arc<dyn JobStore>,
+    metrics: Metrics,
+    pipeline: Pipeline,
+    events: EventHub,
+    settings: JobSettings,
+    /// Wakes idle workers when a scan is queued.
+    wake: Notify,
+    /// Serializes admission so the queue bound holds exactly.
+    admission: tokio::sync::Mutex<()>,
+    running: Mutex<HashMap<String, RunningJob>>,
+    /// Clone URLs with credentials, by test id; never persisted.
+    credentials: Mutex<HashMap<String, String>>,
+    draining: AtomicBool,
+}
+
+/// Cheap-to-clone handle to the job engine.
+#[derive(Clone)]
+pub struct JobManager {
+    inner: Arc<Inner>,
+}
+
+impl JobManager {
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        metrics: Metrics,
+        pipeline: Pipeline,
+        settings: JobSettings,
+        history_limit: usize,
+    ) -> JobManager {
+        metrics.workers.set(settings.max_workers as i64);
+        JobManager {
+            inner: Arc::new(Inner {
+                events: EventHub::new(history_limit, 64, metrics.clone()),
+                store,
+                metrics,
+                pipeline,
+                settings,
+                wake: Notify::new(),
+                admission: tokio::sync::Mutex::new(()),
+                running: Mutex::new(HashMap::new()),
+                credentials: Mutex::new(HashMap::new()),
+                draining: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn settings(&self) -> &JobSettings {
+        &self.inner.settings
+    }
+
+    pub(crate) fn pipeline(&self) -> &Pipeline {
+        &self.inner.pipeline
+    }
+
+    /// Start-up: recover scans left RUNNING, then rebuild the state gauges from the store.
+    pub async fn recover(&self, requeue: bool) -> anyhow::Result<()> {
+        let recovered = self
+            .inner
+            .store
+            .recover_running(requeue, now_secs())
+            .await?;
+        for id in &recovered.failed {
+            tracing::warn!(job.id = %id, "scan was running when the service stopped; marked FAILED (interrupted)");
+            self.inner
+                .metrics
+                .scan_failures_total
+                .with_label_values(&["interrupted"])
+                .inc();
+            self.inner
+                .metrics
+                .scan_transitions_total
+                .with_label_values(&["running", "failed"])
+                .inc();
+        }
+        for id in &recovered.requeued {
+            tracing::info!(job.id = %id, "scan was running when the service stopped; queued again");
+            self.inner
+                .metrics
+                .scan_transitions_total
+                .with_label_values(&["running", "queued"])
+                .inc();
+        }
+        self.reconcile_gauges().await
+    }
+
+    /// Sets the store-derived gauges from the store's counts.
+    pub async fn reconcile_gauges(&self) -> anyhow::Result<()> {
+        let counts = self.inner.store.counts().await?;
+        for st in JobState::ALL {
+            self.inner
+                .metrics
+                .scans
+                .with_label_values(&[st.label()])
+                .set(counts.by_status.get(&st).copied().unwrap_or(0));
+        }
+        for up in UploadStatus::ALL {
+            self.inner
+                .metrics
+                .uploads
+                .with_label_values(&[up.as_str()])
+                .set(counts.by_upload_status.get(&up).copied().unwrap_or(0));
+        }
+        Ok(())
+    }
+
+    /// Refreshes the gauges that are computed when scraped (oldest queued/running times). Each is
+    /// one indexed lookup, so the cost does not grow with the number of stored scans.
+    pub async fn refresh_scrape_gauges(&self) {
+        match self.inner.store.oldest().await {
+            Ok((queued, running)) => {
+                let m = &self.inner.metrics;
+                m.queue_oldest_enqueued_timestamp_seconds
+                    .set(queued.unwrap_or(0.0));
+                m.running_oldest_started_timestamp_seconds
+                    .set(running.unwrap_or(0.0));
+            }
+            Err(err) => tracing::warn!(error = %err, "could not read queue ages from the store"),
+        }
+    }
+
+    /// Whether the store answers.
+    pub async fn store_ready(&self) -> bool {
+        tokio::time::timeout(Duration::from_secs(2), self.inner.store.oldest())
+            .await
+            .map(|r| r.is_ok())
+            .unwrap_or(false)
+    }
+
+    pub fn queue_full(&self) -> bool {
+        self.queued_count() >= self.inner.settings.max_queue as i64
+    }
+
+    fn queued_count(&self) -> i64 {
+        self.inner
+            .metrics
+            .scans
+            .with_label_values(&["queued"])
+            .get()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// Stops admitting scans and wakes idle workers so they notice the shutdown.
+    pub fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+        self.inner.wake.notify_waiters();
+    }
+
+    /// Admits one scan: QUEUED in the store, gauges and counters moved, a worker woken.
+    pub async fn submit(&self, new: NewScan) -> Result<ScanRecord, SubmitError> {
+        let metrics = &self.inner.metrics;
+        if self.is_draining() {
+            metrics
+                .scan_submissions_rejected_total
+                .with_label_values(&["draining"])
+                .inc();
+            return Err(SubmitError::Draining);
+        }
+        let _admission = self.inner.admission.lock().await;
+        if self.queue_full() {
+            metrics
+                .scan_submissions_rejected_total
+                .with_label_values(&["queue_full"])
+                .inc();
+            return Err(SubmitError::QueueFull(self.queued_count() as usize));
+        }
+        let record = ScanRecord {
+            test_id: new_test_id(),
+            workspace_id: new.workspace_id,
+            component_id: new.component_id,
+            assessment_id: new.assessment_id,
+            source_type: new.source_type,
+            git_url: new.git_display_url.clone(),
+            branch: new.branch,
+            requested_commit: new.commit,
+            directory_path: None,
+            archive_path: None,
+            requested_by: new.requested_by,
+            profile: new.profile,
+            manifest_digest: new.manifest_digest,
+            timeout_seconds: new.timeout_seconds,
+            status: JobState::Queued,
+            failure_reason: None,
+            errors: vec![],
+            resolved_commit: None,
+            resolved_branch: None,
+            summary: None,
+            artifacts: None,
+            submitted_at: now_secs(),
+            started_at: None,
+            finished_at: None,
+            attempts: 0,
+            upload_status: UploadStatus::Pending,
+            upload_permission_id: None,
+            verification_proof: None,
+            remote_artifacts: None,
+        };
+        if let (Some(clone), Some(display)) = (&new.git_clone_url, &new.git_display_url) {
+            if clone != display {
+                self.inner
+                    .credentials
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(record.test_id.clone(), clone.clone());
+            }
+        }
+        if let Err(err) = self.inner.store.insert(record.clone()).await {
+            self.forget_credentials(&record.test_id);
+            return Err(SubmitError::Internal(err));
+        }
+        metrics.scans.with_label_values(&["queued"]).inc();
+        metrics.uploads.with_label_values(&["pending"]).inc();
+        metrics
+            .scans_submitted_total
+            .with_label_values(&[&record.profile, &record.source_type])
+            .inc();
+        drop(_admission);
+        tracing::info!(job.id = %record.test_id, workspace.id = %record.workspace_id, profile = %record.profile, "scan queued");
+        self.inner.wake.notify_one();
+        Ok(record)
+    }
+
+    pub async fn get(&self, test_id: &str) -> anyhow::Result<Option<ScanRecord>> {
+        self.inner.store.get(test_id.to_string()).await
+    }
+
+    /// Cancels a queued scan at once, or asks a running one to stop.
+    pub async fn cancel(&self, test_id: &str) -> anyhow::Result<CancelOutcome> {
+        let Some(record) = self.get(test_id).await? else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        match record.status {
+            JobState::Succeeded | JobState::Failed => Ok(CancelOutcome::AlreadyFinished(record)),
+            JobState::Queued => {
+                let message = "Cancelled by request before it started.".to_string();
+                if self
+                    .inner
+                    .store
+                    .cancel_queued(test_id.to_string(), now_secs(), message)
+                    .await?
+                {
+                    let m = &self.inner.metrics;
+                    m.scan_transition("queued", "failed");
+                    m.scan_failures_total
+                        .with_label_values(&["cancelled"])
+                        .inc();
+                    self.forget_credentials(test_id);
+                    self.publish_terminal(
+                        test_id,
+                        JobState::Failed,
+                        &record.manifest_digest,
+                        Some(FailureReason::Cancelled),
+                        vec![],
+                    );
+                    tracing::info!(job.id = %test_id, "queued scan cancelled");
+                    let record = self
+                        .get(test_id)
+                        .await?
+                        .context("cancelled scan vanished")?;
+                    return Ok(CancelOutcome::Cancelled(record));
+                }
+                // A worker claimed it in the meantime: cancel the running scan instead.
+                self.request_running_cancel(test_id).await
+            }
+            JobState::Running => self.request_running_cancel(test_id).await,
+        }
+    }
+
+    async fn request_running_cancel(&self, test_id: &str) -> anyhow::Result<CancelOutcome> {
+        let found = {
+            let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+            running.get(test_id).map(|job| {
+                job.cancel_requested.store(true, Ordering::SeqCst);
+                job.stop.store(true, Ordering::SeqCst);
+                job.cancel.notify_one();
+            })
+        };
+        let record = self.get(test_id).await?.context("scan vanished")?;
+        if found.is_some() {
+            tracing::info!(job.id = %test_id, "cancellation requested for a running scan");
+            return Ok(CancelOutcome::Requested(record));
+        }
+        if record.status.is_terminal() {
+            return Ok(CancelOutcome::AlreadyFinished(record));
+        }
+        // Running but not in this process (it finished between the reads, or another replica
+        // runs it); report the request as accepted so the caller polls the status.
+        Ok(CancelOutcome::Requested(record))
+    }
+
+    /// Subscribes to a scan's events; `None` for an unknown scan.
+    pub async fn subscribe(&self, test_id: &str) -> anyhow::Result<Option<EventSource>> {
+        if let Some(channel) = self.inner.events.existing(test_id) {
+            return Ok(Some(EventSource::Live(channel.subscribe())));
+        }
+        let Some(record) = self.get(test_id).await? else {
+            return Ok(None);
+        };
+        if !record.status.is_terminal() {
+            let channel = self.inner.events.channel(test_id);
+            // The scan may have finished between the read and the subscription.
+            let record = self.get(test_id).await?.context("scan vanished")?;
+            if !record.status.is_terminal() || channel.is_finished() {
+                return Ok(Some(EventSource::Live(channel.subscribe())));
+            }
+            self.inner.events.remove(test_id);
+        }
+        let path = self
+            .inner
+            .pipeline
+            .artifact_dir(test_id)
+            .join(crate::pipeline::artifacts::STREAM_JSONL);
+        let mut lines: Vec<String> = tokio::fs::read_to_string(&path)
+            .await
+            .map(|text| {
+                text.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let has_terminal = lines
+            .last()
+            .is_some_and(|l| l.contains("\"type\":\"scan_complete\""));
+        if !has_terminal {
+            let event = ScanEvent::ScanComplete {
+                status: record.status.as_str().to_string(),
+                manifest_digest: record.manifest_digest.clone(),
+                failure_reason: record.failure_reason.map(|r| r.as_str().to_string()),
+                bundle: record.artifacts.clone().unwrap_or_default(),
+            };
+            lines.push(events::event_json(
+                &event,
+                record.finished_at.unwrap_or_else(now_secs),
+            ));
+        }
+        Ok(Some(EventSource::Recorded(lines)))
+    }
+
+    /// Claims the next queued scan for this process, moving the metrics.
+    pub(crate) async fn claim(&self) -> anyhow::Result<Option<ScanRecord>> {
+        let started = now_secs();
+        let Some(record) = self.inner.store.claim_next(started).await? else {
+            return Ok(None);
+        };
+        let m = &self.inner.metrics;
+        m.scan_transition("queued", "running");
+        m.scan_queue_wait_seconds
+            .observe((started - record.submitted_at).max(0.0));
+        Ok(Some(record))
+    }
+
+    pub(crate) fn credentials_for(&self, test_id: &str) -> Option<String> {
+        self.inner
+            .credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(test_id)
+            .cloned()
+    }
+
+    fn forget_credentials(&self, test_id: &str) {
+        self.inner
+            .credentials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(test_id);
+    }
+
+    /// Registers a running scan so cancel requests can reach it.
+    pub(crate) fn register_running(
+        &self,
+        test_id: &str,
+    ) -> (Arc<AtomicBool>, Arc<Notify>, Arc<AtomicBool>) {
+        let job = RunningJob {
+            stop: Arc::new(AtomicBool::new(false)),
+            cancel: Arc::new(Notify::new()),
+            cancel_requested: Arc::new(AtomicBool::new(false)),
+        };
+        let handles = (
+            job.stop.clone(),
+            job.cancel.clone(),
+            job.cancel_requested.clone(),
+        );
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(test_id.to_string(), job);
+        handles
+    }
+
+    fn unregister_running(&self, test_id: &str) {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(test_id);
+    }
+
+    pub(crate) fn events(&self) -> &EventHub {
+        &self.inner.events
+    }
+
+    pub(crate) async fn record_resolved(
+        &self,
+        test_id: &str,
+        commit: String,
+        branch: Option<String>,
+    ) {
+        if let Err(err) = self
+            .inner
+            .store
+            .set_resolved(test_id.to_string(), commit, branch)
+            .await
+        {
+            tracing::warn!(job.id = %test_id, error = %err, "could not record the resolved commit");
+        }
+    }
+
+    /// RUNNING → SUCCEEDED/FAILED: store, metrics, terminal event. Returns false if the scan was
+    /// no longer RUNNING (it is then left as it is).
+    pub(crate) async fn finish(
+        &self,
+        record: &ScanRecord,
+        done: Completion,
+    ) -> anyhow::Result<bool> {
+        let status = done.status;
+        let reason = done.failure_reason;
+        let artifacts = done.artifacts.clone().unwrap_or_default();
+        let duration = (done.finished_at - record.started_at.unwrap_or(done.finished_at)).max(0.0);
+        let policy_passed = done
+            .summary
+            .as_ref()
+            .and_then(|s| s.pointer("/policy/passed"))
+            .and_then(|v| v.as_bool());
+        let changed = self
+            .inner
+            .store
+            .finish(record.test_id.clone(), done)
+            .await?;
+        self.unregister_running(&record.test_id);
+        self.forget_credentials(&record.test_id);
+        if !changed {
+            return Ok(false);
+        }
+        let m = &self.inner.metrics;
+        m.scan_transition("running", status.label());
+        m.scan_duration_seconds
+            .with_label_values(&[record.profile.as_str(), status.label()])
+            .observe(duration);
+        if let Some(reason) = reason {
+            m.scan_failures_total
+                .with_label_values(&[reason.as_str()])
+                .inc();
+        }
+        if let Some(passed) = policy_passed {
+            m.policy_evaluations_total
+                .with_label_values(&[
+                    record.profile.as_str(),
+                    if passed { "pass" } else { "fail" },
+                ])
+                .inc();
+        }
+        self.publish_terminal(
+            &record.test_id,
+            status,
+            &record.manifest_digest,
+            reason,
+            artifacts,
+        );
+        Ok(true)
+    }
+
+    /// RUNNING → QUEUED (the shutdown deadline passed while it ran).
+    pub(crate) async fn requeue(&self, record: &ScanRecord) -> anyhow::Result<()> {
+        let message = "The service shut down while this scan ran; it was queued again.".to_string();
+        let changed = self
+            .inner
+            .store
+            .requeue(record.test_id.clone(), message)
+            .await?;
+        self.unregister_running(&record.test_id);
+        self.inner.events.remove(&record.test_id);
+        if changed {
+            self.inner.metrics.scan_transition("running", "queued");
+        }
+        Ok(())
+    }
+
+    fn publish_terminal(
+        &self,
+        test_id: &str,
+        status: JobState,
+        manifest_digest: &str,
+        reason: Option<FailureReason>,
+        bundle: Vec<String>,
+    ) {
+        let event = ScanEvent::ScanComplete {
+            status: status.as_str().to_string(),
+            manifest_digest: manifest_digest.to_string(),
+            failure_reason: reason.map(|r| r.as_str().to_string()),
+            bundle,
+        };
+        if let Some(channel) = self.inner.events.existing(test_id) {
+            let published = channel.publish(&event);
+            append_stream_line(&self.inner.pipeline.artifact_dir(test_id), &published.json);
+        }
+        self.inner.events.finish(test_id);
+    }
+
+    /// Waits until a scan may be queued or shutdown starts.
+    pub(crate) async fn wait_for_work(&self, poll: Duration) {
+        let _ = tokio::time::timeout(poll, self.inner.wake.notified()).await;
+    }
+}
+
+/// Appends one event line to the bundle's `stream.jsonl` (best effort: a stream file that cannot
+/// be written must not fail the scan).
+pub(crate) fn append_stream_line(bundle_dir: &std::path::Path, json: &str) {
+    use std::io::Write;
+    if std::fs::create_dir_all(bundle_dir).is_err() {
+        return;
+    }
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(bundle_dir.join(crate::pipeline::artifacts::STREAM_JSONL))
+    {
+        let _ = writeln!(file, "{json}");
+    }
+}
+
+/// `test_` followed by 12 lowercase hex digits from the OS random source.
+pub fn new_test_id() -> String {
+    let mut bytes = [0u8; 6];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    format!("test_{}", hex::encode(bytes))
+}
+
+/// Whether `s` has the shape of a test id.
+pub fn is_test_id(s: &str) -> bool {
+    s.len() == 17
+        && s.starts_with("test_")
+        && s[5..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_ids_have_the_documented_shape() {
+        let id = new_test_id();
+        assert!(is_test_id(&id), "{id}");
+        assert_ne!(id, new_test_id());
+        assert!(!is_test_id("test_ABCDEF012345"));
+        assert!(!is_test_id("test_../../etc"));
+    }
+}

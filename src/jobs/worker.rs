@@ -1,0 +1,316 @@
+//! The worker loop: claim a scan through [`JobManager`], run the pipeline under the scan's time
+//! limit, and record the outcome. A worker checks the shutdown token between scans, and a scan
+//! still running when the drain deadline passes is stopped and put back in the queue. A panic
+//! inside a scan fails that scan, not the worker. Knows nothing of HTTP.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::events::JobChannel;
+use super::state::{FailureReason, JobState};
+use super::{append_stream_line, now_secs, JobManager};
+use crate::pipeline::profile::Profile;
+use crate::pipeline::source::{parse_git_url, GitUrl};
+use crate::pipeline::{FailureKind, ProgressSink, ScanEvent, ScanSpec};
+use crate::storage::{Completion, ScanRecord};
+
+/// How long a stopped pipeline may take to notice and clean up before the worker moves on.
+const STOP_GRACE: Duration = Duration::from_secs(60);
+/// Fallback polling interval when no wake-up arrives.
+const POLL: Duration = Duration::from_secs(1);
+
+/// How one claimed scan ended, as seen by the loop.
+enum Ended {
+    Finished,
+    Requeued,
+}
+
+/// Runs one worker until `stop_claiming` fires; `hard_stop` fires when the drain deadline passes.
+pub async fn run_worker(
+    jobs: JobManager,
+    index: usize,
+    stop_claiming: CancellationToken,
+    hard_stop: CancellationToken,
+) {
+    tracing::debug!(worker = index, "worker started");
+    loop {
+        if stop_claiming.is_cancelled() {
+            break;
+        }
+        let record = match jobs.claim().await {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                tokio::select! {
+                    _ = stop_claiming.cancelled() => break,
+                    _ = jobs.wait_for_work(POLL) => continue,
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = ?err, "claiming a scan failed; retrying shortly");
+                tokio::select! {
+                    _ = stop_claiming.cancelled() => break,
+                    _ = tokio::time::sleep(POLL) => continue,
+                }
+            }
+        };
+        jobs.metrics().workers_busy.inc();
+        let span = tracing::info_span!("scan", job.id = %record.test_id, workspace.id = %record.workspace_id, profile = %record.profile);
+        let ended = run_one(&jobs, record, &hard_stop).instrument(span).await;
+        jobs.metrics().workers_busy.dec();
+        if matches!(ended, Ended::Requeued) {
+            break;
+        }
+    }
+    tracing::debug!(worker = index, "worker stopped");
+}
+
+/// Runs every queued scan to completion in this task (tests and benchmarks).
+pub async fn drain_queue(jobs: &JobManager) -> usize {
+    let never = CancellationToken::new();
+    let mut n = 0;
+    while let Ok(Some(record)) = jobs.claim().await {
+        jobs.metrics().workers_busy.inc();
+        run_one(jobs, record, &never).await;
+        jobs.metrics().workers_busy.dec();
+        n += 1;
+    }
+    n
+}
+
+/// Forwards pipeline events to the job's channel and the bundle's `stream.jsonl`, and records the
+/// resolved commit as soon as the clone reports it.
+struct JobSink {
+    jobs: JobManager,
+    test_id: String,
+    channel: Arc<JobChannel>,
+    bundle_dir: std::path::PathBuf,
+    file_lock: Mutex<()>,
+}
+
+impl ProgressSink for JobSink {
+    fn emit(&self, event: ScanEvent) {
+        if let ScanEvent::Phase {
+            commit: Some(commit),
+            branch,
+            ..
+        } = &event
+        {
+            let jobs = self.jobs.clone();
+            let id = self.test_id.clone();
+            let (commit, branch) = (commit.clone(), branch.clone());
+            tokio::spawn(async move { jobs.record_resolved(&id, commit, branch).await });
+        }
+        let published = self.channel.publish(&event);
+        let _guard = self.file_lock.lock().unwrap_or_else(|p| p.into_inner());
+        append_stream_line(&self.bundle_dir, &published.json);
+    }
+}
+
+fn spec_for(jobs: &JobManager, record: &ScanRecord) -> Result<ScanSpec, (FailureReason, String)> {
+    let profile = Profile::builtin(&record.profile).ok_or_else(|| {
+        (
+            FailureReason::SourceInvalid,
+            format!(
+                "profile `{}` is not known to this server version",
+                record.profile
+            ),
+        )
+    })?;
+    let display = record.git_url.clone().ok_or_else(|| {
+        (
+            FailureReason::SourceInvalid,
+            "the scan has no git_url".to_string(),
+        )
+    })?;
+    let policy = jobs.pipeline().source_policy;
+    let git = match jobs.credentials_for(&record.test_id) {
+        Some(clone_url) => {
+            let mut parsed = parse_git_url(&clone_url, policy).map_err(|e| (FailureReason::SourceInvalid, e))?;
+            parsed.display_url = display;
+            parsed
+        }
+        None if display.contains("***@") => {
+            return Err((
+                FailureReason::CloneFailed,
+                "the credentials in git_url are kept in memory only and were lost in a restart; submit the scan again"
+                    .to_string(),
+            ))
+        }
+        None => parse_git_url(&display, policy).map_err(|e| (FailureReason::SourceInvalid, e))?,
+    };
+    Ok(ScanSpec {
+        test_id: record.test_id.clone(),
+        workspace_id: record.workspace_id.clone(),
+        component_id: record.component_id.clone(),
+        assessment_id: record.assessment_id.clone(),
+        requested_by: record.requested_by.clone(),
+        git: GitUrl { ..git },
+        branch: record.branch.clone(),
+        commit: record.requested_commit.clone(),
+        profile,
+        manifest_digest: record.manifest_digest.clone(),
+        submitted_at: record.submitted_at,
+    })
+}
+
+async fn run_one(jobs: &JobManager, record: ScanRecord, hard_stop: &CancellationToken) -> Ended {
+    let test_id = record.test_id.clone();
+    let (stop, cancel, cancel_requested) = jobs.register_running(&test_id);
+    let bundle_dir = jobs.pipeline().artifact_dir(&test_id);
+    let channel = jobs.events().channel(&test_id);
+    let sink = Arc::new(JobSink {
+        jobs: jobs.clone(),
+        test_id: test_id.clone(),
+        channel,
+        bundle_dir: bundle_dir.clone(),
+        file_lock: Mutex::new(()),
+    });
+    // A re-run of a requeued scan starts a fresh stream file.
+    let _ = std::fs::remove_file(bundle_dir.join(crate::pipeline::artifacts::STREAM_JSONL));
+    tracing::info!("scan started");
+
+    let spec = match spec_for(jobs, &record) {
+        Ok(spec) => spec,
+        Err((reason, message)) => {
+            sink.emit(ScanEvent::Error {
+                message: message.clone(),
+            });
+            finish_failed(jobs, &record, reason, message).await;
+            return Ended::Finished;
+        }
+    };
+    let timeout = Duration::from_secs(record.timeout_seconds);
+    let pipeline = jobs.pipeline().clone();
+    let task_stop = stop.clone();
+    let task_sink: Arc<dyn ProgressSink> = sink.clone();
+    let mut task = tokio::spawn(
+        async move { pipeline.run(&spec, task_sink, task_stop).await }.in_current_span(),
+    );
+
+    enum Interrupt {
+        Timeout,
+        Cancel,
+        Shutdown,
+    }
+    let interrupt = tokio::select! {
+        result = &mut task => {
+            return complete(jobs, &record, result, &cancel_requested).await;
+        }
+        _ = tokio::time::sleep(timeout) => Interrupt::Timeout,
+        _ = cancel.notified() => Interrupt::Cancel,
+        _ = hard_stop.cancelled() => Interrupt::Shutdown,
+    };
+    stop.store(true, Ordering::SeqCst);
+    // Let the pipeline notice the stop and remove its workspace; abort it if it does not.
+    if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
+        tracing::error!("scan did not stop within {STOP_GRACE:?}; aborting its task");
+        task.abort();
+    }
+    match interrupt {
+        Interrupt::Timeout => {
+            let message = format!(
+                "the scan exceeded its time limit of {}s; raise timeout_seconds or use a lighter profile",
+                record.timeout_seconds
+            );
+            sink.emit(ScanEvent::Error {
+                message: message.clone(),
+            });
+            finish_failed(jobs, &record, FailureReason::Timeout, message).await;
+            Ended::Finished
+        }
+        Interrupt::Cancel => {
+            finish_failed(
+                jobs,
+                &record,
+                FailureReason::Cancelled,
+                "Cancelled by request while running.".into(),
+            )
+            .await;
+            Ended::Finished
+        }
+        Interrupt::Shutdown => {
+            if let Err(err) = jobs.requeue(&record).await {
+                tracing::error!(error = ?err, "could not put the scan back in the queue");
+            } else {
+                tracing::warn!("shutdown deadline passed; scan queued again");
+            }
+            Ended::Requeued
+        }
+    }
+}
+
+async fn complete(
+    jobs: &JobManager,
+    record: &ScanRecord,
+    result: Result<
+        Result<crate::pipeline::ScanReport, crate::pipeline::ScanFailure>,
+        tokio::task::JoinError,
+    >,
+    cancel_requested: &std::sync::atomic::AtomicBool,
+) -> Ended {
+    match result {
+        Ok(Ok(report)) => {
+            let done = Completion {
+                status: JobState::Succeeded,
+                failure_reason: None,
+                errors: vec![],
+                summary: Some(report.summary),
+                artifacts: Some(report.artifacts),
+                finished_at: now_secs(),
+            };
+            match jobs.finish(record, done).await {
+                Ok(_) => tracing::info!(policy.passed = report.policy.passed, "scan succeeded"),
+                Err(err) => tracing::error!(error = ?err, "could not record the end of a scan"),
+            }
+        }
+        Ok(Err(failure)) => {
+            let reason = match failure.kind {
+                FailureKind::CloneFailed => FailureReason::CloneFailed,
+                FailureKind::SourceInvalid => FailureReason::SourceInvalid,
+                FailureKind::ScannerFailed => FailureReason::ScannerFailed,
+                FailureKind::Internal => FailureReason::Internal,
+                FailureKind::Cancelled if cancel_requested.load(Ordering::SeqCst) => {
+                    FailureReason::Cancelled
+                }
+                FailureKind::Cancelled => FailureReason::Timeout,
+            };
+            finish_failed(jobs, record, reason, failure.message).await;
+        }
+        Err(join) => {
+            let message = if join.is_panic() {
+                "the scan crashed inside the service; the failure was logged".to_string()
+            } else {
+                "the scan task was aborted".to_string()
+            };
+            tracing::error!(error = %join, "scan task ended abnormally");
+            finish_failed(jobs, record, FailureReason::Internal, message).await;
+        }
+    }
+    Ended::Finished
+}
+
+async fn finish_failed(
+    jobs: &JobManager,
+    record: &ScanRecord,
+    reason: FailureReason,
+    message: String,
+) {
+    tracing::warn!(failure_reason = reason.as_str(), error = %message, "scan failed");
+    let bundle_dir = jobs.pipeline().artifact_dir(&record.test_id);
+    let artifacts = crate::pipeline::artifacts::list_files(&bundle_dir).ok();
+    let done = Completion {
+        status: JobState::Failed,
+        failure_reason: Some(reason),
+        errors: vec![message],
+        summary: None,
+        artifacts,
+        finished_at: now_secs(),
+    };
+    if let Err(err) = jobs.finish(record, done).await {
+        tracing::error!(error = ?err, "could not record the end of a scan");
+    }
+}

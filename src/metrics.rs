@@ -1,0 +1,452 @@
+//! The one metrics registry and every metric of the service: name, help, labels and buckets are
+//! declared here and nowhere else. Other modules only call the typed handles of [`Metrics`].
+//!
+//! `/metrics` renders [`Metrics::gather`] in the Prometheus text format 0.0.4, and `/stats` is a
+//! JSON view of the very same gathered families ([`Metrics::stats`]) — there is no second set of
+//! counters. Every label value comes from a closed list below (never an id, URL, path or commit),
+//! and every known label combination is created at 0 when the registry is built, so series exist
+//! from the first scrape. docs/metrics.md is the reader's catalogue of this file.
+
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use serde_json::json;
+
+/// Content type of the `/metrics` response.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Values of the `status` label of `scans` (lower case, as `/stats` keys).
+pub const SCAN_STATUSES: [&str; 4] = ["queued", "running", "succeeded", "failed"];
+/// Legal `(from, to)` scan transitions; `scan_transitions_total` has exactly these series.
+pub const SCAN_TRANSITIONS: [(&str, &str); 5] = [
+    ("queued", "running"),
+    ("queued", "failed"),
+    ("running", "succeeded"),
+    ("running", "failed"),
+    ("running", "queued"),
+];
+/// Values of `failure_reason` and of the `reason` label of `scan_failures_total`.
+pub const FAILURE_REASONS: [&str; 7] = [
+    "clone_failed",
+    "source_invalid",
+    "scanner_failed",
+    "timeout",
+    "cancelled",
+    "interrupted",
+    "internal",
+];
+/// Reasons a submission is refused before a scan exists.
+pub const REJECT_REASONS: [&str; 4] = ["invalid", "unauthorized", "queue_full", "draining"];
+/// Values of the `source_type` label.
+pub const SOURCE_TYPES: [&str; 3] = ["git", "directory", "archive"];
+/// Values of the `phase` label of `scan_phase_duration_seconds`.
+pub const PHASES: [&str; 3] = ["clone", "scan", "bundle"];
+/// Outcomes of one scanner run.
+pub const SCANNER_OUTCOMES: [&str; 3] = ["success", "failure", "skipped"];
+/// Values of the `result` label of `policy_evaluations_total`.
+pub const POLICY_RESULTS: [&str; 2] = ["pass", "fail"];
+/// Values of the `status` label of `uploads` (`/stats.upload_stats` keys).
+pub const UPLOAD_STATUSES: [&str; 5] = ["pending", "permitted", "uploaded", "denied", "failed"];
+/// Legal upload transitions.
+pub const UPLOAD_TRANSITIONS: [(&str, &str); 7] = [
+    ("pending", "permitted"),
+    ("pending", "denied"),
+    ("pending", "failed"),
+    ("permitted", "uploaded"),
+    ("permitted", "failed"),
+    ("failed", "permitted"),
+    ("failed", "denied"),
+];
+/// Severity label values of `findings_total`.
+pub const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "info"];
+
+const SCAN_DURATION_BUCKETS: &[f64] = &[
+    1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0,
+];
+const QUEUE_WAIT_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+];
+const STEP_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+const HTTP_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Handles to every metric, all registered in [`Metrics::registry`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Scans by current status (store-derived; rebuilt from the store at start-up).
+    pub scans: IntGaugeVec,
+    pub scans_submitted_total: IntCounterVec,
+    pub scan_submissions_rejected_total: IntCounterVec,
+    pub scan_transitions_total: IntCounterVec,
+    pub scan_failures_total: IntCounterVec,
+    pub scan_duration_seconds: HistogramVec,
+    pub scan_queue_wait_seconds: Histogram,
+    pub scan_phase_duration_seconds: HistogramVec,
+    pub scanner_runs_total: IntCounterVec,
+    pub scanner_duration_seconds: HistogramVec,
+    pub findings_total: IntCounterVec,
+    pub policy_evaluations_total: IntCounterVec,
+    pub workers: IntGauge,
+    pub workers_busy: IntGauge,
+    /// Unix time the oldest QUEUED scan was submitted; 0 when the queue is empty.
+    pub queue_oldest_enqueued_timestamp_seconds: prometheus::Gauge,
+    /// Unix time the oldest RUNNING scan started; 0 when none runs.
+    pub running_oldest_started_timestamp_seconds: prometheus::Gauge,
+    /// Scans by upload status (store-derived).
+    pub uploads: IntGaugeVec,
+    pub upload_transitions_total: IntCounterVec,
+    pub active_streams: IntGauge,
+    pub stream_events_sent_total: IntCounter,
+    pub stream_events_dropped_total: IntCounter,
+    pub http_requests_total: IntCounterVec,
+    pub http_request_duration_seconds: HistogramVec,
+    pub build_info: IntGaugeVec,
+}
+
+fn name(suffix: &str) -> String {
+    format!("certus_assurance_{suffix}")
+}
+
+impl Metrics {
+    /// Builds the registry with every series of a known label combination at 0.
+    ///
+    /// `profiles` and `scanners` are the closed sets of profile and scanner names this build
+    /// knows; they become label values.
+    pub fn new(profiles: &[&str], scanners: &[&str]) -> Metrics {
+        let registry = Registry::new();
+        fn reg<C: Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("metric names are unique");
+            c
+        }
+        let gauge_vec = |n: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntGaugeVec::new(Opts::new(name(n), help), labels).expect("valid"),
+            )
+        };
+        let counter_vec = |n: &str, help: &str, labels: &[&str]| {
+            reg(
+                &registry,
+                IntCounterVec::new(Opts::new(name(n), help), labels).expect("valid"),
+            )
+        };
+        let histogram_vec = |n: &str, help: &str, labels: &[&str], buckets: &[f64]| {
+            reg(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(name(n), help).buckets(buckets.to_vec()),
+                    labels,
+                )
+                .expect("valid"),
+            )
+        };
+
+        let m = Metrics {
+            scans: gauge_vec(
+                "scans",
+                "Scans by current status, as recorded in the job store.",
+                &["status"],
+            ),
+            scans_submitted_total: counter_vec(
+                "scans_submitted_total",
+                "Scan submissions accepted (answered 202).",
+                &["profile", "source_type"],
+            ),
+            scan_submissions_rejected_total: counter_vec(
+                "scan_submissions_rejected_total",
+                "Scan submissions refused before a scan was created.",
+                &["reason"],
+            ),
+            scan_transitions_total: counter_vec(
+                "scan_transitions_total",
+                "Scan status transitions made by this process.",
+                &["from", "to"],
+            ),
+            scan_failures_total: counter_vec(
+                "scan_failures_total",
+                "Scans that ended FAILED, by failure reason.",
+                &["reason"],
+            ),
+            scan_duration_seconds: histogram_vec(
+                "scan_duration_seconds",
+                "Time from a scan starting to run until it finished.",
+                &["profile", "status"],
+                SCAN_DURATION_BUCKETS,
+            ),
+            scan_queue_wait_seconds: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        name("scan_queue_wait_seconds"),
+                        "Time a scan waited in the queue before a worker started it.",
+                    )
+                    .buckets(QUEUE_WAIT_BUCKETS.to_vec()),
+                )
+                .expect("valid"),
+            ),
+            scan_phase_duration_seconds: histogram_vec(
+                "scan_phase_duration_seconds",
+                "Duration of each phase of a scan run.",
+                &["phase"],
+                STEP_BUCKETS,
+            ),
+            scanner_runs_total: counter_vec(
+                "scanner_runs_total",
+                "Scanner runs by scanner and outcome.",
+                &["scanner", "outcome"],
+            ),
+            scanner_duration_seconds: histogram_vec(
+                "scanner_duration_seconds",
+                "Duration of one scanner run.",
+                &["scanner", "outcome"],
+                STEP_BUCKETS,
+            ),
+            findings_total: counter_vec(
+                "findings_total",
+                "Findings reported by scanners, by severity.",
+                &["severity", "scanner"],
+            ),
+            policy_evaluations_total: counter_vec(
+                "policy_evaluations_total",
+                "Policy verdicts of succeeded scans.",
+                &["profile", "result"],
+            ),
+            workers: reg(
+                &registry,
+                IntGauge::new(name("workers"), "Configured scan workers.").expect("valid"),
+            ),
+            workers_busy: reg(
+                &registry,
+                IntGauge::new(
+                    name("workers_busy"),
+                    "Scan workers currently running a scan.",
+                )
+                .expect("valid"),
+            ),
+            queue_oldest_enqueued_timestamp_seconds: reg(
+                &registry,
+                prometheus::Gauge::new(
+                    name("queue_oldest_enqueued_timestamp_seconds"),
+                    "Unix time the oldest QUEUED scan was submitted (0 when the queue is empty).",
+                )
+                .expect("valid"),
+            ),
+            running_oldest_started_timestamp_seconds: reg(
+                &registry,
+                prometheus::Gauge::new(
+                    name("running_oldest_started_timestamp_seconds"),
+                    "Unix time the oldest RUNNING scan started (0 when none runs).",
+                )
+                .expect("valid"),
+            ),
+            uploads: gauge_vec(
+                "uploads",
+                "Scans by upload status, as recorded in the job store.",
+                &["status"],
+            ),
+            upload_transitions_total: counter_vec(
+                "upload_transitions_total",
+                "Upload status transitions made by this process.",
+                &["from", "to"],
+            ),
+            active_streams: reg(
+                &registry,
+                IntGauge::new(name("active_streams"), "Open WebSocket event streams.")
+                    .expect("valid"),
+            ),
+            stream_events_sent_total: reg(
+                &registry,
+                IntCounter::new(
+                    name("stream_events_sent_total"),
+                    "Events sent to WebSocket subscribers.",
+                )
+                .expect("valid"),
+            ),
+            stream_events_dropped_total: reg(
+                &registry,
+                IntCounter::new(
+                    name("stream_events_dropped_total"),
+                    "Log events dropped from a scan's bounded replay history.",
+                )
+                .expect("valid"),
+            ),
+            http_requests_total: counter_vec(
+                "http_requests_total",
+                "HTTP requests answered, by method, route template and status code.",
+                &["method", "route", "status"],
+            ),
+            http_request_duration_seconds: histogram_vec(
+                "http_request_duration_seconds",
+                "HTTP request latency, by method, route template and status code.",
+                &["method", "route", "status"],
+                HTTP_BUCKETS,
+            ),
+            build_info: gauge_vec(
+                "build_info",
+                "Always 1; the labels carry the version and source revision of this build.",
+                &["version", "revision"],
+            ),
+            registry,
+        };
+
+        #[cfg(target_os = "linux")]
+        m.registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process collector registers once");
+
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), crate::BUILD_REVISION])
+            .set(1);
+        for s in SCAN_STATUSES {
+            m.scans.with_label_values(&[s]);
+        }
+        for p in profiles {
+            for t in SOURCE_TYPES {
+                m.scans_submitted_total.with_label_values(&[p, t]);
+            }
+            for s in ["succeeded", "failed"] {
+                m.scan_duration_seconds.with_label_values(&[p, s]);
+            }
+            for r in POLICY_RESULTS {
+                m.policy_evaluations_total.with_label_values(&[p, r]);
+            }
+        }
+        for r in REJECT_REASONS {
+            m.scan_submissions_rejected_total.with_label_values(&[r]);
+        }
+        for (from, to) in SCAN_TRANSITIONS {
+            m.scan_transitions_total.with_label_values(&[from, to]);
+        }
+        for r in FAILURE_REASONS {
+            m.scan_failures_total.with_label_values(&[r]);
+        }
+        for p in PHASES {
+            m.scan_phase_duration_seconds.with_label_values(&[p]);
+        }
+        for s in scanners {
+            for o in SCANNER_OUTCOMES {
+                m.scanner_runs_total.with_label_values(&[s, o]);
+                m.scanner_duration_seconds.with_label_values(&[s, o]);
+            }
+            for sev in SEVERITIES {
+                m.findings_total.with_label_values(&[sev, s]);
+            }
+        }
+        for s in UPLOAD_STATUSES {
+            m.uploads.with_label_values(&[s]);
+        }
+        for (from, to) in UPLOAD_TRANSITIONS {
+            m.upload_transitions_total.with_label_values(&[from, to]);
+        }
+        m
+    }
+
+    /// Every metric family of the registry (including the process collector).
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
+    }
+
+    /// The Prometheus text exposition (format 0.0.4) of the registry.
+    pub fn render_text(&self) -> String {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.gather(), &mut buf)
+            .expect("text encoding of gathered families cannot fail");
+        String::from_utf8(buf).expect("text exposition is UTF-8")
+    }
+
+    /// The `/stats` document, read from the same gathered families that `/metrics` renders.
+    pub fn stats(&self, now: std::time::SystemTime) -> serde_json::Value {
+        let families = self.gather();
+        let by_label = |metric: &str, label: &str, keys: &[&str]| {
+            let mut out = serde_json::Map::new();
+            for k in keys {
+                out.insert((*k).to_string(), json!(0));
+            }
+            let full = name(metric);
+            if let Some(family) = families.iter().find(|f| f.name() == full) {
+                for m in family.get_metric() {
+                    if let Some(pair) = m.get_label().iter().find(|p| p.name() == label) {
+                        out.insert(
+                            pair.value().to_string(),
+                            json!(m.get_gauge().get_value() as i64),
+                        );
+                    }
+                }
+            }
+            out
+        };
+        let single = |metric: &str| {
+            let full = name(metric);
+            families
+                .iter()
+                .find(|f| f.name() == full)
+                .and_then(|f| f.get_metric().first())
+                .map(|m| m.get_gauge().get_value() as i64)
+                .unwrap_or(0)
+        };
+        let scans = by_label("scans", "status", &SCAN_STATUSES);
+        let total: i64 = scans.values().filter_map(|v| v.as_i64()).sum();
+        json!({
+            "total_scans": total,
+            "scans_by_status": scans,
+            "upload_stats": by_label("uploads", "status", &UPLOAD_STATUSES),
+            "active_streams": single("active_streams"),
+            "timestamp": humantime::format_rfc3339_seconds(now).to_string(),
+        })
+    }
+
+    /// Records one scan transition: moves the status gauges and counts the transition.
+    pub fn scan_transition(&self, from: &str, to: &str) {
+        self.scans.with_label_values(&[from]).dec();
+        self.scans.with_label_values(&[to]).inc();
+        self.scan_transitions_total
+            .with_label_values(&[from, to])
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_have_the_spec_shape_at_zero() {
+        let m = Metrics::new(&["light"], &["secrets"]);
+        let stats = m.stats(std::time::SystemTime::UNIX_EPOCH);
+        assert_eq!(stats["total_scans"], 0);
+        assert_eq!(
+            stats["scans_by_status"],
+            json!({"queued":0,"running":0,"succeeded":0,"failed":0})
+        );
+        assert_eq!(stats["upload_stats"]["pending"], 0);
+        assert_eq!(stats["timestamp"], "1970-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn stats_follow_the_registry() {
+        let m = Metrics::new(&["light"], &["secrets"]);
+        m.scans.with_label_values(&["queued"]).inc();
+        m.scan_transition("queued", "running");
+        m.active_streams.inc();
+        let stats = m.stats(std::time::SystemTime::now());
+        assert_eq!(stats["scans_by_status"]["running"], 1);
+        assert_eq!(stats["scans_by_status"]["queued"], 0);
+        assert_eq!(stats["total_scans"], 1);
+        assert_eq!(stats["active_streams"], 1);
+        let text = m.render_text();
+        assert!(text.contains("certus_assurance_scans{status=\"running\"} 1"));
+        assert!(text
+            .contains("certus_assurance_scan_transitions_total{from=\"queued\",to=\"running\"} 1"));
+    }
+}

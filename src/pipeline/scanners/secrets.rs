@@ -1,0 +1,2041 @@
+//! Secrets scanner: finds credentials committed to the source tree.
+//!
+//! This module owns
+//! - the rule set (fixed-format tokens, private key blocks, JWTs, passwords in URLs and a generic
+//!   high-entropy assignment rule), each with a stable id, title, severity and prefilter keywords;
+//! - the tree walk (gitignore-aware, parallel, skipping binaries, oversized files, vendored
+//!   directories, lockfiles and minified files);
+//! - redaction: a clear secret value never leaves [`SecretsScanner::scan_content`]; findings carry
+//!   a masked snippet and a one-way fingerprint only;
+//! - [`build_sarif`], the SARIF 2.1.0 writer, which is scanner-agnostic so other scanners can
+//!   reuse it.
+//!
+//! A file costs one pass of a keyword [`RegexSet`] when no keyword occurs in it; only the rules
+//! whose keywords occur are run on it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use anyhow::anyhow;
+use ignore::{DirEntry, WalkBuilder, WalkState};
+use regex::bytes::{Captures, Regex, RegexSet};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::{Finding, ScanContext, Scanner, ScannerOutput, Severity};
+
+/// Files larger than this are skipped: secrets live in config and source, not in data dumps.
+pub const MAX_FILE_BYTES: u64 = 2 * 1024 * 1024;
+
+/// A NUL byte in this many leading bytes marks a file as binary (the heuristic git uses).
+const BINARY_SNIFF_BYTES: usize = 8 * 1024;
+
+const SNIPPET_MAX_CHARS: usize = 200;
+
+/// How many characters of context a long line keeps before the match in its snippet.
+const SNIPPET_LEAD_CHARS: usize = 40;
+
+/// Directory names never descended into: VCS metadata, vendored dependencies, build output.
+const SKIPPED_DIRS: &[&str] = &[
+    ".git",
+    "node_modules",
+    "vendor",
+    "third_party",
+    ".venv",
+    "venv",
+    "dist",
+    "target",
+    "__pycache__",
+];
+
+/// Generated files whose content is hashes and URLs, a constant source of false positives.
+const SKIPPED_FILES: &[&str] = &[
+    "package-lock.json",
+    "yarn.lock",
+    "Cargo.lock",
+    "poetry.lock",
+    "go.sum",
+];
+
+const SKIPPED_SUFFIXES: &[&str] = &[".min.js", ".min.css"];
+
+/// `$schema` of every SARIF log this crate writes.
+pub const SARIF_SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
+
+/// Key under `partialFingerprints` for the fingerprints of this scanner's results.
+pub const SECRET_FINGERPRINT_KEY: &str = "secretFingerprint/v1";
+
+const TOOL_NAME: &str = "certus-assurance-secrets";
+
+/// Extra validation a rule's match must pass, beyond its regex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Fixed-format token: not a placeholder and not low-entropy filler.
+    Token,
+    /// Like `Token`, and must mix letters and digits (a 40-char identifier is not a key).
+    AwsSecret,
+    /// Armored block with a real base64 body (not `...` in documentation).
+    PrivateKey,
+    /// Private key inside a JSON document whose `"type"` is `"service_account"`.
+    GcpServiceAccount,
+    /// Three base64url segments whose header decodes to a JSON object.
+    Jwt,
+    /// Password part of `scheme://user:password@host`, placeholders excluded.
+    UrlPassword,
+    /// Quoted value assigned to a secret-sounding name: long, random-looking, not a reference.
+    Generic,
+}
+
+/// One detection rule. Every pattern has a capture group named `secret` holding the value.
+struct RuleSpec {
+    id: &'static str,
+    title: &'static str,
+    severity: Severity,
+    /// ASCII keywords matched case-insensitively; every match of `pattern` contains at least one,
+    /// so a file without any of them cannot match and the rule is not run on it.
+    keywords: &'static [&'static str],
+    pattern: &'static str,
+    check: Check,
+}
+
+/// The rules, in priority order: when matches of two rules overlap, the earlier rule wins, so
+/// specific token formats come before the catch-all JWT, URL and generic rules, and the GCP
+/// service-account rule comes before the plain private key rule it overlaps.
+///
+/// All patterns run on bytes with Unicode disabled (`-u`): the crate is built without Unicode
+/// case folding and classes, and secrets are ASCII anyway.
+const RULES: &[RuleSpec] = &[
+    RuleSpec {
+        id: "gcp-service-account-key",
+        title: "GCP service account private key",
+        severity: Severity::Critical,
+        keywords: &["private_key"],
+        pattern: r#"(?-u)"private_key"\s*:\s*"(?P<secret>-----BEGIN [A-Z ]*PRIVATE KEY-----[^"]+)""#,
+        check: Check::GcpServiceAccount,
+    },
+    RuleSpec {
+        id: "private-key",
+        title: "private key",
+        severity: Severity::Critical,
+        keywords: &["private key"],
+        pattern: r#"(?-u)(?P<secret>-----BEGIN (?:(?:RSA|EC|DSA|OPENSSH|PGP|ENCRYPTED) )?PRIVATE KEY(?: BLOCK)?-----[A-Za-z0-9+/=\s\\:,.()<>@_'!\-]+?-----END (?:(?:RSA|EC|DSA|OPENSSH|PGP|ENCRYPTED) )?PRIVATE KEY(?: BLOCK)?-----)"#,
+        check: Check::PrivateKey,
+    },
+    RuleSpec {
+        id: "aws-access-key-id",
+        title: "AWS access key ID",
+        severity: Severity::Critical,
+        keywords: &["akia", "asia"],
+        pattern: r"(?-u)\b(?P<secret>(?:AKIA|ASIA)[A-Z0-9]{16})\b",
+        check: Check::Token,
+    },
+    RuleSpec {
+        id: "aws-secret-access-key",
+        title: "AWS secret access key",
+        severity: Severity::Critical,
+        keywords: &[
+            "aws_secret",
+            "aws-secret",
+            "aws.secret",
+            "awssecret",
+            "secret_access",
+            "secret-access",
+            "secret.access",
+            "secretaccess",
+        ],
+        pattern: r#"(?im-u)(?:aws[_\-.]?secret[_\-.]?(?:access[_\-.]?)?key|secret[_\-.]?access[_\-.]?key)["']?\s*(?:=>|:=|=|:)\s*["']?(?P<secret>[A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)"#,
+        check: Check::AwsSecret,
+    },
+    RuleSpec {
+        id: "github-pat",
+        title: "GitHub personal access token",
+        severity: Severity::Critical,
+        keywords: &["ghp_"],
+        pattern: r"(?-u)\b(?P<secret>ghp_[0-9A-Za-z]{36})\b",
+        check: Check::Token,
+    },
+    RuleSpec {
+        id: "github-fine-grained-pat",
+        title: "GitHub fine-grained personal access token",
+        severity: Severity::Critical,
+        keywords: &["github_pat_"],
+        pattern: r"(?-u)\b(?P<secret>github_pat_[0-9A-Za-z]{22}_[0-9A-Za-z]{59})\b",
+        check: Check::Token,
+    },
+    RuleSpec {
+        id: "github-oauth-token",
+        title: "GitHub OAuth access token",
+        severity: Severity::Critical,
+        keywords: &["gho_"],
+        pattern: r"(?-u)\b(?P<secret>gho_[0-9A-Za-z]{36})\b",
+        check: Check::Token,
+    },
+    RuleSpec {
+        id: "github-app-token",
+        title: "GitHub App token",
+        severity: Severity::Critical,
+        keywords: &["ghu_", "ghs_"],
+        pattern: r"(?-u)\b(?P<secret>gh[us]_[0-9A-Za-z]{36})\b",
+        check: Check::Token,
+    },
+    RuleSpec {
+        id: "github-refresh-token",
+        title: "GitHub refresh token",
+        severity: Severity::Critical,
+        keywords: &["ghr_"],
+        pattern: r"(?-u)\b(?P<secret>ghr_[0-9A-Za-z]{36})\b",
+        check: Check::Token,
+    },
+    RuleSpec {
+        id: "gitlab-pat",
+        title: "GitLab personal access token",
+        severity: Severity::Critical,
+        keywords: &["glpat-"],
+        pattern: r"(?-u)\b(?P<secret>glpat-[0-9A-Za-z_\-]{20,})",
+        check: Check::Token,
+    },
+    RuleSpec {
+        id: "stripe-live-key",
+        title: "Stripe live secret key",
+        severity: Severity::Critical,
+        keywords: &["sk_live_", "rk_live_"],
+        pattern: r"(?-u)\b(?P<secret>[sr]k_live_[0-9A-Za-z]{20,})\b",
+        check: Check::Token,
+    },
+    RuleSpec {
+        id: "stripe-test-key",
+        title: "Stripe test secret key",
+        severity: Severity::Low,
+        keywords: &["sk_test_", "rk_test_"],
+        pattern: r"(?-u)\b(?P<secret>[sr]k_test_[0-9A-Za-z]{20,})\b",
+        check: Check::Token,
+    },
+    RuleSpec {
+        id: "slack-webhook-url",
+        title: "Slack webhook URL",
+        severity: Severity::High,
+        keywords: &["hooks.slack.com"],
+        pattern: r"(?-u)(?P<secret>https://hooks\.slack\.com/(?:services|workflows|triggers)/T[0-9A-Z]{6,}/[0-9A-Z]{6,}/[0-9A-Za-z]{16,})",
+        check: Check::Token,
+    },
+    RuleSpec {
+        id: "slack-token",
+        title: "Slack token",
+        severity: Severity::High,
+        keywords: &["xoxb-", "xoxa-", "xoxp-", "xoxr-", "xoxs-"],
+        // Real bot/user/app tokens start with the numeric workspace id; this keeps
+        // `xoxb-your-token-here` out.
+        pattern: r"(?-u)\b(?P<secret>xox[baprs]-[0-9]{6,}-[0-9A-Za-z\-]{10,})",
+        check: Check::Token,
+    },
+    RuleSpec {
+        id: "npm-access-token",
+        title: "npm access token",
+        severity: Severity::High,
+        keywords: &["npm_"],
+        pattern: r"(?-u)\b(?P<secret>npm_[0-9A-Za-z]{36})\b",
+        check: Check::Token,
+    },
+    RuleSpec {
+        id: "pypi-upload-token",
+        title: "PyPI upload token",
+        severity: Severity::High,
+        // The fixed part is the macaroon header, base64 of "pypi.org" / "test.pypi.org".
+        keywords: &["pypi-ageichlwas5vcmc", "pypi-agendgvzdc5wexbplm9yzw"],
+        pattern: r"(?-u)(?P<secret>pypi-(?:AgEIcHlwaS5vcmc|AgENdGVzdC5weXBpLm9yZw)[0-9A-Za-z_\-]{50,})",
+        check: Check::Token,
+    },
+    RuleSpec {
+        id: "google-api-key",
+        title: "Google API key",
+        severity: Severity::High,
+        keywords: &["aiza"],
+        pattern: r"(?m-u)\b(?P<secret>AIza[0-9A-Za-z_\-]{35})(?:[^0-9A-Za-z_\-]|$)",
+        check: Check::Token,
+    },
+    RuleSpec {
+        id: "jwt",
+        title: "JSON Web Token",
+        severity: Severity::Medium,
+        keywords: &["eyj"],
+        pattern: r"(?-u)\b(?P<secret>eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{3,}\.[A-Za-z0-9_\-]{16,})",
+        check: Check::Jwt,
+    },
+    RuleSpec {
+        id: "url-password",
+        title: "password in URL",
+        severity: Severity::Medium,
+        keywords: &["://"],
+        pattern: r#"(?-u)\b[A-Za-z][A-Za-z0-9+.\-]{1,31}://[^\s:/?#@"'<>\[\]]{0,256}:(?P<secret>[^\s/?#@"'<>]{1,256})@[A-Za-z0-9\[]"#,
+        check: Check::UrlPassword,
+    },
+    RuleSpec {
+        id: "generic-secret-assignment",
+        title: "hardcoded secret",
+        severity: Severity::Medium,
+        keywords: &[
+            "password",
+            "passwd",
+            "pwd",
+            "secret",
+            "token",
+            "api_key",
+            "api-key",
+            "api.key",
+            "apikey",
+            "access_key",
+            "access-key",
+            "access.key",
+            "accesskey",
+            "auth",
+        ],
+        pattern: r#"(?i-u)(?P<name>[A-Za-z0-9_.\-]*(?:passw(?:or)?d|pwd|secret|token|api[_\-.]?key|access[_\-.]?key|auth)[A-Za-z0-9_.\-]*)["']?[ \t]*(?::=|=>|=|:)[ \t]*["'`](?P<secret>[^"'`\r\n]{16,256})["'`]"#,
+        check: Check::Generic,
+    },
+];
+
+struct Rule {
+    spec: &'static RuleSpec,
+    regex: Regex,
+}
+
+/// One accepted match inside a file, before it becomes a [`Finding`].
+#[derive(Debug, Clone, Copy)]
+struct RawMatch {
+    rule: usize,
+    /// Byte span of the secret value.
+    start: usize,
+    end: usize,
+    /// Where the part that must be masked begins: `start`, except for private key blocks whose
+    /// `-----BEGIN ... PRIVATE KEY-----` header is not secret and is kept as the snippet.
+    sensitive_start: usize,
+}
+
+/// Scanner for committed credentials. Cheap to share: rules are compiled once in [`Self::new`].
+pub struct SecretsScanner {
+    rules: Vec<Rule>,
+    /// Pattern `i` is the keyword alternation of rule `i`.
+    prefilter: RegexSet,
+    gcp_service_account: Regex,
+}
+
+impl Default for SecretsScanner {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SecretsScanner {
+    /// Compiles every rule and the keyword prefilter.
+    ///
+    /// Panics only if a built-in pattern is invalid, which the tests rule out.
+    pub fn new() -> Self {
+        let rules = RULES
+            .iter()
+            .map(|spec| Rule {
+                spec,
+                regex: Regex::new(spec.pattern)
+                    .unwrap_or_else(|e| panic!("secrets rule {}: {e}", spec.id)),
+            })
+            .collect();
+        let keyword_patterns = RULES.iter().map(|spec| {
+            let alternation: Vec<String> = spec.keywords.iter().map(|k| regex::escape(k)).collect();
+            format!("(?i-u)(?:{})", alternation.join("|"))
+        });
+        let prefilter = RegexSet::new(keyword_patterns).expect("secrets keyword prefilter");
+        let gcp_service_account =
+            Regex::new(r#"(?-u)"type"\s*:\s*"service_account""#).expect("service account pattern");
+        SecretsScanner {
+            rules,
+            prefilter,
+            gcp_service_account,
+        }
+    }
+
+    /// `(id, title, severity)` of every rule, in rule order; the input of [`build_sarif`].
+    pub fn rules() -> Vec<(&'static str, &'static str, Severity)> {
+        RULES.iter().map(|r| (r.id, r.title, r.severity)).collect()
+    }
+
+    /// Scans one file's content. `rel_path` is used only for the findings' `path` and
+    /// fingerprints. Findings are sorted by line, column and rule id.
+    ///
+    /// `column` is where the secret value starts (for assignments, the value, not the name).
+    pub fn scan_content(&self, rel_path: &str, content: &[u8]) -> Vec<Finding> {
+        let candidates = self.prefilter.matches(content);
+        if !candidates.matched_any() {
+            return Vec::new();
+        }
+
+        let mut matches: Vec<RawMatch> = Vec::new();
+        let mut service_account: Option<bool> = None;
+        // `SetMatches::iter` is ascending, i.e. in rule priority order.
+        for idx in candidates.iter() {
+            let rule = &self.rules[idx];
+            for caps in rule.regex.captures_iter(content) {
+                let Some(secret) = caps.name("secret") else {
+                    continue;
+                };
+                if !self.accept(
+                    rule.spec.check,
+                    &caps,
+                    secret.as_bytes(),
+                    content,
+                    &mut service_account,
+                ) {
+                    continue;
+                }
+                let (start, end) = (secret.start(), secret.end());
+                if matches.iter().any(|m| start < m.end && m.start < end) {
+                    continue;
+                }
+                let sensitive_start = if rule.spec.check == Check::PrivateKey {
+                    start + armor_header_len(secret.as_bytes())
+                } else {
+                    start
+                };
+                matches.push(RawMatch {
+                    rule: idx,
+                    start,
+                    end,
+                    sensitive_start,
+                });
+            }
+        }
+        if matches.is_empty() {
+            return Vec::new();
+        }
+
+        let lines = LineIndex::new(content);
+        let mut findings: Vec<Finding> = matches
+            .iter()
+            .map(|m| self.to_finding(rel_path, content, &lines, m, &matches))
+            .collect();
+        findings
+            .sort_by(|a, b| (a.line, a.column, &a.rule_id).cmp(&(b.line, b.column, &b.rule_id)));
+        findings
+    }
+
+    fn accept(
+        &self,
+        check: Check,
+        caps: &Captures<'_>,
+        value: &[u8],
+        content: &[u8],
+        service_account: &mut Option<bool>,
+    ) -> bool {
+        let value_str = String::from_utf8_lossy(value);
+        match check {
+            Check::Token => token_looks_real(&value_str),
+            Check::AwsSecret => token_looks_real(&value_str) && has_letter_and_digit(&value_str),
+            Check::PrivateKey => armor_body_is_real(value),
+            Check::GcpServiceAccount => {
+                let is_sa = *service_account
+                    .get_or_insert_with(|| self.gcp_service_account.is_match(content));
+                is_sa && armor_body_is_real(value)
+            }
+            Check::Jwt => jwt_is_valid(value),
+            Check::UrlPassword => !is_url_password_placeholder(&value_str),
+            Check::Generic => {
+                let name = caps
+                    .name("name")
+                    .map(|n| String::from_utf8_lossy(n.as_bytes()).to_ascii_lowercase())
+                    .unwrap_or_default();
+                generic_name_ok(&name) && generic_value_ok(&value_str)
+            }
+        }
+    }
+
+    fn to_finding(
+        &self,
+        rel_path: &str,
+        content: &[u8],
+        lines: &LineIndex,
+        m: &RawMatch,
+        all: &[RawMatch],
+    ) -> Finding {
+        let spec = self.rules[m.rule].spec;
+        let line = lines.line_of(m.start);
+        let (line_start, line_end) = lines.bounds(line, content);
+        let column = String::from_utf8_lossy(&content[line_start..m.start])
+            .chars()
+            .count()
+            + 1;
+        // A private key finding shows its BEGIN header and nothing after it.
+        let cut = if spec.check == Check::PrivateKey {
+            line_end.min(m.sensitive_start)
+        } else {
+            line_end
+        };
+        let snippet = render_snippet(content, line_start, cut, m.start, all);
+        Finding {
+            rule_id: spec.id.to_string(),
+            severity: spec.severity,
+            message: format!("Possible {}", spec.title),
+            path: rel_path.to_string(),
+            line: to_u32(line + 1),
+            column: to_u32(column),
+            snippet,
+            fingerprint: fingerprint(spec.id, rel_path, &content[m.start..m.end]),
+        }
+    }
+
+    /// Reads and scans one file; `None` when it is skipped (unreadable, too large, binary).
+    fn scan_file(&self, rel_path: &str, path: &Path) -> Option<(Vec<Finding>, u64)> {
+        let file = File::open(path).ok()?;
+        if file.metadata().ok()?.len() > MAX_FILE_BYTES {
+            return None;
+        }
+        // Bounded read: the file may have grown since the size check.
+        let mut content = Vec::new();
+        file.take(MAX_FILE_BYTES + 1)
+            .read_to_end(&mut content)
+            .ok()?;
+        if content.len() as u64 > MAX_FILE_BYTES || is_binary(&content) {
+            return None;
+        }
+        let len = content.len() as u64;
+        Some((self.scan_content(rel_path, &content), len))
+    }
+}
+
+impl Scanner for SecretsScanner {
+    fn name(&self) -> &'static str {
+        "secrets"
+    }
+
+    fn run(&self, ctx: &ScanContext<'_>) -> anyhow::Result<ScannerOutput> {
+        let root = ctx.source_root;
+        let findings = Mutex::new(Vec::new());
+        let files_scanned = AtomicU64::new(0);
+        let bytes_scanned = AtomicU64::new(0);
+        let cancelled = AtomicBool::new(false);
+
+        let walker = WalkBuilder::new(root)
+            .hidden(false)
+            // Only the tree's own ignore files count: not those of directories above the
+            // checkout, nor the host user's global gitignore.
+            .parents(false)
+            .git_global(false)
+            .git_ignore(true)
+            .git_exclude(true)
+            .ignore(true)
+            // A tree fetched without its `.git` directory still has its `.gitignore` honoured.
+            .require_git(false)
+            .follow_links(false)
+            .filter_entry(|entry| !is_skipped_dir(entry))
+            .build_parallel();
+
+        walker.run(|| {
+            Box::new(|entry| {
+                if ctx.is_cancelled() {
+                    cancelled.store(true, Ordering::Relaxed);
+                    return WalkState::Quit;
+                }
+                // Unreadable entries are skipped rather than failing the whole scan.
+                let Ok(entry) = entry else {
+                    return WalkState::Continue;
+                };
+                // Symlinks are reported as symlinks (not followed), so they fail this test too.
+                if !entry.file_type().is_some_and(|t| t.is_file()) || is_skipped_file(&entry) {
+                    return WalkState::Continue;
+                }
+                let rel_path = relative_path(root, entry.path());
+                if let Some((file_findings, len)) = self.scan_file(&rel_path, entry.path()) {
+                    files_scanned.fetch_add(1, Ordering::Relaxed);
+                    bytes_scanned.fetch_add(len, Ordering::Relaxed);
+                    if !file_findings.is_empty() {
+                        findings
+                            .lock()
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .extend(file_findings);
+                    }
+                }
+                WalkState::Continue
+            })
+        });
+
+        if cancelled.load(Ordering::Relaxed) || ctx.is_cancelled() {
+            return Err(anyhow!("cancelled"));
+        }
+
+        let mut findings = findings
+            .into_inner()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The parallel walk visits files in any order.
+        findings.sort_by(|a, b| {
+            (&a.path, a.line, a.column, &a.rule_id, &a.fingerprint).cmp(&(
+                &b.path,
+                b.line,
+                b.column,
+                &b.rule_id,
+                &b.fingerprint,
+            ))
+        });
+
+        let sarif = build_sarif(
+            &SarifTool {
+                name: TOOL_NAME,
+                version: env!("CARGO_PKG_VERSION"),
+                information_uri: env!("CARGO_PKG_HOMEPAGE"),
+                rule_tags: &["security", "secret"],
+                fingerprint_key: SECRET_FINGERPRINT_KEY,
+            },
+            &Self::rules(),
+            &findings,
+        );
+        Ok(ScannerOutput {
+            findings,
+            sarif,
+            files_scanned: files_scanned.into_inner(),
+            bytes_scanned: bytes_scanned.into_inner(),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SARIF
+
+/// Tool-level metadata for [`build_sarif`].
+#[derive(Debug, Clone, Copy)]
+pub struct SarifTool<'a> {
+    /// `tool.driver.name`.
+    pub name: &'a str,
+    /// `tool.driver.version`.
+    pub version: &'a str,
+    /// `tool.driver.informationUri`; omitted when empty (SARIF requires an absolute URI).
+    pub information_uri: &'a str,
+    /// `properties.tags` of every rule, e.g. `["security", "secret"]`.
+    pub rule_tags: &'a [&'a str],
+    /// Key of each result's `partialFingerprints` entry holding `Finding::fingerprint`, e.g.
+    /// [`SECRET_FINGERPRINT_KEY`].
+    pub fingerprint_key: &'a str,
+}
+
+/// `properties.security-severity` for a severity: the CVSS-like score GitHub code scanning
+/// buckets into critical (>= 9.0), high (>= 7.0), medium (>= 4.0) and low.
+pub fn security_severity(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Critical => "9.0",
+        Severity::High => "7.5",
+        Severity::Medium => "5.0",
+        Severity::Low => "3.0",
+        Severity::Info => "1.0",
+    }
+}
+
+/// Builds a complete SARIF 2.1.0 log with one run. Scanner-agnostic: any scanner producing
+/// [`Finding`]s can call it with its own tool metadata and rule table.
+///
+/// `rules` is `(id, title, severity)`; a result's `ruleIndex` is its rule's position there (left
+/// out if the finding's rule is not listed). Findings are written in the order given, with their
+/// already-redacted snippets; paths are emitted as URIs relative to `SRCROOT`.
+pub fn build_sarif(
+    tool: &SarifTool<'_>,
+    rules: &[(&str, &str, Severity)],
+    findings: &[Finding],
+) -> Value {
+    let rule_index: HashMap<&str, usize> = rules
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _, _))| (*id, i))
+        .collect();
+
+    let sarif_rules: Vec<Value> = rules
+        .iter()
+        .map(|(id, title, severity)| {
+            json!({
+                "id": id,
+                "name": pascal_case(id),
+                "shortDescription": { "text": title },
+                "defaultConfiguration": { "level": severity.sarif_level() },
+                "properties": {
+                    "security-severity": security_severity(*severity),
+                    "tags": tool.rule_tags,
+                },
+            })
+        })
+        .collect();
+
+    let results: Vec<Value> = findings
+        .iter()
+        .map(|f| {
+            let mut result = json!({
+                "ruleId": f.rule_id,
+                "level": f.severity.sarif_level(),
+                "message": { "text": f.message },
+                "locations": [{
+                    "physicalLocation": {
+                        "artifactLocation": {
+                            "uri": percent_encode_path(&f.path),
+                            "uriBaseId": "SRCROOT",
+                        },
+                        "region": {
+                            "startLine": f.line,
+                            "startColumn": f.column,
+                            "snippet": { "text": f.snippet },
+                        },
+                    },
+                }],
+                "partialFingerprints": { tool.fingerprint_key: f.fingerprint },
+                "properties": { "severity": f.severity.as_str() },
+            });
+            if let Some(index) = rule_index.get(f.rule_id.as_str()) {
+                result["ruleIndex"] = json!(index);
+            }
+            result
+        })
+        .collect();
+
+    let mut driver = json!({
+        "name": tool.name,
+        "version": tool.version,
+        "rules": sarif_rules,
+    });
+    if !tool.information_uri.is_empty() {
+        driver["informationUri"] = json!(tool.information_uri);
+    }
+
+    json!({
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": { "driver": driver },
+            "originalUriBaseIds": {
+                "SRCROOT": { "description": { "text": "Root of the scanned source tree" } },
+            },
+            "columnKind": "unicodeCodePoints",
+            "results": results,
+        }],
+    })
+}
+
+/// `aws-access-key-id` -> `AwsAccessKeyId`: SARIF wants `name` to be an identifier.
+fn pascal_case(id: &str) -> String {
+    id.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Percent-encodes a relative path for use as a URI reference (RFC 3986 unreserved kept).
+fn percent_encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tree walking helpers
+
+fn is_skipped_dir(entry: &DirEntry) -> bool {
+    if entry.depth() == 0 {
+        return false;
+    }
+    let name = entry.file_name().to_string_lossy();
+    // `.git` may also be a file (worktrees, submodules); never scan it either way.
+    name == ".git"
+        || (entry.file_type().is_some_and(|t| t.is_dir()) && SKIPPED_DIRS.contains(&name.as_ref()))
+}
+
+fn is_skipped_file(entry: &DirEntry) -> bool {
+    let name = entry.file_name().to_string_lossy();
+    SKIPPED_FILES.contains(&name.as_ref()) || SKIPPED_SUFFIXES.iter().any(|s| name.ends_with(s))
+}
+
+fn is_binary(content: &[u8]) -> bool {
+    content[..content.len().min(BINARY_SNIFF_BYTES)].contains(&0)
+}
+
+fn relative_path(root: &Path, path: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Positions, snippets, fingerprints
+
+/// Byte offsets of line starts, for offset -> (line, column) lookups.
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(content: &[u8]) -> Self {
+        let mut starts = vec![0];
+        starts.extend(
+            content
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        LineIndex { starts }
+    }
+
+    /// 0-based line containing `offset`.
+    fn line_of(&self, offset: usize) -> usize {
+        self.starts.partition_point(|&s| s <= offset) - 1
+    }
+
+    /// Byte range of a line, without its `\n` or `\r\n`.
+    fn bounds(&self, line: usize, content: &[u8]) -> (usize, usize) {
+        let start = self.starts[line];
+        let mut end = self
+            .starts
+            .get(line + 1)
+            .map_or(content.len(), |next| next - 1);
+        if end > start && content[end - 1] == b'\r' {
+            end -= 1;
+        }
+        (start, end)
+    }
+}
+
+/// The line `content[line_start..line_end]` with every secret on it masked (not only the one
+/// being reported: a line may hold several), trimmed, and cut to at most
+/// [`SNIPPET_MAX_CHARS`] characters around `focus`.
+fn render_snippet(
+    content: &[u8],
+    line_start: usize,
+    line_end: usize,
+    focus: usize,
+    all: &[RawMatch],
+) -> String {
+    let mut spans: Vec<&RawMatch> = all
+        .iter()
+        .filter(|m| m.sensitive_start < line_end && m.end > line_start && m.sensitive_start < m.end)
+        .collect();
+    spans.sort_by_key(|m| m.sensitive_start);
+
+    let mut chars: Vec<char> = Vec::new();
+    let mut focus_char = None;
+    let mut pos = line_start;
+    for m in spans {
+        let from = m.sensitive_start.max(line_start);
+        let to = m.end.min(line_end);
+        if from < pos {
+            continue;
+        }
+        chars.extend(String::from_utf8_lossy(&content[pos..from]).chars());
+        if focus >= pos && focus <= from && focus_char.is_none() {
+            focus_char = Some(chars.len());
+        }
+        let total = String::from_utf8_lossy(&content[m.sensitive_start..m.end])
+            .chars()
+            .count();
+        // The clear prefix is shown only where the value begins, never on continuation lines.
+        let keep = if from == m.sensitive_start && total >= 12 {
+            4
+        } else {
+            0
+        };
+        for (i, c) in String::from_utf8_lossy(&content[from..to])
+            .chars()
+            .enumerate()
+        {
+            chars.push(if i < keep { c } else { '*' });
+        }
+        pos = to;
+    }
+    if focus_char.is_none() && focus >= pos {
+        let before = String::from_utf8_lossy(&content[pos..focus.min(line_end).max(pos)]);
+        focus_char = Some(chars.len() + before.chars().count());
+    }
+    if pos < line_end {
+        chars.extend(String::from_utf8_lossy(&content[pos..line_end]).chars());
+    }
+
+    let lead = chars.iter().take_while(|c| c.is_whitespace()).count();
+    let trail = chars.iter().rev().take_while(|c| c.is_whitespace()).count();
+    let trimmed = &chars[lead..chars.len().saturating_sub(trail).max(lead)];
+    if trimmed.len() <= SNIPPET_MAX_CHARS {
+        return trimmed.iter().collect();
+    }
+    let focus = focus_char.unwrap_or(0).saturating_sub(lead);
+    let start = focus
+        .saturating_sub(SNIPPET_LEAD_CHARS)
+        .min(trimmed.len() - SNIPPET_MAX_CHARS);
+    trimmed[start..start + SNIPPET_MAX_CHARS].iter().collect()
+}
+
+/// Hex sha256 of `rule_id \0 path \0 value`: stable across runs, not reversible to the value.
+fn fingerprint(rule_id: &str, path: &str, value: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(rule_id.as_bytes());
+    hasher.update([0u8]);
+    hasher.update(path.as_bytes());
+    hasher.update([0u8]);
+    hasher.update(value);
+    hex::encode(hasher.finalize())
+}
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Match validation
+
+/// Shannon entropy in bits per character, over the characters of `s`.
+fn shannon_entropy(s: &str) -> f64 {
+    let mut counts: HashMap<char, usize> = HashMap::new();
+    let mut total = 0usize;
+    for c in s.chars() {
+        *counts.entry(c).or_default() += 1;
+        total += 1;
+    }
+    if total == 0 {
+        return 0.0;
+    }
+    let total = total as f64;
+    counts
+        .values()
+        .map(|&n| {
+            let p = n as f64 / total;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+fn has_letter_and_digit(s: &str) -> bool {
+    s.chars().any(|c| c.is_ascii_alphabetic()) && s.chars().any(|c| c.is_ascii_digit())
+}
+
+/// Documentation and templates stand in for secrets with these; real keys essentially never
+/// contain them.
+fn is_placeholder(value: &str) -> bool {
+    const MARKERS: &[&str] = &[
+        "example",
+        "changeme",
+        "change_me",
+        "change-me",
+        "placeholder",
+        "dummy",
+        "redacted",
+        "your_",
+        "your-",
+        "yourpass",
+        "xxxx",
+        "****",
+        "...",
+        "${",
+        "{{",
+        "<",
+        ">",
+        "%s",
+        "%(",
+    ];
+    let lower = value.to_ascii_lowercase();
+    if MARKERS.iter().any(|m| lower.contains(m)) {
+        return true;
+    }
+    let mut chars = value.chars();
+    match chars.next() {
+        Some(first) => chars.all(|c| c == first),
+        None => true,
+    }
+}
+
+/// A fixed-prefix token whose random part is filler (`ghp_xxxx…`, `AKIA0000…`) is documentation.
+fn token_looks_real(value: &str) -> bool {
+    !is_placeholder(value) && shannon_entropy(value) >= 3.0
+}
+
+/// Length of the `-----BEGIN ... -----` header at the start of an armored block.
+fn armor_header_len(block: &[u8]) -> usize {
+    const DASHES: &[u8] = b"-----";
+    block
+        .windows(DASHES.len())
+        .enumerate()
+        .skip(DASHES.len())
+        .find(|(_, w)| *w == DASHES)
+        .map_or(block.len(), |(i, _)| i + DASHES.len())
+}
+
+/// The body of a real key has hundreds of base64 characters; documentation has `...` or a few
+/// words. Header lines (`Proc-Type:`, `Version:`) add a little noise, well below the threshold.
+fn armor_body_is_real(block: &[u8]) -> bool {
+    let body_start = armor_header_len(block);
+    let body = &block[body_start..];
+    let body_end = body
+        .windows(b"-----END".len())
+        .position(|w| w == b"-----END")
+        .unwrap_or(body.len());
+    let body = &body[..body_end];
+    if body.windows(3).any(|w| w == b"...") {
+        return false;
+    }
+    body.iter()
+        .filter(|b| b.is_ascii_alphanumeric() || **b == b'+' || **b == b'/')
+        .count()
+        >= 64
+}
+
+/// Three base64url segments; the header must decode to a JSON object and the payload must be
+/// valid base64url.
+fn jwt_is_valid(value: &[u8]) -> bool {
+    let parts: Vec<&[u8]> = value.split(|b| *b == b'.').collect();
+    let [header, payload, signature] = parts.as_slice() else {
+        return false;
+    };
+    if signature.is_empty() || base64url_decode(payload).is_none() {
+        return false;
+    }
+    base64url_decode(header)
+        .and_then(|h| serde_json::from_slice::<serde_json::Map<String, Value>>(&h).ok())
+        .is_some()
+}
+
+/// Unpadded base64url (RFC 4648 §5). `None` on any character outside the alphabet or an
+/// impossible length.
+fn base64url_decode(input: &[u8]) -> Option<Vec<u8>> {
+    fn sextet(b: u8) -> Option<u32> {
+        match b {
+            b'A'..=b'Z' => Some(u32::from(b - b'A')),
+            b'a'..=b'z' => Some(u32::from(b - b'a') + 26),
+            b'0'..=b'9' => Some(u32::from(b - b'0') + 52),
+            b'-' => Some(62),
+            b'_' => Some(63),
+            _ => None,
+        }
+    }
+    let input = input
+        .strip_suffix(b"==")
+        .or_else(|| input.strip_suffix(b"="))
+        .unwrap_or(input);
+    if input.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(input.len() * 3 / 4);
+    for chunk in input.chunks(4) {
+        let mut acc = 0u32;
+        for (i, b) in chunk.iter().enumerate() {
+            acc |= sextet(*b)? << (18 - 6 * i);
+        }
+        let bytes = acc.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some(out)
+}
+
+/// Passwords in example URLs: words (`password`), templates (`${DB_PASS}`, `<password>`,
+/// `{{pass}}`, `%(password)s`) and masks (`***`, `xxx`).
+fn is_url_password_placeholder(password: &str) -> bool {
+    const WORDS: &[&str] = &[
+        "password", "passwd", "pass", "pwd", "pw", "secret", "changeme", "token",
+    ];
+    let lower = password.to_ascii_lowercase();
+    WORDS.contains(&lower.as_str())
+        || lower.starts_with('$')
+        || lower.starts_with('{')
+        || lower.starts_with('[')
+        || lower.starts_with(':')
+        || is_placeholder(password)
+}
+
+/// `author`, `authority` contain `auth` but name no credential.
+fn generic_name_ok(lower_name: &str) -> bool {
+    !lower_name.contains("author") || lower_name.contains("authoriz")
+}
+
+fn generic_value_ok(value: &str) -> bool {
+    const REFERENCES: &[&str] = &[
+        "os.environ",
+        "os.getenv",
+        "process.env",
+        "env(",
+        "env[",
+        "getenv",
+    ];
+    let lower = value.to_ascii_lowercase();
+    value.chars().count() >= 16
+        // Prose and sentences are not credentials.
+        && !value.chars().any(char::is_whitespace)
+        && has_letter_and_digit(value)
+        && !is_placeholder(value)
+        && !value.starts_with('$')
+        && !REFERENCES.iter().any(|r| lower.contains(r))
+        // URLs are the url-password rule's business; endpoint URLs are not secrets.
+        && !value.contains("://")
+        && shannon_entropy(value) >= 3.5
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every secret-looking value here is generated at run time (prefix + pseudo-random body) so
+    //! this file never contains a token verbatim.
+
+    use super::*;
+    use std::fs;
+
+    const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    const DIGITS: &[u8] = b"0123456789";
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    const UPPER_DIGITS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const B64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const PRIVATE_KEY: &str = concat!("PRIVATE", " KEY");
+
+    /// Deterministic pseudo-random string over `alphabet` (64-bit LCG, high bits).
+    fn random(seed: u64, len: usize, alphabet: &[u8]) -> String {
+        let mut state = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (0..len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                alphabet[((state >> 33) as usize) % alphabet.len()] as char
+            })
+            .collect()
+    }
+
+    fn b64_encode(bytes: &[u8], alphabet: &[u8], pad: bool) -> String {
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let mut acc = 0u32;
+            for (i, b) in chunk.iter().enumerate() {
+                acc |= u32::from(*b) << (16 - 8 * i);
+            }
+            for i in 0..=chunk.len() {
+                out.push(alphabet[((acc >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+            if pad {
+                out.push_str(&"=".repeat(3 - chunk.len()));
+            }
+        }
+        out
+    }
+
+    fn pem(kind: &str, seed: u64, lines: usize) -> String {
+        let mut body = String::new();
+        for i in 0..lines {
+            body.push_str(&random(seed + i as u64, 64, B64));
+            body.push('\n');
+        }
+        format!("-----BEGIN {kind}{PRIVATE_KEY}-----\n{body}-----END {kind}{PRIVATE_KEY}-----")
+    }
+
+    fn jwt(seed: u64) -> String {
+        let header = b64_encode(br#"{"alg":"HS256","typ":"JWT"}"#, B64URL, false);
+        let payload = b64_encode(br#"{"sub":"svc-4821","iat":1700000000}"#, B64URL, false);
+        format!("{header}.{payload}.{}", random(seed, 43, B64URL))
+    }
+
+    /// Three lines of preamble, then `prefix + value + suffix` on line 4.
+    fn planted(prefix: &str, value: &str, suffix: &str) -> String {
+        format!("# settings\n\nuse_defaults = true\n{prefix}{value}{suffix}\ntrailer = 1\n")
+    }
+
+    fn assert_redacted(f: &Finding, value: &str) {
+        assert!(
+            !f.snippet.contains(value),
+            "clear value in snippet {:?}",
+            f.snippet
+        );
+        assert!(
+            !f.message.contains(value),
+            "clear value in message {:?}",
+            f.message
+        );
+        assert!(!f.fingerprint.contains(value));
+        // Nothing past the 4-char clear prefix may leak.
+        let tail: String = value.chars().skip(4).collect();
+        if tail.len() >= 4 {
+            assert!(
+                !f.snippet.contains(&tail),
+                "secret tail in snippet {:?}",
+                f.snippet
+            );
+        }
+    }
+
+    /// Scans `prefix + value + suffix` planted on line 4 and expects exactly one finding of
+    /// `rule` at the value's first character.
+    fn expect_one(rule: &str, prefix: &str, value: &str, suffix: &str) -> Finding {
+        let scanner = SecretsScanner::new();
+        let findings =
+            scanner.scan_content("conf/app.cfg", planted(prefix, value, suffix).as_bytes());
+        assert_eq!(findings.len(), 1, "{rule}: {findings:#?}");
+        let f = findings.into_iter().next().unwrap();
+        assert_eq!(f.rule_id, rule);
+        assert_eq!(f.line, 4, "{rule}");
+        assert_eq!(f.column as usize, prefix.chars().count() + 1, "{rule}");
+        assert_eq!(f.path, "conf/app.cfg");
+        assert!(f.message.starts_with("Possible "), "{}", f.message);
+        assert_redacted(&f, value);
+        f
+    }
+
+    fn expect_none(content: &str) {
+        let findings = SecretsScanner::new().scan_content("x.txt", content.as_bytes());
+        assert!(
+            findings.is_empty(),
+            "unexpected findings for {content:?}: {findings:#?}"
+        );
+    }
+
+    fn severity_of(rule: &str) -> Severity {
+        RULES.iter().find(|r| r.id == rule).unwrap().severity
+    }
+
+    // ----- rule table ---------------------------------------------------------------------
+
+    #[test]
+    fn rules_compile_and_are_well_formed() {
+        let scanner = SecretsScanner::new();
+        assert_eq!(scanner.rules.len(), RULES.len());
+        let mut ids: Vec<&str> = RULES.iter().map(|r| r.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), RULES.len(), "duplicate rule id");
+        for rule in &scanner.rules {
+            assert!(
+                rule.regex.capture_names().flatten().any(|n| n == "secret"),
+                "{} has no `secret` group",
+                rule.spec.id
+            );
+            assert!(!rule.spec.keywords.is_empty(), "{}", rule.spec.id);
+            for k in rule.spec.keywords {
+                assert!(
+                    k.is_ascii() && *k == k.to_ascii_lowercase(),
+                    "{}: {k}",
+                    rule.spec.id
+                );
+            }
+        }
+        assert_eq!(scanner.name(), "secrets");
+    }
+
+    #[test]
+    fn prefilter_skips_files_without_keywords() {
+        let scanner = SecretsScanner::new();
+        let plain = "fn main() {\n    println!(\"hello, world\");\n}\n";
+        assert!(!scanner.prefilter.is_match(plain.as_bytes()));
+        assert!(scanner.scan_content("main.rs", plain.as_bytes()).is_empty());
+        // A keyword alone selects its rule but does not make a finding.
+        let only_keyword = "let token = read_token();\n";
+        let selected: Vec<usize> = scanner
+            .prefilter
+            .matches(only_keyword.as_bytes())
+            .iter()
+            .collect();
+        assert_eq!(selected.len(), 1);
+        assert_eq!(RULES[selected[0]].id, "generic-secret-assignment");
+        assert!(scanner
+            .scan_content("a.rs", only_keyword.as_bytes())
+            .is_empty());
+    }
+
+    #[test]
+    fn severities_follow_policy() {
+        for id in [
+            "private-key",
+            "aws-access-key-id",
+            "aws-secret-access-key",
+            "gcp-service-account-key",
+            "stripe-live-key",
+            "github-pat",
+            "github-fine-grained-pat",
+            "github-oauth-token",
+            "github-app-token",
+            "github-refresh-token",
+            "gitlab-pat",
+        ] {
+            assert_eq!(severity_of(id), Severity::Critical, "{id}");
+        }
+        for id in [
+            "slack-token",
+            "slack-webhook-url",
+            "npm-access-token",
+            "pypi-upload-token",
+            "google-api-key",
+        ] {
+            assert_eq!(severity_of(id), Severity::High, "{id}");
+        }
+        for id in ["jwt", "url-password", "generic-secret-assignment"] {
+            assert_eq!(severity_of(id), Severity::Medium, "{id}");
+        }
+        assert_eq!(severity_of("stripe-test-key"), Severity::Low);
+    }
+
+    // ----- AWS ----------------------------------------------------------------------------
+
+    #[test]
+    fn aws_access_key_id() {
+        let key = format!("AKIA{}", random(1, 16, UPPER_DIGITS));
+        let f = expect_one("aws-access-key-id", "aws_access_key_id = \"", &key, "\"");
+        assert_eq!(f.severity, Severity::Critical);
+        assert!(
+            f.snippet.starts_with("aws_access_key_id = \"AKIA****"),
+            "{}",
+            f.snippet
+        );
+        expect_one(
+            "aws-access-key-id",
+            "id: ",
+            &format!("ASIA{}", random(2, 16, UPPER_DIGITS)),
+            "",
+        );
+
+        expect_none(&format!("id: AKIB{}\n", random(1, 16, UPPER_DIGITS)));
+        expect_none(&format!("id: AKIA{}\n", random(1, 15, UPPER_DIGITS)));
+        expect_none(&format!(
+            "id: akia{}\n",
+            random(1, 16, UPPER_DIGITS).to_lowercase()
+        ));
+        expect_none(&format!("id: AKIA{}{}\n", "IOSFODNN7", "EXAMPLE"));
+        expect_none(&format!("id: AKIA{}\n", "0".repeat(16)));
+    }
+
+    #[test]
+    fn aws_secret_access_key() {
+        let secret = format!(
+            "{}/{}+{}7q",
+            random(3, 20, ALNUM),
+            random(4, 10, ALNUM),
+            random(5, 6, ALNUM)
+        );
+        assert_eq!(secret.len(), 40);
+        let f = expect_one(
+            "aws-secret-access-key",
+            "aws_secret_access_key = ",
+            &secret,
+            "",
+        );
+        assert_eq!(f.severity, Severity::Critical);
+        expect_one(
+            "aws-secret-access-key",
+            "  \"AWS_SECRET_ACCESS_KEY\": \"",
+            &secret,
+            "\",",
+        );
+        expect_one("aws-secret-access-key", "SecretAccessKey: ", &secret, "");
+
+        expect_none(&format!("aws_secret_access_key = {}\n", &secret[..39]));
+        expect_none(&format!("aws_secret_access_key = {}Z\n", secret));
+        expect_none(&format!(
+            "aws_secret_access_key = {}\n",
+            random(6, 40, UPPER)
+        ));
+        expect_none(&format!(
+            "aws_secret_access_key = {}{}{}\n",
+            "wJalrXUtnFEMI/K7MDENG/", "bPxRfiCY", "EXAMPLEKEY"
+        ));
+        // The value alone, without the assignment, is too generic to report.
+        expect_none(&format!("blob: {secret}\n"));
+    }
+
+    // ----- GCP / Google -------------------------------------------------------------------
+
+    fn service_account_json(kind: &str) -> (String, String) {
+        let body: String = (0..12)
+            .map(|i| random(40 + i, 64, B64))
+            .collect::<Vec<_>>()
+            .join("\\n");
+        let key =
+            format!("-----BEGIN {PRIVATE_KEY}-----\\n{body}\\n-----END {PRIVATE_KEY}-----\\n");
+        let json = format!(
+            "{{\n  \"type\": \"{kind}\",\n  \"project_id\": \"demo-proj\",\n  \"private_key_id\": \"{}\",\n  \"private_key\": \"{key}\",\n  \"client_email\": \"svc@demo-proj.iam.gserviceaccount.com\"\n}}\n",
+            random(7, 40, b"0123456789abcdef")
+        );
+        (json, key)
+    }
+
+    #[test]
+    fn gcp_service_account_key() {
+        let (json, key) = service_account_json("service_account");
+        let findings = SecretsScanner::new().scan_content("sa.json", json.as_bytes());
+        assert_eq!(findings.len(), 1, "{findings:#?}");
+        let f = &findings[0];
+        assert_eq!(f.rule_id, "gcp-service-account-key");
+        assert_eq!(f.severity, Severity::Critical);
+        assert_eq!((f.line, f.column), (5, 19));
+        assert_redacted(f, &key);
+        assert!(
+            f.snippet.starts_with("\"private_key\": \"----*"),
+            "{}",
+            f.snippet
+        );
+        assert!(f.snippet.chars().count() <= SNIPPET_MAX_CHARS);
+
+        // Same key in a JSON that is not a service account: a plain private key finding.
+        let (other, _) = service_account_json("authorized_user");
+        let findings = SecretsScanner::new().scan_content("other.json", other.as_bytes());
+        let ids: Vec<&str> = findings.iter().map(|f| f.rule_id.as_str()).collect();
+        assert_eq!(ids, ["private-key"]);
+
+        // A service account file whose key is elided.
+        let elided = format!(
+            "{{\"type\": \"service_account\", \"private_key\": \"-----BEGIN {PRIVATE_KEY}-----\\n...\\n-----END {PRIVATE_KEY}-----\\n\"}}"
+        );
+        expect_none(&elided);
+    }
+
+    #[test]
+    fn google_api_key() {
+        let key = format!("AIza{}", random(8, 35, B64URL));
+        let f = expect_one("google-api-key", "const MAPS_KEY = '", &key, "';");
+        assert_eq!(f.severity, Severity::High);
+        expect_one("google-api-key", "maps=", &key, "");
+
+        expect_none(&format!("k = AIza{}\n", random(8, 30, ALNUM)));
+        expect_none(&format!("k = AIzb{}\n", random(8, 35, ALNUM)));
+    }
+
+    // ----- GitHub / GitLab ----------------------------------------------------------------
+
+    #[test]
+    fn github_tokens() {
+        for (prefix, rule, seed) in [
+            ("ghp", "github-pat", 10),
+            ("gho", "github-oauth-token", 11),
+            ("ghu", "github-app-token", 12),
+            ("ghs", "github-app-token", 13),
+            ("ghr", "github-refresh-token", 14),
+        ] {
+            let token = format!("{prefix}_{}", random(seed, 36, ALNUM));
+            let f = expect_one(rule, "GITHUB_TOKEN=", &token, "");
+            assert_eq!(f.severity, Severity::Critical);
+            assert!(
+                f.snippet.starts_with(&format!("GITHUB_TOKEN={prefix}_*")),
+                "{}",
+                f.snippet
+            );
+        }
+        let fine = format!(
+            "github_pat_{}_{}",
+            random(15, 22, ALNUM),
+            random(16, 59, ALNUM)
+        );
+        expect_one("github-fine-grained-pat", "token: ", &fine, "");
+
+        expect_none(&format!("t = ghx_{}\n", random(10, 36, ALNUM)));
+        expect_none(&format!("t = ghp_{}\n", random(10, 35, ALNUM)));
+        expect_none(&format!("t = ghp_{}\n", "x".repeat(36)));
+        expect_none(&format!("t = github_pat_{}\n", random(15, 40, ALNUM)));
+    }
+
+    #[test]
+    fn gitlab_pat() {
+        let token = format!("glpat-{}", random(17, 20, B64URL));
+        let f = expect_one("gitlab-pat", "export GITLAB_TOKEN=", &token, "");
+        assert_eq!(f.severity, Severity::Critical);
+
+        expect_none(&format!(
+            "export GITLAB_TOKEN=glpat-{}\n",
+            random(17, 19, ALNUM)
+        ));
+        expect_none(&format!("export GITLAB_TOKEN=glpat-{}\n", "x".repeat(20)));
+        expect_none(&format!(
+            "export GITLAB_TOKEN=glpaT-{}\n",
+            random(17, 20, ALNUM)
+        ));
+    }
+
+    // ----- Slack ---------------------------------------------------------------------------
+
+    #[test]
+    fn slack_tokens_and_webhooks() {
+        let token = format!(
+            "xoxb-{}-{}-{}",
+            random(18, 12, DIGITS),
+            random(19, 13, DIGITS),
+            random(20, 24, ALNUM)
+        );
+        let f = expect_one("slack-token", "  bot_token: ", &token, "");
+        assert_eq!(f.severity, Severity::High);
+
+        let hook = format!(
+            "https://hooks.slack.com/services/T{}/B{}/{}",
+            random(21, 8, UPPER_DIGITS),
+            random(22, 8, UPPER_DIGITS),
+            random(23, 24, ALNUM)
+        );
+        let f = expect_one("slack-webhook-url", "WEBHOOK = \"", &hook, "\"");
+        assert_eq!(f.severity, Severity::High);
+
+        expect_none("SLACK_TOKEN=xoxb-your-token-here\n");
+        expect_none(&format!(
+            "SLACK_TOKEN=xoxq-{}-{}\n",
+            random(18, 12, DIGITS),
+            random(20, 24, ALNUM)
+        ));
+        expect_none("WEBHOOK=https://hooks.slack.com/services/T000/B000/XXXX\n");
+    }
+
+    // ----- Stripe, npm, PyPI ------------------------------------------------------------
+
+    #[test]
+    fn stripe_keys() {
+        let live = format!("sk_live_{}", random(24, 24, ALNUM));
+        let f = expect_one("stripe-live-key", "stripe.api_key = \"", &live, "\"");
+        assert_eq!(f.severity, Severity::Critical);
+        let restricted = format!("rk_live_{}", random(25, 99, ALNUM));
+        expect_one("stripe-live-key", "STRIPE_KEY=", &restricted, "");
+        let test = format!("sk_test_{}", random(26, 24, ALNUM));
+        let f = expect_one("stripe-test-key", "STRIPE_KEY=", &test, "");
+        assert_eq!(f.severity, Severity::Low);
+
+        expect_none(&format!("STRIPE_KEY=sk_live_{}\n", random(24, 10, ALNUM)));
+        expect_none(&format!("STRIPE_KEY=pk_live_{}\n", random(24, 24, ALNUM)));
+    }
+
+    #[test]
+    fn npm_token() {
+        let token = format!("npm_{}", random(27, 36, ALNUM));
+        let f = expect_one(
+            "npm-access-token",
+            "//registry.npmjs.org/:_authToken=",
+            &token,
+            "",
+        );
+        assert_eq!(f.severity, Severity::High);
+
+        expect_none(&format!(
+            "//registry.npmjs.org/:_authToken=npm_{}\n",
+            random(27, 30, ALNUM)
+        ));
+        expect_none(&format!(
+            "//registry.npmjs.org/:_authToken=nmp_{}\n",
+            random(27, 36, ALNUM)
+        ));
+    }
+
+    #[test]
+    fn pypi_token() {
+        let token = format!("pypi-{}{}", "AgEIcHlwaS5vcmc", random(28, 80, B64URL));
+        let f = expect_one("pypi-upload-token", "password = ", &token, "");
+        assert_eq!(f.severity, Severity::High);
+
+        expect_none(&format!(
+            "password = pypi-{}{}\n",
+            "AgEIcHlwaS5vcmc",
+            random(28, 20, ALNUM)
+        ));
+        expect_none(&format!(
+            "password = pypi-{}{}\n",
+            "AgEIcHlwaS5jb20",
+            random(28, 80, ALNUM)
+        ));
+    }
+
+    // ----- Private keys --------------------------------------------------------------------
+
+    #[test]
+    fn private_key_blocks() {
+        for (kind, seed) in [
+            ("RSA ", 30),
+            ("EC ", 31),
+            ("DSA ", 32),
+            ("OPENSSH ", 33),
+            ("ENCRYPTED ", 34),
+            ("", 35),
+        ] {
+            let block = pem(kind, seed, 8);
+            let f = expect_one("private-key", "    ", &block, "");
+            assert_eq!(f.severity, Severity::Critical);
+            assert_eq!(f.snippet, format!("-----BEGIN {kind}{PRIVATE_KEY}-----"));
+        }
+
+        // PGP armor with a header line before the body.
+        let pgp = format!(
+            "-----BEGIN PGP {PRIVATE_KEY} BLOCK-----\nVersion: GnuPG v2 (GNU/Linux)\n\n{}\n{}\n=AbCd\n-----END PGP {PRIVATE_KEY} BLOCK-----",
+            random(36, 64, B64),
+            random(37, 64, B64)
+        );
+        let f = expect_one("private-key", "", &pgp, "");
+        assert_eq!(
+            f.snippet,
+            format!("-----BEGIN PGP {PRIVATE_KEY} BLOCK-----")
+        );
+
+        // Code that only mentions the header, a public key, and an elided body.
+        expect_none(&format!(
+            "if pem.starts_with(\"-----BEGIN RSA {PRIVATE_KEY}-----\") {{ parse(pem) }}\n"
+        ));
+        expect_none(&format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+            random(38, 64, B64)
+        ));
+        expect_none(&format!(
+            "-----BEGIN RSA {PRIVATE_KEY}-----\nMIIEpAIBAAKCAQEA...\n-----END RSA {PRIVATE_KEY}-----\n"
+        ));
+    }
+
+    #[test]
+    fn private_key_body_lines_never_leak() {
+        let block = pem("RSA ", 39, 6);
+        let content = format!("key = \"\"\"\n{block}\n\"\"\"\n");
+        let findings = SecretsScanner::new().scan_content("k.py", content.as_bytes());
+        assert_eq!(findings.len(), 1);
+        for line in block.lines().skip(1) {
+            assert!(!findings[0].snippet.contains(line));
+        }
+        assert_eq!((findings[0].line, findings[0].column), (2, 1));
+    }
+
+    // ----- JWT -----------------------------------------------------------------------------
+
+    #[test]
+    fn jwt_tokens() {
+        let token = jwt(40);
+        let f = expect_one("jwt", "Authorization: Bearer ", &token, "");
+        assert_eq!(f.severity, Severity::Medium);
+        assert!(jwt_is_valid(token.as_bytes()));
+
+        let two_segments: String = token.rsplit_once('.').unwrap().0.to_string();
+        expect_none(&format!("Authorization: Bearer {two_segments}\n"));
+        // `eyJ` followed by bytes that do not decode to a JSON object.
+        expect_none(&format!(
+            "Authorization: Bearer eyJ{}.{}.{}\n",
+            random(41, 30, ALNUM),
+            random(42, 30, ALNUM),
+            random(43, 43, ALNUM)
+        ));
+        expect_none(&format!(
+            "Authorization: Bearer {}..{}\n",
+            &token[..20],
+            random(43, 43, ALNUM)
+        ));
+    }
+
+    // ----- URL passwords -------------------------------------------------------------------
+
+    #[test]
+    fn url_password() {
+        let password = random(44, 14, ALNUM);
+        let f = expect_one(
+            "url-password",
+            "DATABASE_URL=postgres://app_user:",
+            &password,
+            "@db.internal:5432/app",
+        );
+        assert_eq!(f.severity, Severity::Medium);
+        assert!(
+            f.snippet
+                .contains(&format!("{}**********@db.internal", &password[..4])),
+            "{}",
+            f.snippet
+        );
+
+        // Short passwords are masked entirely.
+        let short = random(45, 8, ALNUM);
+        let f = expect_one("url-password", "redis: redis://:", &short, "@cache:6379/0");
+        assert_eq!(f.snippet, "redis: redis://:********@cache:6379/0");
+
+        for placeholder in [
+            "password",
+            "<password>",
+            "${DB_PASSWORD}",
+            "***",
+            "xxx",
+            "{{ db_pass }}",
+            "$PASS",
+            "%(pw)s",
+        ] {
+            expect_none(&format!(
+                "url = postgres://user:{placeholder}@db:5432/app\n"
+            ));
+        }
+        expect_none("see http://localhost:8080/path and https://user@example.org/x\n");
+    }
+
+    // ----- Generic assignments -------------------------------------------------------------
+
+    #[test]
+    fn generic_assignment() {
+        let value = format!(
+            "{}9{}",
+            random(46, 12, ALNUM),
+            random(47, 11, b"abcdefXYZ0123!#%")
+        );
+        let f = expect_one(
+            "generic-secret-assignment",
+            "db_password = \"",
+            &value,
+            "\"",
+        );
+        assert_eq!(f.severity, Severity::Medium);
+        expect_one(
+            "generic-secret-assignment",
+            "  \"apiKey\": \"",
+            &value,
+            "\",",
+        );
+        expect_one("generic-secret-assignment", "client_secret: '", &value, "'");
+        expect_one("generic-secret-assignment", "AUTH_TOKEN := `", &value, "`");
+
+        for line in [
+            "password = \"changeme-changeme-123\"".to_string(),
+            "secret = \"aaaaaaaaaaaaaaaaaaaaaaaa\"".to_string(),
+            "api_key = \"${API_KEY_FROM_ENVIRONMENT}\"".to_string(),
+            "token = os.environ[\"GITHUB_TOKEN_VALUE_1\"]".to_string(),
+            "password = os.getenv(\"DB_PASSWORD_LONG_NAME_1\")".to_string(),
+            "password = \"short1\"".to_string(),
+            format!(
+                "token = \"{}\"",
+                random(48, 24, b"abcdefghijklmnopqrstuvwxyz")
+            ),
+            "password = \"1234567890123456\"".to_string(),
+            "secret: \"this is a sentence with 123 in it\"".to_string(),
+            "token_url = \"https://login.acme.io/oauth2/v2.0/token\"".to_string(),
+            format!("author = \"{}\"", random(49, 24, ALNUM)),
+            format!("if password == \"{value}\" {{}}"),
+            format!("greeting = \"{value}\""),
+        ] {
+            expect_none(&format!("{line}\n"));
+        }
+    }
+
+    #[test]
+    fn specific_rule_wins_over_generic() {
+        let token = format!("ghp_{}", random(50, 36, ALNUM));
+        let f = expect_one("github-pat", "github_token = \"", &token, "\"");
+        assert_eq!(f.rule_id, "github-pat");
+        let jwt = jwt(51);
+        expect_one("jwt", "access_token: \"", &jwt, "\"");
+        // A token used as the password of a clone URL is reported as the token.
+        let token = format!("ghp_{}", random(57, 36, ALNUM));
+        expect_one(
+            "github-pat",
+            "url = https://x-access-token:",
+            &token,
+            "@github.com/org/repo.git",
+        );
+    }
+
+    // ----- Redaction, positions, fingerprints ----------------------------------------------
+
+    #[test]
+    fn every_secret_on_a_line_is_masked_in_every_snippet() {
+        let gh = format!("ghp_{}", random(52, 36, ALNUM));
+        let npm = format!("npm_{}", random(53, 36, ALNUM));
+        let content = format!("export GH={gh} NPM={npm}\n");
+        let findings = SecretsScanner::new().scan_content(".env", content.as_bytes());
+        assert_eq!(findings.len(), 2);
+        assert_eq!(
+            (findings[0].rule_id.as_str(), findings[0].column),
+            ("github-pat", 11)
+        );
+        assert_eq!(
+            (findings[1].rule_id.as_str(), findings[1].column),
+            ("npm-access-token", 56)
+        );
+        for f in &findings {
+            assert_redacted(f, &gh);
+            assert_redacted(f, &npm);
+        }
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        let token = format!("ghp_{}", random(54, 36, ALNUM));
+        let f = expect_one("github-pat", "// clé € ", &token, "");
+        assert_eq!(f.column, 10);
+    }
+
+    #[test]
+    fn crlf_lines_and_long_lines() {
+        let token = format!("npm_{}", random(55, 36, ALNUM));
+        let content = format!(
+            "a\r\nb\r\n{}{token}{}\r\n",
+            "x ".repeat(300),
+            " y".repeat(300)
+        );
+        let findings = SecretsScanner::new().scan_content("long.txt", content.as_bytes());
+        assert_eq!(findings.len(), 1);
+        let f = &findings[0];
+        assert_eq!((f.line, f.column), (3, 601));
+        assert_eq!(f.snippet.chars().count(), SNIPPET_MAX_CHARS);
+        assert!(f.snippet.contains("npm_****"), "{}", f.snippet);
+        assert!(!f.snippet.contains('\r'));
+        assert_redacted(f, &token);
+    }
+
+    #[test]
+    fn fingerprint_is_sha256_of_rule_path_value() {
+        let token = format!("gho_{}", random(56, 36, ALNUM));
+        let content = format!("t={token}\n");
+        let scanner = SecretsScanner::new();
+        let a = scanner.scan_content("a/b.txt", content.as_bytes());
+        let b = scanner.scan_content("a/c.txt", content.as_bytes());
+        let expected = hex::encode(Sha256::digest(format!(
+            "github-oauth-token\0a/b.txt\0{token}"
+        )));
+        assert_eq!(a[0].fingerprint, expected);
+        assert_ne!(a[0].fingerprint, b[0].fingerprint);
+        // Moving the secret within the file does not change it.
+        let moved = scanner.scan_content("a/b.txt", format!("\n\n  t={token}\n").as_bytes());
+        assert_eq!(moved[0].fingerprint, expected);
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(shannon_entropy(""), 0.0);
+        assert_eq!(shannon_entropy("aaaa"), 0.0);
+        assert!((shannon_entropy("abcd") - 2.0).abs() < 1e-9);
+        assert_eq!(base64url_decode(b"eyJ9"), Some(b"{\"}".to_vec()));
+        assert_eq!(base64url_decode(b"abcde"), None);
+        assert_eq!(base64url_decode(b"ab*d"), None);
+        assert_eq!(pascal_case("aws-access-key-id"), "AwsAccessKeyId");
+        assert_eq!(
+            percent_encode_path("dir name/ü.txt"),
+            "dir%20name/%C3%BC.txt"
+        );
+        assert_eq!(armor_header_len(b"-----BEGIN X-----body"), 17);
+    }
+
+    // ----- Tree walking --------------------------------------------------------------------
+
+    fn write(root: &Path, rel: &str, content: impl AsRef<[u8]>) {
+        let path = root.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+
+    fn run_on(root: &Path) -> anyhow::Result<ScannerOutput> {
+        let cancel = AtomicBool::new(false);
+        SecretsScanner::new().run(&ScanContext {
+            source_root: root,
+            cancel: &cancel,
+        })
+    }
+
+    /// A tree with one secret in each file that must be scanned and each that must be skipped.
+    fn build_tree(root: &Path) -> (Vec<String>, u64, Vec<String>) {
+        let line = |seed: u64| format!("token: ghp_{}\n", random(seed, 36, ALNUM));
+        let mut scanned = vec![
+            (".gitignore", "ignored.env\nbuild-output/\n".to_string()),
+            (
+                "src/deep/nested/config.py",
+                format!("# config\n{}", line(60)),
+            ),
+            (".hidden/settings.yml", line(61)),
+            ("README.md", "nothing to see\n".to_string()),
+        ];
+        scanned.sort();
+        let mut values = Vec::new();
+        for (rel, content) in &scanned {
+            write(root, rel, content);
+            values.push(content.clone());
+        }
+        for (rel, seed) in [
+            ("ignored.env", 62),
+            ("build-output/x.txt", 63),
+            ("node_modules/pkg/index.js", 64),
+            ("web/vendor/lib.js", 65),
+            ("target/debug/out.txt", 66),
+            (".git/config", 67),
+            ("package-lock.json", 68),
+            ("static/app.min.js", 69),
+        ] {
+            let content = line(seed);
+            write(root, rel, &content);
+            values.push(content);
+        }
+        let mut binary = b"\x7fELF\0\0\0".to_vec();
+        binary.extend_from_slice(line(70).as_bytes());
+        write(root, "bin/tool", &binary);
+        let mut big = line(71).into_bytes();
+        big.resize(MAX_FILE_BYTES as usize + 1, b'a');
+        write(root, "data/big.txt", &big);
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(root.join("src/deep/nested/config.py"), root.join("link.py"))
+            .unwrap();
+
+        let bytes: u64 = scanned.iter().map(|(_, c)| c.len() as u64).sum();
+        let paths = vec![
+            ".hidden/settings.yml".to_string(),
+            "src/deep/nested/config.py".to_string(),
+        ];
+        (paths, bytes, values)
+    }
+
+    #[test]
+    fn tree_walk_respects_skips() {
+        let dir = tempfile::tempdir().unwrap();
+        let (expected_paths, expected_bytes, values) = build_tree(dir.path());
+        let out = run_on(dir.path()).unwrap();
+        let paths: Vec<&str> = out.findings.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, expected_paths);
+        assert_eq!(out.files_scanned, 4);
+        assert_eq!(out.bytes_scanned, expected_bytes);
+        let f = &out.findings[1];
+        assert_eq!((f.rule_id.as_str(), f.line, f.column), ("github-pat", 2, 8));
+
+        // Deterministic across runs despite the parallel walk.
+        let again = run_on(dir.path()).unwrap();
+        assert_eq!(again.findings, out.findings);
+
+        let serialized = serde_json::to_string(&out.sarif).unwrap()
+            + &serde_json::to_string(&out.findings).unwrap();
+        for content in values {
+            let token = content
+                .trim()
+                .trim_start_matches("token: ")
+                .trim_start_matches("# config\n");
+            assert!(!serialized.contains(token), "clear token in output");
+        }
+    }
+
+    #[test]
+    fn cancellation_returns_error() {
+        let dir = tempfile::tempdir().unwrap();
+        build_tree(dir.path());
+        let cancel = AtomicBool::new(true);
+        let err = SecretsScanner::new()
+            .run(&ScanContext {
+                source_root: dir.path(),
+                cancel: &cancel,
+            })
+            .unwrap_err();
+        assert_eq!(err.to_string(), "cancelled");
+    }
+
+    // ----- SARIF ---------------------------------------------------------------------------
+
+    #[test]
+    fn sarif_log_shape_and_redaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let stripe = format!("sk_test_{}", random(80, 24, ALNUM));
+        let gh = format!("ghp_{}", random(81, 36, ALNUM));
+        write(
+            dir.path(),
+            "my app/conf.env",
+            format!("STRIPE={stripe}\nGH={gh}\n"),
+        );
+        let out = run_on(dir.path()).unwrap();
+        assert_eq!(out.findings.len(), 2);
+        let sarif = &out.sarif;
+        let text = serde_json::to_string(sarif).unwrap();
+        assert!(!text.contains(&stripe) && !text.contains(&gh));
+
+        assert_eq!(sarif["$schema"], SARIF_SCHEMA);
+        assert_eq!(sarif["version"], "2.1.0");
+        let runs = sarif["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 1);
+        let run = &runs[0];
+        assert_eq!(run["columnKind"], "unicodeCodePoints");
+        let driver = &run["tool"]["driver"];
+        assert_eq!(driver["name"], TOOL_NAME);
+        assert_eq!(driver["version"], env!("CARGO_PKG_VERSION"));
+        let rules = driver["rules"].as_array().unwrap();
+        assert_eq!(rules.len(), RULES.len());
+        for (i, rule) in rules.iter().enumerate() {
+            assert_eq!(rule["id"], RULES[i].id);
+            assert_eq!(rule["shortDescription"]["text"], RULES[i].title);
+            assert_eq!(
+                rule["defaultConfiguration"]["level"],
+                RULES[i].severity.sarif_level()
+            );
+            let score: f64 = rule["properties"]["security-severity"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1.0..=10.0).contains(&score));
+            assert_eq!(rule["properties"]["tags"], json!(["security", "secret"]));
+        }
+
+        let results = run["results"].as_array().unwrap();
+        assert_eq!(results.len(), 2);
+        let first = &results[0];
+        assert_eq!(first["ruleId"], "stripe-test-key");
+        let index = first["ruleIndex"].as_u64().unwrap() as usize;
+        assert_eq!(rules[index]["id"], "stripe-test-key");
+        assert_eq!(rules[index]["properties"]["security-severity"], "3.0");
+        assert_eq!(first["level"], "note");
+        assert_eq!(first["properties"]["severity"], "low");
+        assert_eq!(first["message"]["text"], "Possible Stripe test secret key");
+        let loc = &first["locations"][0]["physicalLocation"];
+        assert_eq!(loc["artifactLocation"]["uri"], "my%20app/conf.env");
+        assert_eq!(loc["artifactLocation"]["uriBaseId"], "SRCROOT");
+        assert_eq!(loc["region"]["startLine"], 1);
+        assert_eq!(loc["region"]["startColumn"], 8);
+        assert_eq!(loc["region"]["snippet"]["text"], out.findings[0].snippet);
+        assert_eq!(
+            first["partialFingerprints"][SECRET_FINGERPRINT_KEY],
+            out.findings[0].fingerprint
+        );
+        assert_eq!(results[1]["level"], "error");
+        assert_eq!(results[1]["properties"]["severity"], "critical");
+    }
+
+    #[test]
+    fn build_sarif_is_reusable() {
+        let finding = Finding {
+            rule_id: "other-rule".into(),
+            severity: Severity::Info,
+            message: "m".into(),
+            path: "a.rs".into(),
+            line: 1,
+            column: 1,
+            snippet: "s".into(),
+            fingerprint: "f".into(),
+        };
+        let tool = SarifTool {
+            name: "lint",
+            version: "1.2.3",
+            information_uri: "https://example.invalid/lint",
+            rule_tags: &["security", "sast"],
+            fingerprint_key: "lintFingerprint/v1",
+        };
+        let log = build_sarif(
+            &tool,
+            &[("known", "Known rule", Severity::High)],
+            &[finding],
+        );
+        let run = &log["runs"][0];
+        assert_eq!(
+            run["tool"]["driver"]["informationUri"],
+            "https://example.invalid/lint"
+        );
+        assert_eq!(
+            run["tool"]["driver"]["rules"][0]["properties"]["tags"],
+            json!(["security", "sast"])
+        );
+        assert_eq!(run["tool"]["driver"]["rules"][0]["name"], "Known");
+        let result = &run["results"][0];
+        assert!(
+            result.get("ruleIndex").is_none(),
+            "unknown rule gets no index"
+        );
+        assert_eq!(result["partialFingerprints"]["lintFingerprint/v1"], "f");
+        assert_eq!(result["level"], "note");
+
+        let no_uri = build_sarif(
+            &SarifTool {
+                information_uri: "",
+                ..tool
+            },
+            &[],
+            &[],
+        );
+        assert!(no_uri["runs"][0]["tool"]["driver"]
+            .get("informationUri")
+            .is_none());
+        assert_eq!(no_uri["runs"][0]["results"], json!([]));
+    }
+}

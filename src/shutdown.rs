@@ -1,0 +1,50 @@
+//! Shutdown: the stop signal, the tokens that order the drain, and the task tracker of the
+//! workers. Other modules only ever receive a token.
+//!
+//! The order is: stop accepting connections and claiming scans (`stop_claiming`), let running
+//! scans finish until the grace deadline, then stop the rest and put them back in the queue
+//! (`hard_stop`), then close the WebSocket streams (`close_streams`).
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The tokens of one application instance.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    /// Stop accepting HTTP connections and claiming scans; readiness turns false.
+    pub stop_claiming: CancellationToken,
+    /// The drain deadline passed: running scans are stopped and queued again.
+    pub hard_stop: CancellationToken,
+    /// Close open WebSocket streams with 1001.
+    pub close_streams: CancellationToken,
+    /// Tracks the worker tasks.
+    pub workers: TaskTracker,
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "could not listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "could not listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("received SIGINT; shutting down"),
+        _ = terminate => tracing::info!("received SIGTERM; shutting down"),
+    }
+}
