@@ -51,6 +51,14 @@ fn clear_work_dir(config: &Config) -> anyhow::Result<()> {
 impl App {
     /// Opens the store, recovers interrupted scans, rebuilds the gauges and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<App> {
+        App::build_with_scanners(config, builtin_scanners()).await
+    }
+
+    /// [`App::build`] with a given scanner set (tests slip in scanners that fail or panic).
+    pub async fn build_with_scanners(
+        config: Config,
+        scanners: Vec<Arc<dyn crate::pipeline::scanners::Scanner>>,
+    ) -> anyhow::Result<App> {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!(
                 "creating CERTUS_ASSURANCE_DATA_DIR {}",
@@ -80,7 +88,7 @@ impl App {
             },
             ssh_key: None,
             metrics: metrics.clone(),
-            scanners: Arc::new(builtin_scanners()),
+            scanners: Arc::new(scanners),
         };
         let jobs = JobManager::new(
             Arc::new(store),

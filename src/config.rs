@@ -259,8 +259,8 @@ impl Config {
         positive("CLONE_TIMEOUT_SECONDS", s.clone_timeout_seconds)?;
         positive("CLONE_MAX_BYTES", s.clone_max_bytes)?;
         positive("REQUEST_TIMEOUT_SECONDS", s.request_timeout_seconds)?;
-        if s.stream_history_limit < 16 {
-            bail!("CERTUS_ASSURANCE_STREAM_HISTORY_LIMIT must be at least 16");
+        if s.stream_history_limit < 8 {
+            bail!("CERTUS_ASSURANCE_STREAM_HISTORY_LIMIT must be at least 8");
         }
         if s.max_body_bytes < 1024 {
             bail!("CERTUS_ASSURANCE_MAX_BODY_BYTES must be at least 1024");

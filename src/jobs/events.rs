@@ -62,8 +62,13 @@ impl JobChannel {
 
     /// Appends to the history and sends to live subscribers, under one lock so that a
     /// concurrent subscribe sees each event either in its replay or live, never both or neither.
-    pub fn publish(&self, event: &ScanEvent) -> Arc<StreamEvent> {
+    /// Events published after the terminal event are ignored (`None`): a stopped pipeline that
+    /// is still winding down must not extend a finished stream.
+    pub fn publish(&self, event: &ScanEvent) -> Option<Arc<StreamEvent>> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.finished {
+            return None;
+        }
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
@@ -85,7 +90,7 @@ impl JobChannel {
             }
         }
         let _ = self.tx.send(published.clone());
-        published
+        Some(published)
     }
 
     /// Whether the terminal event was published.

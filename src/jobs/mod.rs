@@ -606,8 +606,9 @@ impl JobManager {
             bundle,
         };
         if let Some(channel) = self.inner.events.existing(test_id) {
-            let published = channel.publish(&event);
-            append_stream_line(&self.inner.pipeline.artifact_dir(test_id), &published.json);
+            if let Some(published) = channel.publish(&event) {
+                append_stream_line(&self.inner.pipeline.artifact_dir(test_id), &published.json);
+            }
         }
         self.inner.events.finish(test_id);
     }

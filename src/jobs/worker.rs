@@ -18,8 +18,10 @@ use crate::pipeline::source::{parse_git_url, GitUrl};
 use crate::pipeline::{FailureKind, ProgressSink, ScanEvent, ScanSpec};
 use crate::storage::{Completion, ScanRecord};
 
-/// How long a stopped pipeline may take to notice and clean up before the worker moves on.
-const STOP_GRACE: Duration = Duration::from_secs(60);
+/// How long a stopped pipeline may take to notice the stop before the worker records the outcome
+/// and moves on. A clone blocked in a socket read only notices when libgit2's read timeout fires;
+/// its task then finishes (and removes its workspace) in the background.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Fallback polling interval when no wake-up arrives.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -104,9 +106,10 @@ impl ProgressSink for JobSink {
             let (commit, branch) = (commit.clone(), branch.clone());
             tokio::spawn(async move { jobs.record_resolved(&id, commit, branch).await });
         }
-        let published = self.channel.publish(&event);
-        let _guard = self.file_lock.lock().unwrap_or_else(|p| p.into_inner());
-        append_stream_line(&self.bundle_dir, &published.json);
+        if let Some(published) = self.channel.publish(&event) {
+            let _guard = self.file_lock.lock().unwrap_or_else(|p| p.into_inner());
+            append_stream_line(&self.bundle_dir, &published.json);
+        }
     }
 }
 
@@ -207,8 +210,12 @@ async fn run_one(jobs: &JobManager, record: ScanRecord, hard_stop: &Cancellation
     stop.store(true, Ordering::SeqCst);
     // Let the pipeline notice the stop and remove its workspace; abort it if it does not.
     if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
-        tracing::error!("scan did not stop within {STOP_GRACE:?}; aborting its task");
-        task.abort();
+        tracing::warn!(
+            "scan did not stop within {STOP_GRACE:?}; it finishes cleaning up in the background"
+        );
+        tokio::spawn(async move {
+            let _ = task.await;
+        });
     }
     match interrupt {
         Interrupt::Timeout => {

@@ -52,7 +52,7 @@ fn init_git_timeouts() {
         // SAFETY: called once, before any clone, from a single thread (guarded by Once).
         unsafe {
             let _ = git2::opts::set_server_connect_timeout_in_milliseconds(15_000);
-            let _ = git2::opts::set_server_timeout_in_milliseconds(30_000);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(20_000);
         }
     });
 }

@@ -1,0 +1,49 @@
+-- wrk script that POSTs one valid scan submission per request to /v1/security-scans and counts
+-- the answers: 202 (accepted) versus anything else. With CERTUS_ASSURANCE_MAX_WORKERS=0 the
+-- service stores the scan QUEUED and never runs it, so this measures admission only.
+-- When the run ends it prints one machine-readable line that scripts/bench.sh parses.
+--
+--   wrk -t1 -c8 -d5s -s benches/wrk/submit.lua http://127.0.0.1:18200/v1/security-scans
+
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"workspace_id":"bench","component_id":"c","assessment_id":"a",'
+  .. '"git_url":"https://example.com/org/repo.git","branch":"main","profile":"light"}'
+
+local threads = {}
+
+function setup(thread)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  accepted = 0
+  other = 0
+  last_other_status = 0
+end
+
+function response(status, headers, body)
+  if status == 202 then
+    accepted = accepted + 1
+  else
+    other = other + 1
+    last_other_status = status
+  end
+end
+
+function done(summary, latency, requests)
+  local a, o, last = 0, 0, 0
+  for _, t in ipairs(threads) do
+    a = a + t:get("accepted")
+    o = o + t:get("other")
+    local s = t:get("last_other_status")
+    if s ~= 0 then last = s end
+  end
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH_SUBMIT accepted=%d other=%d last_other_status=%d requests=%d duration_us=%d "
+      .. "p50_us=%d p99_us=%d connect_errors=%d read_errors=%d write_errors=%d timeouts=%d\n",
+    a, o, last, summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99),
+    e.connect, e.read, e.write, e.timeout))
+end

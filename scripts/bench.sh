@@ -1,0 +1,351 @@
+#!/usr/bin/env bash
+# Load benchmark of the operational views at scale: latency of /stats and /metrics with an empty
+# store and with 100,000 stored scans, accepted submissions per second, and resident memory.
+#
+#   scripts/bench.sh                       # summary to stdout
+#   BENCH_OUT=/tmp/bench.md scripts/bench.sh   # ... and the same summary as markdown in a file
+#
+# What it does, in one run against one release binary and one fresh data directory:
+#   1. installs wrk from Debian if missing, builds the release binary (separate target dir);
+#   2. starts the service on 127.0.0.1 (MAX_WORKERS=0: scans are accepted, never run);
+#   3. empty store: VmRSS, then wrk --latency against /stats and /metrics;
+#   4. fills the store to BENCH_SCANS scans by POSTing submissions with wrk (benches/wrk/submit.lua)
+#      in fixed-length rounds, checking /stats total_scans between rounds;
+#   5. full store: VmRSS, then the same wrk runs against /stats and /metrics;
+#   6. prints the table (p50/p99 at both sizes, ratios, submissions/s, RSS).
+# All traffic is on loopback; every step is bounded in time; the service and the temp dir are
+# removed on exit. The target is: every p50/p99 ratio (full / empty) <= BENCH_MAX_RATIO (1.5).
+#
+# Knobs (environment):
+#   BENCH_OUT              markdown summary file (default: none, stdout only)
+#   BENCH_PORT             port in 18200-18299 (default: first free one)
+#   BENCH_SCANS            stored scans for the second measurement (default 100000)
+#   BENCH_THREADS/BENCH_CONNS/BENCH_DURATION   wrk -t/-c/-d of latency runs (default 1/4/10)
+#   BENCH_WARMUP           seconds of unrecorded wrk load before each latency run (default 2)
+#   BENCH_FILL_CONNS       wrk -c of the fill (default 8); BENCH_FILL_ROUND seconds/round (5)
+#   BENCH_FILL_MAX_SECONDS give up filling after this long (default 420)
+#   BENCH_PIN              1 (default): service on CPU BENCH_SERVICE_CPUS (0), wrk on
+#                          BENCH_WRK_CPUS (1) with taskset; 0: no pinning
+#   BENCH_PERF             1: after each phase's measured runs, an extra (unmeasured) wrk run of
+#                          each endpoint under `perf record`; top of `perf report` goes to
+#                          BENCH_PERF_DIR (default: stderr)
+#   BENCH_BUILD_TIMEOUT    seconds the release build may take (default 780)
+#   BENCH_FAIL_ON_TARGET   1: exit 3 when a ratio exceeds BENCH_MAX_RATIO (default 0: report only)
+#   BENCH_SKIP_BUILD       1: use an existing binary in the target dir
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+SCANS=${BENCH_SCANS:-100000}
+THREADS=${BENCH_THREADS:-1}
+CONNS=${BENCH_CONNS:-4}
+DURATION=${BENCH_DURATION:-10}
+WARMUP=${BENCH_WARMUP:-2}
+FILL_CONNS=${BENCH_FILL_CONNS:-8}
+FILL_ROUND=${BENCH_FILL_ROUND:-5}
+FILL_MAX_SECONDS=${BENCH_FILL_MAX_SECONDS:-420}
+PIN=${BENCH_PIN:-1}
+SERVICE_CPUS=${BENCH_SERVICE_CPUS:-0}
+WRK_CPUS=${BENCH_WRK_CPUS:-1}
+MAX_RATIO=${BENCH_MAX_RATIO:-1.5}
+BUILD_TIMEOUT=${BENCH_BUILD_TIMEOUT:-780}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/certus-assurance/bench-target}"
+export CARGO_TERM_COLOR=never
+BIN="$CARGO_TARGET_DIR/release/certus-assurance"
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+now() { date +%s.%N; }
+# Arithmetic on decimals.
+calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
+
+TMP=""
+SERVICE_PID=""
+BUILD_PID=""
+cleanup() {
+    local rc=$?
+    if [[ -n "$BUILD_PID" ]] && kill -0 "$BUILD_PID" 2>/dev/null; then
+        kill "$BUILD_PID" 2>/dev/null || true
+        wait "$BUILD_PID" 2>/dev/null || true
+    fi
+    if [[ -n "$SERVICE_PID" ]] && kill -0 "$SERVICE_PID" 2>/dev/null; then
+        kill -TERM "$SERVICE_PID" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$SERVICE_PID" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -KILL "$SERVICE_PID" 2>/dev/null || true
+        wait "$SERVICE_PID" 2>/dev/null || true
+    fi
+    [[ -n "$TMP" && -d "$TMP" ]] && rm -rf "$TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------------------------------------
+# 1. Tools and binary
+if ! command -v wrk >/dev/null 2>&1; then
+    log "installing wrk from Debian"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null 2>&1; then
+        apt-get update >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null
+    fi
+fi
+for tool in wrk curl awk taskset; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
+done
+if [[ "$(nproc)" -lt 2 ]]; then
+    PIN=0
+fi
+
+TMP=$(mktemp -d /tmp/certus-bench.XXXXXX)
+
+if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
+    log "building the release binary (CARGO_TARGET_DIR=$CARGO_TARGET_DIR, at most ${BUILD_TIMEOUT}s)"
+    build_start=$(now)
+    cargo build --release --locked >"$TMP/build.log" 2>&1 &
+    BUILD_PID=$!
+    waited=0
+    while kill -0 "$BUILD_PID" 2>/dev/null; do
+        sleep 5
+        waited=$((waited + 5))
+        if ((waited % 60 == 0)); then
+            log "  still building (${waited}s): $(tail -n1 "$TMP/build.log")"
+        fi
+        if ((waited >= BUILD_TIMEOUT)); then
+            kill "$BUILD_PID" 2>/dev/null || true
+            die "release build did not finish in ${BUILD_TIMEOUT}s"
+        fi
+    done
+    if ! wait "$BUILD_PID"; then
+        BUILD_PID=""
+        tail -n 40 "$TMP/build.log" >&2
+        die "release build failed"
+    fi
+    BUILD_PID=""
+    log "built in $(calc "$(now) - $build_start" 0)s"
+fi
+[[ -x "$BIN" ]] || die "no binary at $BIN"
+
+# ---------------------------------------------------------------------------------------------
+# 2. Service
+port_free() { [[ -z "$(ss -Htln "sport = :$1" 2>/dev/null)" ]]; }
+PORT=${BENCH_PORT:-}
+if [[ -z "$PORT" ]]; then
+    for p in $(seq 18200 18299); do
+        if port_free "$p"; then PORT=$p; break; fi
+    done
+    [[ -n "$PORT" ]] || die "no free port in 18200-18299"
+fi
+((PORT >= 18200 && PORT <= 18299)) || die "BENCH_PORT must be in 18200-18299"
+port_free "$PORT" || die "port $PORT is in use"
+BASE="http://127.0.0.1:$PORT"
+
+service_prefix=()
+wrk_prefix=()
+if [[ "$PIN" == 1 ]]; then
+    service_prefix=(taskset -c "$SERVICE_CPUS")
+    wrk_prefix=(taskset -c "$WRK_CPUS")
+fi
+
+mkdir -p "$TMP/data"
+log "starting the service on 127.0.0.1:$PORT (pinned: $PIN)"
+(
+    export CERTUS_ASSURANCE_DATA_DIR="$TMP/data"
+    export CERTUS_ASSURANCE_MAX_WORKERS=0
+    export CERTUS_ASSURANCE_MAX_QUEUE=200000
+    export CERTUS_ASSURANCE_LOG_LEVEL=warn
+    export CERTUS_ASSURANCE_LOG_FORMAT=json
+    export CERTUS_ASSURANCE_LISTEN_ADDR="127.0.0.1:$PORT"
+    exec "${service_prefix[@]}" "$BIN" serve
+) >"$TMP/service.log" 2>&1 &
+SERVICE_PID=$!
+
+for _ in $(seq 1 150); do
+    kill -0 "$SERVICE_PID" 2>/dev/null || { cat "$TMP/service.log" >&2; die "service exited at start-up"; }
+    curl -fsS --max-time 2 "$BASE/health" >/dev/null 2>&1 && break
+    sleep 0.2
+done
+curl -fsS --max-time 2 "$BASE/health" >/dev/null || die "service did not answer /health in 30s"
+
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$SERVICE_PID/status"; }
+hwm_kb() { awk '/^VmHWM:/ { print $2 }' "/proc/$SERVICE_PID/status"; }
+total_scans() {
+    curl -fsS --max-time 5 "$BASE/stats" | grep -o '"total_scans":[0-9]*' | cut -d: -f2
+}
+body_bytes() { curl -fsS --max-time 5 -o /dev/null -w '%{size_download}' "$BASE$1"; }
+field() { # field NAME FILE -> value of NAME=value in the BENCH_* line of FILE
+    grep -o "\b$1=[0-9.]*" "$2" | head -n1 | cut -d= -f2
+}
+
+declare -A R # results: R[<phase>.<endpoint>.<key>]
+
+run_wrk() { # run_wrk OUTFILE DURATION CONNS SCRIPT URL
+    local out=$1 dur=$2 conns=$3 script=$4 url=$5
+    timeout $((dur + 20)) "${wrk_prefix[@]}" wrk -t"$THREADS" -c"$conns" -d"${dur}s" --latency \
+        -s "$script" "$url" >"$out" 2>&1 || { cat "$out" >&2; die "wrk failed: $url"; }
+}
+
+perf_profile() { # perf_profile PHASE ENDPOINT
+    command -v perf >/dev/null 2>&1 || { log "perf not installed; no profile"; return 0; }
+    local phase=$1 ep=$2 name="perf-$1-${2#/}"
+    log "  profiling $ep ($phase) with perf for ${DURATION}s (not a measured run)"
+    perf record -F 997 -g -p "$SERVICE_PID" -o "$TMP/$name.data" -- sleep "$DURATION" \
+        >"$TMP/$name.record.log" 2>&1 &
+    local perf_pid=$!
+    run_wrk "$TMP/$name.wrk" "$DURATION" "$CONNS" benches/wrk/report.lua "$BASE$ep"
+    wait "$perf_pid" || true
+    perf report -i "$TMP/$name.data" --stdio --no-children --percent-limit 1.5 \
+        --sort symbol 2>/dev/null | grep -v '^$' | head -n 80 >"$TMP/$name.txt" || true
+    if [[ -n "${BENCH_PERF_DIR:-}" ]]; then
+        mkdir -p "$BENCH_PERF_DIR" && cp "$TMP/$name.txt" "$BENCH_PERF_DIR/"
+        log "  perf report: $BENCH_PERF_DIR/$name.txt"
+    else
+        cat "$TMP/$name.txt" >&2
+    fi
+}
+
+measure_phase() { # measure_phase PHASE
+    local phase=$1 ep out
+    R[$phase.rss_kb]=$(rss_kb)
+    R[$phase.scans]=$(total_scans)
+    log "phase '$phase': total_scans=${R[$phase.scans]} VmRSS=${R[$phase.rss_kb]} kB"
+    for ep in /stats /metrics; do
+        R[$phase.$ep.bytes]=$(body_bytes "$ep")
+        if ((WARMUP > 0)); then
+            run_wrk "$TMP/warmup.txt" "$WARMUP" "$CONNS" benches/wrk/report.lua "$BASE$ep"
+        fi
+        out="$TMP/$phase${ep//\//-}.txt"
+        run_wrk "$out" "$DURATION" "$CONNS" benches/wrk/report.lua "$BASE$ep"
+        grep -q '^BENCH_RESULT' "$out" || { cat "$out" >&2; die "no result line from wrk"; }
+        local k
+        for k in requests duration_us p50_us p90_us p99_us max_us status_errors connect_errors \
+            read_errors write_errors timeouts; do
+            R[$phase.$ep.$k]=$(field "$k" "$out")
+        done
+        local errs=0
+        for k in status_errors connect_errors read_errors write_errors timeouts; do
+            errs=$((errs + ${R[$phase.$ep.$k]}))
+        done
+        ((errs == 0)) || { cat "$out" >&2; die "$ep answered with $errs errors"; }
+        R[$phase.$ep.rps]=$(calc "${R[$phase.$ep.requests]} / (${R[$phase.$ep.duration_us]} / 1000000)" 0)
+        log "  $ep: p50=${R[$phase.$ep.p50_us]}us p99=${R[$phase.$ep.p99_us]}us" \
+            "req/s=${R[$phase.$ep.rps]} body=${R[$phase.$ep.bytes]}B"
+    done
+    R[$phase.rss_after_kb]=$(rss_kb)
+    if [[ "${BENCH_PERF:-0}" == 1 ]]; then
+        for ep in /stats /metrics; do perf_profile "$phase" "$ep"; done
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# 3. Empty store
+[[ "$(total_scans)" == 0 ]] || die "the fresh store is not empty"
+measure_phase empty
+
+# ---------------------------------------------------------------------------------------------
+# 4. Fill
+log "filling the store to $SCANS scans (wrk -c$FILL_CONNS, rounds of at most ${FILL_ROUND}s)"
+accepted=0
+rejected=0
+fill_wrk_secs=0
+fill_start=$(now)
+rounds=0
+current=$(total_scans)
+while ((current < SCANS)); do
+    elapsed=$(calc "$(now) - $fill_start" 0)
+    ((elapsed < FILL_MAX_SECONDS)) || die "store holds $current scans after ${elapsed}s; giving up"
+    # Shorten the last rounds so the store does not overshoot the target by much.
+    dur=$FILL_ROUND
+    if ((accepted > 1000)); then
+        rate=$(calc "$accepted / $fill_wrk_secs" 0)
+        need=$(calc "($SCANS - $current) / $rate + 1" 0)
+        ((need < dur)) && dur=$need
+        ((dur < 1)) && dur=1
+    fi
+    out="$TMP/fill-$rounds.txt"
+    t0=$(now)
+    run_wrk "$out" "$dur" "$FILL_CONNS" benches/wrk/submit.lua "$BASE/v1/security-scans"
+    t1=$(now)
+    grep -q '^BENCH_SUBMIT' "$out" || { cat "$out" >&2; die "no result line from the submit run"; }
+    a=$(field accepted "$out")
+    o=$(field other "$out")
+    if ((o > 0)); then
+        die "round $rounds: $o submissions were not accepted (last status $(field last_other_status "$out"))"
+    fi
+    accepted=$((accepted + a))
+    rejected=$((rejected + o))
+    fill_wrk_secs=$(calc "$fill_wrk_secs + $t1 - $t0" 3)
+    rounds=$((rounds + 1))
+    current=$(total_scans)
+    log "  round $rounds (${dur}s): +$a accepted, total_scans=$current"
+done
+fill_wall_secs=$(calc "$(now) - $fill_start" 3)
+submit_rate=$(calc "$accepted / $fill_wrk_secs" 0)
+submit_rate_wall=$(calc "$accepted / $fill_wall_secs" 0)
+log "fill done: $accepted accepted in ${fill_wrk_secs}s of load (${fill_wall_secs}s wall) = $submit_rate/s"
+sleep 1 # let the last in-flight inserts settle
+
+# ---------------------------------------------------------------------------------------------
+# 5. Full store
+measure_phase full
+db_bytes=$(du -sb "$TMP/data" | cut -f1)
+
+# ---------------------------------------------------------------------------------------------
+# 6. Summary
+ms() { calc "$1 / 1000" 3; }
+mib() { calc "$1 / 1024" 1; }
+ratio() { calc "$2 / $1" 2; }
+verdict=PASS
+worst=0
+rows=""
+for ep in /stats /metrics; do
+    for q in p50 p99; do
+        e=${R[empty.$ep.${q}_us]}
+        f=${R[full.$ep.${q}_us]}
+        r=$(ratio "$e" "$f")
+        ok=yes
+        if awk "BEGIN { exit !($r > $MAX_RATIO) }"; then ok=NO; verdict=FAIL; fi
+        if awk "BEGIN { exit !($r > $worst) }"; then worst=$r; fi
+        rows+="| \`$ep\` $q latency | $(ms "$e") ms | $(ms "$f") ms | ${r}× | $ok |"$'\n'
+    done
+    rows+="| \`$ep\` throughput (req/s) | ${R[empty.$ep.rps]} | ${R[full.$ep.rps]} | $(ratio "${R[empty.$ep.rps]}" "${R[full.$ep.rps]}")× | |"$'\n'
+    rows+="| \`$ep\` body size (bytes) | ${R[empty.$ep.bytes]} | ${R[full.$ep.bytes]} | | |"$'\n'
+done
+
+rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+dirty=""
+[[ -n "$(git status --porcelain -- src migrations Cargo.toml Cargo.lock 2>/dev/null)" ]] && dirty=" (+ uncommitted changes in src/)"
+mem_total=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+pin_desc="no CPU pinning"
+[[ "$PIN" == 1 ]] && pin_desc="service pinned to CPU $SERVICE_CPUS, wrk to CPU $WRK_CPUS (taskset)"
+
+summary=$(
+    cat <<EOF
+### Run of $(date -u +%Y-%m-%dT%H:%M:%SZ)
+
+- Revision: \`$rev\`$dirty; release build; machine: $(nproc) CPUs, $mem_total RAM, Linux $(uname -r)
+- Latency runs: \`wrk -t$THREADS -c$CONNS -d${DURATION}s --latency\` on loopback after a ${WARMUP}s warm-up, $pin_desc
+- Store: SQLite in a fresh temp dir, \`CERTUS_ASSURANCE_MAX_WORKERS=0\`; "empty" = ${R[empty.scans]} scans, "full" = ${R[full.scans]} scans (data dir $(mib $((db_bytes / 1024))) MiB)
+
+| measurement | empty store | ${R[full.scans]} scans | ratio | within ${MAX_RATIO}× |
+| --- | ---: | ---: | ---: | :---: |
+${rows}| VmRSS before the latency runs | $(mib "${R[empty.rss_kb]}") MiB | $(mib "${R[full.rss_kb]}") MiB | $(ratio "${R[empty.rss_kb]}" "${R[full.rss_kb]}")× | |
+| VmRSS after the latency runs | $(mib "${R[empty.rss_after_kb]}") MiB | $(mib "${R[full.rss_after_kb]}") MiB | $(ratio "${R[empty.rss_after_kb]}" "${R[full.rss_after_kb]}")× | |
+
+- Accepted submissions: $accepted answered 202 ($rejected other) in $rounds rounds of \`wrk -t$THREADS -c$FILL_CONNS -s benches/wrk/submit.lua\`: **$submit_rate/s** over ${fill_wrk_secs}s of load ($submit_rate_wall/s over ${fill_wall_secs}s wall, including the /stats checks between rounds)
+- VmHWM (peak RSS) at the end: $(mib "$(hwm_kb)") MiB
+- Latency target (every p50/p99 ratio ≤ ${MAX_RATIO}×): **$verdict** (largest ratio ${worst}×)
+EOF
+)
+
+printf '%s\n' "$summary"
+if [[ -n "${BENCH_OUT:-}" ]]; then
+    printf '%s\n' "$summary" >"$BENCH_OUT"
+    log "summary written to $BENCH_OUT"
+fi
+if [[ "$verdict" == FAIL && "${BENCH_FAIL_ON_TARGET:-0}" == 1 ]]; then
+    exit 3
+fi

@@ -1,0 +1,538 @@
+//! Test harness: the real `App` on a random loopback port with its own data directory, a real
+//! `git daemon` serving repositories made by the test, and helpers to drive scans.
+
+use std::collections::HashMap;
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use certus_assurance::{App, Config};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+static TRACING: Once = Once::new();
+
+/// Logs appear only when TEST_LOG is set.
+fn init_tracing() {
+    TRACING.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = certus_assurance::telemetry::init(
+                Some(certus_assurance::config::LogFormat::Pretty),
+                "debug,hyper=info,h2=info",
+            );
+        }
+    });
+}
+
+/// A running application plus what a test needs to drive it.
+pub struct TestApp {
+    /// The app's job engine (to drain the queue in tests that run with no workers).
+    pub jobs: certus_assurance::jobs::JobManager,
+    pub address: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub data_dir: PathBuf,
+    pub config: Config,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<TempDir>,
+}
+
+/// Configuration of a test app: loopback git hosts and local sources allowed, short grace.
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut config = Config::for_data_dir(data_dir);
+    config.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.allow_private_networks = true;
+    config.allow_local_sources = true;
+    config.shutdown_grace = Duration::from_secs(5);
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = test_config(dir.path());
+    tweak(&mut config);
+    let mut app = start(config, None).await;
+    app._dir = Some(dir);
+    app
+}
+
+pub async fn start(
+    config: Config,
+    scanners: Option<Vec<std::sync::Arc<dyn certus_assurance::pipeline::scanners::Scanner>>>,
+) -> TestApp {
+    init_tracing();
+    let app = match scanners {
+        Some(s) => App::build_with_scanners(config.clone(), s).await,
+        None => App::build(config.clone()).await,
+    }
+    .expect("app builds");
+    let port = app.port();
+    let jobs = app.jobs();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        jobs,
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        data_dir: config.data_dir.clone(),
+        config,
+        stop: Some(tx),
+        handle: Some(handle),
+        _dir: None,
+    }
+}
+
+impl TestApp {
+    /// Graceful stop (as on SIGTERM); waits until the app has drained.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            handle.await.expect("app task").expect("app stops cleanly");
+        }
+    }
+
+    /// Stops (gracefully) and starts again on the same data directory with `tweak` applied.
+    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        self.stop().await;
+        self.reopen(tweak).await
+    }
+
+    /// Starts a new app on this app's data directory (after `stop` or `crash`).
+    pub async fn reopen(mut self, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = self._dir.take();
+        let mut config = self.config.clone();
+        tweak(&mut config);
+        let mut app = start(config, None).await;
+        app._dir = dir;
+        app
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        assert!(
+            response.status().is_success(),
+            "GET {path}: {}",
+            response.status()
+        );
+        response.json().await.expect("json")
+    }
+
+    /// Submits a scan and asserts it was accepted; returns the test id.
+    pub async fn submit_scan(&self, body: Value) -> String {
+        let response = self.post_json("/v1/security-scans", &body).await;
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(status, 202, "submit answered {status}: {body}");
+        body["test_id"].as_str().expect("test_id").to_string()
+    }
+
+    pub async fn scan(&self, id: &str) -> Value {
+        self.get_json(&format!("/v1/security-scans/{id}")).await
+    }
+
+    /// Polls the scan until its status is one of `states`.
+    pub async fn wait_for_state(&self, id: &str, states: &[&str], timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let scan = self.scan(id).await;
+            if states.iter().any(|s| scan["status"] == *s) {
+                return scan;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "scan {id} did not reach {states:?}: {scan}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_for_terminal(&self, id: &str) -> Value {
+        self.wait_for_state(id, &["SUCCEEDED", "FAILED"], Duration::from_secs(60))
+            .await
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.get_json("/stats").await
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        let response = self.get("/metrics").await;
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
+    /// Counts per status and upload status read straight from the SQLite file.
+    pub fn store_counts(&self) -> (HashMap<String, i64>, HashMap<String, i64>) {
+        let conn = rusqlite::Connection::open(self.data_dir.join("certus-assurance.db")).unwrap();
+        let mut by_status = HashMap::new();
+        let mut stmt = conn
+            .prepare("SELECT lower(status), COUNT(*) FROM scans GROUP BY status")
+            .unwrap();
+        for row in stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap() {
+            let (k, v): (String, i64) = row.unwrap();
+            by_status.insert(k, v);
+        }
+        let mut by_upload = HashMap::new();
+        let mut stmt = conn
+            .prepare("SELECT upload_status, COUNT(*) FROM scans GROUP BY upload_status")
+            .unwrap();
+        for row in stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap() {
+            let (k, v): (String, i64) = row.unwrap();
+            by_upload.insert(k, v);
+        }
+        (by_status, by_upload)
+    }
+
+    pub fn artifact_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("artifacts").join(id)
+    }
+
+    /// Entries left in the temporary workspace directory.
+    pub fn leftover_workspaces(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.data_dir.join("work"))
+            .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
+    }
+}
+
+/// The value of one sample in Prometheus text, e.g. `sample(&text, "certus_assurance_scans", &[("status","queued")])`.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric, label_text) = match series.split_once('{') {
+            Some((m, rest)) => (m, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if metric != name {
+            continue;
+        }
+        let mut found = HashMap::new();
+        for pair in label_text.split(',').filter(|p| !p.is_empty()) {
+            if let Some((k, v)) = pair.split_once('=') {
+                found.insert(k.to_string(), v.trim_matches('"').to_string());
+            }
+        }
+        if found.len() == labels.len()
+            && labels
+                .iter()
+                .all(|(k, v)| found.get(*k).map(String::as_str) == Some(*v))
+        {
+            return value.parse().ok();
+        }
+    }
+    None
+}
+
+/// A valid submission body for `git_url`.
+pub fn scan_body(git_url: &str) -> Value {
+    json!({
+        "workspace_id": "test",
+        "component_id": "c",
+        "assessment_id": "a",
+        "git_url": git_url,
+        "branch": "main",
+        "profile": "light",
+    })
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "user.email=test@example.com",
+            "-c",
+            "user.name=Test",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Repositories on disk served by a real `git daemon` on a loopback port.
+pub struct GitServer {
+    pub root: TempDir,
+    pub port: u16,
+    daemon: Child,
+}
+
+impl GitServer {
+    pub fn start() -> GitServer {
+        let root = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let daemon = Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--informative-errors",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={}", root.path().display()),
+                &root.path().display().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon starts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "git daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        GitServer { root, port, daemon }
+    }
+
+    pub fn url(&self, repo: &str) -> String {
+        format!("git://127.0.0.1:{}/{repo}", self.port)
+    }
+
+    pub fn repo_path(&self, repo: &str) -> PathBuf {
+        self.root.path().join(repo)
+    }
+
+    /// Creates a repository with one commit of `files` on `main`; returns the commit id.
+    pub fn create_repo(&self, repo: &str, files: &[(&str, &str)]) -> String {
+        let dir = self.repo_path(repo);
+        std::fs::create_dir_all(&dir).unwrap();
+        git(&dir, &["init", "-q", "-b", "main"]);
+        self.commit(repo, files, "initial commit")
+    }
+
+    /// Adds a commit on the current branch; returns its id.
+    pub fn commit(&self, repo: &str, files: &[(&str, &str)], message: &str) -> String {
+        let dir = self.repo_path(repo);
+        for (path, content) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, content).unwrap();
+        }
+        git(&dir, &["add", "-A"]);
+        git(&dir, &["commit", "-q", "--allow-empty", "-m", message]);
+        git(&dir, &["rev-parse", "HEAD"])
+    }
+
+    pub fn checkout_new_branch(&self, repo: &str, branch: &str) {
+        git(&self.repo_path(repo), &["checkout", "-q", "-b", branch]);
+    }
+
+    pub fn checkout(&self, repo: &str, branch: &str) {
+        git(&self.repo_path(repo), &["checkout", "-q", branch]);
+    }
+}
+
+impl Drop for GitServer {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+/// A TCP server that accepts connections and never answers: a git host that stalls.
+pub struct StallingServer {
+    pub port: u16,
+    _thread: std::thread::JoinHandle<()>,
+}
+
+impl StallingServer {
+    pub fn start() -> StallingServer {
+        let listener = StdListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                held.push(stream);
+            }
+        });
+        StallingServer {
+            port,
+            _thread: thread,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("git://127.0.0.1:{}/stalled", self.port)
+    }
+}
+
+/// A fake AWS key assembled at run time so this file holds no literal credential.
+pub fn planted_aws_key() -> String {
+    format!("AKIA{}", "Q7W3E5R7T9Y2U4I6")
+}
+
+/// A fake GitHub token of the right shape.
+pub fn planted_github_token() -> String {
+    format!("ghp_{}", "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5")
+}
+
+/// The service binary as a real process (for crash tests with SIGKILL).
+pub struct ServiceProcess {
+    pub child: Child,
+    pub address: String,
+}
+
+impl ServiceProcess {
+    pub fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> ServiceProcess {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_certus-assurance"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CERTUS_ASSURANCE_LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("CERTUS_ASSURANCE_DATA_DIR", data_dir)
+            .env("CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS", "true")
+            .env("CERTUS_ASSURANCE_LOG_FORMAT", "json")
+            .stdout(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .stderr(if std::env::var_os("TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("service binary starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "service did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ServiceProcess {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// SIGKILL: nothing is drained or cleaned up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("service exits")
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asserts `/stats`, `/metrics` and the store agree on every scan and upload count.
+pub async fn assert_stats_match_metrics_and_store(app: &TestApp) -> Value {
+    let stats = app.stats().await;
+    let text = app.metrics_text().await;
+    let (store, uploads) = app.store_counts();
+    let mut total = 0;
+    for status in ["queued", "running", "succeeded", "failed"] {
+        let from_stats = stats["scans_by_status"][status].as_i64().unwrap();
+        let from_metrics =
+            sample(&text, "certus_assurance_scans", &[("status", status)]).unwrap() as i64;
+        let from_store = store.get(status).copied().unwrap_or(0);
+        assert_eq!(from_stats, from_metrics, "{status}: /stats vs /metrics");
+        assert_eq!(from_stats, from_store, "{status}: /stats vs store");
+        total += from_store;
+    }
+    assert_eq!(stats["total_scans"].as_i64().unwrap(), total);
+    for status in ["pending", "permitted", "uploaded", "denied", "failed"] {
+        let from_stats = stats["upload_stats"][status].as_i64().unwrap();
+        let from_metrics =
+            sample(&text, "certus_assurance_uploads", &[("status", status)]).unwrap() as i64;
+        assert_eq!(
+            from_stats, from_metrics,
+            "upload {status}: /stats vs /metrics"
+        );
+        assert_eq!(
+            from_stats,
+            uploads.get(status).copied().unwrap_or(0),
+            "upload {status}: /stats vs store"
+        );
+    }
+    assert_eq!(
+        stats["active_streams"].as_f64().unwrap(),
+        sample(&text, "certus_assurance_active_streams", &[]).unwrap()
+    );
+    stats
+}
