@@ -86,7 +86,7 @@ impl App {
                 allow_private_networks: config.allow_private_networks,
                 allow_local_sources: config.allow_local_sources,
             },
-            ssh_key: None,
+            ssh_key: config.git_ssh_key_file.clone(),
             metrics: metrics.clone(),
             scanners: Arc::new(scanners),
         };

@@ -57,6 +57,7 @@ pub struct Settings {
     /// Address and port to listen on.
     #[arg(
         long,
+        global = true,
         env = "CERTUS_ASSURANCE_LISTEN_ADDR",
         default_value = "127.0.0.1:8056",
         value_name = "ADDR"
@@ -66,6 +67,7 @@ pub struct Settings {
     /// Directory for the SQLite database and temporary scan workspaces (created if missing).
     #[arg(
         long,
+        global = true,
         env = "CERTUS_ASSURANCE_DATA_DIR",
         default_value = "./certus-assurance-data",
         value_name = "DIR"
@@ -73,12 +75,18 @@ pub struct Settings {
     pub data_dir: PathBuf,
 
     /// Directory where each scan's artifact bundle is written [default: <DATA_DIR>/artifacts].
-    #[arg(long, env = "CERTUS_ASSURANCE_ARTIFACT_ROOT", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_ARTIFACT_ROOT",
+        value_name = "DIR"
+    )]
     pub artifact_root: Option<PathBuf>,
 
     /// Job store URL; `sqlite://<path>` (default: <DATA_DIR>/certus-assurance.db).
     #[arg(
         long,
+        global = true,
         env = "CERTUS_ASSURANCE_DATABASE_URL",
         value_name = "URL",
         hide_env_values = true
@@ -88,6 +96,7 @@ pub struct Settings {
     /// Number of scans that run at once (0 pauses the queue: scans are accepted but not run).
     #[arg(
         long,
+        global = true,
         env = "CERTUS_ASSURANCE_MAX_WORKERS",
         default_value_t = 2,
         value_name = "N"
@@ -97,6 +106,7 @@ pub struct Settings {
     /// Maximum number of QUEUED scans; further submissions get 503 with Retry-After.
     #[arg(
         long,
+        global = true,
         env = "CERTUS_ASSURANCE_MAX_QUEUE",
         default_value_t = 1000,
         value_name = "N"
@@ -106,6 +116,7 @@ pub struct Settings {
     /// Default per-scan time limit in seconds (a request may ask for less or more, up to 24 h).
     #[arg(
         long,
+        global = true,
         env = "CERTUS_ASSURANCE_SCAN_TIMEOUT_SECONDS",
         default_value_t = 600,
         value_name = "SECONDS"
@@ -115,6 +126,7 @@ pub struct Settings {
     /// Time limit of one clone, in seconds (within the scan's own limit).
     #[arg(
         long,
+        global = true,
         env = "CERTUS_ASSURANCE_CLONE_TIMEOUT_SECONDS",
         default_value_t = 300,
         value_name = "SECONDS"
@@ -122,20 +134,30 @@ pub struct Settings {
     pub clone_timeout_seconds: u64,
 
     /// Maximum bytes a clone may transfer before it is stopped.
-    #[arg(long, env = "CERTUS_ASSURANCE_CLONE_MAX_BYTES", default_value_t = 2 * 1024 * 1024 * 1024, value_name = "BYTES")]
+    #[arg(long, global = true, env = "CERTUS_ASSURANCE_CLONE_MAX_BYTES", default_value_t = 2 * 1024 * 1024 * 1024, value_name = "BYTES")]
     pub clone_max_bytes: u64,
 
     /// Allow git hosts on loopback, private and link-local addresses.
-    #[arg(long, env = "CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
+    #[arg(long, global = true, env = "CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
     pub allow_private_networks: bool,
 
     /// Allow `file://` git URLs and local repository paths.
-    #[arg(long, env = "CERTUS_ASSURANCE_ALLOW_LOCAL_SOURCES", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
+    #[arg(long, global = true, env = "CERTUS_ASSURANCE_ALLOW_LOCAL_SOURCES", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
     pub allow_local_sources: bool,
+
+    /// Private key file used for `ssh://` and `user@host:path` git URLs [default: the ssh agent].
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_GIT_SSH_KEY_FILE",
+        value_name = "FILE"
+    )]
+    pub git_ssh_key_file: Option<PathBuf>,
 
     /// Seconds a shutdown waits for running scans before they are put back in the queue.
     #[arg(
         long,
+        global = true,
         env = "CERTUS_ASSURANCE_SHUTDOWN_GRACE_SECONDS",
         default_value_t = 30,
         value_name = "SECONDS"
@@ -145,6 +167,7 @@ pub struct Settings {
     /// What to do at start-up with scans left RUNNING by a process that died.
     #[arg(
         long,
+        global = true,
         env = "CERTUS_ASSURANCE_RECOVER_RUNNING",
         value_enum,
         default_value = "fail",
@@ -155,6 +178,7 @@ pub struct Settings {
     /// Events kept per scan for late WebSocket subscribers (oldest log lines are dropped first).
     #[arg(
         long,
+        global = true,
         env = "CERTUS_ASSURANCE_STREAM_HISTORY_LIMIT",
         default_value_t = 5000,
         value_name = "N"
@@ -162,12 +186,13 @@ pub struct Settings {
     pub stream_history_limit: usize,
 
     /// Maximum request body size in bytes.
-    #[arg(long, env = "CERTUS_ASSURANCE_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_name = "BYTES")]
+    #[arg(long, global = true, env = "CERTUS_ASSURANCE_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_name = "BYTES")]
     pub max_body_bytes: usize,
 
     /// Time limit for one HTTP request (not WebSocket streams), in seconds.
     #[arg(
         long,
+        global = true,
         env = "CERTUS_ASSURANCE_REQUEST_TIMEOUT_SECONDS",
         default_value_t = 30,
         value_name = "SECONDS"
@@ -177,6 +202,7 @@ pub struct Settings {
     /// Log format: `json` or `pretty` [default: pretty on a terminal, json otherwise].
     #[arg(
         long,
+        global = true,
         env = "CERTUS_ASSURANCE_LOG_FORMAT",
         value_enum,
         value_name = "FORMAT"
@@ -186,6 +212,7 @@ pub struct Settings {
     /// Log filter in `tracing` syntax, e.g. `info` or `certus_assurance=debug`.
     #[arg(
         long,
+        global = true,
         env = "CERTUS_ASSURANCE_LOG_LEVEL",
         default_value = "info",
         value_name = "FILTER"
@@ -219,6 +246,8 @@ pub struct Config {
     pub allow_private_networks: bool,
     /// `file://` URLs and local paths are allowed as git sources.
     pub allow_local_sources: bool,
+    /// Private key for ssh git URLs.
+    pub git_ssh_key_file: Option<PathBuf>,
     /// How long shutdown waits for running scans.
     pub shutdown_grace: Duration,
     /// Start-up policy for scans left RUNNING.
@@ -265,6 +294,14 @@ impl Config {
         if s.max_body_bytes < 1024 {
             bail!("CERTUS_ASSURANCE_MAX_BODY_BYTES must be at least 1024");
         }
+        if let Some(key) = &s.git_ssh_key_file {
+            if !key.is_file() {
+                bail!(
+                    "CERTUS_ASSURANCE_GIT_SSH_KEY_FILE: {} is not a readable file",
+                    key.display()
+                );
+            }
+        }
         let database_path = match &s.database_url {
             None => s.data_dir.join("certus-assurance.db"),
             Some(url) => parse_database_url(url)?,
@@ -284,6 +321,7 @@ impl Config {
             clone_max_bytes: s.clone_max_bytes,
             allow_private_networks: s.allow_private_networks,
             allow_local_sources: s.allow_local_sources,
+            git_ssh_key_file: s.git_ssh_key_file.clone(),
             shutdown_grace: Duration::from_secs(s.shutdown_grace_seconds),
             recover_running: s.recover_running,
             stream_history_limit: s.stream_history_limit,
@@ -324,6 +362,7 @@ impl Settings {
             clone_max_bytes: 2 * 1024 * 1024 * 1024,
             allow_private_networks: false,
             allow_local_sources: false,
+            git_ssh_key_file: None,
             shutdown_grace_seconds: 30,
             recover_running: RecoverRunning::Fail,
             stream_history_limit: 5000,
@@ -356,7 +395,13 @@ fn parse_database_url(url: &str) -> anyhow::Result<PathBuf> {
 /// Rewrites clap's "invalid value for '--max-workers <N>'" so that it also names the
 /// environment variable, which is how most deployments set it.
 pub fn explain_cli_error(err: clap::Error) -> clap::Error {
-    use clap::error::{ContextKind, ContextValue};
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !matches!(
+        err.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return err;
+    }
     if let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) {
         let flag = arg
             .split_whitespace()
@@ -365,11 +410,11 @@ pub fn explain_cli_error(err: clap::Error) -> clap::Error {
             .trim_start_matches('-');
         if !flag.is_empty() {
             let var = format!("CERTUS_ASSURANCE_{}", flag.replace('-', "_").to_uppercase());
-            let message = format!(
-                "{}\n(set by --{flag} or {var})",
-                err.render().to_string().trim_end()
-            );
-            return clap::Error::raw(err.kind(), message + "\n");
+            let rendered = err.render().to_string();
+            let first = rendered.lines().next().unwrap_or_default();
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let message = format!("{first} (set by {var} or --{flag})\n");
+            return clap::Error::raw(err.kind(), message);
         }
     }
     err

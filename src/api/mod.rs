@@ -6,7 +6,7 @@ pub mod scans;
 pub mod stream;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, State};
@@ -17,7 +17,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
@@ -53,7 +52,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
+        .layer(middleware::from_fn_with_state(timeout, limit_request_time))
         .layer(middleware::from_fn_with_state(state.clone(), track_http_metrics))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
             let route = req
@@ -76,6 +75,25 @@ async fn method_not_allowed() -> Response {
         Json(json!({"detail": "Method Not Allowed"})),
     )
         .into_response()
+}
+
+/// Answers 503 with a JSON detail when a handler takes longer than the request time limit.
+/// (A WebSocket handler returns as soon as the upgrade is accepted, so streams are not cut.)
+async fn limit_request_time(
+    State(limit): State<Duration>,
+    req: Request<Body>,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "detail": format!("the request took longer than {}s and was stopped; retry later", limit.as_secs())
+            })),
+        )
+            .into_response(),
+    }
 }
 
 /// Counts and times every request by method, route template (`unmatched` when no route
