@@ -13,7 +13,7 @@
 //! A file costs one pass of a keyword [`RegexSet`] when no keyword occurs in it; only the rules
 //! whose keywords occur are run on it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
@@ -362,7 +362,8 @@ impl SecretsScanner {
     }
 
     /// Scans one file's content. `rel_path` is used only for the findings' `path` and
-    /// fingerprints. Findings are sorted by line, column and rule id.
+    /// fingerprints. Findings are sorted by line and column; they never overlap (where two rules
+    /// match the same text, the earlier, more specific rule is reported).
     ///
     /// `column` is where the secret value starts (for assignments, the value, not the name).
     pub fn scan_content(&self, rel_path: &str, content: &[u8]) -> Vec<Finding> {
@@ -371,7 +372,9 @@ impl SecretsScanner {
             return Vec::new();
         }
 
-        let mut matches: Vec<RawMatch> = Vec::new();
+        // Accepted matches by start offset. They never overlap, so the only one that can overlap
+        // a new span is the last one starting before the new span's end.
+        let mut kept: BTreeMap<usize, RawMatch> = BTreeMap::new();
         let mut service_account: Option<bool> = None;
         // `SetMatches::iter` is ascending, i.e. in rule priority order.
         for idx in candidates.iter() {
@@ -390,7 +393,11 @@ impl SecretsScanner {
                     continue;
                 }
                 let (start, end) = (secret.start(), secret.end());
-                if matches.iter().any(|m| start < m.end && m.start < end) {
+                if kept
+                    .range(..end)
+                    .next_back()
+                    .is_some_and(|(_, m)| m.end > start)
+                {
                     continue;
                 }
                 let sensitive_start = if rule.spec.check == Check::PrivateKey {
@@ -398,25 +405,44 @@ impl SecretsScanner {
                 } else {
                     start
                 };
-                matches.push(RawMatch {
-                    rule: idx,
+                kept.insert(
                     start,
-                    end,
-                    sensitive_start,
-                });
+                    RawMatch {
+                        rule: idx,
+                        start,
+                        end,
+                        sensitive_start,
+                    },
+                );
             }
         }
-        if matches.is_empty() {
+        if kept.is_empty() {
             return Vec::new();
         }
 
+        // Sorted by start, hence also by (line, column); columns are counted incrementally so a
+        // file that is one long line full of matches stays linear.
+        let matches: Vec<RawMatch> = kept.into_values().collect();
         let lines = LineIndex::new(content);
-        let mut findings: Vec<Finding> = matches
-            .iter()
-            .map(|m| self.to_finding(rel_path, content, &lines, m, &matches))
-            .collect();
-        findings
-            .sort_by(|a, b| (a.line, a.column, &a.rule_id).cmp(&(b.line, b.column, &b.rule_id)));
+        let mut cursor = (usize::MAX, 0usize, 0usize); // (line, byte offset, chars before it)
+        let mut findings = Vec::with_capacity(matches.len());
+        for m in &matches {
+            let line = lines.line_of(m.start);
+            let (line_start, line_end) = lines.bounds(line, content);
+            if cursor.0 != line {
+                cursor = (line, line_start, 0);
+            }
+            cursor.2 += count_chars(&content[cursor.1..m.start]);
+            cursor.1 = m.start;
+            findings.push(self.to_finding(
+                rel_path,
+                content,
+                (line, line_start, line_end),
+                cursor.2 + 1,
+                m,
+                &matches,
+            ));
+        }
         findings
     }
 
@@ -428,10 +454,10 @@ impl SecretsScanner {
         content: &[u8],
         service_account: &mut Option<bool>,
     ) -> bool {
-        let value_str = String::from_utf8_lossy(value);
+        let text = || String::from_utf8_lossy(value);
         match check {
-            Check::Token => token_looks_real(&value_str),
-            Check::AwsSecret => token_looks_real(&value_str) && has_letter_and_digit(&value_str),
+            Check::Token => token_looks_real(&text()),
+            Check::AwsSecret => token_looks_real(&text()) && has_letter_and_digit(&text()),
             Check::PrivateKey => armor_body_is_real(value),
             Check::GcpServiceAccount => {
                 let is_sa = *service_account
@@ -439,13 +465,13 @@ impl SecretsScanner {
                 is_sa && armor_body_is_real(value)
             }
             Check::Jwt => jwt_is_valid(value),
-            Check::UrlPassword => !is_url_password_placeholder(&value_str),
+            Check::UrlPassword => !is_url_password_placeholder(&text()),
             Check::Generic => {
                 let name = caps
                     .name("name")
                     .map(|n| String::from_utf8_lossy(n.as_bytes()).to_ascii_lowercase())
                     .unwrap_or_default();
-                generic_name_ok(&name) && generic_value_ok(&value_str)
+                generic_name_ok(&name) && generic_value_ok(&text())
             }
         }
     }
@@ -454,17 +480,12 @@ impl SecretsScanner {
         &self,
         rel_path: &str,
         content: &[u8],
-        lines: &LineIndex,
+        (line, line_start, line_end): (usize, usize, usize),
+        column: usize,
         m: &RawMatch,
         all: &[RawMatch],
     ) -> Finding {
         let spec = self.rules[m.rule].spec;
-        let line = lines.line_of(m.start);
-        let (line_start, line_end) = lines.bounds(line, content);
-        let column = String::from_utf8_lossy(&content[line_start..m.start])
-            .chars()
-            .count()
-            + 1;
         // A private key finding shows its BEGIN header and nothing after it.
         let cut = if spec.check == Check::PrivateKey {
             line_end.min(m.sensitive_start)
@@ -813,7 +834,7 @@ impl LineIndex {
 
 /// The line `content[line_start..line_end]` with every secret on it masked (not only the one
 /// being reported: a line may hold several), trimmed, and cut to at most
-/// [`SNIPPET_MAX_CHARS`] characters around `focus`.
+/// [`SNIPPET_MAX_CHARS`] characters around `focus`. `all` is sorted by start and disjoint.
 fn render_snippet(
     content: &[u8],
     line_start: usize,
@@ -821,48 +842,51 @@ fn render_snippet(
     focus: usize,
     all: &[RawMatch],
 ) -> String {
-    let mut spans: Vec<&RawMatch> = all
-        .iter()
-        .filter(|m| m.sensitive_start < line_end && m.end > line_start && m.sensitive_start < m.end)
-        .collect();
-    spans.sort_by_key(|m| m.sensitive_start);
+    // Only this many bytes either side of the focus can reach the snippet (a char is at most
+    // 4 bytes); bounding the work keeps a file that is one huge line linear.
+    let reach = SNIPPET_MAX_CHARS * 4;
+    let from = next_char_boundary(content, line_start.max(focus.saturating_sub(reach)), focus);
+    let to = prev_char_boundary(content, line_end.min(focus.saturating_add(reach)), focus);
 
     let mut chars: Vec<char> = Vec::new();
     let mut focus_char = None;
-    let mut pos = line_start;
-    for m in spans {
-        let from = m.sensitive_start.max(line_start);
-        let to = m.end.min(line_end);
-        if from < pos {
+    let mut pos = from;
+    let first = all.partition_point(|m| m.end <= from);
+    for m in &all[first..] {
+        if m.sensitive_start >= to {
+            break;
+        }
+        let span_from = m.sensitive_start.max(from);
+        let span_to = m.end.min(to);
+        if span_from < pos || span_from >= span_to {
             continue;
         }
-        chars.extend(String::from_utf8_lossy(&content[pos..from]).chars());
-        if focus >= pos && focus <= from && focus_char.is_none() {
-            focus_char = Some(chars.len());
+        if focus >= pos && focus <= span_from && focus_char.is_none() {
+            focus_char = Some(chars.len() + count_chars(&content[pos..focus]));
         }
-        let total = String::from_utf8_lossy(&content[m.sensitive_start..m.end])
-            .chars()
-            .count();
-        // The clear prefix is shown only where the value begins, never on continuation lines.
-        let keep = if from == m.sensitive_start && total >= 12 {
+        chars.extend(String::from_utf8_lossy(&content[pos..span_from]).chars());
+        let total = count_chars(&content[m.sensitive_start..m.end]);
+        // The clear prefix is shown only where the value begins, never on continuation lines
+        // nor when the window cuts the value's start off.
+        let keep = if span_from == m.sensitive_start && total >= 12 {
             4
         } else {
             0
         };
-        for (i, c) in String::from_utf8_lossy(&content[from..to])
-            .chars()
-            .enumerate()
-        {
-            chars.push(if i < keep { c } else { '*' });
-        }
-        pos = to;
+        let masked = String::from_utf8_lossy(&content[span_from..span_to]);
+        chars.extend(
+            masked
+                .chars()
+                .enumerate()
+                .map(|(i, c)| if i < keep { c } else { '*' }),
+        );
+        pos = span_to;
     }
     if focus_char.is_none() && focus >= pos {
-        let before = String::from_utf8_lossy(&content[pos..focus.min(line_end).max(pos)]);
-        focus_char = Some(chars.len() + before.chars().count());
+        focus_char = Some(chars.len() + count_chars(&content[pos..focus.min(to).max(pos)]));
     }
-    if pos < line_end {
-        chars.extend(String::from_utf8_lossy(&content[pos..line_end]).chars());
+    if pos < to {
+        chars.extend(String::from_utf8_lossy(&content[pos..to]).chars());
     }
 
     let lead = chars.iter().take_while(|c| c.is_whitespace()).count();
@@ -876,6 +900,28 @@ fn render_snippet(
         .saturating_sub(SNIPPET_LEAD_CHARS)
         .min(trimmed.len() - SNIPPET_MAX_CHARS);
     trimmed[start..start + SNIPPET_MAX_CHARS].iter().collect()
+}
+
+/// Characters in a UTF-8 byte run: bytes that do not continue a multi-byte sequence. Exact for
+/// valid UTF-8, and additive over adjacent runs split at char boundaries.
+fn count_chars(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|b| (**b & 0xC0) != 0x80).count()
+}
+
+/// `offset`, moved forward (not past `limit`) off the middle of a multi-byte char.
+fn next_char_boundary(content: &[u8], mut offset: usize, limit: usize) -> usize {
+    while offset < limit && (content[offset] & 0xC0) == 0x80 {
+        offset += 1;
+    }
+    offset
+}
+
+/// `offset`, moved back (not before `limit`) off the middle of a multi-byte char.
+fn prev_char_boundary(content: &[u8], mut offset: usize, limit: usize) -> usize {
+    while offset > limit && offset < content.len() && (content[offset] & 0xC0) == 0x80 {
+        offset -= 1;
+    }
+    offset
 }
 
 /// Hex sha256 of `rule_id \0 path \0 value`: stable across runs, not reversible to the value.
@@ -1712,8 +1758,7 @@ mod tests {
     #[test]
     fn specific_rule_wins_over_generic() {
         let token = format!("ghp_{}", random(50, 36, ALNUM));
-        let f = expect_one("github-pat", "github_token = \"", &token, "\"");
-        assert_eq!(f.rule_id, "github-pat");
+        expect_one("github-pat", "github_token = \"", &token, "\"");
         let jwt = jwt(51);
         expect_one("jwt", "access_token: \"", &jwt, "\"");
         // A token used as the password of a clone URL is reported as the token.
