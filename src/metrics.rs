@@ -59,6 +59,28 @@ pub const UPLOAD_TRANSITIONS: [(&str, &str); 7] = [
     ("failed", "permitted"),
     ("failed", "denied"),
 ];
+/// Outcomes of one request to the Trust service.
+pub const TRUST_OUTCOMES: [&str; 6] = [
+    "permitted",
+    "denied",
+    "error",
+    "timeout",
+    "unreachable",
+    "invalid_response",
+];
+/// S3 operations the uploader performs (`operation` label).
+pub const S3_OPERATIONS: [&str; 8] = [
+    "put_object",
+    "create_multipart_upload",
+    "upload_part",
+    "complete_multipart_upload",
+    "abort_multipart_upload",
+    "copy_object",
+    "head_object",
+    "list_objects",
+];
+/// Outcomes of one S3 request.
+pub const S3_OUTCOMES: [&str; 3] = ["success", "error", "timeout"];
 /// Severity label values of `findings_total`.
 pub const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "info"];
 
@@ -101,6 +123,11 @@ pub struct Metrics {
     /// Scans by upload status (store-derived).
     pub uploads: IntGaugeVec,
     pub upload_transitions_total: IntCounterVec,
+    pub trust_requests_total: IntCounterVec,
+    pub trust_request_duration_seconds: HistogramVec,
+    pub s3_requests_total: IntCounterVec,
+    pub s3_request_duration_seconds: HistogramVec,
+    pub s3_uploaded_bytes_total: IntCounter,
     pub active_streams: IntGauge,
     pub stream_events_sent_total: IntCounter,
     pub stream_events_dropped_total: IntCounter,
@@ -257,6 +284,33 @@ impl Metrics {
                 "Upload status transitions made by this process.",
                 &["from", "to"],
             ),
+            trust_requests_total: counter_vec(
+                "trust_requests_total",
+                "Requests to the Trust service for upload permission, by outcome.",
+                &["outcome"],
+            ),
+            trust_request_duration_seconds: histogram_vec(
+                "trust_request_duration_seconds",
+                "Latency of requests to the Trust service, by outcome.",
+                &["outcome"],
+                HTTP_BUCKETS,
+            ),
+            s3_requests_total: counter_vec(
+                "s3_requests_total",
+                "Requests to S3, by operation and outcome.",
+                &["operation", "outcome"],
+            ),
+            s3_request_duration_seconds: histogram_vec(
+                "s3_request_duration_seconds",
+                "Latency of S3 requests, by operation and outcome.",
+                &["operation", "outcome"],
+                STEP_BUCKETS,
+            ),
+            s3_uploaded_bytes_total: reg(
+                &registry,
+                IntCounter::new(name("s3_uploaded_bytes_total"), "Bytes uploaded to S3.")
+                    .expect("valid"),
+            ),
             active_streams: reg(
                 &registry,
                 IntGauge::new(name("active_streams"), "Open WebSocket event streams.")
@@ -347,6 +401,16 @@ impl Metrics {
         }
         for (from, to) in UPLOAD_TRANSITIONS {
             m.upload_transitions_total.with_label_values(&[from, to]);
+        }
+        for o in TRUST_OUTCOMES {
+            m.trust_requests_total.with_label_values(&[o]);
+            m.trust_request_duration_seconds.with_label_values(&[o]);
+        }
+        for op in S3_OPERATIONS {
+            for o in S3_OUTCOMES {
+                m.s3_requests_total.with_label_values(&[op, o]);
+                m.s3_request_duration_seconds.with_label_values(&[op, o]);
+            }
         }
         m
     }
