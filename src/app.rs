@@ -18,6 +18,7 @@ use crate::pipeline::source::SourcePolicy;
 use crate::pipeline::{builtin_scanners, Pipeline, BUILTIN_SCANNERS};
 use crate::shutdown::Shutdown;
 use crate::storage::sqlite::SqliteStore;
+use crate::storage::PrunePolicy;
 
 /// A built application: listening, state recovered, workers not yet started.
 pub struct App {
@@ -170,6 +171,13 @@ impl App {
                 shutdown.hard_stop.clone(),
             ));
         }
+        if config.retention_max_age.is_some() || config.retention_max_scans.is_some() {
+            shutdown.workers.spawn(run_retention(
+                jobs.clone(),
+                config.clone(),
+                shutdown.stop_claiming.clone(),
+            ));
+        }
         shutdown.workers.close();
 
         let router = api::router(state);
@@ -201,5 +209,29 @@ impl App {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Prunes finished scans on a schedule (first pass at start-up) until shutdown.
+async fn run_retention(
+    jobs: JobManager,
+    config: Arc<Config>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let policy = PrunePolicy {
+            finished_before: config
+                .retention_max_age
+                .map(|age| crate::jobs::now_secs() - age.as_secs_f64()),
+            keep_latest: config.retention_max_scans,
+            batch: 500,
+        };
+        if let Err(err) = jobs.prune(policy).await {
+            tracing::error!(error = ?err, "retention pass failed; retrying at the next interval");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(config.retention_interval) => {}
+        }
     }
 }

@@ -185,6 +185,46 @@ pub struct Settings {
     )]
     pub stream_history_limit: usize,
 
+    /// Most submissions accepted in one `POST /v1/security-scans/batch`.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_BATCH_MAX_ITEMS",
+        default_value_t = 100,
+        value_name = "N"
+    )]
+    pub batch_max_items: usize,
+
+    /// Retention: delete finished scans (and their bundles) older than this many seconds; 0 keeps them.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_RETENTION_MAX_AGE_SECONDS",
+        default_value_t = 0,
+        value_name = "SECONDS"
+    )]
+    pub retention_max_age_seconds: u64,
+
+    /// Retention: keep at most this many most recent scans; older finished ones are deleted; 0 keeps all.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_RETENTION_MAX_SCANS",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub retention_max_scans: u64,
+
+    /// Seconds between retention passes.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_RETENTION_INTERVAL_SECONDS",
+        default_value_t = 3600,
+        value_name = "SECONDS"
+    )]
+    pub retention_interval_seconds: u64,
+
     /// Maximum request body size in bytes.
     #[arg(long, global = true, env = "CERTUS_ASSURANCE_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_name = "BYTES")]
     pub max_body_bytes: usize,
@@ -256,6 +296,14 @@ pub struct Config {
     pub stream_history_limit: usize,
     /// Request body size limit.
     pub max_body_bytes: usize,
+    /// Largest batch submission.
+    pub batch_max_items: usize,
+    /// Retention by age of finished scans (`None`: keep).
+    pub retention_max_age: Option<Duration>,
+    /// Retention by count of most recent scans (`None`: keep).
+    pub retention_max_scans: Option<u64>,
+    /// Interval between retention passes.
+    pub retention_interval: Duration,
     /// HTTP request time limit.
     pub request_timeout: Duration,
 }
@@ -288,6 +336,11 @@ impl Config {
         positive("CLONE_TIMEOUT_SECONDS", s.clone_timeout_seconds)?;
         positive("CLONE_MAX_BYTES", s.clone_max_bytes)?;
         positive("REQUEST_TIMEOUT_SECONDS", s.request_timeout_seconds)?;
+        positive("BATCH_MAX_ITEMS", s.batch_max_items as u64)?;
+        positive("RETENTION_INTERVAL_SECONDS", s.retention_interval_seconds)?;
+        if s.batch_max_items > 10_000 {
+            bail!("CERTUS_ASSURANCE_BATCH_MAX_ITEMS must be at most 10000");
+        }
         if s.stream_history_limit < 8 {
             bail!("CERTUS_ASSURANCE_STREAM_HISTORY_LIMIT must be at least 8");
         }
@@ -326,6 +379,11 @@ impl Config {
             recover_running: s.recover_running,
             stream_history_limit: s.stream_history_limit,
             max_body_bytes: s.max_body_bytes,
+            batch_max_items: s.batch_max_items,
+            retention_max_age: (s.retention_max_age_seconds > 0)
+                .then(|| Duration::from_secs(s.retention_max_age_seconds)),
+            retention_max_scans: (s.retention_max_scans > 0).then_some(s.retention_max_scans),
+            retention_interval: Duration::from_secs(s.retention_interval_seconds),
             request_timeout: Duration::from_secs(s.request_timeout_seconds),
         })
     }
@@ -367,6 +425,10 @@ impl Settings {
             recover_running: RecoverRunning::Fail,
             stream_history_limit: 5000,
             max_body_bytes: 1024 * 1024,
+            batch_max_items: 100,
+            retention_max_age_seconds: 0,
+            retention_max_scans: 0,
+            retention_interval_seconds: 3600,
             request_timeout_seconds: 30,
             log_format: None,
             log_level: "info".into(),

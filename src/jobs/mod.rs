@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, ScanEvent};
-use crate::storage::{Completion, JobStore, ScanRecord};
+use crate::storage::{Completion, JobStore, ListQuery, PrunePolicy, ScanRecord};
 use events::{EventHub, Subscription};
 use state::{FailureReason, JobState, UploadStatus};
 
@@ -267,46 +267,8 @@ impl JobManager {
                 .inc();
             return Err(SubmitError::QueueFull(self.queued_count() as usize));
         }
-        let record = ScanRecord {
-            test_id: new_test_id(),
-            workspace_id: new.workspace_id,
-            component_id: new.component_id,
-            assessment_id: new.assessment_id,
-            source_type: new.source_type,
-            git_url: new.git_display_url.clone(),
-            branch: new.branch,
-            requested_commit: new.commit,
-            directory_path: None,
-            archive_path: None,
-            requested_by: new.requested_by,
-            profile: new.profile,
-            manifest_digest: new.manifest_digest,
-            timeout_seconds: new.timeout_seconds,
-            status: JobState::Queued,
-            failure_reason: None,
-            errors: vec![],
-            resolved_commit: None,
-            resolved_branch: None,
-            summary: None,
-            artifacts: None,
-            submitted_at: now_secs(),
-            started_at: None,
-            finished_at: None,
-            attempts: 0,
-            upload_status: UploadStatus::Pending,
-            upload_permission_id: None,
-            verification_proof: None,
-            remote_artifacts: None,
-        };
-        if let (Some(clone), Some(display)) = (&new.git_clone_url, &new.git_display_url) {
-            if clone != display {
-                self.inner
-                    .credentials
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(record.test_id.clone(), clone.clone());
-            }
-        }
+        let record = new_record(&new);
+        self.remember_credentials(&record.test_id, &new);
         if let Err(err) = self.inner.store.insert(record.clone()).await {
             self.forget_credentials(&record.test_id);
             return Err(SubmitError::Internal(err));
@@ -321,6 +283,122 @@ impl JobManager {
         tracing::info!(job.id = %record.test_id, workspace.id = %record.workspace_id, profile = %record.profile, "scan queued");
         self.inner.wake.notify_one();
         Ok(record)
+    }
+
+    fn remember_credentials(&self, test_id: &str, new: &NewScan) {
+        if let (Some(clone), Some(display)) = (&new.git_clone_url, &new.git_display_url) {
+            if clone != display {
+                self.inner
+                    .credentials
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(test_id.to_string(), clone.clone());
+            }
+        }
+    }
+
+    /// Admits several scans at once: as many as the queue has room for are admitted (in one
+    /// store transaction), the rest are refused as queue-full. The answer is per item, in order.
+    pub async fn submit_batch(
+        &self,
+        items: Vec<NewScan>,
+    ) -> anyhow::Result<Vec<Result<ScanRecord, SubmitError>>> {
+        let metrics = &self.inner.metrics;
+        if self.is_draining() {
+            metrics
+                .scan_submissions_rejected_total
+                .with_label_values(&["draining"])
+                .inc_by(items.len() as u64);
+            return Ok(items.iter().map(|_| Err(SubmitError::Draining)).collect());
+        }
+        let admission = self.inner.admission.lock().await;
+        let queued = self.queued_count().max(0) as usize;
+        let room = self.inner.settings.max_queue.saturating_sub(queued);
+        let admitted: Vec<ScanRecord> = items.iter().take(room).map(new_record).collect();
+        for (record, new) in admitted.iter().zip(&items) {
+            self.remember_credentials(&record.test_id, new);
+        }
+        if let Err(err) = self.inner.store.insert_many(admitted.clone()).await {
+            for record in &admitted {
+                self.forget_credentials(&record.test_id);
+            }
+            return Err(err);
+        }
+        let n = admitted.len() as i64;
+        metrics.scans.with_label_values(&["queued"]).add(n);
+        metrics.uploads.with_label_values(&["pending"]).add(n);
+        for record in &admitted {
+            metrics
+                .scans_submitted_total
+                .with_label_values(&[&record.profile, &record.source_type])
+                .inc();
+        }
+        drop(admission);
+        let refused = items.len() - admitted.len();
+        if refused > 0 {
+            metrics
+                .scan_submissions_rejected_total
+                .with_label_values(&["queue_full"])
+                .inc_by(refused as u64);
+        }
+        for _ in 0..admitted.len().min(self.inner.settings.max_workers.max(1)) {
+            self.inner.wake.notify_one();
+        }
+        tracing::info!(admitted = admitted.len(), refused, "batch submitted");
+        let full = queued + admitted.len();
+        Ok(admitted
+            .into_iter()
+            .map(Ok)
+            .chain((0..refused).map(|_| Err(SubmitError::QueueFull(full))))
+            .collect())
+    }
+
+    /// Scans matching the query, newest first, with their keyset positions.
+    pub async fn list(&self, query: ListQuery) -> anyhow::Result<Vec<(i64, ScanRecord)>> {
+        self.inner.store.list(query).await
+    }
+
+    /// Applies the retention policy until nothing more is prunable; removes each pruned scan's
+    /// bundle and moves the gauges. Returns how many scans were pruned.
+    pub async fn prune(&self, policy: PrunePolicy) -> anyhow::Result<usize> {
+        let mut total = 0;
+        loop {
+            let pruned = self.inner.store.prune(policy).await?;
+            let m = &self.inner.metrics;
+            for p in &pruned {
+                m.scans.with_label_values(&[p.status.label()]).dec();
+                m.uploads
+                    .with_label_values(&[p.upload_status.as_str()])
+                    .dec();
+                m.scans_pruned_total
+                    .with_label_values(&[p.status.label()])
+                    .inc();
+                self.inner.events.remove(&p.test_id);
+            }
+            let dirs: Vec<_> = pruned
+                .iter()
+                .map(|p| self.inner.pipeline.artifact_dir(&p.test_id))
+                .collect();
+            tokio::task::spawn_blocking(move || {
+                for dir in dirs {
+                    if let Err(err) = std::fs::remove_dir_all(&dir) {
+                        if err.kind() != std::io::ErrorKind::NotFound {
+                            tracing::warn!(path = %dir.display(), error = %err, "could not remove a pruned bundle");
+                        }
+                    }
+                }
+            })
+            .await
+            .context("removing pruned bundles")?;
+            total += pruned.len();
+            if pruned.len() < policy.batch as usize {
+                break;
+            }
+        }
+        if total > 0 {
+            tracing::info!(pruned = total, "retention pruned finished scans");
+        }
+        Ok(total)
     }
 
     pub async fn get(&self, test_id: &str) -> anyhow::Result<Option<ScanRecord>> {
@@ -616,6 +694,41 @@ impl JobManager {
     /// Waits until a scan may be queued or shutdown starts.
     pub(crate) async fn wait_for_work(&self, poll: Duration) {
         let _ = tokio::time::timeout(poll, self.inner.wake.notified()).await;
+    }
+}
+
+/// The stored form of a new submission (QUEUED, upload pending).
+fn new_record(new: &NewScan) -> ScanRecord {
+    ScanRecord {
+        test_id: new_test_id(),
+        workspace_id: new.workspace_id.clone(),
+        component_id: new.component_id.clone(),
+        assessment_id: new.assessment_id.clone(),
+        source_type: new.source_type.clone(),
+        git_url: new.git_display_url.clone(),
+        branch: new.branch.clone(),
+        requested_commit: new.commit.clone(),
+        directory_path: None,
+        archive_path: None,
+        requested_by: new.requested_by.clone(),
+        profile: new.profile.clone(),
+        manifest_digest: new.manifest_digest.clone(),
+        timeout_seconds: new.timeout_seconds,
+        status: JobState::Queued,
+        failure_reason: None,
+        errors: vec![],
+        resolved_commit: None,
+        resolved_branch: None,
+        summary: None,
+        artifacts: None,
+        submitted_at: now_secs(),
+        started_at: None,
+        finished_at: None,
+        attempts: 0,
+        upload_status: UploadStatus::Pending,
+        upload_permission_id: None,
+        verification_proof: None,
+        remote_artifacts: None,
     }
 }
 

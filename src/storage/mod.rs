@@ -72,6 +72,41 @@ pub struct Recovered {
     pub requeued: Vec<String>,
 }
 
+/// Filters and page bounds of a list query; results are newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub workspace_id: Option<String>,
+    pub component_id: Option<String>,
+    pub assessment_id: Option<String>,
+    pub status: Option<JobState>,
+    pub profile: Option<String>,
+    /// Only scans submitted at or after this Unix time.
+    pub submitted_after: Option<f64>,
+    /// Only scans submitted before this Unix time.
+    pub submitted_before: Option<f64>,
+    /// Keyset cursor: only scans whose sequence number is below this one.
+    pub before_seq: Option<i64>,
+    pub limit: usize,
+}
+
+/// What retention may delete: finished scans older than a cut-off, and finished scans beyond
+/// the newest `keep_latest`. Running scans and scans with an upload in flight are never pruned.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PrunePolicy {
+    pub finished_before: Option<f64>,
+    pub keep_latest: Option<u64>,
+    /// Most rows deleted in one pass (keeps each write transaction short).
+    pub batch: u32,
+}
+
+/// One scan removed by retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrunedScan {
+    pub test_id: String,
+    pub status: JobState,
+    pub upload_status: UploadStatus,
+}
+
 /// The storage interface the job manager uses. Every state change is a conditional update on
 /// the stored status, so a change that lost a race reports `false` instead of overwriting.
 pub trait JobStore: Send + Sync + 'static {
@@ -103,4 +138,10 @@ pub trait JobStore: Send + Sync + 'static {
     fn counts(&self) -> BoxFuture<'_, anyhow::Result<StoreCounts>>;
     /// Submission time of the oldest QUEUED scan and start time of the oldest RUNNING one.
     fn oldest(&self) -> BoxFuture<'_, anyhow::Result<(Option<f64>, Option<f64>)>>;
+    /// Inserts several new QUEUED scans in one transaction: all or none.
+    fn insert_many(&self, scans: Vec<ScanRecord>) -> BoxFuture<'_, anyhow::Result<()>>;
+    /// Scans matching `query`, newest first, with their sequence numbers (the keyset).
+    fn list(&self, query: ListQuery) -> BoxFuture<'_, anyhow::Result<Vec<(i64, ScanRecord)>>>;
+    /// Deletes finished scans selected by `policy`; returns what was deleted.
+    fn prune(&self, policy: PrunePolicy) -> BoxFuture<'_, anyhow::Result<Vec<PrunedScan>>>;
 }

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod clone;
+mod collection;
 mod lifecycle;
 mod ops;
 mod stream;
