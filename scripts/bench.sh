@@ -22,7 +22,10 @@
 #   BENCH_SCANS            stored scans for the second measurement (default 100000)
 #   BENCH_THREADS/BENCH_CONNS/BENCH_DURATION   wrk -t/-c/-d of latency runs (default 1/4/10)
 #   BENCH_WARMUP           seconds of unrecorded wrk load before each latency run (default 2)
-#   BENCH_FILL_CONNS       wrk -c of the fill (default 8); BENCH_FILL_ROUND seconds/round (5)
+#   BENCH_REPEAT           latency runs per endpoint and store size, interleaved (default 3); the
+#                          table shows the median p50/p99, every run is listed under it
+#   BENCH_FILL_CONNS       wrk -c of the fill (default 8); BENCH_FILL_ROUND seconds/round (5);
+#                          submissions/s counts the rounds that ran their full length
 #   BENCH_FILL_MAX_SECONDS give up filling after this long (default 420)
 #   BENCH_PIN              1 (default): service on CPU BENCH_SERVICE_CPUS (0), wrk on
 #                          BENCH_WRK_CPUS (1) with taskset; 0: no pinning
@@ -41,6 +44,7 @@ THREADS=${BENCH_THREADS:-1}
 CONNS=${BENCH_CONNS:-4}
 DURATION=${BENCH_DURATION:-10}
 WARMUP=${BENCH_WARMUP:-2}
+REPEAT=${BENCH_REPEAT:-3}
 FILL_CONNS=${BENCH_FILL_CONNS:-8}
 FILL_ROUND=${BENCH_FILL_ROUND:-5}
 FILL_MAX_SECONDS=${BENCH_FILL_MAX_SECONDS:-420}
@@ -207,32 +211,58 @@ perf_profile() { # perf_profile PHASE ENDPOINT
     fi
 }
 
-measure_phase() { # measure_phase PHASE
-    local phase=$1 ep out
+cpu_pressure_us() { # cumulative "some" CPU stall time in µs (0 where PSI is unavailable)
+    awk -F'total=' '/^some/ { print $2; found = 1 } END { if (!found) print 0 }' /proc/pressure/cpu 2>/dev/null || echo 0
+}
+
+median() { # median V1 V2 ... -> middle value (mean of the two middle ones for an even count)
+    printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END {
+        if (NR % 2) print v[(NR + 1) / 2]; else printf "%.0f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+measure_phase() { # measure_phase PHASE: BENCH_REPEAT rounds of (/stats, /metrics)
+    local phase=$1 ep out k rep
     R[$phase.rss_kb]=$(rss_kb)
     R[$phase.scans]=$(total_scans)
     log "phase '$phase': total_scans=${R[$phase.scans]} VmRSS=${R[$phase.rss_kb]} kB"
     for ep in /stats /metrics; do
         R[$phase.$ep.bytes]=$(body_bytes "$ep")
-        if ((WARMUP > 0)); then
-            run_wrk "$TMP/warmup.txt" "$WARMUP" "$CONNS" benches/wrk/report.lua "$BASE$ep"
-        fi
-        out="$TMP/$phase${ep//\//-}.txt"
-        run_wrk "$out" "$DURATION" "$CONNS" benches/wrk/report.lua "$BASE$ep"
-        grep -q '^BENCH_RESULT' "$out" || { cat "$out" >&2; die "no result line from wrk"; }
-        local k
-        for k in requests duration_us p50_us p90_us p99_us max_us status_errors connect_errors \
-            read_errors write_errors timeouts; do
-            R[$phase.$ep.$k]=$(field "$k" "$out")
+    done
+    for rep in $(seq 1 "$REPEAT"); do
+        for ep in /stats /metrics; do
+            if ((WARMUP > 0)); then
+                run_wrk "$TMP/warmup.txt" "$WARMUP" "$CONNS" benches/wrk/report.lua "$BASE$ep"
+            fi
+            out="$TMP/$phase${ep//\//-}-$rep.txt"
+            local psi0 psi1
+            psi0=$(cpu_pressure_us)
+            run_wrk "$out" "$DURATION" "$CONNS" benches/wrk/report.lua "$BASE$ep"
+            psi1=$(cpu_pressure_us)
+            grep -q '^BENCH_RESULT' "$out" || { cat "$out" >&2; die "no result line from wrk"; }
+            local errs=0
+            for k in requests duration_us p50_us p99_us status_errors connect_errors read_errors \
+                write_errors timeouts; do
+                R[$phase.$ep.$rep.$k]=$(field "$k" "$out")
+            done
+            for k in status_errors connect_errors read_errors write_errors timeouts; do
+                errs=$((errs + ${R[$phase.$ep.$rep.$k]}))
+            done
+            ((errs == 0)) || { cat "$out" >&2; die "$ep answered with $errs errors"; }
+            # Share of the run during which some runnable task on the machine waited for a CPU
+            # (/proc/pressure/cpu "some"): high values mean other work competed for the cores.
+            R[$phase.$ep.$rep.psi]=$(calc "100 * ($psi1 - $psi0) / ${R[$phase.$ep.$rep.duration_us]}" 0)
+            R[$phase.$ep.$rep.rps]=$(calc "${R[$phase.$ep.$rep.requests]} / (${R[$phase.$ep.$rep.duration_us]} / 1000000)" 0)
+            log "  $ep #$rep: p50=${R[$phase.$ep.$rep.p50_us]}us p99=${R[$phase.$ep.$rep.p99_us]}us" \
+                "req/s=${R[$phase.$ep.$rep.rps]} cpu-pressure=${R[$phase.$ep.$rep.psi]}%"
         done
-        local errs=0
-        for k in status_errors connect_errors read_errors write_errors timeouts; do
-            errs=$((errs + ${R[$phase.$ep.$k]}))
+    done
+    for ep in /stats /metrics; do
+        for k in p50_us p99_us rps psi; do
+            local vals=()
+            for rep in $(seq 1 "$REPEAT"); do vals+=("${R[$phase.$ep.$rep.$k]}"); done
+            R[$phase.$ep.$k]=$(median "${vals[@]}")
+            R[$phase.$ep.$k.all]="${vals[*]}"
         done
-        ((errs == 0)) || { cat "$out" >&2; die "$ep answered with $errs errors"; }
-        R[$phase.$ep.rps]=$(calc "${R[$phase.$ep.requests]} / (${R[$phase.$ep.duration_us]} / 1000000)" 0)
-        log "  $ep: p50=${R[$phase.$ep.p50_us]}us p99=${R[$phase.$ep.p99_us]}us" \
-            "req/s=${R[$phase.$ep.rps]} body=${R[$phase.$ep.bytes]}B"
     done
     R[$phase.rss_after_kb]=$(rss_kb)
     if [[ "${BENCH_PERF:-0}" == 1 ]]; then
@@ -248,44 +278,46 @@ measure_phase empty
 # ---------------------------------------------------------------------------------------------
 # 4. Fill
 log "filling the store to $SCANS scans (wrk -c$FILL_CONNS, rounds of at most ${FILL_ROUND}s)"
-accepted=0
-rejected=0
-fill_wrk_secs=0
+accepted=0       # every 202
+rate_accepted=0  # 202s of rounds that ran their full length
+rate_secs=0      # wall time of those rounds
 fill_start=$(now)
 rounds=0
 current=$(total_scans)
 while ((current < SCANS)); do
     elapsed=$(calc "$(now) - $fill_start" 0)
     ((elapsed < FILL_MAX_SECONDS)) || die "store holds $current scans after ${elapsed}s; giving up"
-    # Shorten the last rounds so the store does not overshoot the target by much.
-    dur=$FILL_ROUND
-    if ((accepted > 1000)); then
-        rate=$(calc "$accepted / $fill_wrk_secs" 0)
-        need=$(calc "($SCANS - $current) / $rate + 1" 0)
-        ((need < dur)) && dur=$need
-        ((dur < 1)) && dur=1
-    fi
+    # Each wrk thread stops after its share of the scans still missing (benches/wrk/submit.lua).
+    export BENCH_SUBMIT_LIMIT=$(((SCANS - current + THREADS - 1) / THREADS))
     out="$TMP/fill-$rounds.txt"
     t0=$(now)
-    run_wrk "$out" "$dur" "$FILL_CONNS" benches/wrk/submit.lua "$BASE/v1/security-scans"
+    run_wrk "$out" "$FILL_ROUND" "$FILL_CONNS" benches/wrk/submit.lua "$BASE/v1/security-scans"
     t1=$(now)
+    unset BENCH_SUBMIT_LIMIT
     grep -q '^BENCH_SUBMIT' "$out" || { cat "$out" >&2; die "no result line from the submit run"; }
     a=$(field accepted "$out")
     o=$(field other "$out")
+    stopped=$(field stopped "$out")
     if ((o > 0)); then
         die "round $rounds: $o submissions were not accepted (last status $(field last_other_status "$out"))"
     fi
     accepted=$((accepted + a))
-    rejected=$((rejected + o))
-    fill_wrk_secs=$(calc "$fill_wrk_secs + $t1 - $t0" 3)
+    if ((stopped == 0)); then
+        rate_accepted=$((rate_accepted + a))
+        rate_secs=$(calc "$rate_secs + $t1 - $t0" 3)
+    fi
     rounds=$((rounds + 1))
     current=$(total_scans)
-    log "  round $rounds (${dur}s): +$a accepted, total_scans=$current"
+    log "  round $rounds: +$a accepted$( ((stopped)) && echo " (stopped at the target)"), total_scans=$current"
 done
-fill_wall_secs=$(calc "$(now) - $fill_start" 3)
-submit_rate=$(calc "$accepted / $fill_wrk_secs" 0)
-submit_rate_wall=$(calc "$accepted / $fill_wall_secs" 0)
-log "fill done: $accepted accepted in ${fill_wrk_secs}s of load (${fill_wall_secs}s wall) = $submit_rate/s"
+if ((rate_accepted > 0)); then
+    submit_rate=$(calc "$rate_accepted / $rate_secs" 0)
+    submit_desc="**$submit_rate/s** ($rate_accepted accepted in the full-length rounds, ${rate_secs}s)"
+else
+    submit_rate="n/a"
+    submit_desc="n/a (every round stopped early at the target; raise BENCH_SCANS)"
+fi
+log "fill done: $accepted accepted in $rounds rounds; submissions/s: $submit_rate"
 sleep 1 # let the last in-flight inserts settle
 
 # ---------------------------------------------------------------------------------------------
@@ -314,6 +346,13 @@ for ep in /stats /metrics; do
     rows+="| \`$ep\` throughput (req/s) | ${R[empty.$ep.rps]} | ${R[full.$ep.rps]} | $(ratio "${R[empty.$ep.rps]}" "${R[full.$ep.rps]}")× | |"$'\n'
     rows+="| \`$ep\` body size (bytes) | ${R[empty.$ep.bytes]} | ${R[full.$ep.bytes]} | | |"$'\n'
 done
+us_list() { local v out=""; for v in $1; do out+="${out:+ / }$(ms "$v")"; done; echo "$out"; }
+runs=""
+for phase in empty full; do
+    for ep in /stats /metrics; do
+        runs+="| $phase | \`$ep\` | $(us_list "${R[$phase.$ep.p50_us.all]}") | $(us_list "${R[$phase.$ep.p99_us.all]}") | ${R[$phase.$ep.rps.all]// / \/ } | ${R[$phase.$ep.psi.all]// / \/ } |"$'\n'
+    done
+done
 
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=""
@@ -330,14 +369,23 @@ summary=$(
 - Latency runs: \`wrk -t$THREADS -c$CONNS -d${DURATION}s --latency\` on loopback after a ${WARMUP}s warm-up, $pin_desc
 - Store: SQLite in a fresh temp dir, \`CERTUS_ASSURANCE_MAX_WORKERS=0\`; "empty" = ${R[empty.scans]} scans, "full" = ${R[full.scans]} scans (data dir $(mib $((db_bytes / 1024))) MiB)
 
+Latencies are the median of $REPEAT runs per endpoint and store size (runs interleaved /stats, /metrics); ratio = full / empty.
+
 | measurement | empty store | ${R[full.scans]} scans | ratio | within ${MAX_RATIO}× |
 | --- | ---: | ---: | ---: | :---: |
 ${rows}| VmRSS before the latency runs | $(mib "${R[empty.rss_kb]}") MiB | $(mib "${R[full.rss_kb]}") MiB | $(ratio "${R[empty.rss_kb]}" "${R[full.rss_kb]}")× | |
 | VmRSS after the latency runs | $(mib "${R[empty.rss_after_kb]}") MiB | $(mib "${R[full.rss_after_kb]}") MiB | $(ratio "${R[empty.rss_after_kb]}" "${R[full.rss_after_kb]}")× | |
 
-- Accepted submissions: $accepted answered 202 ($rejected other) in $rounds rounds of \`wrk -t$THREADS -c$FILL_CONNS -s benches/wrk/submit.lua\`: **$submit_rate/s** over ${fill_wrk_secs}s of load ($submit_rate_wall/s over ${fill_wall_secs}s wall, including the /stats checks between rounds)
+- Accepted submissions per second: $submit_desc; fill: $accepted submissions answered 202, none refused, in $rounds rounds of \`wrk -t$THREADS -c$FILL_CONNS -d${FILL_ROUND}s -s benches/wrk/submit.lua\` (the last round stops at the target)
 - VmHWM (peak RSS) at the end: $(mib "$(hwm_kb)") MiB
 - Latency target (every p50/p99 ratio ≤ ${MAX_RATIO}×): **$verdict** (largest ratio ${worst}×)
+
+Every latency run (ms; req/s; CPU pressure = % of the run during which some task on the machine
+waited for a CPU, from /proc/pressure/cpu — high values mean other work competed for the 2 cores):
+
+| store | endpoint | p50 per run | p99 per run | req/s per run | CPU pressure % per run |
+| --- | --- | --- | --- | --- | --- |
+${runs}
 EOF
 )
 

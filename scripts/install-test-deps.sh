@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on a fresh Debian machine: promtool (Debian package
-# `prometheus`), git (for `git daemon`), jq. Idempotent: installs only what is missing.
+# Installs what the build and the test suite need on a fresh Debian machine: a C toolchain and
+# OpenSSL headers (libgit2), promtool (Debian package `prometheus`), git (for `git daemon`), jq.
+# Idempotent: installs only what is missing.
 set -euo pipefail
 
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v jq >/dev/null 2>&1 || need+=(jq)
-# `git daemon` lives in git-daemon-run's dependency on Debian's git package itself; check it.
-if command -v git >/dev/null 2>&1 && ! git daemon --help >/dev/null 2>&1; then
-  need+=(git)
-fi
+# Building the crate: a C compiler and OpenSSL headers for libgit2 (SQLite is compiled in).
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+if ! pkg-config --exists openssl 2>/dev/null; then need+=(libssl-dev); fi
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

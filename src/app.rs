@@ -73,6 +73,7 @@ impl App {
             )
         })?;
         clear_work_dir(&config)?;
+        crate::pipeline::checkout::init_git_timeouts(config.clone_stall_timeout);
         let store = {
             let path = config.database_path.clone();
             tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??
@@ -181,7 +182,7 @@ impl App {
         shutdown.workers.close();
 
         let router = api::router(state);
-        let stop_accepting = shutdown.stop_claiming.clone();
+        let stop_accepting = shutdown.stop_http.clone();
         let server = tokio::spawn(async move {
             axum::serve(listener, router)
                 .with_graceful_shutdown(async move { stop_accepting.cancelled().await })
@@ -201,6 +202,7 @@ impl App {
             shutdown.workers.wait().await;
         }
         shutdown.close_streams.cancel();
+        shutdown.stop_http.cancel();
         match tokio::time::timeout(Duration::from_secs(10), server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(err))) => return Err(err).context("the HTTP server failed"),

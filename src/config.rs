@@ -137,7 +137,19 @@ pub struct Settings {
     #[arg(long, global = true, env = "CERTUS_ASSURANCE_CLONE_MAX_BYTES", default_value_t = 2 * 1024 * 1024 * 1024, value_name = "BYTES")]
     pub clone_max_bytes: u64,
 
-    /// Allow git hosts on loopback, private and link-local addresses.
+    /// Seconds a git server may stay silent (connecting or mid-transfer) before the clone
+    /// attempt fails; process-wide.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_CLONE_STALL_TIMEOUT_SECONDS",
+        default_value_t = 20,
+        value_name = "SECONDS"
+    )]
+    pub clone_stall_timeout_seconds: u64,
+
+    /// Allow git hosts on loopback, private and link-local addresses (and plain http:// URLs,
+    /// which internal git servers often use).
     #[arg(long, global = true, env = "CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
     pub allow_private_networks: bool,
 
@@ -282,6 +294,8 @@ pub struct Config {
     pub clone_timeout: Duration,
     /// Transfer limit of one clone.
     pub clone_max_bytes: u64,
+    /// Silence from a git server that fails a clone attempt.
+    pub clone_stall_timeout: Duration,
     /// Git hosts on private addresses are allowed.
     pub allow_private_networks: bool,
     /// `file://` URLs and local paths are allowed as git sources.
@@ -335,6 +349,7 @@ impl Config {
         }
         positive("CLONE_TIMEOUT_SECONDS", s.clone_timeout_seconds)?;
         positive("CLONE_MAX_BYTES", s.clone_max_bytes)?;
+        positive("CLONE_STALL_TIMEOUT_SECONDS", s.clone_stall_timeout_seconds)?;
         positive("REQUEST_TIMEOUT_SECONDS", s.request_timeout_seconds)?;
         positive("BATCH_MAX_ITEMS", s.batch_max_items as u64)?;
         positive("RETENTION_INTERVAL_SECONDS", s.retention_interval_seconds)?;
@@ -350,7 +365,7 @@ impl Config {
         if let Some(key) = &s.git_ssh_key_file {
             if !key.is_file() {
                 bail!(
-                    "CERTUS_ASSURANCE_GIT_SSH_KEY_FILE: {} is not a readable file",
+                    "CERTUS_ASSURANCE_GIT_SSH_KEY_FILE: {} is not a file",
                     key.display()
                 );
             }
@@ -372,6 +387,7 @@ impl Config {
             scan_timeout: Duration::from_secs(scan_timeout),
             clone_timeout: Duration::from_secs(s.clone_timeout_seconds),
             clone_max_bytes: s.clone_max_bytes,
+            clone_stall_timeout: Duration::from_secs(s.clone_stall_timeout_seconds),
             allow_private_networks: s.allow_private_networks,
             allow_local_sources: s.allow_local_sources,
             git_ssh_key_file: s.git_ssh_key_file.clone(),
@@ -418,6 +434,7 @@ impl Settings {
             scan_timeout_seconds: 600,
             clone_timeout_seconds: 300,
             clone_max_bytes: 2 * 1024 * 1024 * 1024,
+            clone_stall_timeout_seconds: 20,
             allow_private_networks: false,
             allow_local_sources: false,
             git_ssh_key_file: None,

@@ -1,9 +1,10 @@
 //! Shutdown: the stop signal, the tokens that order the drain, and the task tracker of the
 //! workers. Other modules only ever receive a token.
 //!
-//! The order is: stop accepting connections and claiming scans (`stop_claiming`), let running
-//! scans finish until the grace deadline, then stop the rest and put them back in the queue
-//! (`hard_stop`), then close the WebSocket streams (`close_streams`).
+//! The order is: refuse new scans and stop claiming (`stop_claiming`; submissions get 503 and
+//! readiness turns false while status reads and streams keep working), let running scans finish
+//! until the grace deadline, then stop the rest and put them back in the queue (`hard_stop`),
+//! close the WebSocket streams (`close_streams`), and finally stop the HTTP server (`stop_http`).
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -11,8 +12,10 @@ use tokio_util::task::TaskTracker;
 /// The tokens of one application instance.
 #[derive(Clone, Default)]
 pub struct Shutdown {
-    /// Stop accepting HTTP connections and claiming scans; readiness turns false.
+    /// Stop claiming scans (submissions are refused and readiness is false from here on).
     pub stop_claiming: CancellationToken,
+    /// Stop accepting HTTP connections and finish the open ones.
+    pub stop_http: CancellationToken,
     /// The drain deadline passed: running scans are stopped and queued again.
     pub hard_stop: CancellationToken,
     /// Close open WebSocket streams with 1001.

@@ -2,9 +2,12 @@
 //! frame after `scan_complete`. Unknown scans get close code 4404 after the handshake. A client
 //! that disconnects is noticed at once, and shutdown closes every stream with 1001.
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
 
 use super::AppState;
 use crate::jobs::{is_test_id, EventSource};
@@ -31,10 +34,25 @@ impl Drop for StreamGuard {
 
 /// `GET /v1/security-scans/{test_id}/stream` (WebSocket).
 pub async fn stream_scan_events(
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     State(state): State<AppState>,
     Path(test_id): Path<String>,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return (
+                rejection.status(),
+                Json(json!({
+                    "detail": format!(
+                        "{}: this route is a WebSocket stream; connect with a WebSocket client (e.g. websocat ws://HOST/v1/security-scans/{{test_id}}/stream)",
+                        rejection.body_text()
+                    )
+                })),
+            )
+                .into_response()
+        }
+    };
     let source = if is_test_id(&test_id) {
         match state.jobs.subscribe(&test_id).await {
             Ok(source) => source,

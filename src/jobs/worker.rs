@@ -269,9 +269,8 @@ async fn complete(
                 artifacts: Some(report.artifacts),
                 finished_at: now_secs(),
             };
-            match jobs.finish(record, done).await {
-                Ok(_) => tracing::info!(policy.passed = report.policy.passed, "scan succeeded"),
-                Err(err) => tracing::error!(error = ?err, "could not record the end of a scan"),
+            if record_end(jobs, record, done).await {
+                tracing::info!(policy.passed = report.policy.passed, "scan succeeded");
             }
         }
         Ok(Err(failure)) => {
@@ -317,7 +316,25 @@ async fn finish_failed(
         artifacts,
         finished_at: now_secs(),
     };
-    if let Err(err) = jobs.finish(record, done).await {
-        tracing::error!(error = ?err, "could not record the end of a scan");
+    record_end(jobs, record, done).await;
+}
+
+/// Records a scan's outcome, retrying a failing store a few times: an outcome that is never
+/// written would leave the scan RUNNING until the next restart.
+async fn record_end(jobs: &JobManager, record: &ScanRecord, done: Completion) -> bool {
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=5 {
+        match jobs.finish(record, done.clone()).await {
+            Ok(_) => return true,
+            Err(err) if attempt < 5 => {
+                tracing::warn!(error = ?err, attempt, "could not record the end of a scan; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(err) => {
+                tracing::error!(error = ?err, "could not record the end of a scan; it stays RUNNING until the next restart")
+            }
+        }
     }
+    false
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use git2::build::{CheckoutBuilder, RepoBuilder};
 use git2::{Cred, CredentialType, ErrorClass, FetchOptions, RemoteCallbacks, Repository};
 
-use super::source::{check_resolved_host, redact_text, GitUrl, SourcePolicy};
+use super::source::{check_resolved_host, redact_text, GitUrl, HostCheck, SourcePolicy};
 
 /// Limits and inputs of one clone.
 pub struct CloneSpec<'a> {
@@ -45,14 +45,16 @@ pub enum CloneError {
 
 static GIT_TIMEOUTS: Once = Once::new();
 
-/// libgit2's socket timeouts are process-wide; set them once so a server that accepts and then
-/// stalls cannot hold a worker forever (the transfer callback only runs when data arrives).
-fn init_git_timeouts() {
+/// Sets libgit2's socket timeouts so that a server that accepts and then stalls cannot hold a
+/// worker forever (the transfer callback only runs when data arrives). They are process-wide:
+/// the first call wins, before any clone starts.
+pub fn init_git_timeouts(stall: Duration) {
     GIT_TIMEOUTS.call_once(|| {
-        // SAFETY: called once, before any clone, from a single thread (guarded by Once).
+        let millis = stall.as_millis().clamp(1_000, i32::MAX as u128) as i32;
+        // SAFETY: runs once (guarded by Once) before any clone of this process reads the options.
         unsafe {
-            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(15_000);
-            let _ = git2::opts::set_server_timeout_in_milliseconds(20_000);
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(millis);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(millis);
         }
     });
 }
@@ -64,15 +66,27 @@ pub fn clone_repository(
     dest: &Path,
     log: &mut dyn FnMut(String),
 ) -> Result<Checkout, CloneError> {
-    init_git_timeouts();
-    if let (Some(host), false) = (&spec.url.host, spec.url.is_local) {
-        check_resolved_host(host, spec.url.port.unwrap_or(443), spec.policy)
-            .map_err(CloneError::Invalid)?;
-    }
     let started = Instant::now();
     let mut attempt = 0u32;
     loop {
         attempt += 1;
+        if let (Some(host), false) = (&spec.url.host, spec.url.is_local) {
+            match check_resolved_host(host, spec.url.port.unwrap_or(443), spec.policy) {
+                Ok(()) => {}
+                Err(HostCheck::Refused(message)) => return Err(CloneError::Invalid(message)),
+                // DNS may be down for a moment: retry like any transient network failure.
+                Err(HostCheck::Unresolved(message)) => {
+                    if attempt < CLONE_ATTEMPTS && !spec.cancel.load(Ordering::Relaxed) {
+                        log(format!("{message}; retrying"));
+                        std::thread::sleep(backoff(attempt));
+                        continue;
+                    }
+                    return Err(CloneError::Failed(format!(
+                        "{message}. Check the host name and the server's DNS"
+                    )));
+                }
+            }
+        }
         if dest.exists() {
             let _ = std::fs::remove_dir_all(dest);
         }
@@ -88,20 +102,30 @@ pub fn clone_repository(
                     ErrorClass::Net | ErrorClass::Os | ErrorClass::Http
                 ) && !is_permanent(&message);
                 if let Some(limit) = limit_exceeded(spec, &message) {
-                    return Err(CloneError::Invalid(limit));
+                    return Err(limit);
                 }
-                if transient && attempt < 3 && started.elapsed() < spec.timeout {
-                    let backoff = Duration::from_millis(500 * (1 << (attempt - 1)));
+                if transient && attempt < CLONE_ATTEMPTS && started.elapsed() < spec.timeout {
+                    let wait = backoff(attempt);
                     log(format!(
-                        "clone attempt {attempt} failed ({message}); retrying in {backoff:?}"
+                        "clone attempt {attempt} failed ({message}); retrying in {wait:?}"
                     ));
-                    std::thread::sleep(backoff);
+                    std::thread::sleep(wait);
+                    if spec.cancel.load(Ordering::Relaxed) {
+                        return Err(CloneError::Cancelled);
+                    }
                     continue;
                 }
                 return Err(classify(spec, &message));
             }
         }
     }
+}
+
+/// Attempts of one clone (the first plus retries of transient network failures).
+const CLONE_ATTEMPTS: u32 = 3;
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(500 * (1 << (attempt - 1).min(4)))
 }
 
 fn is_permanent(message: &str) -> bool {
@@ -124,18 +148,20 @@ fn is_permanent(message: &str) -> bool {
 const TOO_LARGE: &str = "clone exceeded the size limit";
 const TOO_SLOW: &str = "clone exceeded the time limit";
 
-fn limit_exceeded(spec: &CloneSpec<'_>, message: &str) -> Option<String> {
+/// A repository over the size limit cannot be scanned as it is (`source_invalid`); a clone over
+/// its time limit may succeed later or with a higher limit (`clone_failed`).
+fn limit_exceeded(spec: &CloneSpec<'_>, message: &str) -> Option<CloneError> {
     if message.contains(TOO_LARGE) {
-        return Some(format!(
+        return Some(CloneError::Invalid(format!(
             "the repository is larger than the clone limit of {} bytes (CERTUS_ASSURANCE_CLONE_MAX_BYTES)",
             spec.max_bytes
-        ));
+        )));
     }
     if message.contains(TOO_SLOW) {
-        return Some(format!(
-            "the clone took longer than {}s (CERTUS_ASSURANCE_CLONE_TIMEOUT_SECONDS)",
+        return Some(CloneError::Failed(format!(
+            "the clone took longer than {}s (CERTUS_ASSURANCE_CLONE_TIMEOUT_SECONDS); retry, or raise the limit for large repositories",
             spec.timeout.as_secs()
-        ));
+        )));
     }
     None
 }

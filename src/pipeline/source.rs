@@ -114,7 +114,7 @@ pub fn parse_git_url(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> 
         }
     }
     if url.scheme() == "http" && !policy.allow_private_networks {
-        return Err("plain http git URLs are not allowed; use https".into());
+        return Err("plain http git URLs are not allowed; use https (plain http is accepted only with CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS=true, for internal git servers)".into());
     }
     let host = url
         .host_str()
@@ -145,32 +145,41 @@ fn check_literal_host(host: &str, policy: SourcePolicy) -> Result<(), String> {
     let lower = host.to_ascii_lowercase();
     if lower == "localhost" || lower.ends_with(".localhost") {
         return Err(format!(
-            "git host `{host}` is a loopback name; internal hosts are not allowed on this server"
+            "git host `{host}` is a loopback name; internal hosts are refused unless CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS=true"
         ));
     }
     if let Ok(ip) = lower.parse::<IpAddr>() {
         if is_internal(ip) {
             return Err(format!(
-                "git host `{host}` is an internal address; internal hosts are not allowed on this server"
+                "git host `{host}` is an internal address; internal hosts are refused unless CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS=true"
             ));
         }
     }
     Ok(())
 }
 
+/// Why a host check at connect time did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostCheck {
+    /// The host resolves to an internal address (permanent).
+    Refused(String),
+    /// The name did not resolve (possibly transient).
+    Unresolved(String),
+}
+
 /// Resolves `host` and refuses it if any address is internal (called when the clone connects).
-pub fn check_resolved_host(host: &str, port: u16, policy: SourcePolicy) -> Result<(), String> {
+pub fn check_resolved_host(host: &str, port: u16, policy: SourcePolicy) -> Result<(), HostCheck> {
     if policy.allow_private_networks {
         return Ok(());
     }
     let addrs = (host, port)
         .to_socket_addrs()
-        .map_err(|e| format!("could not resolve git host `{host}`: {e}"))?;
+        .map_err(|e| HostCheck::Unresolved(format!("could not resolve git host `{host}`: {e}")))?;
     for addr in addrs {
         if is_internal(addr.ip()) {
-            return Err(format!(
-                "git host `{host}` resolves to an internal address; internal hosts are not allowed on this server"
-            ));
+            return Err(HostCheck::Refused(format!(
+                "git host `{host}` resolves to an internal address; internal hosts are refused unless CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS=true"
+            )));
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::TcpListener as StdListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
@@ -49,6 +50,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.allow_private_networks = true;
     config.allow_local_sources = true;
     config.shutdown_grace = Duration::from_secs(5);
+    // libgit2's stall timeout is process-wide: every test app uses the same short value.
+    config.clone_stall_timeout = Duration::from_secs(3);
     config
 }
 
@@ -98,11 +101,16 @@ pub async fn start(
 }
 
 impl TestApp {
-    /// Graceful stop (as on SIGTERM); waits until the app has drained.
-    pub async fn stop(&mut self) {
+    /// Sends the stop signal (as on SIGTERM) without waiting for the drain.
+    pub fn begin_stop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+    }
+
+    /// Graceful stop (as on SIGTERM); waits until the app has drained.
+    pub async fn stop(&mut self) {
+        self.begin_stop();
         if let Some(handle) = self.handle.take() {
             handle.await.expect("app task").expect("app stops cleanly");
         }
@@ -333,6 +341,7 @@ impl GitServer {
         let root = tempfile::tempdir().unwrap();
         let port = free_port();
         let daemon = Command::new("git")
+            .process_group(0)
             .args([
                 "daemon",
                 "--reuseaddr",
@@ -395,6 +404,10 @@ impl GitServer {
 
 impl Drop for GitServer {
     fn drop(&mut self) {
+        // `git daemon` forks `git-daemon`; kill the whole process group, not only the wrapper.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.daemon.id())])
+            .status();
         let _ = self.daemon.kill();
         let _ = self.daemon.wait();
     }

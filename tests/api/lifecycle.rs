@@ -428,3 +428,54 @@ async fn credentials_in_git_urls_never_appear_in_answers_events_or_files() {
         );
     }
 }
+
+/// While draining, status reads and readiness keep answering: readiness says not ready and new
+/// submissions get 503 (counted as `draining`), until running scans are done.
+#[tokio::test]
+async fn draining_refuses_new_scans_and_reports_not_ready() {
+    let stall = StallingServer::start();
+    let mut app = spawn_app_with(|c| {
+        c.max_workers = 1;
+        c.shutdown_grace = Duration::from_secs(3);
+    })
+    .await;
+    let id = app.submit_scan(scan_body(&stall.url())).await;
+    app.wait_for_state(&id, &["RUNNING"], Duration::from_secs(10))
+        .await;
+    app.begin_stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ready = app.get("/health/ready").await;
+    assert_eq!(ready.status(), 503);
+    assert_eq!(
+        ready.json::<Value>().await.unwrap()["checks"]["draining"],
+        true
+    );
+    let response = app
+        .post_json("/v1/security-scans", &scan_body(&stall.url()))
+        .await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().get("retry-after").is_some());
+    let text = app.metrics_text().await;
+    assert_eq!(
+        sample(
+            &text,
+            "certus_assurance_scan_submissions_rejected_total",
+            &[("reason", "draining")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(app.scan(&id).await["status"], "RUNNING");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unresolvable_git_hosts_fail_as_clone_failed_after_retries() {
+    let app = spawn_app_with(|c| c.allow_private_networks = false).await;
+    let id = app
+        .submit_scan(scan_body("https://no-such-host.invalid/org/repo.git"))
+        .await;
+    let scan = app.wait_for_terminal(&id).await;
+    assert_eq!(scan["failure_reason"], "clone_failed", "{scan}");
+    let log = std::fs::read_to_string(app.artifact_dir(&id).join("logs/runner.log")).unwrap();
+    assert!(log.contains("retrying"), "{log}");
+}

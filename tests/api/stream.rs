@@ -226,3 +226,12 @@ async fn history_is_bounded_but_keeps_phases_and_the_terminal_event() {
     let recorded = std::fs::read_to_string(app.artifact_dir(&id).join("stream.jsonl")).unwrap();
     assert!(recorded.lines().count() > 8);
 }
+
+#[tokio::test]
+async fn plain_http_requests_to_the_stream_get_a_json_error() {
+    let app = spawn_app().await;
+    let response = app.get("/v1/security-scans/test_000000000000/stream").await;
+    assert!(response.status().is_client_error());
+    let body: Value = response.json().await.unwrap();
+    assert!(body["detail"].as_str().unwrap().contains("WebSocket"));
+}
