@@ -17,6 +17,7 @@ use crate::pipeline::profile::BUILTIN_PROFILES;
 use crate::pipeline::source::SourcePolicy;
 use crate::pipeline::{builtin_scanners, Pipeline, BUILTIN_SCANNERS};
 use crate::shutdown::Shutdown;
+use crate::storage::postgres::PgStore;
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::PrunePolicy;
 
@@ -74,9 +75,16 @@ impl App {
         })?;
         clear_work_dir(&config)?;
         crate::pipeline::checkout::init_git_timeouts(config.clone_stall_timeout);
-        let store = {
-            let path = config.database_path.clone();
-            tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??
+        let store: Arc<dyn crate::storage::JobStore> = match &config.postgres_url {
+            Some(url) => Arc::new(
+                PgStore::connect(url, config.replica_id.clone())
+                    .await
+                    .context("opening the PostgreSQL store (CERTUS_ASSURANCE_DATABASE_URL)")?,
+            ),
+            None => {
+                let path = config.database_path.clone();
+                Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??)
+            }
         };
         let metrics = Metrics::new(&BUILTIN_PROFILES, &BUILTIN_SCANNERS);
         let pipeline = Pipeline {
@@ -93,7 +101,7 @@ impl App {
             scanners: Arc::new(scanners),
         };
         let jobs = JobManager::new(
-            Arc::new(store),
+            store,
             metrics.clone(),
             pipeline,
             JobSettings {
@@ -101,6 +109,8 @@ impl App {
                 max_workers: config.max_workers,
                 default_timeout: config.scan_timeout,
                 shutdown_grace: config.shutdown_grace,
+                lease: config.lease,
+                max_attempts: config.max_attempts,
             },
             config.stream_history_limit,
         );
@@ -172,6 +182,13 @@ impl App {
                 shutdown.hard_stop.clone(),
             ));
         }
+        if jobs.is_shared() {
+            shutdown.workers.spawn(run_reconciler(
+                jobs.clone(),
+                config.reconcile_interval,
+                shutdown.stop_claiming.clone(),
+            ));
+        }
         if config.retention_max_age.is_some() || config.retention_max_scans.is_some() {
             shutdown.workers.spawn(run_retention(
                 jobs.clone(),
@@ -234,6 +251,23 @@ async fn run_retention(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(config.retention_interval) => {}
+        }
+    }
+}
+
+/// Shared store: reclaims scans of dead replicas and refreshes the cluster-wide gauges.
+async fn run_reconciler(
+    jobs: JobManager,
+    interval: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        if let Err(err) = jobs.reconcile_cluster().await {
+            tracing::warn!(error = ?err, "reconciling with the shared store failed; retrying at the next interval");
         }
     }
 }

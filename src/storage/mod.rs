@@ -1,6 +1,7 @@
 //! The job store: the `JobStore` interface, the scan record it keeps, the backend chosen from the
 //! configuration, and the embedded migrations. It knows nothing of HTTP or scanning.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -144,4 +145,70 @@ pub trait JobStore: Send + Sync + 'static {
     fn list(&self, query: ListQuery) -> BoxFuture<'_, anyhow::Result<Vec<(i64, ScanRecord)>>>;
     /// Deletes finished scans selected by `policy`; returns what was deleted.
     fn prune(&self, policy: PrunePolicy) -> BoxFuture<'_, anyhow::Result<Vec<PrunedScan>>>;
+
+    // Several replicas sharing one store. The embedded store serves one process, so its defaults
+    // say "not shared": leases never expire behind its back, cancellation and events stay in
+    // memory, and start-up recovery handles a dead process.
+
+    /// Whether several replicas may share this store.
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// Claims like [`JobStore::claim_next`], recording this replica as owner with a lease
+    /// until `lease_until`.
+    fn claim_leased(
+        &self,
+        now: f64,
+        _lease_until: f64,
+    ) -> BoxFuture<'_, anyhow::Result<Option<ScanRecord>>> {
+        self.claim_next(now)
+    }
+    /// Extends the lease of a running scan this replica owns.
+    fn renew_lease(
+        &self,
+        _test_id: String,
+        _lease_until: f64,
+    ) -> BoxFuture<'_, anyhow::Result<LeaseState>> {
+        Box::pin(async { Ok(LeaseState::Held) })
+    }
+    /// Asks whichever replica runs the scan to stop it; `false` if it is not RUNNING.
+    fn request_cancel(&self, _test_id: String) -> BoxFuture<'_, anyhow::Result<bool>> {
+        Box::pin(async { Ok(false) })
+    }
+    /// Scans whose lease expired (their replica died): re-queued while `attempts < max_attempts`,
+    /// else FAILED (`interrupted`).
+    fn reclaim_expired(
+        &self,
+        _now: f64,
+        _max_attempts: u32,
+    ) -> BoxFuture<'_, anyhow::Result<Recovered>> {
+        Box::pin(async { Ok(Recovered::default()) })
+    }
+    /// Appends published events (`(seq, json)`) to the scan's stored event log.
+    fn append_events(
+        &self,
+        _test_id: String,
+        _events: Vec<(i64, String)>,
+    ) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Stored events of a scan after `after_seq`, in order.
+    fn events_after(
+        &self,
+        _test_id: String,
+        _after_seq: i64,
+    ) -> BoxFuture<'_, anyhow::Result<Vec<(i64, String)>>> {
+        Box::pin(async { Ok(vec![]) })
+    }
+}
+
+/// What a lease renewal found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Still ours; keep running.
+    Held,
+    /// Still ours, and a cancel was requested (possibly through another replica).
+    CancelRequested,
+    /// No longer ours (reclaimed after an expiry, or finished elsewhere): stop without recording.
+    Lost,
 }

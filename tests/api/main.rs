@@ -7,5 +7,6 @@ mod clone;
 mod collection;
 mod lifecycle;
 mod ops;
+mod postgres;
 mod stream;
 mod validation;
