@@ -8,6 +8,8 @@ need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v jq >/dev/null 2>&1 || need+=(jq)
+# psql creates and drops the per-test schemas on the machine's PostgreSQL (127.0.0.1:5432).
+command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 # Building the crate: a C compiler and OpenSSL headers for libgit2 (SQLite is compiled in).
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)

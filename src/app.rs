@@ -17,7 +17,9 @@ use crate::pipeline::profile::BUILTIN_PROFILES;
 use crate::pipeline::source::SourcePolicy;
 use crate::pipeline::{builtin_scanners, Pipeline, BUILTIN_SCANNERS};
 use crate::shutdown::Shutdown;
+use crate::storage::postgres::PgStore;
 use crate::storage::sqlite::SqliteStore;
+use crate::storage::PrunePolicy;
 
 /// A built application: listening, state recovered, workers not yet started.
 pub struct App {
@@ -73,9 +75,16 @@ impl App {
         })?;
         clear_work_dir(&config)?;
         crate::pipeline::checkout::init_git_timeouts(config.clone_stall_timeout);
-        let store = {
-            let path = config.database_path.clone();
-            tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??
+        let store: Arc<dyn crate::storage::JobStore> = match &config.postgres_url {
+            Some(url) => Arc::new(
+                PgStore::connect(url, config.replica_id.clone())
+                    .await
+                    .context("opening the PostgreSQL store (CERTUS_ASSURANCE_DATABASE_URL)")?,
+            ),
+            None => {
+                let path = config.database_path.clone();
+                Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??)
+            }
         };
         let metrics = Metrics::new(&BUILTIN_PROFILES, &BUILTIN_SCANNERS);
         let pipeline = Pipeline {
@@ -92,7 +101,7 @@ impl App {
             scanners: Arc::new(scanners),
         };
         let jobs = JobManager::new(
-            Arc::new(store),
+            store,
             metrics.clone(),
             pipeline,
             JobSettings {
@@ -100,6 +109,8 @@ impl App {
                 max_workers: config.max_workers,
                 default_timeout: config.scan_timeout,
                 shutdown_grace: config.shutdown_grace,
+                lease: config.lease,
+                max_attempts: config.max_attempts,
             },
             config.stream_history_limit,
         );
@@ -171,6 +182,20 @@ impl App {
                 shutdown.hard_stop.clone(),
             ));
         }
+        if jobs.is_shared() {
+            shutdown.workers.spawn(run_reconciler(
+                jobs.clone(),
+                config.reconcile_interval,
+                shutdown.stop_claiming.clone(),
+            ));
+        }
+        if config.retention_max_age.is_some() || config.retention_max_scans.is_some() {
+            shutdown.workers.spawn(run_retention(
+                jobs.clone(),
+                config.clone(),
+                shutdown.stop_claiming.clone(),
+            ));
+        }
         shutdown.workers.close();
 
         let router = api::router(state);
@@ -203,5 +228,46 @@ impl App {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Prunes finished scans on a schedule (first pass at start-up) until shutdown.
+async fn run_retention(
+    jobs: JobManager,
+    config: Arc<Config>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let policy = PrunePolicy {
+            finished_before: config
+                .retention_max_age
+                .map(|age| crate::jobs::now_secs() - age.as_secs_f64()),
+            keep_latest: config.retention_max_scans,
+            batch: 500,
+        };
+        if let Err(err) = jobs.prune(policy).await {
+            tracing::error!(error = ?err, "retention pass failed; retrying at the next interval");
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(config.retention_interval) => {}
+        }
+    }
+}
+
+/// Shared store: reclaims scans of dead replicas and refreshes the cluster-wide gauges.
+async fn run_reconciler(
+    jobs: JobManager,
+    interval: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        if let Err(err) = jobs.reconcile_cluster().await {
+            tracing::warn!(error = ?err, "reconciling with the shared store failed; retrying at the next interval");
+        }
     }
 }

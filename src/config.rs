@@ -83,7 +83,8 @@ pub struct Settings {
     )]
     pub artifact_root: Option<PathBuf>,
 
-    /// Job store URL; `sqlite://<path>` (default: <DATA_DIR>/certus-assurance.db).
+    /// Job store URL: `sqlite://<path>` (default: <DATA_DIR>/certus-assurance.db), or
+    /// `postgres://user:password@host:5432/db` for several replicas sharing one queue.
     #[arg(
         long,
         global = true,
@@ -197,6 +198,87 @@ pub struct Settings {
     )]
     pub stream_history_limit: usize,
 
+    /// Most submissions accepted in one `POST /v1/security-scans/batch`.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_BATCH_MAX_ITEMS",
+        default_value_t = 100,
+        value_name = "N"
+    )]
+    pub batch_max_items: usize,
+
+    /// Retention: delete finished scans (and their bundles) older than this many seconds; 0 keeps them.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_RETENTION_MAX_AGE_SECONDS",
+        default_value_t = 0,
+        value_name = "SECONDS"
+    )]
+    pub retention_max_age_seconds: u64,
+
+    /// Retention: keep at most this many most recent scans; older finished ones are deleted; 0 keeps all.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_RETENTION_MAX_SCANS",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub retention_max_scans: u64,
+
+    /// Seconds between retention passes.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_RETENTION_INTERVAL_SECONDS",
+        default_value_t = 3600,
+        value_name = "SECONDS"
+    )]
+    pub retention_interval_seconds: u64,
+
+    /// Shared store: seconds a running scan's lease lasts before other replicas may reclaim it.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_LEASE_SECONDS",
+        default_value_t = 30,
+        value_name = "SECONDS"
+    )]
+    pub lease_seconds: u64,
+
+    /// Shared store: runs of one scan (first run plus re-runs after a replica died) before it
+    /// fails as `interrupted`.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_MAX_ATTEMPTS",
+        default_value_t = 3,
+        value_name = "N"
+    )]
+    pub max_attempts: u32,
+
+    /// Shared store: seconds between passes that reclaim expired leases and refresh the
+    /// cluster-wide gauges.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_RECONCILE_INTERVAL_SECONDS",
+        default_value_t = 5,
+        value_name = "SECONDS"
+    )]
+    pub reconcile_interval_seconds: u64,
+
+    /// Shared store: this replica's identity as the owner of its scans [default: host-pid-random].
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_REPLICA_ID",
+        value_name = "ID"
+    )]
+    pub replica_id: Option<String>,
+
     /// Maximum request body size in bytes.
     #[arg(long, global = true, env = "CERTUS_ASSURANCE_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_name = "BYTES")]
     pub max_body_bytes: usize,
@@ -242,8 +324,18 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Root of per-scan artifact bundles (`<artifact_root>/<test_id>/`).
     pub artifact_root: PathBuf,
-    /// Path of the SQLite database file.
+    /// Path of the SQLite database file (used when `postgres_url` is `None`).
     pub database_path: PathBuf,
+    /// PostgreSQL URL for the shared store of several replicas.
+    pub postgres_url: Option<String>,
+    /// Lease of a running scan on a shared store; renewed every third of it.
+    pub lease: Duration,
+    /// Runs of one scan before a replica death fails it as `interrupted`.
+    pub max_attempts: u32,
+    /// How often a replica on a shared store reclaims expired leases and re-reads the counts.
+    pub reconcile_interval: Duration,
+    /// Identity recorded as the owner of the scans this replica runs.
+    pub replica_id: String,
     /// Concurrent scans; 0 accepts scans without running them.
     pub max_workers: usize,
     /// Bound of the QUEUED set.
@@ -270,6 +362,14 @@ pub struct Config {
     pub stream_history_limit: usize,
     /// Request body size limit.
     pub max_body_bytes: usize,
+    /// Largest batch submission.
+    pub batch_max_items: usize,
+    /// Retention by age of finished scans (`None`: keep).
+    pub retention_max_age: Option<Duration>,
+    /// Retention by count of most recent scans (`None`: keep).
+    pub retention_max_scans: Option<u64>,
+    /// Interval between retention passes.
+    pub retention_interval: Duration,
     /// HTTP request time limit.
     pub request_timeout: Duration,
 }
@@ -303,6 +403,11 @@ impl Config {
         positive("CLONE_MAX_BYTES", s.clone_max_bytes)?;
         positive("CLONE_STALL_TIMEOUT_SECONDS", s.clone_stall_timeout_seconds)?;
         positive("REQUEST_TIMEOUT_SECONDS", s.request_timeout_seconds)?;
+        positive("BATCH_MAX_ITEMS", s.batch_max_items as u64)?;
+        positive("RETENTION_INTERVAL_SECONDS", s.retention_interval_seconds)?;
+        if s.batch_max_items > 10_000 {
+            bail!("CERTUS_ASSURANCE_BATCH_MAX_ITEMS must be at most 10000");
+        }
         if s.stream_history_limit < 8 {
             bail!("CERTUS_ASSURANCE_STREAM_HISTORY_LIMIT must be at least 8");
         }
@@ -317,10 +422,16 @@ impl Config {
                 );
             }
         }
-        let database_path = match &s.database_url {
-            None => s.data_dir.join("certus-assurance.db"),
-            Some(url) => parse_database_url(url)?,
+        let (database_path, postgres_url) = match &s.database_url {
+            None => (s.data_dir.join("certus-assurance.db"), None),
+            Some(url) => match parse_database_url(url)? {
+                StoreLocation::Sqlite(path) => (path, None),
+                StoreLocation::Postgres(url) => (s.data_dir.join("certus-assurance.db"), Some(url)),
+            },
         };
+        positive("LEASE_SECONDS", s.lease_seconds)?;
+        positive("MAX_ATTEMPTS", s.max_attempts as u64)?;
+        positive("RECONCILE_INTERVAL_SECONDS", s.reconcile_interval_seconds)?;
         Ok(Config {
             listen_addr: s.listen_addr,
             data_dir: s.data_dir.clone(),
@@ -329,6 +440,11 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| s.data_dir.join("artifacts")),
             database_path,
+            postgres_url,
+            lease: Duration::from_secs(s.lease_seconds),
+            max_attempts: s.max_attempts,
+            reconcile_interval: Duration::from_secs(s.reconcile_interval_seconds),
+            replica_id: s.replica_id.clone().unwrap_or_else(default_replica_id),
             max_workers: s.max_workers,
             max_queue: s.max_queue,
             scan_timeout: Duration::from_secs(scan_timeout),
@@ -342,6 +458,11 @@ impl Config {
             recover_running: s.recover_running,
             stream_history_limit: s.stream_history_limit,
             max_body_bytes: s.max_body_bytes,
+            batch_max_items: s.batch_max_items,
+            retention_max_age: (s.retention_max_age_seconds > 0)
+                .then(|| Duration::from_secs(s.retention_max_age_seconds)),
+            retention_max_scans: (s.retention_max_scans > 0).then_some(s.retention_max_scans),
+            retention_interval: Duration::from_secs(s.retention_interval_seconds),
             request_timeout: Duration::from_secs(s.request_timeout_seconds),
         })
     }
@@ -353,6 +474,7 @@ impl Config {
         let data_dir = data_dir.into();
         config.artifact_root = data_dir.join("artifacts");
         config.database_path = data_dir.join("certus-assurance.db");
+        config.postgres_url = None;
         config.data_dir = data_dir;
         config
     }
@@ -384,6 +506,14 @@ impl Settings {
             recover_running: RecoverRunning::Fail,
             stream_history_limit: 5000,
             max_body_bytes: 1024 * 1024,
+            lease_seconds: 30,
+            max_attempts: 3,
+            reconcile_interval_seconds: 5,
+            replica_id: None,
+            batch_max_items: 100,
+            retention_max_age_seconds: 0,
+            retention_max_scans: 0,
+            retention_interval_seconds: 3600,
             request_timeout_seconds: 30,
             log_format: None,
             log_level: "info".into(),
@@ -391,22 +521,31 @@ impl Settings {
     }
 }
 
-fn parse_database_url(url: &str) -> anyhow::Result<PathBuf> {
+/// Where scans are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// The embedded SQLite file (one replica).
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL (several replicas may share it). Kept out of logs: it may hold a password.
+    Postgres(String),
+}
+
+fn parse_database_url(url: &str) -> anyhow::Result<StoreLocation> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         let path = path.split('?').next().unwrap_or_default();
         if path.is_empty() {
             bail!("CERTUS_ASSURANCE_DATABASE_URL: `sqlite://` needs a file path, e.g. sqlite://./data/scans.db");
         }
-        return Ok(PathBuf::from(path));
+        return Ok(StoreLocation::Sqlite(PathBuf::from(path)));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        bail!(
-            "CERTUS_ASSURANCE_DATABASE_URL: the PostgreSQL backend is not available in this build; \
-             unset the variable to use the embedded SQLite store"
-        );
+        url.parse::<tokio_postgres::Config>().map_err(|e| {
+            anyhow::anyhow!("CERTUS_ASSURANCE_DATABASE_URL is not a valid PostgreSQL URL: {e}")
+        })?;
+        return Ok(StoreLocation::Postgres(url.to_string()));
     }
     Err(anyhow::anyhow!("unsupported scheme"))
-        .context("CERTUS_ASSURANCE_DATABASE_URL must start with sqlite://")
+        .context("CERTUS_ASSURANCE_DATABASE_URL must start with sqlite:// or postgres://")
 }
 
 /// Rewrites clap's "invalid value for '--max-workers <N>'" so that it also names the
@@ -435,6 +574,18 @@ pub fn explain_cli_error(err: clap::Error) -> clap::Error {
         }
     }
     err
+}
+
+/// `<host>-<pid>-<random>`: unique per process, readable in `owner` columns and logs.
+fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "replica".to_string());
+    let mut bytes = [0u8; 3];
+    let _ = getrandom::fill(&mut bytes);
+    format!("{host}-{}-{}", std::process::id(), hex::encode(bytes))
 }
 
 #[cfg(test)]

@@ -114,6 +114,7 @@ pub struct Metrics {
     pub scanner_duration_seconds: HistogramVec,
     pub findings_total: IntCounterVec,
     pub policy_evaluations_total: IntCounterVec,
+    pub scans_pruned_total: IntCounterVec,
     pub workers: IntGauge,
     pub workers_busy: IntGauge,
     /// Unix time the oldest QUEUED scan was submitted; 0 when the queue is empty.
@@ -245,6 +246,11 @@ impl Metrics {
                 "policy_evaluations_total",
                 "Policy verdicts of succeeded scans.",
                 &["profile", "result"],
+            ),
+            scans_pruned_total: counter_vec(
+                "scans_pruned_total",
+                "Finished scans deleted by retention, by their final status.",
+                &["status"],
             ),
             workers: reg(
                 &registry,
@@ -383,6 +389,9 @@ impl Metrics {
         }
         for r in FAILURE_REASONS {
             m.scan_failures_total.with_label_values(&[r]);
+        }
+        for s in ["succeeded", "failed"] {
+            m.scans_pruned_total.with_label_values(&[s]);
         }
         for p in PHASES {
             m.scan_phase_duration_seconds.with_label_values(&[p]);

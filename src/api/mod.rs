@@ -45,7 +45,11 @@ pub fn router(state: AppState) -> Router {
         .route("/stats", get(ops::stats))
         .route("/metrics", get(ops::metrics))
         .route("/v1/profiles", get(scans::list_profiles))
-        .route("/v1/security-scans", post(scans::submit_scan))
+        .route(
+            "/v1/security-scans",
+            post(scans::submit_scan).get(scans::list_scans),
+        )
+        .route("/v1/security-scans/batch", post(scans::submit_batch))
         .route("/v1/security-scans/{test_id}", get(scans::get_scan))
         .route("/v1/security-scans/{test_id}/cancel", post(scans::cancel_scan))
         .route("/v1/security-scans/{test_id}/stream", get(stream::stream_scan_events))

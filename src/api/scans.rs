@@ -19,7 +19,7 @@ use crate::jobs::state::JobState;
 use crate::jobs::{is_test_id, CancelOutcome, NewScan, SubmitError};
 use crate::pipeline::profile::{Profile, BUILTIN_PROFILES};
 use crate::pipeline::source::{parse_git_url, SourcePolicy};
-use crate::storage::ScanRecord;
+use crate::storage::{ListQuery, ScanRecord};
 
 const ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,128}$";
 
@@ -156,13 +156,22 @@ fn valid_branch(b: &str) -> bool {
 
 /// Parses and validates a submission body.
 fn parse_submission(state: &AppState, body: &[u8]) -> Result<NewScan, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+    validate_submission(state, &parse_json_body(body)?)
+}
+
+/// Decodes a JSON body, answering FastAPI's `json_invalid` error when it is not JSON.
+fn parse_json_body(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
         ApiError::Validation(vec![FieldError {
             loc: vec![json!("body"), json!(e.column())],
             msg: format!("JSON decode error: {e}"),
             kind: "json_invalid".into(),
         }])
-    })?;
+    })
+}
+
+/// Validates one submission object (a request body, or one item of a batch).
+fn validate_submission(state: &AppState, value: &Value) -> Result<NewScan, ApiError> {
     let Some(obj) = value.as_object() else {
         return Err(ApiError::Validation(vec![FieldError {
             loc: vec![json!("body")],
@@ -315,21 +324,11 @@ pub async fn submit_scan(
             .with_label_values(&[reason])
             .inc();
     };
-    let body = match body {
+    let body = match read_body(&state, body) {
         Ok(b) => b,
-        Err(rejection) => {
+        Err(e) => {
             rejected("invalid");
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                return Err(ApiError::PayloadTooLarge(format!(
-                    "request body is larger than {} bytes; send a smaller body",
-                    state.config.max_body_bytes
-                )));
-            }
-            return Err(ApiError::invalid(
-                "body",
-                "body_error",
-                rejection.body_text(),
-            ));
+            return Err(e);
         }
     };
     let new = match parse_submission(&state, &body) {
@@ -350,19 +349,7 @@ pub async fn submit_scan(
         },
         SubmitError::Internal(err) => ApiError::Internal(err),
     })?;
-    let body = json!({
-        "test_id": record.test_id,
-        "workspace_id": record.workspace_id,
-        "component_id": record.component_id,
-        "assessment_id": record.assessment_id,
-        "status": record.status,
-        "profile": record.profile,
-        "source_type": record.source_type,
-        "manifest_digest": record.manifest_digest,
-        "upload_status": record.upload_status,
-        "stream_url": stream_url(&record.test_id),
-    });
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    Ok((StatusCode::ACCEPTED, Json(submitted(&record))).into_response())
 }
 
 fn not_found(test_id: &str) -> ApiError {
@@ -433,4 +420,235 @@ pub async fn list_profiles() -> Json<Value> {
         })
         .collect();
     Json(json!({ "profiles": profiles, "default": "light" }))
+}
+
+/// Reads a request body, mapping extractor failures (size limit, broken stream) to clean errors.
+fn read_body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(format!(
+                "request body is larger than {} bytes; send a smaller body",
+                state.config.max_body_bytes
+            ))
+        } else {
+            ApiError::invalid("body", "body_error", rejection.body_text())
+        }
+    })
+}
+
+fn submitted(record: &ScanRecord) -> Value {
+    json!({
+        "test_id": record.test_id,
+        "workspace_id": record.workspace_id,
+        "component_id": record.component_id,
+        "assessment_id": record.assessment_id,
+        "status": record.status,
+        "profile": record.profile,
+        "source_type": record.source_type,
+        "manifest_digest": record.manifest_digest,
+        "upload_status": record.upload_status,
+        "stream_url": stream_url(&record.test_id),
+    })
+}
+
+/// `POST /v1/security-scans/batch`: up to `BATCH_MAX_ITEMS` submissions, each validated on its
+/// own. As many valid items as the queue has room for are admitted together; the answer lists,
+/// per item and in order, the created scan (`status` 202) or the error (`422` or `503`).
+#[tracing::instrument(name = "submit_batch", skip_all)]
+pub async fn submit_batch(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let rejected = |reason: &str, n: u64| {
+        state
+            .metrics
+            .scan_submissions_rejected_total
+            .with_label_values(&[reason])
+            .inc_by(n);
+    };
+    let value = match read_body(&state, body).and_then(|b| parse_json_body(&b)) {
+        Ok(v) => v,
+        Err(e) => {
+            rejected("invalid", 1);
+            return Err(e);
+        }
+    };
+    let items = match &value {
+        Value::Array(items) => items,
+        Value::Object(obj) if obj.get("scans").is_some_and(Value::is_array) => {
+            obj["scans"].as_array().expect("checked")
+        }
+        _ => {
+            rejected("invalid", 1);
+            return Err(ApiError::invalid(
+                "scans",
+                "list_type",
+                "send {\"scans\": [ ...submissions... ]} or a JSON array of submissions",
+            ));
+        }
+    };
+    let max = state.config.batch_max_items;
+    if items.is_empty() || items.len() > max {
+        rejected("invalid", 1);
+        return Err(ApiError::invalid(
+            "scans",
+            "too_long",
+            format!(
+                "a batch holds 1 to {max} submissions (got {}); split it",
+                items.len()
+            ),
+        ));
+    }
+    let mut results: Vec<Option<Value>> = vec![None; items.len()];
+    let mut valid = Vec::new();
+    let mut valid_index = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        match validate_submission(&state, item) {
+            Ok(new) => {
+                valid.push(new);
+                valid_index.push(i);
+            }
+            Err(ApiError::Validation(errors)) => {
+                rejected("invalid", 1);
+                let detail: Vec<FieldError> = errors
+                    .into_iter()
+                    .map(|mut e| {
+                        // ["body", field] becomes ["body", "scans", i, field].
+                        e.loc.splice(1..1, [json!("scans"), json!(i)]);
+                        e
+                    })
+                    .collect();
+                results[i] = Some(json!({"index": i, "status": 422, "detail": detail}));
+            }
+            Err(other) => return Err(other),
+        }
+    }
+    let outcomes = state.jobs.submit_batch(valid).await?;
+    for (i, outcome) in valid_index.into_iter().zip(outcomes) {
+        results[i] = Some(match outcome {
+            Ok(record) => json!({"index": i, "status": 202, "scan": submitted(&record)}),
+            Err(err) => json!({"index": i, "status": 503, "detail": err.to_string()}),
+        });
+    }
+    let results: Vec<Value> = results
+        .into_iter()
+        .map(|r| r.expect("every item answered"))
+        .collect();
+    let accepted = results.iter().filter(|r| r["status"] == 202).count();
+    Ok((
+        StatusCode::OK,
+        Json(json!({
+            "accepted": accepted,
+            "rejected": results.len() - accepted,
+            "results": results,
+        })),
+    )
+        .into_response())
+}
+
+/// Default and largest page size of `GET /v1/security-scans`.
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
+
+fn encode_cursor(seq: i64) -> String {
+    format!("c1{}", hex::encode(seq.to_be_bytes()))
+}
+
+fn decode_cursor(cursor: &str) -> Option<i64> {
+    let bytes = hex::decode(cursor.strip_prefix("c1")?).ok()?;
+    Some(i64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+fn parse_time(value: &str) -> Option<f64> {
+    if let Ok(secs) = value.parse::<f64>() {
+        return secs.is_finite().then_some(secs);
+    }
+    humantime::parse_rfc3339_weak(value)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs_f64())
+}
+
+/// `GET /v1/security-scans`: filters, newest first, keyset pagination with an opaque cursor.
+pub async fn list_scans(
+    State(state): State<AppState>,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let pairs: Vec<(String, String)> = raw
+        .as_deref()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut query = ListQuery {
+        limit: DEFAULT_PAGE,
+        ..ListQuery::default()
+    };
+    let mut errors = Vec::new();
+    for (key, value) in pairs {
+        match key.as_str() {
+            "workspace_id" => query.workspace_id = Some(value),
+            "component_id" => query.component_id = Some(value),
+            "assessment_id" => query.assessment_id = Some(value),
+            "profile" => query.profile = Some(value),
+            "status" => match value.parse::<JobState>() {
+                Ok(s) => query.status = Some(s),
+                Err(_) => errors.push(FieldError::query(
+                    "status",
+                    "enum",
+                    "Input should be 'QUEUED', 'RUNNING', 'SUCCEEDED' or 'FAILED'",
+                )),
+            },
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => query.limit = n,
+                _ => errors.push(FieldError::query(
+                    "limit",
+                    "int_range",
+                    format!("Input should be a whole number from 1 to {MAX_PAGE}"),
+                )),
+            },
+            "cursor" => match decode_cursor(&value) {
+                Some(seq) => query.before_seq = Some(seq),
+                None => errors.push(FieldError::query(
+                    "cursor",
+                    "value_error",
+                    "cursor is not one this server issued; pass next_cursor from the previous page unchanged",
+                )),
+            },
+            "submitted_after" | "submitted_before" => match parse_time(&value) {
+                Some(t) if key == "submitted_after" => query.submitted_after = Some(t),
+                Some(t) => query.submitted_before = Some(t),
+                None => errors.push(FieldError::query(
+                    &key,
+                    "datetime_parsing",
+                    "Input should be an RFC 3339 time such as 2025-12-13T19:30:45Z, or Unix seconds",
+                )),
+            },
+            // Unknown parameters are ignored, as the earlier service did.
+            _ => {}
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let limit = query.limit;
+    // One extra row tells whether another page exists.
+    query.limit = limit + 1;
+    let mut rows = state.jobs.list(query).await?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next_cursor = if more {
+        rows.last().map(|(seq, _)| encode_cursor(*seq))
+    } else {
+        None
+    };
+    let scans: Vec<Value> = rows.iter().map(|(_, r)| scan_resource(r)).collect();
+    Ok(Json(json!({
+        "scans": scans,
+        "count": scans.len(),
+        "limit": limit,
+        "next_cursor": next_cursor,
+    })))
 }

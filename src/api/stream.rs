@@ -10,7 +10,10 @@ use axum::Json;
 use serde_json::json;
 
 use super::AppState;
-use crate::jobs::{is_test_id, EventSource};
+use std::sync::Arc;
+
+use crate::jobs::events::{StreamEvent, Subscription};
+use crate::jobs::{is_test_id, EventSource, StoredFeed};
 use crate::metrics::Metrics;
 
 /// Close code for an unknown scan id (4000-4999 are application codes).
@@ -90,32 +93,62 @@ async fn serve_stream(mut socket: WebSocket, state: AppState, source: Option<Eve
             }
             close(&mut socket, close_code::NORMAL, "scan complete").await;
         }
-        Some(EventSource::Live(mut subscription)) => loop {
-            tokio::select! {
-                event = subscription.next() => {
-                    let Some(event) = event else {
-                        close(&mut socket, close_code::ERROR, "event channel closed").await;
-                        return;
-                    };
-                    if socket.send(Message::Text(event.json.as_ref().into())).await.is_err() {
-                        return;
-                    }
-                    sent.inc();
-                    if event.terminal {
-                        close(&mut socket, close_code::NORMAL, "scan complete").await;
-                        return;
-                    }
+        Some(EventSource::Live(subscription)) => {
+            follow(&mut socket, &state, Feed::Local(subscription)).await
+        }
+        Some(EventSource::Stored(feed)) => follow(&mut socket, &state, Feed::Stored(feed)).await,
+    }
+}
+
+/// A live source of events: this replica's channel, or the stored log of a shared store.
+enum Feed {
+    Local(Subscription),
+    Stored(StoredFeed),
+}
+
+impl Feed {
+    async fn next(&mut self) -> Option<Arc<StreamEvent>> {
+        match self {
+            Feed::Local(s) => s.next().await,
+            Feed::Stored(f) => match f.next().await {
+                Ok(event) => event,
+                Err(err) => {
+                    tracing::warn!(error = %err, "reading stored events failed; closing the stream");
+                    None
                 }
-                incoming = socket.recv() => match incoming {
-                    // Clients have nothing to say; pings are answered by the protocol layer.
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                    Some(Ok(_)) => {}
-                },
-                _ = state.shutdown.cancelled() => {
-                    close(&mut socket, close_code::AWAY, "server shutting down").await;
+            },
+        }
+    }
+}
+
+/// Sends events until the terminal one (then a normal close), the client leaves, or shutdown.
+async fn follow(socket: &mut WebSocket, state: &AppState, mut feed: Feed) {
+    let sent = &state.metrics.stream_events_sent_total;
+    loop {
+        tokio::select! {
+            event = feed.next() => {
+                let Some(event) = event else {
+                    close(socket, close_code::ERROR, "event stream ended unexpectedly; reconnect to resume").await;
+                    return;
+                };
+                if socket.send(Message::Text(event.json.as_ref().into())).await.is_err() {
+                    return;
+                }
+                sent.inc();
+                if event.terminal {
+                    close(socket, close_code::NORMAL, "scan complete").await;
                     return;
                 }
             }
-        },
+            incoming = socket.recv() => match incoming {
+                // Clients have nothing to say; pings are answered by the protocol layer.
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            _ = state.shutdown.cancelled() => {
+                close(socket, close_code::AWAY, "server shutting down").await;
+                return;
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, ScanEvent};
-use crate::storage::{Completion, JobStore, ScanRecord};
+use crate::storage::{Completion, JobStore, LeaseState, ListQuery, PrunePolicy, ScanRecord};
 use events::{EventHub, Subscription};
 use state::{FailureReason, JobState, UploadStatus};
 
@@ -71,10 +71,90 @@ pub enum CancelOutcome {
 
 /// What a stream subscriber gets for a scan.
 pub enum EventSource {
-    /// Live (or recently finished) channel.
+    /// Live (or recently finished) channel of this replica.
     Live(Subscription),
+    /// The scan's stored event log on a shared store, followed until the terminal event.
+    Stored(StoredFeed),
     /// A finished scan whose channel is gone: its recorded events (may be empty).
     Recorded(Vec<String>),
+}
+
+/// Follows a scan's stored event log (shared store): replay, then new events as the replica
+/// running the scan stores them, until the terminal event.
+pub struct StoredFeed {
+    jobs: JobManager,
+    test_id: String,
+    last_seq: i64,
+    buffer: std::collections::VecDeque<Arc<events::StreamEvent>>,
+    done: bool,
+}
+
+/// How often a stored feed looks for new events.
+const STORED_FEED_POLL: Duration = Duration::from_millis(250);
+
+impl StoredFeed {
+    /// The next event, or `None` after the terminal event.
+    pub async fn next(&mut self) -> anyhow::Result<Option<Arc<events::StreamEvent>>> {
+        loop {
+            if let Some(event) = self.buffer.pop_front() {
+                self.done |= event.terminal;
+                return Ok(Some(event));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            let store = &self.jobs.inner.store;
+            let stored = store
+                .events_after(self.test_id.clone(), self.last_seq)
+                .await?;
+            if !stored.is_empty() {
+                for (seq, json) in stored {
+                    self.last_seq = seq;
+                    let terminal = json.contains("\"type\":\"scan_complete\"");
+                    self.buffer.push_back(Arc::new(events::StreamEvent {
+                        seq: seq as u64,
+                        droppable: false,
+                        terminal,
+                        json: json.into(),
+                    }));
+                }
+                continue;
+            }
+            // Nothing new: a finished scan whose log holds no terminal event (cancelled while
+            // queued, or interrupted) ends with one made from its record.
+            let record = self
+                .jobs
+                .get(&self.test_id)
+                .await?
+                .context("scan vanished")?;
+            if record.status.is_terminal() {
+                let again = store
+                    .events_after(self.test_id.clone(), self.last_seq)
+                    .await?;
+                if again.is_empty() {
+                    let at = record.finished_at.unwrap_or_else(now_secs);
+                    let json = events::event_json(&terminal_event(&record), at);
+                    self.buffer.push_back(Arc::new(events::StreamEvent {
+                        seq: self.last_seq as u64 + 1,
+                        droppable: false,
+                        terminal: true,
+                        json: json.into(),
+                    }));
+                }
+                continue;
+            }
+            tokio::time::sleep(STORED_FEED_POLL).await;
+        }
+    }
+}
+
+fn terminal_event(record: &ScanRecord) -> ScanEvent {
+    ScanEvent::ScanComplete {
+        status: record.status.as_str().to_string(),
+        manifest_digest: record.manifest_digest.clone(),
+        failure_reason: record.failure_reason.map(|r| r.as_str().to_string()),
+        bundle: record.artifacts.clone().unwrap_or_default(),
+    }
 }
 
 /// Settings of the job engine.
@@ -84,6 +164,10 @@ pub struct JobSettings {
     pub max_workers: usize,
     pub default_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Lease of a running scan on a shared store.
+    pub lease: Duration,
+    /// Runs of one scan before a replica death fails it.
+    pub max_attempts: u32,
 }
 
 struct RunningJob {
@@ -267,46 +351,8 @@ impl JobManager {
                 .inc();
             return Err(SubmitError::QueueFull(self.queued_count() as usize));
         }
-        let record = ScanRecord {
-            test_id: new_test_id(),
-            workspace_id: new.workspace_id,
-            component_id: new.component_id,
-            assessment_id: new.assessment_id,
-            source_type: new.source_type,
-            git_url: new.git_display_url.clone(),
-            branch: new.branch,
-            requested_commit: new.commit,
-            directory_path: None,
-            archive_path: None,
-            requested_by: new.requested_by,
-            profile: new.profile,
-            manifest_digest: new.manifest_digest,
-            timeout_seconds: new.timeout_seconds,
-            status: JobState::Queued,
-            failure_reason: None,
-            errors: vec![],
-            resolved_commit: None,
-            resolved_branch: None,
-            summary: None,
-            artifacts: None,
-            submitted_at: now_secs(),
-            started_at: None,
-            finished_at: None,
-            attempts: 0,
-            upload_status: UploadStatus::Pending,
-            upload_permission_id: None,
-            verification_proof: None,
-            remote_artifacts: None,
-        };
-        if let (Some(clone), Some(display)) = (&new.git_clone_url, &new.git_display_url) {
-            if clone != display {
-                self.inner
-                    .credentials
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(record.test_id.clone(), clone.clone());
-            }
-        }
+        let record = new_record(&new);
+        self.remember_credentials(&record.test_id, &new);
         if let Err(err) = self.inner.store.insert(record.clone()).await {
             self.forget_credentials(&record.test_id);
             return Err(SubmitError::Internal(err));
@@ -321,6 +367,122 @@ impl JobManager {
         tracing::info!(job.id = %record.test_id, workspace.id = %record.workspace_id, profile = %record.profile, "scan queued");
         self.inner.wake.notify_one();
         Ok(record)
+    }
+
+    fn remember_credentials(&self, test_id: &str, new: &NewScan) {
+        if let (Some(clone), Some(display)) = (&new.git_clone_url, &new.git_display_url) {
+            if clone != display {
+                self.inner
+                    .credentials
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(test_id.to_string(), clone.clone());
+            }
+        }
+    }
+
+    /// Admits several scans at once: as many as the queue has room for are admitted (in one
+    /// store transaction), the rest are refused as queue-full. The answer is per item, in order.
+    pub async fn submit_batch(
+        &self,
+        items: Vec<NewScan>,
+    ) -> anyhow::Result<Vec<Result<ScanRecord, SubmitError>>> {
+        let metrics = &self.inner.metrics;
+        if self.is_draining() {
+            metrics
+                .scan_submissions_rejected_total
+                .with_label_values(&["draining"])
+                .inc_by(items.len() as u64);
+            return Ok(items.iter().map(|_| Err(SubmitError::Draining)).collect());
+        }
+        let admission = self.inner.admission.lock().await;
+        let queued = self.queued_count().max(0) as usize;
+        let room = self.inner.settings.max_queue.saturating_sub(queued);
+        let admitted: Vec<ScanRecord> = items.iter().take(room).map(new_record).collect();
+        for (record, new) in admitted.iter().zip(&items) {
+            self.remember_credentials(&record.test_id, new);
+        }
+        if let Err(err) = self.inner.store.insert_many(admitted.clone()).await {
+            for record in &admitted {
+                self.forget_credentials(&record.test_id);
+            }
+            return Err(err);
+        }
+        let n = admitted.len() as i64;
+        metrics.scans.with_label_values(&["queued"]).add(n);
+        metrics.uploads.with_label_values(&["pending"]).add(n);
+        for record in &admitted {
+            metrics
+                .scans_submitted_total
+                .with_label_values(&[&record.profile, &record.source_type])
+                .inc();
+        }
+        drop(admission);
+        let refused = items.len() - admitted.len();
+        if refused > 0 {
+            metrics
+                .scan_submissions_rejected_total
+                .with_label_values(&["queue_full"])
+                .inc_by(refused as u64);
+        }
+        for _ in 0..admitted.len().min(self.inner.settings.max_workers.max(1)) {
+            self.inner.wake.notify_one();
+        }
+        tracing::info!(admitted = admitted.len(), refused, "batch submitted");
+        let full = queued + admitted.len();
+        Ok(admitted
+            .into_iter()
+            .map(Ok)
+            .chain((0..refused).map(|_| Err(SubmitError::QueueFull(full))))
+            .collect())
+    }
+
+    /// Scans matching the query, newest first, with their keyset positions.
+    pub async fn list(&self, query: ListQuery) -> anyhow::Result<Vec<(i64, ScanRecord)>> {
+        self.inner.store.list(query).await
+    }
+
+    /// Applies the retention policy until nothing more is prunable; removes each pruned scan's
+    /// bundle and moves the gauges. Returns how many scans were pruned.
+    pub async fn prune(&self, policy: PrunePolicy) -> anyhow::Result<usize> {
+        let mut total = 0;
+        loop {
+            let pruned = self.inner.store.prune(policy).await?;
+            let m = &self.inner.metrics;
+            for p in &pruned {
+                m.scans.with_label_values(&[p.status.label()]).dec();
+                m.uploads
+                    .with_label_values(&[p.upload_status.as_str()])
+                    .dec();
+                m.scans_pruned_total
+                    .with_label_values(&[p.status.label()])
+                    .inc();
+                self.inner.events.remove(&p.test_id);
+            }
+            let dirs: Vec<_> = pruned
+                .iter()
+                .map(|p| self.inner.pipeline.artifact_dir(&p.test_id))
+                .collect();
+            tokio::task::spawn_blocking(move || {
+                for dir in dirs {
+                    if let Err(err) = std::fs::remove_dir_all(&dir) {
+                        if err.kind() != std::io::ErrorKind::NotFound {
+                            tracing::warn!(path = %dir.display(), error = %err, "could not remove a pruned bundle");
+                        }
+                    }
+                }
+            })
+            .await
+            .context("removing pruned bundles")?;
+            total += pruned.len();
+            if pruned.len() < policy.batch as usize {
+                break;
+            }
+        }
+        if total > 0 {
+            tracing::info!(pruned = total, "retention pruned finished scans");
+        }
+        Ok(total)
     }
 
     pub async fn get(&self, test_id: &str) -> anyhow::Result<Option<ScanRecord>> {
@@ -383,6 +545,12 @@ impl JobManager {
             tracing::info!(job.id = %test_id, "cancellation requested for a running scan");
             return Ok(CancelOutcome::Requested(record));
         }
+        // Another replica runs it: it sees the request when it next renews its lease.
+        let store = &self.inner.store;
+        if store.is_shared() && store.request_cancel(test_id.to_string()).await? {
+            tracing::info!(job.id = %test_id, "cancellation requested for a scan running on another replica");
+            return Ok(CancelOutcome::Requested(record));
+        }
         if record.status.is_terminal() {
             return Ok(CancelOutcome::AlreadyFinished(record));
         }
@@ -399,6 +567,15 @@ impl JobManager {
         let Some(record) = self.get(test_id).await? else {
             return Ok(None);
         };
+        if self.inner.store.is_shared() {
+            return Ok(Some(EventSource::Stored(StoredFeed {
+                jobs: self.clone(),
+                test_id: test_id.to_string(),
+                last_seq: 0,
+                buffer: Default::default(),
+                done: false,
+            })));
+        }
         if !record.status.is_terminal() {
             let channel = self.inner.events.channel(test_id);
             // The scan may have finished between the read and the subscription.
@@ -426,14 +603,8 @@ impl JobManager {
             .last()
             .is_some_and(|l| l.contains("\"type\":\"scan_complete\""));
         if !has_terminal {
-            let event = ScanEvent::ScanComplete {
-                status: record.status.as_str().to_string(),
-                manifest_digest: record.manifest_digest.clone(),
-                failure_reason: record.failure_reason.map(|r| r.as_str().to_string()),
-                bundle: record.artifacts.clone().unwrap_or_default(),
-            };
             lines.push(events::event_json(
-                &event,
+                &terminal_event(&record),
                 record.finished_at.unwrap_or_else(now_secs),
             ));
         }
@@ -443,9 +614,19 @@ impl JobManager {
     /// Claims the next queued scan for this process, moving the metrics.
     pub(crate) async fn claim(&self) -> anyhow::Result<Option<ScanRecord>> {
         let started = now_secs();
-        let Some(record) = self.inner.store.claim_next(started).await? else {
+        let store = &self.inner.store;
+        let claimed = if store.is_shared() {
+            let lease_until = started + self.inner.settings.lease.as_secs_f64();
+            store.claim_leased(started, lease_until).await?
+        } else {
+            store.claim_next(started).await?
+        };
+        let Some(record) = claimed else {
             return Ok(None);
         };
+        if store.is_shared() {
+            self.mirror_events(&record.test_id);
+        }
         let m = &self.inner.metrics;
         m.scan_transition("queued", "running");
         m.scan_queue_wait_seconds
@@ -491,6 +672,14 @@ impl JobManager {
             .unwrap_or_else(|p| p.into_inner())
             .insert(test_id.to_string(), job);
         handles
+    }
+
+    /// Forgets a scan this replica stopped running without recording an outcome (its lease was
+    /// lost: another replica owns it now).
+    pub(crate) fn abandon(&self, test_id: &str) {
+        self.unregister_running(test_id);
+        self.forget_credentials(test_id);
+        self.inner.events.remove(test_id);
     }
 
     fn unregister_running(&self, test_id: &str) {
@@ -613,9 +802,133 @@ impl JobManager {
         self.inner.events.finish(test_id);
     }
 
+    /// Whether several replicas share the store.
+    pub fn is_shared(&self) -> bool {
+        self.inner.store.is_shared()
+    }
+
+    /// Renews the lease of a scan this replica runs (shared store).
+    pub(crate) async fn renew(&self, test_id: &str) -> anyhow::Result<LeaseState> {
+        let until = now_secs() + self.inner.settings.lease.as_secs_f64();
+        self.inner
+            .store
+            .renew_lease(test_id.to_string(), until)
+            .await
+    }
+
+    /// Shared store: re-queues (or fails) scans whose replica died, then sets the store-derived
+    /// gauges to the cluster's counts.
+    pub async fn reconcile_cluster(&self) -> anyhow::Result<()> {
+        let reclaimed = self
+            .inner
+            .store
+            .reclaim_expired(now_secs(), self.inner.settings.max_attempts)
+            .await?;
+        let m = &self.inner.metrics;
+        for id in &reclaimed.requeued {
+            tracing::warn!(job.id = %id, "lease expired (its replica stopped); scan queued again");
+            m.scan_transitions_total
+                .with_label_values(&["running", "queued"])
+                .inc();
+        }
+        for id in &reclaimed.failed {
+            tracing::warn!(job.id = %id, "lease expired and attempts are used up; scan FAILED (interrupted)");
+            m.scan_transitions_total
+                .with_label_values(&["running", "failed"])
+                .inc();
+            m.scan_failures_total
+                .with_label_values(&["interrupted"])
+                .inc();
+        }
+        if !reclaimed.requeued.is_empty() {
+            self.inner.wake.notify_waiters();
+        }
+        self.reconcile_gauges().await
+    }
+
+    /// Shared store: copies every event of a scan run here into the stored event log, in order,
+    /// so streams on other replicas can follow it. Ends after the terminal event.
+    fn mirror_events(&self, test_id: &str) {
+        let mut subscription = self.inner.events.channel(test_id).subscribe();
+        let store = self.inner.store.clone();
+        let id = test_id.to_string();
+        tokio::spawn(async move {
+            loop {
+                let Some(event) = subscription.next().await else {
+                    break;
+                };
+                let mut batch = vec![(event.seq as i64, event.json.to_string())];
+                let mut finished = event.terminal;
+                // Gather what is already waiting into one insert.
+                while batch.len() < 200 && !finished {
+                    match tokio::time::timeout(Duration::from_millis(20), subscription.next()).await
+                    {
+                        Ok(Some(more)) => {
+                            finished = more.terminal;
+                            batch.push((more.seq as i64, more.json.to_string()));
+                        }
+                        _ => break,
+                    }
+                }
+                let mut delay = Duration::from_millis(100);
+                for attempt in 1..=5 {
+                    match store.append_events(id.clone(), batch.clone()).await {
+                        Ok(()) => break,
+                        Err(err) if attempt < 5 => {
+                            tracing::warn!(job.id = %id, error = %err, "storing events failed; retrying");
+                            tokio::time::sleep(delay).await;
+                            delay *= 2;
+                        }
+                        Err(err) => {
+                            tracing::error!(job.id = %id, error = %err, "storing events failed; streams on other replicas miss them")
+                        }
+                    }
+                }
+                if finished {
+                    break;
+                }
+            }
+        });
+    }
+
     /// Waits until a scan may be queued or shutdown starts.
     pub(crate) async fn wait_for_work(&self, poll: Duration) {
         let _ = tokio::time::timeout(poll, self.inner.wake.notified()).await;
+    }
+}
+
+/// The stored form of a new submission (QUEUED, upload pending).
+fn new_record(new: &NewScan) -> ScanRecord {
+    ScanRecord {
+        test_id: new_test_id(),
+        workspace_id: new.workspace_id.clone(),
+        component_id: new.component_id.clone(),
+        assessment_id: new.assessment_id.clone(),
+        source_type: new.source_type.clone(),
+        git_url: new.git_display_url.clone(),
+        branch: new.branch.clone(),
+        requested_commit: new.commit.clone(),
+        directory_path: None,
+        archive_path: None,
+        requested_by: new.requested_by.clone(),
+        profile: new.profile.clone(),
+        manifest_digest: new.manifest_digest.clone(),
+        timeout_seconds: new.timeout_seconds,
+        status: JobState::Queued,
+        failure_reason: None,
+        errors: vec![],
+        resolved_commit: None,
+        resolved_branch: None,
+        summary: None,
+        artifacts: None,
+        submitted_at: now_secs(),
+        started_at: None,
+        finished_at: None,
+        attempts: 0,
+        upload_status: UploadStatus::Pending,
+        upload_permission_id: None,
+        verification_proof: None,
+        remote_artifacts: None,
     }
 }
 

@@ -16,7 +16,7 @@ use super::{append_stream_line, now_secs, JobManager};
 use crate::pipeline::profile::Profile;
 use crate::pipeline::source::{parse_git_url, GitUrl};
 use crate::pipeline::{FailureKind, ProgressSink, ScanEvent, ScanSpec};
-use crate::storage::{Completion, ScanRecord};
+use crate::storage::{Completion, LeaseState, ScanRecord};
 
 /// How long a stopped pipeline may take to notice the stop before the worker records the outcome
 /// and moves on. A clone blocked in a socket read only notices when libgit2's read timeout fires;
@@ -198,7 +198,29 @@ async fn run_one(jobs: &JobManager, record: ScanRecord, hard_stop: &Cancellation
         Timeout,
         Cancel,
         Shutdown,
+        /// Another replica reclaimed the scan (our lease expired): stop without recording.
+        LeaseLost,
     }
+    // On a shared store the lease is renewed every third of its length; a renewal also
+    // carries cancel requests made through other replicas.
+    let renewals = async {
+        if !jobs.is_shared() {
+            return std::future::pending::<Interrupt>().await;
+        }
+        let every = jobs.settings().lease / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            match jobs.renew(&test_id).await {
+                Ok(LeaseState::Held) => {}
+                Ok(LeaseState::CancelRequested) => {
+                    cancel_requested.store(true, Ordering::SeqCst);
+                    return Interrupt::Cancel;
+                }
+                Ok(LeaseState::Lost) => return Interrupt::LeaseLost,
+                Err(err) => tracing::warn!(error = %err, "renewing the lease failed; retrying"),
+            }
+        }
+    };
     let interrupt = tokio::select! {
         result = &mut task => {
             return complete(jobs, &record, result, &cancel_requested).await;
@@ -206,6 +228,7 @@ async fn run_one(jobs: &JobManager, record: ScanRecord, hard_stop: &Cancellation
         _ = tokio::time::sleep(timeout) => Interrupt::Timeout,
         _ = cancel.notified() => Interrupt::Cancel,
         _ = hard_stop.cancelled() => Interrupt::Shutdown,
+        lost = renewals => lost,
     };
     stop.store(true, Ordering::SeqCst);
     // Let the pipeline notice the stop and remove its workspace; abort it if it does not.
@@ -218,6 +241,13 @@ async fn run_one(jobs: &JobManager, record: ScanRecord, hard_stop: &Cancellation
         });
     }
     match interrupt {
+        Interrupt::LeaseLost => {
+            tracing::warn!(
+                "lease lost to another replica; this replica stops the scan without recording it"
+            );
+            jobs.abandon(&record.test_id);
+            Ended::Finished
+        }
         Interrupt::Timeout => {
             let message = format!(
                 "the scan exceeded its time limit of {}s; raise timeout_seconds or use a lighter profile",

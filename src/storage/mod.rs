@@ -1,6 +1,7 @@
 //! The job store: the `JobStore` interface, the scan record it keeps, the backend chosen from the
 //! configuration, and the embedded migrations. It knows nothing of HTTP or scanning.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -72,6 +73,41 @@ pub struct Recovered {
     pub requeued: Vec<String>,
 }
 
+/// Filters and page bounds of a list query; results are newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub workspace_id: Option<String>,
+    pub component_id: Option<String>,
+    pub assessment_id: Option<String>,
+    pub status: Option<JobState>,
+    pub profile: Option<String>,
+    /// Only scans submitted at or after this Unix time.
+    pub submitted_after: Option<f64>,
+    /// Only scans submitted before this Unix time.
+    pub submitted_before: Option<f64>,
+    /// Keyset cursor: only scans whose sequence number is below this one.
+    pub before_seq: Option<i64>,
+    pub limit: usize,
+}
+
+/// What retention may delete: finished scans older than a cut-off, and finished scans beyond
+/// the newest `keep_latest`. Running scans and scans with an upload in flight are never pruned.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PrunePolicy {
+    pub finished_before: Option<f64>,
+    pub keep_latest: Option<u64>,
+    /// Most rows deleted in one pass (keeps each write transaction short).
+    pub batch: u32,
+}
+
+/// One scan removed by retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrunedScan {
+    pub test_id: String,
+    pub status: JobState,
+    pub upload_status: UploadStatus,
+}
+
 /// The storage interface the job manager uses. Every state change is a conditional update on
 /// the stored status, so a change that lost a race reports `false` instead of overwriting.
 pub trait JobStore: Send + Sync + 'static {
@@ -103,4 +139,76 @@ pub trait JobStore: Send + Sync + 'static {
     fn counts(&self) -> BoxFuture<'_, anyhow::Result<StoreCounts>>;
     /// Submission time of the oldest QUEUED scan and start time of the oldest RUNNING one.
     fn oldest(&self) -> BoxFuture<'_, anyhow::Result<(Option<f64>, Option<f64>)>>;
+    /// Inserts several new QUEUED scans in one transaction: all or none.
+    fn insert_many(&self, scans: Vec<ScanRecord>) -> BoxFuture<'_, anyhow::Result<()>>;
+    /// Scans matching `query`, newest first, with their sequence numbers (the keyset).
+    fn list(&self, query: ListQuery) -> BoxFuture<'_, anyhow::Result<Vec<(i64, ScanRecord)>>>;
+    /// Deletes finished scans selected by `policy`; returns what was deleted.
+    fn prune(&self, policy: PrunePolicy) -> BoxFuture<'_, anyhow::Result<Vec<PrunedScan>>>;
+
+    // Several replicas sharing one store. The embedded store serves one process, so its defaults
+    // say "not shared": leases never expire behind its back, cancellation and events stay in
+    // memory, and start-up recovery handles a dead process.
+
+    /// Whether several replicas may share this store.
+    fn is_shared(&self) -> bool {
+        false
+    }
+    /// Claims like [`JobStore::claim_next`], recording this replica as owner with a lease
+    /// until `lease_until`.
+    fn claim_leased(
+        &self,
+        now: f64,
+        _lease_until: f64,
+    ) -> BoxFuture<'_, anyhow::Result<Option<ScanRecord>>> {
+        self.claim_next(now)
+    }
+    /// Extends the lease of a running scan this replica owns.
+    fn renew_lease(
+        &self,
+        _test_id: String,
+        _lease_until: f64,
+    ) -> BoxFuture<'_, anyhow::Result<LeaseState>> {
+        Box::pin(async { Ok(LeaseState::Held) })
+    }
+    /// Asks whichever replica runs the scan to stop it; `false` if it is not RUNNING.
+    fn request_cancel(&self, _test_id: String) -> BoxFuture<'_, anyhow::Result<bool>> {
+        Box::pin(async { Ok(false) })
+    }
+    /// Scans whose lease expired (their replica died): re-queued while `attempts < max_attempts`,
+    /// else FAILED (`interrupted`).
+    fn reclaim_expired(
+        &self,
+        _now: f64,
+        _max_attempts: u32,
+    ) -> BoxFuture<'_, anyhow::Result<Recovered>> {
+        Box::pin(async { Ok(Recovered::default()) })
+    }
+    /// Appends published events (`(seq, json)`) to the scan's stored event log.
+    fn append_events(
+        &self,
+        _test_id: String,
+        _events: Vec<(i64, String)>,
+    ) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Stored events of a scan after `after_seq`, in order.
+    fn events_after(
+        &self,
+        _test_id: String,
+        _after_seq: i64,
+    ) -> BoxFuture<'_, anyhow::Result<Vec<(i64, String)>>> {
+        Box::pin(async { Ok(vec![]) })
+    }
+}
+
+/// What a lease renewal found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseState {
+    /// Still ours; keep running.
+    Held,
+    /// Still ours, and a cancel was requested (possibly through another replica).
+    CancelRequested,
+    /// No longer ours (reclaimed after an expiry, or finished elsewhere): stop without recording.
+    Lost,
 }

@@ -9,11 +9,16 @@ use anyhow::Context;
 use futures_util::future::BoxFuture;
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
-use super::{Completion, JobStore, Recovered, ScanRecord, StoreCounts};
+use super::{
+    Completion, JobStore, ListQuery, PrunePolicy, PrunedScan, Recovered, ScanRecord, StoreCounts,
+};
 use crate::jobs::state::{FailureReason, JobState, UploadStatus};
 
 /// Embedded migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_scans.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_scans.sql"),
+    include_str!("../../migrations/sqlite/0003_list_indexes.sql"),
+];
 
 const COLUMNS: &str = "test_id, workspace_id, component_id, assessment_id, source_type, git_url, \
     branch, requested_commit, directory_path, archive_path, requested_by, profile, manifest_digest, \
@@ -95,39 +100,44 @@ fn parse_enum<T: std::str::FromStr<Err = String>>(s: String) -> rusqlite::Result
 }
 
 fn row_to_record(row: &Row<'_>) -> rusqlite::Result<ScanRecord> {
+    row_to_record_at(row, 0)
+}
+
+/// Reads a record whose columns start at index `o` (list queries put `seq` first).
+fn row_to_record_at(row: &Row<'_>, o: usize) -> rusqlite::Result<ScanRecord> {
     Ok(ScanRecord {
-        test_id: row.get(0)?,
-        workspace_id: row.get(1)?,
-        component_id: row.get(2)?,
-        assessment_id: row.get(3)?,
-        source_type: row.get(4)?,
-        git_url: row.get(5)?,
-        branch: row.get(6)?,
-        requested_commit: row.get(7)?,
-        directory_path: row.get(8)?,
-        archive_path: row.get(9)?,
-        requested_by: row.get(10)?,
-        profile: row.get(11)?,
-        manifest_digest: row.get(12)?,
-        timeout_seconds: row.get::<_, i64>(13)? as u64,
-        status: parse_enum::<JobState>(row.get(14)?)?,
-        failure_reason: match row.get::<_, Option<String>>(15)? {
+        test_id: row.get(o)?,
+        workspace_id: row.get(o + 1)?,
+        component_id: row.get(o + 2)?,
+        assessment_id: row.get(o + 3)?,
+        source_type: row.get(o + 4)?,
+        git_url: row.get(o + 5)?,
+        branch: row.get(o + 6)?,
+        requested_commit: row.get(o + 7)?,
+        directory_path: row.get(o + 8)?,
+        archive_path: row.get(o + 9)?,
+        requested_by: row.get(o + 10)?,
+        profile: row.get(o + 11)?,
+        manifest_digest: row.get(o + 12)?,
+        timeout_seconds: row.get::<_, i64>(o + 13)? as u64,
+        status: parse_enum::<JobState>(row.get(o + 14)?)?,
+        failure_reason: match row.get::<_, Option<String>>(o + 15)? {
             Some(r) => Some(parse_enum::<FailureReason>(r)?),
             None => None,
         },
-        errors: parse_json(row.get(16)?)?.unwrap_or_default(),
-        resolved_commit: row.get(17)?,
-        resolved_branch: row.get(18)?,
-        summary: parse_json(row.get(19)?)?,
-        artifacts: parse_json(row.get(20)?)?,
-        submitted_at: row.get(21)?,
-        started_at: row.get(22)?,
-        finished_at: row.get(23)?,
-        attempts: row.get::<_, i64>(24)? as u32,
-        upload_status: parse_enum::<UploadStatus>(row.get(25)?)?,
-        upload_permission_id: row.get(26)?,
-        verification_proof: parse_json(row.get(27)?)?,
-        remote_artifacts: parse_json(row.get(28)?)?,
+        errors: parse_json(row.get(o + 16)?)?.unwrap_or_default(),
+        resolved_commit: row.get(o + 17)?,
+        resolved_branch: row.get(o + 18)?,
+        summary: parse_json(row.get(o + 19)?)?,
+        artifacts: parse_json(row.get(o + 20)?)?,
+        submitted_at: row.get(o + 21)?,
+        started_at: row.get(o + 22)?,
+        finished_at: row.get(o + 23)?,
+        attempts: row.get::<_, i64>(o + 24)? as u32,
+        upload_status: parse_enum::<UploadStatus>(row.get(o + 25)?)?,
+        upload_permission_id: row.get(o + 26)?,
+        verification_proof: parse_json(row.get(o + 27)?)?,
+        remote_artifacts: parse_json(row.get(o + 28)?)?,
     })
 }
 
@@ -136,11 +146,9 @@ fn to_json<T: serde::Serialize>(v: &Option<T>) -> Option<String> {
         .map(|v| serde_json::to_string(v).expect("plain data serializes"))
 }
 
-impl JobStore for SqliteStore {
-    fn insert(&self, s: ScanRecord) -> BoxFuture<'_, anyhow::Result<()>> {
-        self.with_conn(move |conn| {
-            conn.execute(
-                "INSERT INTO scans (test_id, workspace_id, component_id, assessment_id, source_type,
+fn insert_row(conn: &Connection, s: &ScanRecord) -> anyhow::Result<()> {
+    conn.execute(
+        "INSERT INTO scans (test_id, workspace_id, component_id, assessment_id, source_type,
                     git_url, branch, requested_commit, directory_path, archive_path, requested_by,
                     profile, manifest_digest, timeout_seconds, status, errors_json, submitted_at,
                     upload_status)
@@ -148,30 +156,34 @@ impl JobStore for SqliteStore {
                     :git_url, :branch, :requested_commit, :directory_path, :archive_path,
                     :requested_by, :profile, :manifest_digest, :timeout_seconds, :status, :errors,
                     :submitted_at, :upload_status)",
-                named_params! {
-                    ":test_id": s.test_id,
-                    ":workspace_id": s.workspace_id,
-                    ":component_id": s.component_id,
-                    ":assessment_id": s.assessment_id,
-                    ":source_type": s.source_type,
-                    ":git_url": s.git_url,
-                    ":branch": s.branch,
-                    ":requested_commit": s.requested_commit,
-                    ":directory_path": s.directory_path,
-                    ":archive_path": s.archive_path,
-                    ":requested_by": s.requested_by,
-                    ":profile": s.profile,
-                    ":manifest_digest": s.manifest_digest,
-                    ":timeout_seconds": s.timeout_seconds as i64,
-                    ":status": s.status.as_str(),
-                    ":errors": serde_json::to_string(&s.errors)?,
-                    ":submitted_at": s.submitted_at,
-                    ":upload_status": s.upload_status.as_str(),
-                },
-            )
-            .context("inserting a scan")?;
-            Ok(())
-        })
+        named_params! {
+            ":test_id": &s.test_id,
+            ":workspace_id": &s.workspace_id,
+            ":component_id": &s.component_id,
+            ":assessment_id": &s.assessment_id,
+            ":source_type": &s.source_type,
+            ":git_url": &s.git_url,
+            ":branch": &s.branch,
+            ":requested_commit": &s.requested_commit,
+            ":directory_path": &s.directory_path,
+            ":archive_path": &s.archive_path,
+            ":requested_by": &s.requested_by,
+            ":profile": &s.profile,
+            ":manifest_digest": &s.manifest_digest,
+            ":timeout_seconds": s.timeout_seconds as i64,
+            ":status": s.status.as_str(),
+            ":errors": serde_json::to_string(&s.errors)?,
+            ":submitted_at": s.submitted_at,
+            ":upload_status": s.upload_status.as_str(),
+        },
+    )
+    .context("inserting a scan")?;
+    Ok(())
+}
+
+impl JobStore for SqliteStore {
+    fn insert(&self, s: ScanRecord) -> BoxFuture<'_, anyhow::Result<()>> {
+        self.with_conn(move |conn| insert_row(conn, &s))
     }
 
     fn get(&self, test_id: String) -> BoxFuture<'_, anyhow::Result<Option<ScanRecord>>> {
@@ -335,6 +347,113 @@ impl JobStore for SqliteStore {
                 .query_row([], |r| r.get(0))
                 .optional()?;
             Ok((queued, running))
+        })
+    }
+
+    fn insert_many(&self, scans: Vec<ScanRecord>) -> BoxFuture<'_, anyhow::Result<()>> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            for scan in &scans {
+                insert_row(&tx, scan)?;
+            }
+            tx.commit().context("committing a batch of scans")?;
+            Ok(())
+        })
+    }
+
+    fn list(&self, q: ListQuery) -> BoxFuture<'_, anyhow::Result<Vec<(i64, ScanRecord)>>> {
+        self.with_conn(move |conn| {
+            let mut sql = format!("SELECT seq, {COLUMNS} FROM scans WHERE 1 = 1");
+            let mut params: Vec<rusqlite::types::Value> = Vec::new();
+            let mut text_filter = |column: &str, value: &Option<String>, sql: &mut String| {
+                if let Some(v) = value {
+                    params.push(v.clone().into());
+                    sql.push_str(&format!(" AND {column} = ?{}", params.len()));
+                }
+            };
+            text_filter("workspace_id", &q.workspace_id, &mut sql);
+            text_filter("component_id", &q.component_id, &mut sql);
+            text_filter("assessment_id", &q.assessment_id, &mut sql);
+            text_filter("profile", &q.profile, &mut sql);
+            text_filter(
+                "status",
+                &q.status.map(|s| s.as_str().to_string()),
+                &mut sql,
+            );
+            if let Some(t) = q.submitted_after {
+                params.push(t.into());
+                sql.push_str(&format!(" AND submitted_at >= ?{}", params.len()));
+            }
+            if let Some(t) = q.submitted_before {
+                params.push(t.into());
+                sql.push_str(&format!(" AND submitted_at < ?{}", params.len()));
+            }
+            if let Some(seq) = q.before_seq {
+                params.push(seq.into());
+                sql.push_str(&format!(" AND seq < ?{}", params.len()));
+            }
+            params.push((q.limit as i64).into());
+            sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", params.len()));
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(params), |row| {
+                    let seq: i64 = row.get(0)?;
+                    let record = row_to_record_at(row, 1)?;
+                    Ok((seq, record))
+                })?
+                .collect::<Result<Vec<_>, _>>()
+                .context("listing scans")?;
+            Ok(rows)
+        })
+    }
+
+    fn prune(&self, policy: PrunePolicy) -> BoxFuture<'_, anyhow::Result<Vec<PrunedScan>>> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            // Finished, and no upload in flight ('permitted' means an upload is under way).
+            let prunable = "status IN ('SUCCEEDED', 'FAILED') AND upload_status <> 'permitted'";
+            let mut seqs: Vec<i64> = Vec::new();
+            if let Some(cutoff) = policy.finished_before {
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT seq FROM scans WHERE finished_at < ?1 AND {prunable} ORDER BY finished_at LIMIT ?2"
+                ))?;
+                for seq in stmt.query_map(rusqlite::params![cutoff, policy.batch], |r| r.get(0))? {
+                    seqs.push(seq?);
+                }
+            }
+            if let Some(keep) = policy.keep_latest {
+                let room = (policy.batch as usize).saturating_sub(seqs.len());
+                let mut stmt = tx.prepare_cached(&format!(
+                    "SELECT seq FROM scans WHERE {prunable}
+                       AND seq < COALESCE((SELECT seq FROM scans ORDER BY seq DESC LIMIT 1 OFFSET ?1), 0)
+                     ORDER BY seq LIMIT ?2"
+                ))?;
+                for seq in stmt.query_map(rusqlite::params![keep.saturating_sub(1) as i64, room as i64], |r| r.get(0))? {
+                    seqs.push(seq?);
+                }
+            }
+            seqs.sort_unstable();
+            seqs.dedup();
+            let mut pruned = Vec::with_capacity(seqs.len());
+            {
+                let mut delete = tx.prepare_cached(
+                    "DELETE FROM scans WHERE seq = ?1 RETURNING test_id, status, upload_status",
+                )?;
+                for seq in seqs {
+                    let row = delete
+                        .query_row([seq], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+                        .optional()?;
+                    if let Some((test_id, status, upload)) = row {
+                        pruned.push(PrunedScan {
+                            test_id,
+                            status: status.parse().map_err(anyhow::Error::msg)?,
+                            upload_status: upload.parse().map_err(anyhow::Error::msg)?,
+                        });
+                    }
+                }
+            }
+            tx.commit().context("pruning scans")?;
+            Ok(pruned)
         })
     }
 }

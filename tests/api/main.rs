@@ -4,7 +4,9 @@
 mod helpers;
 
 mod clone;
+mod collection;
 mod lifecycle;
 mod ops;
+mod postgres;
 mod stream;
 mod validation;

@@ -1,0 +1,661 @@
+//! The PostgreSQL store: the store contract on both backends, several replicas sharing one
+//! queue, a replica killed mid-run, and streams and cancellation across replicas. Each test
+//! works in a schema of its own in the `test` database and drops it afterwards.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use certus_assurance::jobs::state::{FailureReason, JobState, UploadStatus};
+use certus_assurance::storage::postgres::PgStore;
+use certus_assurance::storage::sqlite::SqliteStore;
+use certus_assurance::storage::{
+    Completion, JobStore, LeaseState, ListQuery, PrunePolicy, ScanRecord,
+};
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+/// Server of the machine's PostgreSQL (trust authentication); override with
+/// CERTUS_ASSURANCE_TEST_POSTGRES_URL.
+fn server_url() -> String {
+    std::env::var("CERTUS_ASSURANCE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A schema of its own, dropped on drop.
+pub struct PgSchema {
+    pub name: String,
+}
+
+fn psql(sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args([&server_url(), "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .output()
+        .expect("psql runs (Debian postgresql-client)");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl PgSchema {
+    pub fn create() -> PgSchema {
+        let mut bytes = [0u8; 6];
+        getrandom::fill(&mut bytes).unwrap();
+        let name = format!("certus_test_{}", hex::encode(bytes));
+        psql(&format!("CREATE SCHEMA {name}"));
+        PgSchema { name }
+    }
+
+    /// The database URL whose connections use this schema.
+    pub fn url(&self) -> String {
+        let base = server_url();
+        let sep = if base.contains('?') { '&' } else { '?' };
+        format!("{base}{sep}options=-csearch_path%3D{}", self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        psql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+    }
+}
+
+fn record(id: &str, workspace: &str, submitted_at: f64) -> ScanRecord {
+    ScanRecord {
+        test_id: id.to_string(),
+        workspace_id: workspace.to_string(),
+        component_id: "c".into(),
+        assessment_id: "a".into(),
+        source_type: "git".into(),
+        git_url: Some("https://example.com/r.git".into()),
+        branch: Some("main".into()),
+        requested_commit: None,
+        directory_path: None,
+        archive_path: None,
+        requested_by: None,
+        profile: "light".into(),
+        manifest_digest: "sha256:x".into(),
+        timeout_seconds: 600,
+        status: JobState::Queued,
+        failure_reason: None,
+        errors: vec![],
+        resolved_commit: None,
+        resolved_branch: None,
+        summary: None,
+        artifacts: None,
+        submitted_at,
+        started_at: None,
+        finished_at: None,
+        attempts: 0,
+        upload_status: UploadStatus::Pending,
+        upload_permission_id: None,
+        verification_proof: None,
+        remote_artifacts: None,
+    }
+}
+
+/// The behaviour every backend must have.
+async fn store_contract(store: Arc<dyn JobStore>) {
+    store
+        .insert(record("test_000000000001", "a", 1.0))
+        .await
+        .unwrap();
+    store
+        .insert_many(vec![
+            record("test_000000000002", "b", 2.0),
+            record("test_000000000003", "a", 3.0),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .insert(record("test_000000000001", "a", 1.0))
+            .await
+            .is_err(),
+        "ids are unique"
+    );
+    let got = store
+        .get("test_000000000002".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.workspace_id, "b");
+    assert!(store
+        .get("test_00000000000f".into())
+        .await
+        .unwrap()
+        .is_none());
+
+    // Oldest first; a claimed scan is not claimed again.
+    let first = store.claim_next(10.0).await.unwrap().unwrap();
+    assert_eq!(first.test_id, "test_000000000001");
+    assert_eq!(first.status, JobState::Running);
+    assert_eq!(first.attempts, 1);
+    assert_eq!(store.oldest().await.unwrap(), (Some(2.0), Some(10.0)));
+    // A queued scan can be cancelled once; a running one cannot be cancelled as queued.
+    assert!(store
+        .cancel_queued("test_000000000002".into(), 11.0, "stop".into())
+        .await
+        .unwrap());
+    assert!(!store
+        .cancel_queued("test_000000000002".into(), 11.0, "stop".into())
+        .await
+        .unwrap());
+    assert!(!store
+        .cancel_queued("test_000000000001".into(), 11.0, "stop".into())
+        .await
+        .unwrap());
+    store
+        .set_resolved(
+            "test_000000000001".into(),
+            "abc".into(),
+            Some("main".into()),
+        )
+        .await
+        .unwrap();
+    let done = Completion {
+        status: JobState::Succeeded,
+        failure_reason: None,
+        errors: vec![],
+        summary: Some(json!({"policy": {"passed": true}})),
+        artifacts: Some(vec!["summary.json".into()]),
+        finished_at: 12.0,
+    };
+    assert!(store
+        .finish("test_000000000001".into(), done.clone())
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .finish("test_000000000001".into(), done)
+            .await
+            .unwrap(),
+        "only a RUNNING scan finishes"
+    );
+    let finished = store
+        .get("test_000000000001".into())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(finished.resolved_commit.as_deref(), Some("abc"));
+    assert_eq!(finished.summary.unwrap()["policy"]["passed"], true);
+
+    // Requeue puts a running scan back.
+    let third = store.claim_next(13.0).await.unwrap().unwrap();
+    assert_eq!(third.test_id, "test_000000000003");
+    assert!(store
+        .requeue(third.test_id.clone(), "shutdown".into())
+        .await
+        .unwrap());
+    assert_eq!(store.claim_next(14.0).await.unwrap().unwrap().attempts, 2);
+    assert!(store.claim_next(15.0).await.unwrap().is_none());
+    let failed = Completion {
+        status: JobState::Failed,
+        failure_reason: Some(FailureReason::Timeout),
+        errors: vec!["too slow".into()],
+        summary: None,
+        artifacts: None,
+        finished_at: 16.0,
+    };
+    assert!(store
+        .finish("test_000000000003".into(), failed)
+        .await
+        .unwrap());
+
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.by_status.get(&JobState::Succeeded), Some(&1));
+    assert_eq!(counts.by_status.get(&JobState::Failed), Some(&2));
+    assert_eq!(
+        counts
+            .by_status
+            .get(&JobState::Queued)
+            .copied()
+            .unwrap_or(0),
+        0
+    );
+    assert_eq!(
+        counts.by_upload_status.get(&UploadStatus::Pending),
+        Some(&3)
+    );
+
+    // Lists: newest first, filters, keyset.
+    let all = store
+        .list(ListQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = all.iter().map(|(_, r)| r.test_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "test_000000000003",
+            "test_000000000002",
+            "test_000000000001"
+        ]
+    );
+    let page = store
+        .list(ListQuery {
+            limit: 10,
+            before_seq: Some(all[0].0),
+            workspace_id: Some("a".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].1.test_id, "test_000000000001");
+    let failed = store
+        .list(ListQuery {
+            limit: 10,
+            status: Some(JobState::Failed),
+            submitted_after: Some(2.5),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+
+    // Retention keeps the newest one.
+    let pruned = store
+        .prune(PrunePolicy {
+            finished_before: None,
+            keep_latest: Some(1),
+            batch: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(pruned.len(), 2);
+    assert_eq!(
+        store
+            .list(ListQuery {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let counts = store.counts().await.unwrap();
+    assert_eq!(counts.by_status.values().sum::<i64>(), 1);
+}
+
+#[tokio::test]
+async fn the_store_contract_holds_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+    store_contract(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn the_store_contract_holds_on_postgres() {
+    let schema = PgSchema::create();
+    let store = PgStore::connect(&schema.url(), "replica-a".into())
+        .await
+        .unwrap();
+    store_contract(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn leases_expire_and_cancels_reach_the_owner() {
+    let schema = PgSchema::create();
+    let a = PgStore::connect(&schema.url(), "replica-a".into())
+        .await
+        .unwrap();
+    let b = PgStore::connect(&schema.url(), "replica-b".into())
+        .await
+        .unwrap();
+    a.insert(record("test_000000000001", "w", 1.0))
+        .await
+        .unwrap();
+    a.insert(record("test_000000000002", "w", 2.0))
+        .await
+        .unwrap();
+    let (ra, rb) = tokio::join!(a.claim_leased(10.0, 20.0), b.claim_leased(10.0, 20.0));
+    let (ra, rb) = (ra.unwrap().unwrap(), rb.unwrap().unwrap());
+    assert_ne!(
+        ra.test_id, rb.test_id,
+        "SKIP LOCKED: two replicas never claim the same scan"
+    );
+    assert_eq!(
+        a.renew_lease(ra.test_id.clone(), 30.0).await.unwrap(),
+        LeaseState::Held
+    );
+    assert_eq!(
+        b.renew_lease(ra.test_id.clone(), 30.0).await.unwrap(),
+        LeaseState::Lost,
+        "not b's scan"
+    );
+    assert!(b.request_cancel(ra.test_id.clone()).await.unwrap());
+    assert_eq!(
+        a.renew_lease(ra.test_id.clone(), 30.0).await.unwrap(),
+        LeaseState::CancelRequested
+    );
+    // b's lease (until 20) expires; a reclaims it: back to the queue (attempt 1 of 2).
+    let reclaimed = a.reclaim_expired(25.0, 2).await.unwrap();
+    assert_eq!(reclaimed.requeued, vec![rb.test_id.clone()]);
+    assert_eq!(
+        b.renew_lease(rb.test_id.clone(), 40.0).await.unwrap(),
+        LeaseState::Lost
+    );
+    let done = Completion {
+        status: JobState::Succeeded,
+        failure_reason: None,
+        errors: vec![],
+        summary: None,
+        artifacts: None,
+        finished_at: 26.0,
+    };
+    assert!(
+        !b.finish(rb.test_id.clone(), done).await.unwrap(),
+        "a replica that lost its lease cannot record"
+    );
+    // Second run also dies: attempts are used up.
+    let again = a.claim_leased(30.0, 31.0).await.unwrap().unwrap();
+    assert_eq!(again.attempts, 2);
+    let reclaimed = b.reclaim_expired(40.0, 2).await.unwrap();
+    assert_eq!(reclaimed.failed, vec![again.test_id.clone()]);
+    let failed = a.get(again.test_id).await.unwrap().unwrap();
+    assert_eq!(failed.failure_reason, Some(FailureReason::Interrupted));
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn pg_counts(schema: &PgSchema) -> std::collections::HashMap<String, i64> {
+    let out = std::process::Command::new("psql")
+        .args([
+            &server_url(),
+            "-At",
+            "-c",
+            &format!(
+                "SELECT lower(status), count(*) FROM {}.scans GROUP BY status",
+                schema.name
+            ),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+/// Three replicas share one queue: 300 scans submitted round-robin all finish exactly once, and
+/// `/stats` on every replica equals the database's counts.
+#[tokio::test]
+async fn three_replicas_share_the_queue_and_run_each_scan_once() {
+    let git = GitServer::start();
+    git.create_repo("r", &[("a.txt", "hello\n")]);
+    let schema = PgSchema::create();
+    let artifacts = tempfile::tempdir().unwrap();
+    let mut replicas = Vec::new();
+    for i in 0..3 {
+        let url = schema.url();
+        let shared = artifacts.path().to_path_buf();
+        replicas.push(
+            spawn_app_with(move |c| {
+                c.postgres_url = Some(url);
+                c.artifact_root = shared;
+                c.replica_id = format!("replica-{i}");
+                c.max_workers = 2;
+                c.max_queue = 1000;
+                c.reconcile_interval = Duration::from_millis(500);
+            })
+            .await,
+        );
+    }
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        ids.push(replicas[i % 3].submit_scan(scan_body(&git.url("r"))).await);
+    }
+    for id in &ids {
+        let scan = replicas[0].wait_for_terminal(id).await;
+        assert_eq!(scan["status"], "SUCCEEDED", "{scan}");
+        assert_eq!(scan["attempts"], 1, "run exactly once: {scan}");
+    }
+    let mut runs = 0.0;
+    for app in &replicas {
+        let text = app.metrics_text().await;
+        runs += sample(
+            &text,
+            "certus_assurance_scanner_runs_total",
+            &[("scanner", "secrets"), ("outcome", "success")],
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        runs, 300.0,
+        "the scanners ran once per scan across the cluster"
+    );
+    let db = pg_counts(&schema);
+    assert_eq!(db.get("succeeded"), Some(&300));
+    for app in &replicas {
+        wait_until("cluster gauges", Duration::from_secs(10), || async {
+            let stats = app.stats().await;
+            stats["scans_by_status"]["succeeded"] == 300 && stats["total_scans"] == 300
+        })
+        .await;
+    }
+}
+
+/// A scan submitted on one replica streams, and is cancelled, through another.
+#[tokio::test]
+async fn streams_and_cancellation_work_from_any_replica() {
+    let git = GitServer::start();
+    git.create_repo("r", &[("a.txt", "hello\n")]);
+    let stall = StallingServer::start();
+    let schema = PgSchema::create();
+    let artifacts = tempfile::tempdir().unwrap();
+    let mk = |workers: usize, id: &'static str| {
+        let url = schema.url();
+        let shared = artifacts.path().to_path_buf();
+        move |c: &mut certus_assurance::Config| {
+            c.postgres_url = Some(url);
+            c.artifact_root = shared;
+            c.replica_id = id.to_string();
+            c.max_workers = workers;
+            c.lease = Duration::from_secs(3);
+            c.reconcile_interval = Duration::from_millis(500);
+        }
+    };
+    let runner = spawn_app_with(mk(1, "runner")).await;
+    let front = spawn_app_with(mk(0, "front")).await;
+
+    let id = front.submit_scan(scan_body(&git.url("r"))).await;
+    let (ws, _) =
+        tokio_tungstenite::connect_async(front.ws_url(&format!("/v1/security-scans/{id}/stream")))
+            .await
+            .unwrap();
+    let events = read_events(ws).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds.first(), Some(&"phase"));
+    assert_eq!(kinds.last(), Some(&"scan_complete"));
+    assert_eq!(events.last().unwrap()["status"], "SUCCEEDED");
+
+    let stalled = front.submit_scan(scan_body(&stall.url())).await;
+    front
+        .wait_for_state(&stalled, &["RUNNING"], Duration::from_secs(10))
+        .await;
+    let r = front
+        .client
+        .post(front.url(&format!("/v1/security-scans/{stalled}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let scan = front
+        .wait_for_state(&stalled, &["FAILED"], Duration::from_secs(15))
+        .await;
+    assert_eq!(scan["failure_reason"], "cancelled", "{scan}");
+    drop(runner);
+}
+
+async fn read_events(
+    mut ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Vec<Value> {
+    use futures_util::StreamExt;
+    let mut events = vec![];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("events in time")
+        {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                events.push(serde_json::from_str(&t).unwrap())
+            }
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) | None => return events,
+            Some(Ok(_)) => {}
+            Some(Err(e)) => panic!("{e}"),
+        }
+    }
+}
+
+/// kill -9 of a replica running a scan: once its lease expires another replica takes the scan
+/// over, and every scan ends in a terminal state; `/stats` equals the database on the survivors.
+#[tokio::test]
+async fn a_killed_replica_loses_its_scans_to_the_others() {
+    let git = GitServer::start();
+    git.create_repo("r", &[("a.txt", "hello\n")]);
+    let stall = StallingServer::start();
+    let schema = PgSchema::create();
+    let artifacts = tempfile::tempdir().unwrap();
+    let env = |id: &str| {
+        vec![
+            ("CERTUS_ASSURANCE_DATABASE_URL".to_string(), schema.url()),
+            (
+                "CERTUS_ASSURANCE_ARTIFACT_ROOT".to_string(),
+                artifacts.path().display().to_string(),
+            ),
+            ("CERTUS_ASSURANCE_REPLICA_ID".to_string(), id.to_string()),
+            ("CERTUS_ASSURANCE_MAX_WORKERS".to_string(), "1".to_string()),
+            (
+                "CERTUS_ASSURANCE_LEASE_SECONDS".to_string(),
+                "3".to_string(),
+            ),
+            (
+                "CERTUS_ASSURANCE_RECONCILE_INTERVAL_SECONDS".to_string(),
+                "1".to_string(),
+            ),
+        ]
+    };
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut procs: Vec<ServiceProcess> = (0..3)
+        .map(|i| {
+            let e = env(&format!("replica-{i}"));
+            let refs: Vec<(&str, &str)> = e.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            ServiceProcess::start(dirs[i].path(), &refs)
+        })
+        .collect();
+    let client = reqwest::Client::new();
+    let submit = |addr: String, body: Value| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .post(format!("{addr}/v1/security-scans"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            r.json::<Value>().await.unwrap()["test_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    // Three slow scans first (one per replica), then quick ones.
+    let mut ids = Vec::new();
+    for p in &procs {
+        let mut body = scan_body(&stall.url());
+        body["timeout_seconds"] = json!(6);
+        ids.push(submit(p.address.clone(), body).await);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for i in 0..12 {
+        ids.push(submit(procs[i % 3].address.clone(), scan_body(&git.url("r"))).await);
+    }
+    procs[0].kill9();
+    let survivor = procs[1].address.clone();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for id in &ids {
+        loop {
+            let scan: Value = client
+                .get(format!("{survivor}/v1/security-scans/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if scan["status"] == "SUCCEEDED" || scan["status"] == "FAILED" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "scan {id} never finished: {scan}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let out = std::process::Command::new("psql")
+        .args([
+            &server_url(),
+            "-At",
+            "-c",
+            &format!("SELECT max(attempts) FROM {}.scans", schema.name),
+        ])
+        .output()
+        .unwrap();
+    let max_attempts: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(
+        max_attempts >= 2,
+        "the killed replica's scan ran again elsewhere"
+    );
+    let db = pg_counts(&schema);
+    for p in &procs[1..] {
+        let addr = p.address.clone();
+        wait_until(
+            "cluster gauges on a survivor",
+            Duration::from_secs(10),
+            || {
+                let client = client.clone();
+                let addr = addr.clone();
+                let db = db.clone();
+                async move {
+                    let stats: Value = client
+                        .get(format!("{addr}/stats"))
+                        .send()
+                        .await
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    ["queued", "running", "succeeded", "failed"]
+                        .iter()
+                        .all(|s| {
+                            stats["scans_by_status"][s].as_i64().unwrap()
+                                == db.get(*s).copied().unwrap_or(0)
+                        })
+                }
+            },
+        )
+        .await;
+    }
+}
