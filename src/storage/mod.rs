@@ -103,4 +103,6 @@ pub trait JobStore: Send + Sync + 'static {
     fn counts(&self) -> BoxFuture<'_, anyhow::Result<StoreCounts>>;
     /// Submission time of the oldest QUEUED scan and start time of the oldest RUNNING one.
     fn oldest(&self) -> BoxFuture<'_, anyhow::Result<(Option<f64>, Option<f64>)>>;
+    /// Earliest deadline (`started_at + timeout_seconds`) of the RUNNING scans.
+    fn running_earliest_deadline(&self) -> BoxFuture<'_, anyhow::Result<Option<f64>>>;
 }

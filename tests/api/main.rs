@@ -7,4 +7,5 @@ mod clone;
 mod lifecycle;
 mod ops;
 mod stream;
+mod traces;
 mod validation;
