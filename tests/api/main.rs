@@ -1,5 +1,6 @@
 //! Integration tests: the real application on a random port, real git repositories served by
-//! `git daemon`, the real promtool.
+//! `git daemon`, the real promtool, Prometheus and Alertmanager (Debian packages), an OTLP
+//! receiver on loopback for traces, kubectl's kustomize for the deploy manifests.
 
 mod helpers;
 mod monitoring;
@@ -7,6 +8,7 @@ mod monitoring;
 mod alerts;
 mod clone;
 mod dashboards;
+mod deploy;
 mod lifecycle;
 mod ops;
 mod prometheus;
