@@ -41,7 +41,7 @@ if ! command -v kubectl >/dev/null 2>&1; then
 fi
 # The Debian packages start servers through systemd on real hosts; tests start their own, on
 # free loopback ports, and stop them.
-promtool --version 2>&1 | head -1
-prometheus-alertmanager --version 2>&1 | head -1
-kubectl version --client 2>&1 | head -1
+promtool --version 2>&1 | sed -n 1p
+prometheus-alertmanager --version 2>&1 | sed -n 1p
+kubectl version --client 2>&1 | sed -n 1p
 git --version
