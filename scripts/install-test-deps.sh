@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the build and the test suite need on a fresh Debian machine: a C toolchain and
-# OpenSSL headers (libgit2), promtool (Debian package `prometheus`), git (for `git daemon`), jq.
-# Idempotent: installs only what is missing.
+# OpenSSL headers (libgit2), promtool and the Prometheus server (Debian package `prometheus`),
+# Alertmanager and amtool (`prometheus-alertmanager`), kubectl (its built-in kustomize builds
+# deploy/kubernetes), git (for `git daemon`), psql, jq. Idempotent: installs only what is missing.
 set -euo pipefail
 
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v jq >/dev/null 2>&1 || need+=(jq)
 # psql creates and drops the per-test schemas on the machine's PostgreSQL (127.0.0.1:5432).
@@ -24,8 +28,22 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   # --no-install-recommends keeps the Prometheus server from pulling in its web assets etc.
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # shellcheck disable=SC2046 # one word per package, duplicates removed
+  apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
 fi
-# The Prometheus package starts a server through systemd on real hosts; tests start their own.
-promtool --version 2>&1 | head -1
+if ! command -v kubectl >/dev/null 2>&1; then
+  [ "$(id -u)" -eq 0 ] || { echo "missing test dependency: kubectl; run this script as root" >&2; exit 1; }
+  export DEBIAN_FRONTEND=noninteractive
+  # `kubectl` where a Kubernetes apt repository is configured, else Debian's kubernetes-client.
+  apt-get install -y -qq --no-install-recommends kubectl >/dev/null 2>&1 || {
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends kubectl >/dev/null 2>&1 \
+      || apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+  }
+fi
+# The Debian packages start servers through systemd on real hosts; tests start their own, on
+# free loopback ports, and stop them.
+promtool --version 2>&1 | sed -n 1p
+prometheus-alertmanager --version 2>&1 | sed -n 1p
+kubectl version --client 2>&1 | sed -n 1p
 git --version

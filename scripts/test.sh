@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh machine: installs what the tests need, checks formatting and
-# lints, then runs every unit and integration test.
+# The whole test suite, from a fresh machine: installs what the tests need, checks the alert rules
+# and runs their unit tests with promtool, checks formatting and lints, then runs every unit and
+# integration test (among them the dashboard conventions, the real Prometheus/Alertmanager run,
+# the OTLP traces and the deploy manifests).
 #
 #   scripts/test.sh
 #
@@ -13,6 +15,11 @@ scripts/install-test-deps.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/certus-assurance/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+echo "== promtool check rules / test rules"
+promtool check rules alerts/*.rules.yml
+promtool test rules tests/alerts/*.test.yml
+echo "== deploy/kubernetes generated from alerts/ and dashboards/"
+scripts/generate-kubernetes-monitoring.sh --check
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

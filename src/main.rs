@@ -1,6 +1,6 @@
 use clap::Parser;
 
-use certus_assurance::config::{explain_cli_error, Cli, Command};
+use certus_assurance::config::{explain_cli_error, Cli, Command, OtlpExport};
 use certus_assurance::{telemetry, App, Config};
 
 fn main() -> std::process::ExitCode {
@@ -15,15 +15,28 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    if let Err(err) = telemetry::init(cli.settings.log_format, &cli.settings.log_level) {
-        eprintln!("certus-assurance: {err:#}");
-        return std::process::ExitCode::from(2);
-    }
+    let traces = match OtlpExport::from_env() {
+        Ok(t) => t,
+        Err(err) => {
+            eprintln!("certus-assurance: invalid configuration: {err:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("certus-assurance: cannot start the async runtime: {err}");
             return std::process::ExitCode::FAILURE;
+        }
+    };
+    // Inside the runtime: the gRPC exporter keeps its connection on it.
+    let telemetry = match runtime.block_on(async {
+        telemetry::init_with_traces(cli.settings.log_format, &cli.settings.log_level, traces)
+    }) {
+        Ok(t) => t,
+        Err(err) => {
+            eprintln!("certus-assurance: {err:#}");
+            return std::process::ExitCode::from(2);
         }
     };
     let result = runtime.block_on(async {
@@ -35,13 +48,17 @@ fn main() -> std::process::ExitCode {
             }
         }
     });
+    if let Err(err) = &result {
+        tracing::error!(error = ?err, "certus-assurance stopped with an error");
+    }
+    // Last: export the spans still buffered while the runtime still runs.
+    telemetry.shutdown();
     // A clone blocked in a socket read holds a blocking thread until libgit2's stall timeout;
     // its scan is already recorded, so do not wait for it to exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = ?err, "certus-assurance stopped with an error");
             eprintln!("certus-assurance: {err:#}");
             std::process::ExitCode::FAILURE
         }

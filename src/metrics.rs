@@ -121,6 +121,8 @@ pub struct Metrics {
     pub queue_oldest_enqueued_timestamp_seconds: prometheus::Gauge,
     /// Unix time the oldest RUNNING scan started; 0 when none runs.
     pub running_oldest_started_timestamp_seconds: prometheus::Gauge,
+    /// Earliest `started_at + timeout_seconds` among RUNNING scans; 0 when none runs.
+    pub running_earliest_deadline_timestamp_seconds: prometheus::Gauge,
     /// Scans by upload status (store-derived).
     pub uploads: IntGaugeVec,
     pub upload_transitions_total: IntCounterVec,
@@ -277,6 +279,14 @@ impl Metrics {
                 prometheus::Gauge::new(
                     name("running_oldest_started_timestamp_seconds"),
                     "Unix time the oldest RUNNING scan started (0 when none runs).",
+                )
+                .expect("valid"),
+            ),
+            running_earliest_deadline_timestamp_seconds: reg(
+                &registry,
+                prometheus::Gauge::new(
+                    name("running_earliest_deadline_timestamp_seconds"),
+                    "Unix time by which the RUNNING scan with the earliest deadline (start + its timeout) must end (0 when none runs).",
                 )
                 .expect("valid"),
             ),

@@ -51,21 +51,36 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/security-scans/batch", post(scans::submit_batch))
         .route("/v1/security-scans/{test_id}", get(scans::get_scan))
-        .route("/v1/security-scans/{test_id}/cancel", post(scans::cancel_scan))
-        .route("/v1/security-scans/{test_id}/stream", get(stream::stream_scan_events))
+        .route(
+            "/v1/security-scans/{test_id}/cancel",
+            post(scans::cancel_scan),
+        )
+        .route(
+            "/v1/security-scans/{test_id}/stream",
+            get(stream::stream_scan_events),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(timeout, limit_request_time))
-        .layer(middleware::from_fn_with_state(state.clone(), track_http_metrics))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
-            let route = req
-                .extensions()
-                .get::<MatchedPath>()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_else(|| "unmatched".into());
-            tracing::info_span!("http.request", http.method = %req.method(), http.route = %route)
-        }))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            track_http_metrics,
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<Body>| {
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_else(|| "unmatched".into());
+                    crate::telemetry::http_request_span(req, &route)
+                })
+                .on_response(|res: &Response, _latency: Duration, span: &tracing::Span| {
+                    crate::telemetry::record_http_status(span, res.status().as_u16());
+                }),
+        )
         .with_state(state)
 }
 

@@ -288,8 +288,9 @@ impl JobManager {
         Ok(())
     }
 
-    /// Refreshes the gauges that are computed when scraped (oldest queued/running times). Each is
-    /// one indexed lookup, so the cost does not grow with the number of stored scans.
+    /// Refreshes the gauges that are computed when scraped (oldest queued/running times, earliest
+    /// running deadline). Each is one indexed lookup (the deadline reads only the RUNNING rows), so
+    /// the cost does not grow with the number of stored scans.
     pub async fn refresh_scrape_gauges(&self) {
         match self.inner.store.oldest().await {
             Ok((queued, running)) => {
@@ -300,6 +301,16 @@ impl JobManager {
                     .set(running.unwrap_or(0.0));
             }
             Err(err) => tracing::warn!(error = %err, "could not read queue ages from the store"),
+        }
+        match self.inner.store.running_earliest_deadline().await {
+            Ok(deadline) => self
+                .inner
+                .metrics
+                .running_earliest_deadline_timestamp_seconds
+                .set(deadline.unwrap_or(0.0)),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not read the running scans' deadlines from the store")
+            }
         }
     }
 

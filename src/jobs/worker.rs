@@ -60,7 +60,7 @@ pub async fn run_worker(
             }
         };
         jobs.metrics().workers_busy.inc();
-        let span = tracing::info_span!("scan", job.id = %record.test_id, workspace.id = %record.workspace_id, profile = %record.profile);
+        let span = scan_span(&record);
         let ended = run_one(&jobs, record, &hard_stop).instrument(span).await;
         jobs.metrics().workers_busy.dec();
         if matches!(ended, Ended::Requeued) {
@@ -70,13 +70,33 @@ pub async fn run_worker(
     tracing::debug!(worker = index, "worker stopped");
 }
 
+/// The root span of one scan run: the ids a caller knows, the profile, and (once known) the
+/// outcome. Phases and scanners open child spans inside the pipeline.
+fn scan_span(record: &ScanRecord) -> tracing::Span {
+    let span = tracing::info_span!(
+        "scan",
+        otel.status_code = tracing::field::Empty,
+        test_id = %record.test_id,
+        workspace_id = %record.workspace_id,
+        component_id = %record.component_id,
+        assessment_id = %record.assessment_id,
+        profile = %record.profile,
+        scan.status = tracing::field::Empty,
+        scan.failure_reason = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    crate::telemetry::record_trace_id(&span);
+    span
+}
+
 /// Runs every queued scan to completion in this task (tests and benchmarks).
 pub async fn drain_queue(jobs: &JobManager) -> usize {
     let never = CancellationToken::new();
     let mut n = 0;
     while let Ok(Some(record)) = jobs.claim().await {
         jobs.metrics().workers_busy.inc();
-        run_one(jobs, record, &never).await;
+        let span = scan_span(&record);
+        run_one(jobs, record, &never).instrument(span).await;
         jobs.metrics().workers_busy.dec();
         n += 1;
     }
@@ -270,6 +290,7 @@ async fn run_one(jobs: &JobManager, record: ScanRecord, hard_stop: &Cancellation
             Ended::Finished
         }
         Interrupt::Shutdown => {
+            tracing::Span::current().record("scan.status", "requeued");
             if let Err(err) = jobs.requeue(&record).await {
                 tracing::error!(error = ?err, "could not put the scan back in the queue");
             } else {
@@ -299,6 +320,7 @@ async fn complete(
                 artifacts: Some(report.artifacts),
                 finished_at: now_secs(),
             };
+            tracing::Span::current().record("scan.status", "succeeded");
             if record_end(jobs, record, done).await {
                 tracing::info!(policy.passed = report.policy.passed, "scan succeeded");
             }
@@ -335,6 +357,10 @@ async fn finish_failed(
     reason: FailureReason,
     message: String,
 ) {
+    let span = tracing::Span::current();
+    span.record("scan.status", "failed");
+    span.record("scan.failure_reason", reason.as_str());
+    span.record("otel.status_code", "error");
     tracing::warn!(failure_reason = reason.as_str(), error = %message, "scan failed");
     let bundle_dir = jobs.pipeline().artifact_dir(&record.test_id);
     let artifacts = crate::pipeline::artifacts::list_files(&bundle_dir).ok();

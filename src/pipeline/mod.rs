@@ -288,6 +288,7 @@ impl Pipeline {
 
         // Phase 1: clone.
         let phase_start = Instant::now();
+        let phase_span = open_phase_span("clone");
         reporter.phase(
             "clone",
             format!(
@@ -305,7 +306,9 @@ impl Pipeline {
             let spec = spec.clone();
             let cancel = cancel.clone();
             let dest = checkout_dir.clone();
+            let span = phase_span.clone();
             tokio::task::spawn_blocking(move || {
+                let _entered = span.enter();
                 let mut lines = Vec::new();
                 let clone_spec = CloneSpec {
                     url: &spec.git,
@@ -336,6 +339,10 @@ impl Pipeline {
             .scan_phase_duration_seconds
             .with_label_values(&["clone"])
             .observe(phase_start.elapsed().as_secs_f64());
+        if result.is_err() {
+            phase_span.record("otel.status_code", "error");
+        }
+        drop(phase_span);
         let checkout = match result {
             Ok(c) => c,
             Err(CloneError::Cancelled) => {
@@ -374,6 +381,7 @@ impl Pipeline {
 
         // Phase 2: scanners.
         let phase_start = Instant::now();
+        let phase = open_phase_span("scan");
         reporter.phase("scan", format!("Running profile `{}`", spec.profile.name));
         let mut totals = SeverityCounts::default();
         let mut by_scanner = BTreeMap::new();
@@ -392,13 +400,36 @@ impl Pipeline {
             let tool_start = Instant::now();
             let source = checkout_dir.clone();
             let flag = cancel.clone();
+            let span = tracing::info_span!(
+                parent: &phase,
+                "scanner",
+                otel.name = %format!("scanner {name}"),
+                otel.status_code = tracing::field::Empty,
+                scanner.name = %name,
+                scanner.outcome = tracing::field::Empty,
+                scanner.findings = tracing::field::Empty,
+            );
+            let scanner_span = span.clone();
             let outcome = tokio::task::spawn_blocking(move || {
-                scanner.run(&ScanContext {
-                    source_root: &source,
-                    cancel: &flag,
+                span.in_scope(|| {
+                    scanner.run(&ScanContext {
+                        source_root: &source,
+                        cancel: &flag,
+                    })
                 })
             })
             .await;
+            match &outcome {
+                Ok(Ok(output)) => {
+                    scanner_span.record("scanner.outcome", "success");
+                    scanner_span.record("scanner.findings", output.findings.len() as u64);
+                }
+                _ => {
+                    scanner_span.record("scanner.outcome", "failure");
+                    scanner_span.record("otel.status_code", "error");
+                }
+            }
+            drop(scanner_span);
             let elapsed = tool_start.elapsed().as_secs_f64();
             let output = match outcome {
                 Ok(Ok(output)) => output,
@@ -477,9 +508,11 @@ impl Pipeline {
             .scan_phase_duration_seconds
             .with_label_values(&["scan"])
             .observe(phase_start.elapsed().as_secs_f64());
+        drop(phase);
 
         // Phase 3: bundle.
         let phase_start = Instant::now();
+        let phase_span = open_phase_span("bundle");
         let policy = spec.profile.evaluate(&totals);
         reporter.emit(ScanEvent::FindingSummary {
             counts: totals.clone(),
@@ -521,7 +554,9 @@ impl Pipeline {
             "warnings": [],
         });
         let dir = bundle_dir.to_path_buf();
+        let span = phase_span.clone();
         let artifacts = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
+            let _entered = span.enter();
             artifacts::write_json(&dir, artifacts::SUMMARY_JSON, &summary)?;
             artifacts::write_json(&dir, artifacts::SCAN_JSON, &scan_json)?;
             let mut files = artifacts::list_files(&dir)?;
@@ -539,6 +574,7 @@ impl Pipeline {
             .scan_phase_duration_seconds
             .with_label_values(&["bundle"])
             .observe(phase_start.elapsed().as_secs_f64());
+        drop(phase_span);
         let summary = std::fs::read(bundle_dir.join(artifacts::SUMMARY_JSON))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -561,6 +597,17 @@ impl Pipeline {
             .with_label_values(&[name, outcome])
             .observe(seconds);
     }
+}
+
+/// The span of one phase of a run (`clone`, `scan`, `bundle`: the `phase` label of
+/// `scan_phase_duration_seconds`), a child of the current (scan) span.
+fn open_phase_span(phase: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "phase",
+        otel.name = %format!("phase {phase}"),
+        otel.status_code = tracing::field::Empty,
+        scan.phase = phase,
+    )
 }
 
 /// Creates the bundle directory; a re-run of a requeued scan starts from a clean bundle.

@@ -200,6 +200,8 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> BoxFuture<'_, anyhow::Result<Vec<(i64, String)>>> {
         Box::pin(async { Ok(vec![]) })
     }
+    /// Earliest deadline (`started_at + timeout_seconds`) of the RUNNING scans.
+    fn running_earliest_deadline(&self) -> BoxFuture<'_, anyhow::Result<Option<f64>>>;
 }
 
 /// What a lease renewal found.

@@ -620,6 +620,21 @@ impl JobStore for PgStore {
         })
     }
 
+    fn running_earliest_deadline(&self) -> BoxFuture<'_, anyhow::Result<Option<f64>>> {
+        // Reads only the RUNNING rows (partial lease index): as many as there are busy workers.
+        Box::pin(async move {
+            let client = self.client().await?;
+            let row = client
+                .query_one(
+                    "SELECT MIN(started_at + timeout_seconds) FROM scans WHERE status = 'RUNNING'",
+                    &[],
+                )
+                .await
+                .context("reading the earliest running deadline")?;
+            Ok(row.get::<_, Option<f64>>(0))
+        })
+    }
+
     fn is_shared(&self) -> bool {
         true
     }

@@ -456,4 +456,16 @@ impl JobStore for SqliteStore {
             Ok(pruned)
         })
     }
+
+    fn running_earliest_deadline(&self) -> BoxFuture<'_, anyhow::Result<Option<f64>>> {
+        // Reads only the RUNNING rows (status index): as many as there are busy workers.
+        self.with_conn(move |conn| {
+            let deadline: Option<f64> = conn
+                .prepare_cached(
+                    "SELECT MIN(started_at + timeout_seconds) FROM scans WHERE status = 'RUNNING'",
+                )?
+                .query_row([], |r| r.get(0))?;
+            Ok(deadline)
+        })
+    }
 }

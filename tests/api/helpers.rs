@@ -458,6 +458,20 @@ pub struct ServiceProcess {
 
 impl ServiceProcess {
     pub fn start(data_dir: &Path, extra_env: &[(&str, &str)]) -> ServiceProcess {
+        let stdout = if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        ServiceProcess::start_with_stdout(data_dir, extra_env, stdout)
+    }
+
+    /// [`ServiceProcess::start`] with the service's stdout (its log) sent to `stdout`.
+    pub fn start_with_stdout(
+        data_dir: &Path,
+        extra_env: &[(&str, &str)],
+        stdout: Stdio,
+    ) -> ServiceProcess {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_certus-assurance"));
         cmd.env_clear()
@@ -466,11 +480,7 @@ impl ServiceProcess {
             .env("CERTUS_ASSURANCE_DATA_DIR", data_dir)
             .env("CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS", "true")
             .env("CERTUS_ASSURANCE_LOG_FORMAT", "json")
-            .stdout(if std::env::var_os("TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stdout(stdout)
             .stderr(if std::env::var_os("TEST_LOG").is_some() {
                 Stdio::inherit()
             } else {

@@ -1,12 +1,19 @@
 //! Integration tests: the real application on a random port, real git repositories served by
-//! `git daemon`, the real promtool.
+//! `git daemon`, the real promtool, Prometheus and Alertmanager (Debian packages), an OTLP
+//! receiver on loopback for traces, kubectl's kustomize for the deploy manifests.
 
 mod helpers;
+mod monitoring;
 
+mod alerts;
 mod clone;
 mod collection;
+mod dashboards;
+mod deploy;
 mod lifecycle;
 mod ops;
 mod postgres;
+mod prometheus;
 mod stream;
+mod traces;
 mod validation;
