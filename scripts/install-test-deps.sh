@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: promtool (Debian package
-# `prometheus`), git (for `git daemon`), jq. Idempotent: installs only what is missing.
+# `prometheus`), git (for `git daemon`), jq, and moto_server (PyPI `moto[server]`, the S3 server
+# of the upload tests). Idempotent: installs only what is missing.
 set -euo pipefail
 
 need=()
@@ -23,6 +24,39 @@ if [ ${#need[@]} -gt 0 ]; then
   # --no-install-recommends keeps the Prometheus server from pulling in its web assets etc.
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# The S3 server of the upload tests: moto_server from PyPI, 5.2.5 or later (5.2.1 mis-answers
+# multipart completion). Installed for the current python3 when missing or older; where pip may
+# not install into the system python (PEP 668), into a virtualenv under the cache directory,
+# which the tests look at first.
+MOTO_VENV="${CERTUS_TEST_MOTO_VENV:-$HOME/.cache/certus-assurance/moto-venv}"
+moto_ok() {
+  "$1" - <<'PY' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+parts = [int(p) for p in version("moto").split(".")[:3] if p.isdigit()]
+sys.exit(0 if parts >= [5, 2, 5] else 1)
+PY
+}
+if [ -x "$MOTO_VENV/bin/moto_server" ] && moto_ok "$MOTO_VENV/bin/python3"; then
+  :
+elif command -v moto_server >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1 && moto_ok python3; then
+  :
+else
+  if ! command -v python3 >/dev/null 2>&1 || ! python3 -m venv --help >/dev/null 2>&1; then
+    [ "$(id -u)" -eq 0 ] || { echo "python3 with venv is needed for moto_server; install python3-venv" >&2; exit 1; }
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3 python3-venv python3-pip >/dev/null
+  fi
+  echo "installing moto[server]>=5.2.5 (S3 server of the upload tests)"
+  if ! python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5.2.5' 2>/dev/null \
+      || ! moto_ok python3; then
+    python3 -m venv "$MOTO_VENV"
+    "$MOTO_VENV/bin/python3" -m pip install --quiet --disable-pip-version-check 'moto[server]>=5.2.5'
+  fi
+fi
+
 # The Prometheus package starts a server through systemd on real hosts; tests start their own.
 promtool --version 2>&1 | head -1
 git --version
+if [ -x "$MOTO_VENV/bin/moto_server" ]; then "$MOTO_VENV/bin/python3" -c 'from importlib.metadata import version; print("moto", version("moto"))'; else python3 -c 'from importlib.metadata import version; print("moto", version("moto"))'; fi

@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod state;
+pub mod upload;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -108,6 +109,10 @@ struct Inner {
     /// Clone URLs with credentials, by test id; never persisted.
     credentials: Mutex<HashMap<String, String>>,
     draining: AtomicBool,
+    /// Uploads to Trust and S3; `None` when uploads are disabled.
+    uploader: Option<Arc<crate::upload::Uploader>>,
+    /// Background uploads, their stop signal (drain deadline passed).
+    uploads: upload::UploadTasks,
 }
 
 /// Cheap-to-clone handle to the job engine.
@@ -137,8 +142,18 @@ impl JobManager {
                 running: Mutex::new(HashMap::new()),
                 credentials: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),
+                uploader: None,
+                uploads: upload::UploadTasks::default(),
             }),
         }
+    }
+
+    /// Enables uploads through `uploader`. Called once, right after [`JobManager::new`].
+    pub fn with_uploader(mut self, uploader: crate::upload::Uploader) -> JobManager {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_uploader is called before the manager is shared")
+            .uploader = Some(Arc::new(uploader));
+        self
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -181,6 +196,7 @@ impl JobManager {
                 .with_label_values(&["running", "queued"])
                 .inc();
         }
+        self.recover_uploads().await?;
         self.reconcile_gauges().await
     }
 
@@ -297,6 +313,10 @@ impl JobManager {
             upload_permission_id: None,
             verification_proof: None,
             remote_artifacts: None,
+            upload_reason: None,
+            upload_progress: None,
+            upload_tier: None,
+            upload_started_at: None,
         };
         if let (Some(clone), Some(display)) = (&new.git_clone_url, &new.git_display_url) {
             if clone != display {

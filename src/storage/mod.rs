@@ -45,6 +45,27 @@ pub struct ScanRecord {
     pub upload_permission_id: Option<String>,
     pub verification_proof: Option<serde_json::Value>,
     pub remote_artifacts: Option<serde_json::Value>,
+    /// Why the last upload attempt was denied or failed (Trust's reason or the S3 error).
+    pub upload_reason: Option<String>,
+    /// Files and bytes done by the current or last upload.
+    pub upload_progress: Option<serde_json::Value>,
+    /// Tier of the last upload-request (`basic` or `verified`).
+    pub upload_tier: Option<String>,
+    /// When the upload-request in flight started; `None` when none is in flight.
+    pub upload_started_at: Option<f64>,
+}
+
+/// The upload columns of a scan as written by [`JobStore::write_upload`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UploadState {
+    pub status: UploadStatus,
+    pub permission_id: Option<String>,
+    pub verification_proof: Option<serde_json::Value>,
+    pub remote_artifacts: Option<serde_json::Value>,
+    pub progress: Option<serde_json::Value>,
+    pub reason: Option<String>,
+    /// The upload is still in flight after this write (the in-flight marker is kept).
+    pub in_flight: bool,
 }
 
 /// How a running scan ended, as written by [`JobStore::finish`].
@@ -103,4 +124,23 @@ pub trait JobStore: Send + Sync + 'static {
     fn counts(&self) -> BoxFuture<'_, anyhow::Result<StoreCounts>>;
     /// Submission time of the oldest QUEUED scan and start time of the oldest RUNNING one.
     fn oldest(&self) -> BoxFuture<'_, anyhow::Result<(Option<f64>, Option<f64>)>>;
+    /// Marks an upload in flight for a SUCCEEDED scan whose upload status is `pending` or
+    /// `failed` and that has none in flight; returns the upload status it starts from, or `None`
+    /// when the scan cannot start an upload now.
+    fn claim_upload(
+        &self,
+        test_id: String,
+        tier: String,
+        now: f64,
+    ) -> BoxFuture<'_, anyhow::Result<Option<UploadStatus>>>;
+    /// Writes the upload columns if the stored upload status is still `expected`.
+    fn write_upload(
+        &self,
+        test_id: String,
+        expected: UploadStatus,
+        state: UploadState,
+    ) -> BoxFuture<'_, anyhow::Result<bool>>;
+    /// At start-up: uploads left in flight by a dead process end. A `permitted` one becomes
+    /// `failed` with `reason`; returns the ids moved so.
+    fn recover_uploads(&self, reason: String) -> BoxFuture<'_, anyhow::Result<Vec<String>>>;
 }

@@ -7,4 +7,6 @@ mod clone;
 mod lifecycle;
 mod ops;
 mod stream;
+mod upload;
+mod upload_helpers;
 mod validation;
