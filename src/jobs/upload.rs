@@ -102,6 +102,8 @@ enum Decision {
     Denied,
     TrustFailed(TrustError),
     BundleUnusable(String),
+    /// The decision could not be recorded; nothing was uploaded.
+    Internal(String),
 }
 
 /// Outcomes that need no upload: already settled, or not possible.
@@ -227,6 +229,7 @@ impl JobManager {
             Ok(Decision::BundleUnusable(reason)) => {
                 UploadRequestOutcome::BundleUnusable(record, reason)
             }
+            Ok(Decision::Internal(message)) => anyhow::bail!("{message}"),
             Err(_) => anyhow::bail!("the upload task of {test_id} ended without a decision"),
         })
     }
@@ -359,9 +362,18 @@ impl JobManager {
             in_flight: true,
         };
         if !self.move_upload(&test_id, from, permitted.clone()).await {
-            // Not recorded as permitted: nothing may be uploaded under this permit.
-            let _ = decision.send(Decision::TrustFailed(TrustError::InvalidResponse(
-                "the permit could not be recorded".into(),
+            // Not recorded as permitted: nothing may be uploaded under this permit. Release the
+            // claim (best effort) so the upload can be requested again.
+            let release = UploadState {
+                status: from,
+                reason: Some(
+                    "Trust's permit could not be recorded; request the upload again".into(),
+                ),
+                ..ended(from, String::new())
+            };
+            self.move_upload(&test_id, from, release).await;
+            let _ = decision.send(Decision::Internal(format!(
+                "the permit for {test_id} could not be recorded in the store"
             )));
             return;
         }

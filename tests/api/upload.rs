@@ -50,12 +50,14 @@ impl Scanner for LargeReportScanner {
         "secrets"
     }
     fn run(&self, _ctx: &ScanContext<'_>) -> anyhow::Result<ScannerOutput> {
-        let results: Vec<Value> = (0..48_000)
+        // About 12 MiB: three parts at the 5 MiB threshold.
+        let results: Vec<Value> = (0..2_800)
             .map(|i| {
+                let detail: String = (0..150).map(|j| format!("{:x}", (i * 31 + j) % 4099)).collect::<Vec<_>>().join("-");
                 json!({
                     "ruleId": "synthetic-note",
                     "level": "note",
-                    "message": {"text": format!("synthetic result {i} of a report larger than one S3 part")},
+                    "message": {"text": format!("synthetic result {i} of a report larger than one S3 part: {detail} {detail} {detail} {detail} {detail} {detail}")},
                     "locations": [{"physicalLocation": {"artifactLocation": {"uri": format!("src/file{}.txt", i % 97)}, "region": {"startLine": i % 500 + 1}}}],
                 })
             })
@@ -192,12 +194,22 @@ async fn assert_bucket_contents(
     files: &BTreeMap<String, Vec<u8>>,
     permission_id: &str,
 ) {
-    let scan = env.app.scan(id).await;
+    assert_buckets_hold(&env.app, &env.s3, id, files, permission_id).await;
+}
+
+async fn assert_buckets_hold(
+    app: &TestApp,
+    s3: &S3,
+    id: &str,
+    files: &BTreeMap<String, Vec<u8>>,
+    permission_id: &str,
+) {
+    let scan = app.scan(id).await;
     for (bucket, dir) in [
         (RAW, format!("{RAW_PREFIX}/{id}/incoming/")),
         (GOLDEN, format!("{GOLDEN_PREFIX}/{id}/golden/")),
     ] {
-        let objects = env.s3.objects(bucket).await;
+        let objects = s3.objects(bucket).await;
         let expected: Vec<(String, u64)> = files
             .iter()
             .map(|(name, bytes)| (format!("{dir}{name}"), bytes.len() as u64))
@@ -205,13 +217,13 @@ async fn assert_bucket_contents(
         assert_eq!(objects, expected, "objects in {bucket}");
         for (name, bytes) in files {
             let key = format!("{dir}{name}");
-            let stored = env.s3.get(bucket, &key).await;
+            let stored = s3.get(bucket, &key).await;
             assert_eq!(
                 sha256_hex(&stored),
                 sha256_hex(bytes),
                 "bytes of {bucket}/{key}"
             );
-            let (meta, _) = env.s3.head(bucket, &key).await;
+            let (meta, _) = s3.head(bucket, &key).await;
             assert_eq!(
                 meta["sha256"],
                 sha256_hex(bytes),
@@ -234,7 +246,7 @@ async fn assert_bucket_contents(
             );
         }
         assert!(
-            env.s3.multipart_uploads(bucket).await.is_empty(),
+            s3.multipart_uploads(bucket).await.is_empty(),
             "incomplete multipart uploads left in {bucket}"
         );
     }
@@ -954,4 +966,177 @@ async fn upload_requests_name_the_setting_when_uploads_are_not_configured() {
     );
     assert!(trust.requests().is_empty());
     assert_eq!(app.scan(&id).await["upload_status"], "pending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_stopped_by_shutdown_ends_failed_and_a_new_request_completes() {
+    let moto = MotoServer::start();
+    let proxy = S3Proxy::start(moto.port).await;
+    let endpoint = proxy.endpoint();
+    let env = Env::start_with(moto, false, move |c| {
+        c.upload.s3_endpoint_url = Some(endpoint);
+        c.shutdown_grace = Duration::from_secs(1);
+    })
+    .await;
+    let id = env.succeeded_scan().await;
+    let files = bundle(&env.app, &env.app.scan(&id).await);
+
+    // S3 stops answering: the permitted upload hangs in its first S3 request.
+    proxy.stall();
+    let (status, answer) = request_upload(&env.app, &id, json!({})).await;
+    assert_eq!(status, 202, "{answer}");
+    let scan = env.app.scan(&id).await;
+    assert_eq!(scan["upload_status"], "permitted");
+    assert_eq!(scan["upload_in_progress"], true);
+    let stats = assert_stats_match_metrics_and_store(&env.app).await;
+    assert_eq!(stats["upload_stats"]["permitted"], 1);
+    let (status, _) = request_upload(&env.app, &id, json!({})).await;
+    assert_eq!(status, 409, "one upload at a time");
+
+    // A restart drains: the grace period passes, the upload stops and is recorded failed.
+    let Env {
+        app,
+        s3,
+        trust,
+        git: _git,
+        _moto,
+        _dir,
+    } = env;
+    let app = app.restart_with(|_| {}).await;
+    let scan = app.scan(&id).await;
+    assert_eq!(scan["upload_status"], "failed", "{scan}");
+    assert!(
+        scan["upload_reason"].as_str().unwrap().contains("shutdown"),
+        "{scan}"
+    );
+    let stats = assert_stats_match_metrics_and_store(&app).await;
+    assert_eq!(stats["upload_stats"]["permitted"], 0);
+    assert_eq!(stats["upload_stats"]["failed"], 1);
+
+    proxy.restore();
+    let (status, answer) = request_upload(&app, &id, json!({})).await;
+    assert_eq!(status, 202, "{answer}");
+    let scan = wait_for_upload(&app, &id, &["uploaded", "failed"]).await;
+    assert_eq!(scan["upload_status"], "uploaded", "{scan}");
+    assert_buckets_hold(&app, &s3, &id, &files, "perm-2").await;
+    assert_eq!(trust.requests().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_running_when_the_process_dies_ends_failed_at_the_next_start() {
+    let moto = MotoServer::start();
+    let s3 = S3::new(&moto.endpoint());
+    s3.create_bucket(RAW).await;
+    s3.create_bucket(GOLDEN).await;
+    let proxy = S3Proxy::start(moto.port).await;
+    let trust = TrustStandIn::start(TrustMode::Permit).await;
+    let git = GitServer::start();
+    git.create_repo("demo", &[("README.md", "# demo\n")]);
+    let dir = tempfile::tempdir().unwrap();
+
+    // The real binary, configured through the environment.
+    let endpoint = proxy.endpoint();
+    let mut process = ServiceProcess::start(
+        dir.path(),
+        &[
+            ("CERTUS_ASSURANCE_ENABLE_S3_UPLOAD", "true"),
+            ("CERTUS_ASSURANCE_TRUST_BASE_URL", &trust.url),
+            ("CERTUS_ASSURANCE_TRUST_TOKEN", TRUST_TOKEN),
+            ("CERTUS_ASSURANCE_TRUST_TIMEOUT_SECONDS", "3"),
+            ("CERTUS_ASSURANCE_S3_ENDPOINT_URL", &endpoint),
+            ("CERTUS_ASSURANCE_S3_ACCESS_KEY_ID", "testing"),
+            ("CERTUS_ASSURANCE_S3_SECRET_ACCESS_KEY", "testing"),
+            ("CERTUS_ASSURANCE_DATALAKE_RAW_PREFIX", RAW_PREFIX),
+            ("CERTUS_ASSURANCE_DATALAKE_GOLDEN_PREFIX", GOLDEN_PREFIX),
+            ("CERTUS_ASSURANCE_S3_TIMEOUT_SECONDS", "60"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let submitted: Value = client
+        .post(format!("{}/v1/security-scans", process.address))
+        .json(&scan_body(&git.url("demo")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = submitted["test_id"].as_str().expect("test_id").to_string();
+    let scan_url = format!("{}/v1/security-scans/{id}", process.address);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let scan: Value = client
+            .get(&scan_url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if scan["status"] == "SUCCEEDED" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && scan["status"] != "FAILED",
+            "{scan}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.stall();
+    let response = client
+        .post(format!("{scan_url}/upload-request"))
+        .json(&json!({"tier": "basic"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    assert_eq!(
+        trust.requests()[0].0.as_deref(),
+        Some(format!("Bearer {TRUST_TOKEN}").as_str())
+    );
+    let scan: Value = client
+        .get(&scan_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(scan["upload_status"], "permitted");
+    process.kill9();
+
+    // The next start ends the upload left in flight, and the gauges follow the store.
+    let mut config = test_config(dir.path());
+    enable_uploads(&mut config, &trust.url, &endpoint);
+    let app = start(config, None).await;
+    let scan = app.scan(&id).await;
+    assert_eq!(scan["upload_status"], "failed", "{scan}");
+    assert_eq!(scan["upload_in_progress"], false);
+    assert!(
+        scan["upload_reason"]
+            .as_str()
+            .unwrap()
+            .contains("stopped while this upload ran"),
+        "{scan}"
+    );
+    let text = app.metrics_text().await;
+    assert_eq!(
+        metric(
+            &text,
+            "upload_transitions_total",
+            &[("from", "permitted"), ("to", "failed")]
+        ),
+        1.0
+    );
+    let stats = assert_stats_match_metrics_and_store(&app).await;
+    assert_eq!(stats["upload_stats"]["failed"], 1);
+    assert_eq!(stats["upload_stats"]["permitted"], 0);
+
+    proxy.restore();
+    let (status, answer) = request_upload(&app, &id, json!({})).await;
+    assert_eq!(status, 202, "{answer}");
+    let scan = wait_for_upload(&app, &id, &["uploaded", "failed"]).await;
+    assert_eq!(scan["upload_status"], "uploaded", "{scan}");
+    let files = bundle(&app, &scan);
+    assert_buckets_hold(&app, &s3, &id, &files, "perm-2").await;
 }

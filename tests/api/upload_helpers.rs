@@ -203,6 +203,8 @@ struct ProxyState {
     sent: AtomicU64,
     cut_after: AtomicU64,
     down: AtomicBool,
+    /// New connections are held open and never forwarded.
+    stalled: AtomicBool,
     cut: Mutex<CancellationToken>,
 }
 
@@ -210,6 +212,12 @@ impl ProxyState {
     fn cut(&self) {
         self.down.store(true, Ordering::SeqCst);
         self.cut.lock().unwrap().cancel();
+    }
+
+    /// Closes every open connection (and releases held ones).
+    fn close_all(&self) {
+        let old = std::mem::replace(&mut *self.cut.lock().unwrap(), CancellationToken::new());
+        old.cancel();
     }
 }
 
@@ -222,6 +230,7 @@ impl S3Proxy {
             sent: AtomicU64::new(0),
             cut_after: AtomicU64::new(u64::MAX),
             down: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
             cut: Mutex::new(CancellationToken::new()),
         });
         let accept_state = state.clone();
@@ -232,6 +241,14 @@ impl S3Proxy {
                 };
                 if accept_state.down.load(Ordering::SeqCst) {
                     drop(client);
+                    continue;
+                }
+                if accept_state.stalled.load(Ordering::SeqCst) {
+                    let held = accept_state.cut.lock().unwrap().clone();
+                    tokio::spawn(async move {
+                        let _client = client;
+                        held.cancelled().await;
+                    });
                     continue;
                 }
                 let state = accept_state.clone();
@@ -288,11 +305,18 @@ impl S3Proxy {
         self.state.down.load(Ordering::SeqCst)
     }
 
+    /// S3 stops answering: open connections close, new ones are accepted and never answered.
+    pub fn stall(&self) {
+        self.state.stalled.store(true, Ordering::SeqCst);
+        self.state.close_all();
+    }
+
     /// S3 is back.
     pub fn restore(&self) {
         self.state.cut_after.store(u64::MAX, Ordering::SeqCst);
-        *self.state.cut.lock().unwrap() = CancellationToken::new();
+        self.state.stalled.store(false, Ordering::SeqCst);
         self.state.down.store(false, Ordering::SeqCst);
+        self.state.close_all();
     }
 }
 
