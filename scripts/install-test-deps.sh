@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: promtool (Debian package
-# `prometheus`), git (for `git daemon`), jq, and moto_server (PyPI `moto[server]`, the S3 server
+# `prometheus`), git (for `git daemon`), jq, openssl (an HTTPS server with an untrusted
+# certificate), and moto_server (PyPI `moto[server]`, the S3 server
 # of the upload tests). Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -8,6 +9,7 @@ need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v git >/dev/null 2>&1 || need+=(git)
 command -v jq >/dev/null 2>&1 || need+=(jq)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # `git daemon` lives in git-daemon-run's dependency on Debian's git package itself; check it.
 if command -v git >/dev/null 2>&1 && ! git daemon --help >/dev/null 2>&1; then
   need+=(git)

@@ -201,8 +201,11 @@ impl ObjectStore {
                     "request could not be sent"
                 };
                 format!(
-                    "{kind} talking to {}; check CERTUS_ASSURANCE_S3_ENDPOINT_URL and that S3 is reachable",
-                    self.endpoint
+                    "{kind} talking to {} ({}); check CERTUS_ASSURANCE_S3_ENDPOINT_URL and that S3 is reachable",
+                    self.endpoint,
+                    f.as_connector_error()
+                        .map(|e| super::trust::root_cause(e))
+                        .unwrap_or_else(|| "no detail".into())
                 )
             }
             SdkError::ServiceError(e) => {

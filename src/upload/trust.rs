@@ -211,13 +211,15 @@ impl HttpTrustClient {
             TrustError::Timeout(self.timeout)
         } else if err.is_connect() {
             TrustError::Unreachable(format!(
-                "connecting to {} failed; check CERTUS_ASSURANCE_TRUST_BASE_URL and that Trust is running",
-                origin(&self.endpoint)
+                "connecting to {} failed ({}); check CERTUS_ASSURANCE_TRUST_BASE_URL, that Trust is running, and that its TLS certificate is trusted by this host",
+                origin(&self.endpoint),
+                root_cause(err)
             ))
         } else {
             TrustError::Unreachable(format!(
-                "the connection to {} failed before a full answer arrived",
-                origin(&self.endpoint)
+                "the connection to {} failed before a full answer arrived ({})",
+                origin(&self.endpoint),
+                root_cause(err)
             ))
         }
     }
@@ -237,6 +239,16 @@ impl TrustClient for HttpTrustClient {
             }
         })
     }
+}
+
+/// The innermost cause of an error (a refused connection, a certificate that does not verify),
+/// clipped, for the recorded reason.
+pub(crate) fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    clip(&cause.to_string(), 200)
 }
 
 /// `scheme://host:port` of a URL (never its path or query, which could carry secrets).

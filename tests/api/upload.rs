@@ -1140,3 +1140,70 @@ async fn an_upload_running_when_the_process_dies_ends_failed_at_the_next_start()
     let files = bundle(&app, &scan);
     assert_buckets_hold(&app, &s3, &id, &files, "perm-2").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trust_service_whose_certificate_does_not_verify_gets_no_request() {
+    let tls = UntrustedTlsServer::start();
+    let git = GitServer::start();
+    git.create_repo("demo", &[("README.md", "# demo\n")]);
+    let trust_url = format!("https://127.0.0.1:{}", tls.port);
+    // S3 is never reached.
+    let app = spawn_app_with(|c| enable_uploads(c, &trust_url, "http://127.0.0.1:9")).await;
+    let id = app.submit_scan(scan_body(&git.url("demo"))).await;
+    assert_eq!(app.wait_for_terminal(&id).await["status"], "SUCCEEDED");
+
+    let (status, answer) = request_upload(&app, &id, json!({})).await;
+    // Without verification, the server's HTML page would come back as an invalid answer.
+    assert_eq!(status, 502, "{answer}");
+    let detail = answer["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("could not be reached") && detail.contains("certificate"),
+        "{detail}"
+    );
+    let text = app.metrics_text().await;
+    assert_eq!(
+        metric(&text, "trust_requests_total", &[("outcome", "unreachable")]),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "trust_requests_total",
+            &[("outcome", "invalid_response")]
+        ),
+        0.0
+    );
+    assert_eq!(app.scan(&id).await["upload_status"], "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_endpoint_whose_certificate_does_not_verify_gets_no_object() {
+    let tls = UntrustedTlsServer::start();
+    let trust = TrustStandIn::start(TrustMode::Permit).await;
+    let git = GitServer::start();
+    git.create_repo("demo", &[("README.md", "# demo\n")]);
+    let endpoint = format!("https://127.0.0.1:{}", tls.port);
+    let app = spawn_app_with(|c| enable_uploads(c, &trust.url, &endpoint)).await;
+    let id = app.submit_scan(scan_body(&git.url("demo"))).await;
+    assert_eq!(app.wait_for_terminal(&id).await["status"], "SUCCEEDED");
+
+    let (status, answer) = request_upload(&app, &id, json!({})).await;
+    assert_eq!(status, 202, "{answer}");
+    let scan = wait_for_upload(&app, &id, &["uploaded", "failed"]).await;
+    assert_eq!(scan["upload_status"], "failed", "{scan}");
+    let reason = scan["upload_reason"].as_str().unwrap();
+    assert!(reason.contains("certificate"), "{reason}");
+    let text = app.metrics_text().await;
+    assert_eq!(
+        metric(
+            &text,
+            "s3_requests_total",
+            &[
+                ("operation", "list_multipart_uploads"),
+                ("outcome", "error")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(metric(&text, "s3_uploaded_bytes_total", &[]), 0.0);
+}
