@@ -1207,3 +1207,43 @@ async fn an_s3_endpoint_whose_certificate_does_not_verify_gets_no_object() {
     );
     assert_eq!(metric(&text, "s3_uploaded_bytes_total", &[]), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_s3_failures_are_retried() {
+    let moto = MotoServer::start();
+    let proxy = S3Proxy::start(moto.port).await;
+    let endpoint = proxy.endpoint();
+    let env = Env::start_with(moto, false, move |c| {
+        c.upload.s3_endpoint_url = Some(endpoint);
+        c.upload.s3_max_attempts = 3;
+    })
+    .await;
+    let id = env.succeeded_scan().await;
+    let files = bundle(&env.app, &env.app.scan(&id).await);
+    // Two connections in a row are cut: the first request needs three attempts.
+    proxy.drop_next_connections(2);
+    let (status, answer) = request_upload(&env.app, &id, json!({})).await;
+    assert_eq!(status, 202, "{answer}");
+    let scan = wait_for_upload(&env.app, &id, &["uploaded", "failed"]).await;
+    assert_eq!(scan["upload_status"], "uploaded", "{scan}");
+    assert_bucket_contents(&env, &id, &files, "perm-1").await;
+    let text = env.app.metrics_text().await;
+    for op in [
+        "list_multipart_uploads",
+        "put_object",
+        "head_object",
+        "copy_object",
+    ] {
+        for outcome in ["error", "timeout"] {
+            assert_eq!(
+                metric(
+                    &text,
+                    "s3_requests_total",
+                    &[("operation", op), ("outcome", outcome)]
+                ),
+                0.0,
+                "{op} {outcome}"
+            );
+        }
+    }
+}

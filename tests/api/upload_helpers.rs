@@ -205,6 +205,8 @@ struct ProxyState {
     down: AtomicBool,
     /// New connections are held open and never forwarded.
     stalled: AtomicBool,
+    /// This many next connections are closed at once (a transient failure).
+    drop_next: AtomicU64,
     cut: Mutex<CancellationToken>,
 }
 
@@ -231,6 +233,7 @@ impl S3Proxy {
             cut_after: AtomicU64::new(u64::MAX),
             down: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
+            drop_next: AtomicU64::new(0),
             cut: Mutex::new(CancellationToken::new()),
         });
         let accept_state = state.clone();
@@ -239,7 +242,12 @@ impl S3Proxy {
                 let Ok((client, _)) = listener.accept().await else {
                     continue;
                 };
-                if accept_state.down.load(Ordering::SeqCst) {
+                if accept_state.down.load(Ordering::SeqCst)
+                    || accept_state
+                        .drop_next
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                {
                     drop(client);
                     continue;
                 }
@@ -303,6 +311,12 @@ impl S3Proxy {
 
     pub fn is_down(&self) -> bool {
         self.state.down.load(Ordering::SeqCst)
+    }
+
+    /// The next `n` connections are closed as soon as they are accepted; open ones close too.
+    pub fn drop_next_connections(&self, n: u64) {
+        self.state.drop_next.store(n, Ordering::SeqCst);
+        self.state.close_all();
     }
 
     /// S3 stops answering: open connections close, new ones are accepted and never answered.
