@@ -519,15 +519,8 @@ async fn trust_errors_garbage_and_timeouts_fail_closed() {
         let id = env.succeeded_scan().await;
         ids.push(id.clone());
         let before = env.app.metrics_text().await;
-        let started = Instant::now();
         let (status, answer) = request_upload(&env.app, &id, json!({"tier": "basic"})).await;
         assert_eq!(status, code, "{mode:?}: {answer}");
-        if mode == TrustMode::Hang {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the Trust timeout bounds the request"
-            );
-        }
         let scan = env.app.scan(&id).await;
         assert_eq!(scan["upload_status"], "failed", "{mode:?}");
         assert!(
