@@ -422,38 +422,6 @@ impl ObjectStore {
         Ok(out)
     }
 
-    /// Keys and sizes of the objects whose key starts with `prefix`.
-    pub async fn list_objects(
-        &self,
-        bucket: &str,
-        prefix: &str,
-    ) -> Result<Vec<(String, u64)>, S3Error> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let call = self
-                .client
-                .list_objects_v2()
-                .bucket(bucket)
-                .prefix(prefix)
-                .set_continuation_token(token.clone())
-                .send();
-            let page = self
-                .observe("list_objects", s3_uri(bucket, prefix), call)
-                .await?;
-            for object in page.contents() {
-                if let Some(key) = object.key() {
-                    out.push((key.to_string(), object.size().unwrap_or(0).max(0) as u64));
-                }
-            }
-            token = page.next_continuation_token().map(str::to_string);
-            if page.is_truncated() != Some(true) || token.is_none() {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
     /// Size and metadata of an object; `None` when it does not exist (an answer, counted as a
     /// success).
     pub async fn head_object(

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use certus_assurance::config::{Config, Secret};
 use certus_assurance::pipeline::scanners::{ScanContext, Scanner, ScannerOutput};
-use ring::signature::KeyPair;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -259,26 +258,30 @@ async fn assert_s3_empty(env: &Env) {
     }
 }
 
-fn signing_key(dir: &std::path::Path) -> (std::path::PathBuf, ring::signature::Ed25519KeyPair) {
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+/// An ed25519 key made as an operator would (`openssl genpkey`); returns its path and the raw
+/// 32-byte public key (the end of the DER SubjectPublicKeyInfo).
+fn signing_key(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
     let path = dir.join("signing-key.pem");
-    std::fs::write(
-        &path,
-        format!(
-            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-            B64.encode(pkcs8.as_ref())
-        ),
-    )
-    .unwrap();
-    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-    (path, pair)
+    let made = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&path)
+        .status()
+        .expect("openssl runs");
+    assert!(made.success());
+    let spki = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+        .arg(&path)
+        .output()
+        .expect("openssl runs");
+    assert!(spki.status.success());
+    let public = spki.stdout[spki.stdout.len() - 32..].to_vec();
+    (path, public)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permitted_upload_puts_every_declared_file_in_raw_and_golden() {
     let keys = tempfile::tempdir().unwrap();
-    let (key_path, key_pair) = signing_key(keys.path());
+    let (key_path, public_key) = signing_key(keys.path());
     let env = Env::start(false, |c| {
         c.upload.signing_key_file = Some(key_path.clone())
     })
@@ -352,24 +355,18 @@ async fn a_permitted_upload_puts_every_declared_file_in_raw_and_golden() {
     let signature = &request["inner_signature"];
     assert_eq!(signature["signer"], "ci@example.com");
     assert_eq!(signature["algorithm"], "ed25519");
-    assert_eq!(
-        signature["certificate"],
-        B64.encode(key_pair.public_key().as_ref())
-    );
+    assert_eq!(signature["certificate"], B64.encode(&public_key));
     let canonical: String = expected
         .iter()
         .map(|(name, (hash, _))| format!("{hash}  {name}\n"))
         .collect();
-    ring::signature::UnparsedPublicKey::new(
-        &ring::signature::ED25519,
-        key_pair.public_key().as_ref(),
-    )
-    .verify(
-        canonical.as_bytes(),
-        &B64.decode(signature["signature"].as_str().unwrap())
-            .unwrap(),
-    )
-    .expect("the inner signature verifies over the canonical digest list");
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, &public_key)
+        .verify(
+            canonical.as_bytes(),
+            &B64.decode(signature["signature"].as_str().unwrap())
+                .unwrap(),
+        )
+        .expect("the inner signature verifies over the canonical digest list");
 
     let scan = wait_for_upload(&env.app, &id, &["uploaded", "failed"]).await;
     assert_eq!(scan["upload_status"], "uploaded", "{scan}");
