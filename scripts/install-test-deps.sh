@@ -44,16 +44,19 @@ if [ -x "$MOTO_VENV/bin/moto_server" ] && moto_ok "$MOTO_VENV/bin/python3"; then
 elif command -v moto_server >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1 && moto_ok python3; then
   :
 else
-  if ! command -v python3 >/dev/null 2>&1 || ! python3 -m venv --help >/dev/null 2>&1; then
-    [ "$(id -u)" -eq 0 ] || { echo "python3 with venv is needed for moto_server; install python3-venv" >&2; exit 1; }
+  apt_python() {
+    [ "$(id -u)" -eq 0 ] || { echo "moto_server needs python3 with venv; install python3-venv" >&2; exit 1; }
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends python3 python3-venv python3-pip >/dev/null
-  fi
+  }
+  command -v python3 >/dev/null 2>&1 || apt_python
   echo "installing moto[server]>=5.2.5 (S3 server of the upload tests)"
   if ! python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5.2.5' 2>/dev/null \
       || ! moto_ok python3; then
-    python3 -m venv "$MOTO_VENV"
+    # Debian's python refuses system-wide pip installs (PEP 668): use a virtualenv.
+    rm -rf "$MOTO_VENV"
+    python3 -m venv "$MOTO_VENV" 2>/dev/null || { rm -rf "$MOTO_VENV"; apt_python; python3 -m venv "$MOTO_VENV"; }
     "$MOTO_VENV/bin/python3" -m pip install --quiet --disable-pip-version-check 'moto[server]>=5.2.5'
   fi
 fi

@@ -24,19 +24,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::free_port;
 
-/// Where scripts/install-test-deps.sh put moto_server: its virtualenv first, then PATH.
-fn moto_server_binary() -> PathBuf {
+/// The python that has moto, as scripts/install-test-deps.sh left it: its virtualenv first, else
+/// the `python3` on PATH.
+fn moto_python() -> PathBuf {
     let venv = std::env::var_os("CERTUS_TEST_MOTO_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
                 .join(".cache/certus-assurance/moto-venv")
         });
-    let in_venv = venv.join("bin/moto_server");
-    if in_venv.is_file() {
-        in_venv
+    let python = venv.join("bin/python3");
+    if venv.join("bin/moto_server").is_file() && python.is_file() {
+        python
     } else {
-        PathBuf::from("moto_server")
+        PathBuf::from("python3")
     }
 }
 
@@ -49,8 +50,15 @@ pub struct MotoServer {
 impl MotoServer {
     pub fn start() -> MotoServer {
         let port = free_port();
-        let child = Command::new(moto_server_binary())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let child = Command::new(moto_python())
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(if std::env::var_os("TEST_LOG").is_some() {
