@@ -248,9 +248,10 @@ perf_profile() { # perf_profile PHASE ENDPOINT
     {
         echo "# perf: $ep with ${R[$phase.scans]:-?} stored scans; share of samples by binary, then by symbol"
         perf report -i "$TMP/$name.data" --stdio --no-children --sort dso -g none 2>/dev/null |
-            grep -v '^#' | grep -v '^$' | sed 's/ *$//' | head -n 8
+            grep -v '^#' | grep -v '^$' | sed 's/[[:space:]]*$//' | head -n 8
         perf report -i "$TMP/$name.data" --stdio --no-children --percent-limit 1 --sort symbol \
-            -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | sed 's/ *$//' | head -n 40
+            -g none 2>/dev/null | grep -v '^#' | grep -v '^$' |
+            sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]*$//' | head -n 40
     } >"$TMP/$name.txt" || true
     if [[ -n "${BENCH_PERF_DIR:-}" ]]; then
         mkdir -p "$BENCH_PERF_DIR" && cp "$TMP/$name.txt" "$BENCH_PERF_DIR/"

@@ -2,7 +2,9 @@
 # Installs what the build and the test suite need on a fresh Debian machine: a C toolchain and
 # OpenSSL headers (libgit2), promtool and the Prometheus server (Debian package `prometheus`),
 # Alertmanager and amtool (`prometheus-alertmanager`), kubectl (its built-in kustomize builds
-# deploy/kubernetes), git (for `git daemon`), psql, jq. Idempotent: installs only what is missing.
+# deploy/kubernetes), git (for `git daemon`), psql, jq, openssl (an HTTPS server with an
+# untrusted certificate), and moto_server (PyPI `moto[server]`, the S3 server of the upload
+# tests). Idempotent: installs only what is missing.
 set -euo pipefail
 
 need=()
@@ -18,6 +20,7 @@ command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 if ! pkg-config --exists openssl 2>/dev/null; then need+=(libssl-dev); fi
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -46,4 +49,40 @@ fi
 promtool --version 2>&1 | sed -n 1p
 prometheus-alertmanager --version 2>&1 | sed -n 1p
 kubectl version --client 2>&1 | sed -n 1p
+# The S3 server of the upload tests: moto_server from PyPI, 5.2.5 or later (5.2.1 mis-answers
+# multipart completion). Installed for the current python3 when missing or older; where pip may
+# not install into the system python (PEP 668), into a virtualenv under the cache directory,
+# which the tests look at first.
+MOTO_VENV="${CERTUS_TEST_MOTO_VENV:-$HOME/.cache/certus-assurance/moto-venv}"
+moto_ok() {
+  "$1" - <<'PY' >/dev/null 2>&1
+import sys
+from importlib.metadata import version
+parts = [int(p) for p in version("moto").split(".")[:3] if p.isdigit()]
+sys.exit(0 if parts >= [5, 2, 5] else 1)
+PY
+}
+if [ -x "$MOTO_VENV/bin/moto_server" ] && moto_ok "$MOTO_VENV/bin/python3"; then
+  :
+elif command -v moto_server >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1 && moto_ok python3; then
+  :
+else
+  apt_python() {
+    [ "$(id -u)" -eq 0 ] || { echo "moto_server needs python3 with venv; install python3-venv" >&2; exit 1; }
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3 python3-venv python3-pip >/dev/null
+  }
+  command -v python3 >/dev/null 2>&1 || apt_python
+  echo "installing moto[server]>=5.2.5 (S3 server of the upload tests)"
+  if ! python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5.2.5' 2>/dev/null \
+      || ! moto_ok python3; then
+    # Debian's python refuses system-wide pip installs (PEP 668): use a virtualenv.
+    rm -rf "$MOTO_VENV"
+    python3 -m venv "$MOTO_VENV" 2>/dev/null || { rm -rf "$MOTO_VENV"; apt_python; python3 -m venv "$MOTO_VENV"; }
+    "$MOTO_VENV/bin/python3" -m pip install --quiet --disable-pip-version-check 'moto[server]>=5.2.5'
+  fi
+fi
+
 git --version
+if [ -x "$MOTO_VENV/bin/moto_server" ]; then "$MOTO_VENV/bin/python3" -c 'from importlib.metadata import version; print("moto", version("moto"))'; else python3 -c 'from importlib.metadata import version; print("moto", version("moto"))'; fi

@@ -114,6 +114,14 @@ impl App {
             },
             config.stream_history_limit,
         );
+        let jobs = if config.upload.enabled {
+            let uploader = crate::upload::Uploader::from_config(&config.upload, metrics.clone())
+                .await
+                .context("configuring uploads (CERTUS_ASSURANCE_ENABLE_S3_UPLOAD=true)")?;
+            jobs.with_uploader(uploader)
+        } else {
+            jobs
+        };
         jobs.recover(config.recover_running == RecoverRunning::Requeue)
             .await
             .context("recovering scans from the store")?;
@@ -218,6 +226,7 @@ impl App {
             shutdown.hard_stop.cancel();
             shutdown.workers.wait().await;
         }
+        jobs.drain_uploads(config.shutdown_grace).await;
         shutdown.close_streams.cancel();
         shutdown.stop_http.cancel();
         match tokio::time::timeout(Duration::from_secs(10), server).await {

@@ -312,6 +312,10 @@ pub struct Settings {
         value_name = "FILTER"
     )]
     pub log_level: String,
+
+    /// Upload settings (Trust and S3).
+    #[command(flatten)]
+    pub upload: UploadSettings,
 }
 
 /// Validated settings the application runs with. Built from [`Settings`] by the binary, or
@@ -372,6 +376,8 @@ pub struct Config {
     pub retention_interval: Duration,
     /// HTTP request time limit.
     pub request_timeout: Duration,
+    /// Upload workflow (Trust permission, then S3).
+    pub upload: UploadConfig,
 }
 
 /// Longest per-scan timeout a request may ask for.
@@ -422,6 +428,7 @@ impl Config {
                 );
             }
         }
+        let upload = UploadConfig::from_settings(&s.upload, s.request_timeout_seconds)?;
         let (database_path, postgres_url) = match &s.database_url {
             None => (s.data_dir.join("certus-assurance.db"), None),
             Some(url) => match parse_database_url(url)? {
@@ -464,6 +471,7 @@ impl Config {
             retention_max_scans: (s.retention_max_scans > 0).then_some(s.retention_max_scans),
             retention_interval: Duration::from_secs(s.retention_interval_seconds),
             request_timeout: Duration::from_secs(s.request_timeout_seconds),
+            upload,
         })
     }
 
@@ -517,8 +525,418 @@ impl Settings {
             request_timeout_seconds: 30,
             log_format: None,
             log_level: "info".into(),
+            upload: UploadSettings::defaults(),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upload settings: Trust permission, then S3 (raw and golden buckets).
+// ---------------------------------------------------------------------------------------------
+
+/// A secret setting (token, key): never printed by `Debug`, only read through [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+/// Smallest part S3 accepts in a multipart upload (every part but the last).
+pub const S3_MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
+/// Largest object a single PutObject or CopyObject may write.
+pub const S3_MAX_SINGLE_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+/// The upload settings as given (flags or `CERTUS_ASSURANCE_*` variables).
+#[derive(Debug, Clone, Args)]
+pub struct UploadSettings {
+    /// Enable the upload workflow (`POST .../upload-request`): Trust permission, then S3.
+    #[arg(long, global = true, env = "CERTUS_ASSURANCE_ENABLE_S3_UPLOAD", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub enable_s3_upload: bool,
+
+    /// Base URL of the Certus Trust service (required when uploads are enabled).
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_TRUST_BASE_URL",
+        value_name = "URL"
+    )]
+    pub trust_base_url: Option<String>,
+
+    /// Bearer token sent to the Trust service.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_TRUST_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub trust_token: Option<Secret>,
+
+    /// Total time limit of one request to the Trust service, in seconds (less than the request
+    /// time limit, since upload-request waits for Trust's answer).
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_TRUST_TIMEOUT_SECONDS",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
+    pub trust_timeout_seconds: u64,
+
+    /// S3 endpoint (e.g. MinIO or LocalStack) [default: AWS for the region]; path-style addressing.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_S3_ENDPOINT_URL",
+        value_name = "URL"
+    )]
+    pub s3_endpoint_url: Option<String>,
+
+    /// S3 region.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_S3_REGION",
+        default_value = "us-east-1",
+        value_name = "REGION"
+    )]
+    pub s3_region: String,
+
+    /// S3 access key id [default: the standard AWS credential chain].
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_S3_ACCESS_KEY_ID",
+        value_name = "ID",
+        hide_env_values = true
+    )]
+    pub s3_access_key_id: Option<String>,
+
+    /// S3 secret access key (with S3_ACCESS_KEY_ID).
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_S3_SECRET_ACCESS_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub s3_secret_access_key: Option<Secret>,
+
+    /// Bucket that receives each permitted file first.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_DATALAKE_RAW_BUCKET",
+        default_value = "raw",
+        value_name = "BUCKET"
+    )]
+    pub datalake_raw_bucket: String,
+
+    /// Bucket that files are copied to once every file is in the raw bucket.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_DATALAKE_GOLDEN_BUCKET",
+        default_value = "golden",
+        value_name = "BUCKET"
+    )]
+    pub datalake_golden_bucket: String,
+
+    /// Key prefix in the raw bucket: `<prefix>/<test_id>/incoming/<path>`.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_DATALAKE_RAW_PREFIX",
+        default_value = "security-scans",
+        value_name = "PREFIX"
+    )]
+    pub datalake_raw_prefix: String,
+
+    /// Key prefix in the golden bucket: `<prefix>/<test_id>/golden/<path>`.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_DATALAKE_GOLDEN_PREFIX",
+        default_value = "security-scans",
+        value_name = "PREFIX"
+    )]
+    pub datalake_golden_prefix: String,
+
+    /// Files larger than this go up in parts of this size (multipart upload); at least 5 MiB.
+    #[arg(long, global = true, env = "CERTUS_ASSURANCE_S3_MULTIPART_THRESHOLD_BYTES", default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+    pub s3_multipart_threshold_bytes: u64,
+
+    /// Time limit of one attempt of one S3 request, in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_S3_TIMEOUT_SECONDS",
+        default_value_t = 60,
+        value_name = "SECONDS"
+    )]
+    pub s3_timeout_seconds: u64,
+
+    /// Attempts per S3 request (transient errors are retried with capped exponential backoff).
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_S3_MAX_ATTEMPTS",
+        default_value_t = 4,
+        value_name = "N"
+    )]
+    pub s3_max_attempts: u32,
+
+    /// Ed25519 private key (PKCS#8, PEM or DER) that signs the list of uploaded digests.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_SIGNING_KEY_FILE",
+        value_name = "FILE"
+    )]
+    pub signing_key_file: Option<PathBuf>,
+}
+
+impl UploadSettings {
+    /// The defaults, ignoring the environment.
+    fn defaults() -> UploadSettings {
+        UploadSettings {
+            enable_s3_upload: false,
+            trust_base_url: None,
+            trust_token: None,
+            trust_timeout_seconds: 10,
+            s3_endpoint_url: None,
+            s3_region: "us-east-1".into(),
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            datalake_raw_bucket: "raw".into(),
+            datalake_golden_bucket: "golden".into(),
+            datalake_raw_prefix: "security-scans".into(),
+            datalake_golden_prefix: "security-scans".into(),
+            s3_multipart_threshold_bytes: 16 * 1024 * 1024,
+            s3_timeout_seconds: 60,
+            s3_max_attempts: 4,
+            signing_key_file: None,
+        }
+    }
+}
+
+/// Validated upload settings.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    /// Uploads are enabled; when false, upload-request answers 503 naming the variable to set.
+    pub enabled: bool,
+    /// Trust service base URL (set whenever `enabled`).
+    pub trust_base_url: Option<url::Url>,
+    /// Bearer token for Trust.
+    pub trust_token: Option<Secret>,
+    /// Total time limit of one Trust request.
+    pub trust_timeout: Duration,
+    /// S3 endpoint override (path-style addressing is used with it).
+    pub s3_endpoint_url: Option<String>,
+    pub s3_region: String,
+    /// Static credentials; `None` uses the standard AWS credential chain.
+    pub s3_credentials: Option<(String, Secret)>,
+    pub raw_bucket: String,
+    pub golden_bucket: String,
+    /// Raw key prefix without leading or trailing `/` (may be empty).
+    pub raw_prefix: String,
+    /// Golden key prefix without leading or trailing `/` (may be empty).
+    pub golden_prefix: String,
+    /// Size above which a file is uploaded in parts; also the part size.
+    pub multipart_threshold: u64,
+    /// Time limit of one attempt of one S3 request.
+    pub s3_timeout: Duration,
+    /// Attempts per S3 request.
+    pub s3_max_attempts: u32,
+    /// Ed25519 key signing the declared digests.
+    pub signing_key_file: Option<PathBuf>,
+}
+
+impl UploadConfig {
+    /// Defaults: uploads disabled.
+    pub fn disabled() -> UploadConfig {
+        UploadConfig::from_settings(&UploadSettings::defaults(), 30).expect("defaults are valid")
+    }
+
+    /// Validates the upload settings, naming the offending variable in every error.
+    pub fn from_settings(s: &UploadSettings, request_timeout_seconds: u64) -> anyhow::Result<Self> {
+        let trust_base_url = match s.trust_base_url.as_deref().filter(|u| !u.is_empty()) {
+            None => None,
+            Some(raw) => Some(parse_service_url("TRUST_BASE_URL", raw)?),
+        };
+        if s.enable_s3_upload && trust_base_url.is_none() {
+            bail!(
+                "CERTUS_ASSURANCE_TRUST_BASE_URL is required when CERTUS_ASSURANCE_ENABLE_S3_UPLOAD=true \
+                 (nothing is uploaded without Trust's permission)"
+            );
+        }
+        if s.trust_timeout_seconds == 0 {
+            bail!("CERTUS_ASSURANCE_TRUST_TIMEOUT_SECONDS must be greater than 0");
+        }
+        if s.trust_timeout_seconds >= request_timeout_seconds {
+            bail!(
+                "CERTUS_ASSURANCE_TRUST_TIMEOUT_SECONDS ({}) must be less than \
+                 CERTUS_ASSURANCE_REQUEST_TIMEOUT_SECONDS ({request_timeout_seconds}), since \
+                 upload-request waits for Trust's answer",
+                s.trust_timeout_seconds
+            );
+        }
+        let s3_endpoint_url = match s.s3_endpoint_url.as_deref().filter(|u| !u.is_empty()) {
+            None => None,
+            Some(raw) => Some(
+                parse_service_url("S3_ENDPOINT_URL", raw)?
+                    .as_str()
+                    .trim_end_matches('/')
+                    .to_string(),
+            ),
+        };
+        if s.s3_region.is_empty()
+            || !s
+                .s3_region
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            bail!(
+                "CERTUS_ASSURANCE_S3_REGION must be a region name such as us-east-1 (got `{}`)",
+                s.s3_region
+            );
+        }
+        let s3_credentials = match (
+            s.s3_access_key_id.as_deref().filter(|v| !v.is_empty()),
+            s.s3_secret_access_key
+                .as_ref()
+                .filter(|v| !v.expose().is_empty()),
+        ) {
+            (Some(id), Some(secret)) => Some((id.to_string(), secret.clone())),
+            (None, None) => None,
+            (Some(_), None) => bail!(
+                "CERTUS_ASSURANCE_S3_SECRET_ACCESS_KEY must be set together with CERTUS_ASSURANCE_S3_ACCESS_KEY_ID"
+            ),
+            (None, Some(_)) => bail!(
+                "CERTUS_ASSURANCE_S3_ACCESS_KEY_ID must be set together with CERTUS_ASSURANCE_S3_SECRET_ACCESS_KEY"
+            ),
+        };
+        check_bucket("DATALAKE_RAW_BUCKET", &s.datalake_raw_bucket)?;
+        check_bucket("DATALAKE_GOLDEN_BUCKET", &s.datalake_golden_bucket)?;
+        let raw_prefix = check_prefix("DATALAKE_RAW_PREFIX", &s.datalake_raw_prefix)?;
+        let golden_prefix = check_prefix("DATALAKE_GOLDEN_PREFIX", &s.datalake_golden_prefix)?;
+        if s.s3_multipart_threshold_bytes < S3_MIN_PART_BYTES
+            || s.s3_multipart_threshold_bytes > S3_MAX_SINGLE_OBJECT_BYTES
+        {
+            bail!(
+                "CERTUS_ASSURANCE_S3_MULTIPART_THRESHOLD_BYTES must be from {S3_MIN_PART_BYTES} (5 MiB, \
+                 the smallest S3 part) to {S3_MAX_SINGLE_OBJECT_BYTES} (5 GiB)"
+            );
+        }
+        if s.s3_timeout_seconds == 0 {
+            bail!("CERTUS_ASSURANCE_S3_TIMEOUT_SECONDS must be greater than 0");
+        }
+        if !(1..=10).contains(&s.s3_max_attempts) {
+            bail!("CERTUS_ASSURANCE_S3_MAX_ATTEMPTS must be from 1 to 10");
+        }
+        if let Some(key) = &s.signing_key_file {
+            if !key.is_file() {
+                bail!(
+                    "CERTUS_ASSURANCE_SIGNING_KEY_FILE: {} is not a readable file",
+                    key.display()
+                );
+            }
+        }
+        Ok(UploadConfig {
+            enabled: s.enable_s3_upload,
+            trust_base_url,
+            trust_token: s.trust_token.clone().filter(|t| !t.expose().is_empty()),
+            trust_timeout: Duration::from_secs(s.trust_timeout_seconds),
+            s3_endpoint_url,
+            s3_region: s.s3_region.clone(),
+            s3_credentials,
+            raw_bucket: s.datalake_raw_bucket.clone(),
+            golden_bucket: s.datalake_golden_bucket.clone(),
+            raw_prefix,
+            golden_prefix,
+            multipart_threshold: s.s3_multipart_threshold_bytes,
+            s3_timeout: Duration::from_secs(s.s3_timeout_seconds),
+            s3_max_attempts: s.s3_max_attempts,
+            signing_key_file: s.signing_key_file.clone(),
+        })
+    }
+}
+
+/// An `http` or `https` URL with a host and no credentials (tokens go in their own variable).
+fn parse_service_url(var: &str, raw: &str) -> anyhow::Result<url::Url> {
+    let url = url::Url::parse(raw).with_context(|| {
+        format!("CERTUS_ASSURANCE_{var} must be an http(s) URL such as https://trust.example.com")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        bail!(
+            "CERTUS_ASSURANCE_{var} must be an http(s) URL with a host (got scheme `{}`)",
+            url.scheme()
+        );
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        bail!("CERTUS_ASSURANCE_{var} must not carry credentials; use the token or key variables");
+    }
+    Ok(url)
+}
+
+/// S3 bucket naming rules: 3-63 characters of lower-case letters, digits, `.` and `-`.
+fn check_bucket(var: &str, bucket: &str) -> anyhow::Result<()> {
+    let valid = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket.as_bytes()[0].is_ascii_alphanumeric()
+        && bucket.as_bytes()[bucket.len() - 1].is_ascii_alphanumeric();
+    if !valid {
+        bail!(
+            "CERTUS_ASSURANCE_{var} must be a valid S3 bucket name (3-63 lower-case letters, digits, \
+             `.` or `-`), got `{bucket}`"
+        );
+    }
+    Ok(())
+}
+
+/// Key prefix: segments of `[A-Za-z0-9._-]` separated by `/`; surrounding `/` removed.
+fn check_prefix(var: &str, prefix: &str) -> anyhow::Result<String> {
+    let trimmed = prefix.trim_matches('/');
+    let valid = trimmed.len() <= 256
+        && (trimmed.is_empty()
+            || trimmed.split('/').all(|seg| {
+                !seg.is_empty()
+                    && seg != "."
+                    && seg != ".."
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            }));
+    if !valid {
+        bail!(
+            "CERTUS_ASSURANCE_{var} must be `/`-separated segments of letters, digits, `.`, `_` or `-` \
+             (got `{prefix}`)"
+        );
+    }
+    Ok(trimmed.to_string())
 }
 
 /// Where scans are stored.
@@ -713,6 +1131,96 @@ mod tests {
         s.database_url = Some("mysql://x".into());
         let err = format!("{:#}", Config::from_settings(&s).unwrap_err());
         assert!(err.contains("CERTUS_ASSURANCE_DATABASE_URL"), "{err}");
+    }
+
+    #[test]
+    fn upload_settings_are_checked_and_name_their_variable() {
+        let bad = |f: &dyn Fn(&mut Settings), var: &str| {
+            let mut s = Settings::parse_from_defaults();
+            f(&mut s);
+            let err = format!("{:#}", Config::from_settings(&s).unwrap_err());
+            assert!(err.contains(var), "{var}: {err}");
+        };
+        bad(
+            &|s| s.upload.enable_s3_upload = true,
+            "CERTUS_ASSURANCE_TRUST_BASE_URL",
+        );
+        bad(
+            &|s| s.upload.trust_base_url = Some("ftp://trust".into()),
+            "CERTUS_ASSURANCE_TRUST_BASE_URL",
+        );
+        bad(
+            &|s| s.upload.trust_base_url = Some("https://u:p@trust.example.com".into()),
+            "CERTUS_ASSURANCE_TRUST_BASE_URL",
+        );
+        bad(
+            &|s| s.upload.trust_timeout_seconds = 30,
+            "CERTUS_ASSURANCE_TRUST_TIMEOUT_SECONDS",
+        );
+        bad(
+            &|s| s.upload.s3_endpoint_url = Some("localhost:9000".into()),
+            "CERTUS_ASSURANCE_S3_ENDPOINT_URL",
+        );
+        bad(
+            &|s| s.upload.s3_access_key_id = Some("AKID".into()),
+            "CERTUS_ASSURANCE_S3_SECRET_ACCESS_KEY",
+        );
+        bad(
+            &|s| s.upload.datalake_raw_bucket = "Raw_Bucket".into(),
+            "CERTUS_ASSURANCE_DATALAKE_RAW_BUCKET",
+        );
+        bad(
+            &|s| s.upload.datalake_golden_prefix = "a/../b".into(),
+            "CERTUS_ASSURANCE_DATALAKE_GOLDEN_PREFIX",
+        );
+        bad(
+            &|s| s.upload.s3_multipart_threshold_bytes = 1024,
+            "CERTUS_ASSURANCE_S3_MULTIPART_THRESHOLD_BYTES",
+        );
+        bad(
+            &|s| s.upload.s3_max_attempts = 0,
+            "CERTUS_ASSURANCE_S3_MAX_ATTEMPTS",
+        );
+        bad(
+            &|s| s.upload.signing_key_file = Some("/nonexistent/key.pem".into()),
+            "CERTUS_ASSURANCE_SIGNING_KEY_FILE",
+        );
+
+        let mut s = Settings::parse_from_defaults();
+        s.upload.enable_s3_upload = true;
+        s.upload.trust_base_url = Some("https://trust.example.com/base".into());
+        s.upload.trust_token = Some(Secret::new("tok-123"));
+        s.upload.s3_access_key_id = Some("AKID".into());
+        s.upload.s3_secret_access_key = Some(Secret::new("very-secret"));
+        s.upload.datalake_raw_prefix = "/scans/raw/".into();
+        let config = Config::from_settings(&s).unwrap();
+        assert!(config.upload.enabled);
+        assert_eq!(config.upload.raw_prefix, "scans/raw");
+        let shown = format!("{config:?} {s:?}");
+        assert!(
+            !shown.contains("tok-123") && !shown.contains("very-secret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn upload_settings_come_from_the_environment_names() {
+        let cli = Cli::try_parse_from([
+            "certus-assurance",
+            "--enable-s3-upload",
+            "true",
+            "--trust-base-url",
+            "https://trust.example.com",
+            "--s3-multipart-threshold-bytes",
+            "5242880",
+        ])
+        .unwrap();
+        let config = Config::from_settings(&cli.settings).unwrap();
+        assert!(config.upload.enabled);
+        assert_eq!(config.upload.multipart_threshold, 5 * 1024 * 1024);
+        let err = Cli::try_parse_from(["certus-assurance", "--s3-max-attempts", "x"]).unwrap_err();
+        let text = explain_cli_error(err).to_string();
+        assert!(text.contains("CERTUS_ASSURANCE_S3_MAX_ATTEMPTS"), "{text}");
     }
 
     #[test]

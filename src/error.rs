@@ -59,6 +59,19 @@ pub enum ApiError {
     /// 413: the request body exceeds the configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 403: an authority the service asks refused the operation (Trust denied an upload).
+    #[error("{0}")]
+    Forbidden(String),
+    /// 502: a service this one depends on failed or answered something unusable.
+    #[error("{0}")]
+    BadGateway(String),
+    /// 504: a service this one depends on did not answer in time.
+    #[error("{0}")]
+    GatewayTimeout(String),
+    /// 503 without `Retry-After`: the feature is not configured on this server; the detail names
+    /// the setting to change.
+    #[error("{0}")]
+    NotConfigured(String),
     /// 500: details are logged here, once, and never sent to the client.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -72,6 +85,10 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -21,6 +21,8 @@ pub mod shutdown;
 pub mod storage;
 /// Log subscriber setup.
 pub mod telemetry;
+/// Upload workflow: Trust permission, then S3 raw and golden buckets.
+pub mod upload;
 
 pub use app::App;
 pub use config::Config;

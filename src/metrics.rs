@@ -69,7 +69,7 @@ pub const TRUST_OUTCOMES: [&str; 6] = [
     "invalid_response",
 ];
 /// S3 operations the uploader performs (`operation` label).
-pub const S3_OPERATIONS: [&str; 8] = [
+pub const S3_OPERATIONS: [&str; 9] = [
     "put_object",
     "create_multipart_upload",
     "upload_part",
@@ -78,6 +78,7 @@ pub const S3_OPERATIONS: [&str; 8] = [
     "copy_object",
     "head_object",
     "list_objects",
+    "list_multipart_uploads",
 ];
 /// Outcomes of one S3 request.
 pub const S3_OUTCOMES: [&str; 3] = ["success", "error", "timeout"];
@@ -494,6 +495,15 @@ impl Metrics {
         self.scans.with_label_values(&[from]).dec();
         self.scans.with_label_values(&[to]).inc();
         self.scan_transitions_total
+            .with_label_values(&[from, to])
+            .inc();
+    }
+
+    /// Records one upload transition: moves the upload status gauges and counts the transition.
+    pub fn upload_transition(&self, from: &str, to: &str) {
+        self.uploads.with_label_values(&[from]).dec();
+        self.uploads.with_label_values(&[to]).inc();
+        self.upload_transitions_total
             .with_label_values(&[from, to])
             .inc();
     }

@@ -4,6 +4,7 @@
 pub mod ops;
 pub mod scans;
 pub mod stream;
+pub mod uploads;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,6 +59,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/security-scans/{test_id}/stream",
             get(stream::stream_scan_events),
+        )
+        .route(
+            "/v1/security-scans/{test_id}/upload-request",
+            post(uploads::request_upload),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -69,6 +69,10 @@ pub fn scan_resource(r: &ScanRecord) -> Value {
         "upload_permission_id": r.upload_permission_id,
         "verification_proof": r.verification_proof,
         "remote_artifacts": r.remote_artifacts,
+        "upload_reason": r.upload_reason,
+        "upload_progress": r.upload_progress,
+        "upload_tier": r.upload_tier,
+        "upload_in_progress": r.upload_started_at.is_some(),
         "stream_url": stream_url(&r.test_id),
     })
 }
@@ -352,7 +356,7 @@ pub async fn submit_scan(
     Ok((StatusCode::ACCEPTED, Json(submitted(&record))).into_response())
 }
 
-fn not_found(test_id: &str) -> ApiError {
+pub(super) fn not_found(test_id: &str) -> ApiError {
     if is_test_id(test_id) {
         ApiError::NotFound(format!("Scan {test_id} not found"))
     } else {

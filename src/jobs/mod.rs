@@ -4,6 +4,7 @@
 
 pub mod events;
 pub mod state;
+pub mod upload;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -192,6 +193,10 @@ struct Inner {
     /// Clone URLs with credentials, by test id; never persisted.
     credentials: Mutex<HashMap<String, String>>,
     draining: AtomicBool,
+    /// Uploads to Trust and S3; `None` when uploads are disabled.
+    uploader: Option<Arc<crate::upload::Uploader>>,
+    /// Background uploads, their stop signal (drain deadline passed).
+    uploads: upload::UploadTasks,
 }
 
 /// Cheap-to-clone handle to the job engine.
@@ -221,8 +226,18 @@ impl JobManager {
                 running: Mutex::new(HashMap::new()),
                 credentials: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),
+                uploader: None,
+                uploads: upload::UploadTasks::default(),
             }),
         }
+    }
+
+    /// Enables uploads through `uploader`. Called once, right after [`JobManager::new`].
+    pub fn with_uploader(mut self, uploader: crate::upload::Uploader) -> JobManager {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_uploader is called before the manager is shared")
+            .uploader = Some(Arc::new(uploader));
+        self
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -265,6 +280,7 @@ impl JobManager {
                 .with_label_values(&["running", "queued"])
                 .inc();
         }
+        self.recover_uploads().await?;
         self.reconcile_gauges().await
     }
 
@@ -737,6 +753,16 @@ impl JobManager {
             .as_ref()
             .and_then(|s| s.pointer("/policy/passed"))
             .and_then(|v| v.as_bool());
+        // The terminal event goes out (to subscribers and the bundle's stream.jsonl) before the
+        // outcome is stored: once a scan reads SUCCEEDED its bundle no longer changes, which an
+        // upload relies on when it hashes the files. A retried call publishes nothing twice.
+        self.publish_terminal(
+            &record.test_id,
+            status,
+            &record.manifest_digest,
+            reason,
+            artifacts,
+        );
         let changed = self
             .inner
             .store
@@ -765,13 +791,6 @@ impl JobManager {
                 ])
                 .inc();
         }
-        self.publish_terminal(
-            &record.test_id,
-            status,
-            &record.manifest_digest,
-            reason,
-            artifacts,
-        );
         Ok(true)
     }
 
@@ -854,6 +873,8 @@ impl JobManager {
         if !reclaimed.requeued.is_empty() {
             self.inner.wake.notify_waiters();
         }
+        // Uploads whose replica died (their lease ran out) end `failed` and can be requested again.
+        self.recover_uploads().await?;
         self.reconcile_gauges().await
     }
 
@@ -940,6 +961,10 @@ fn new_record(new: &NewScan) -> ScanRecord {
         upload_permission_id: None,
         verification_proof: None,
         remote_artifacts: None,
+        upload_reason: None,
+        upload_progress: None,
+        upload_tier: None,
+        upload_started_at: None,
     }
 }
 

@@ -128,9 +128,10 @@ impl FromStr for FailureReason {
 }
 
 /// Upload status of a scan (lower case everywhere, as the earlier service sent it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UploadStatus {
+    #[default]
     Pending,
     Permitted,
     Uploaded,
@@ -155,6 +156,28 @@ impl UploadStatus {
             UploadStatus::Denied => "denied",
             UploadStatus::Failed => "failed",
         }
+    }
+
+    /// Whether `self -> to` is a legal upload transition. Trust's answer moves `pending` (or a
+    /// `failed` upload asked again) to `permitted` or `denied`; an unreachable Trust fails it; a
+    /// permitted upload ends `uploaded` or `failed`. `uploaded` and `denied` are final.
+    pub fn can_transition_to(self, to: UploadStatus) -> bool {
+        use UploadStatus::*;
+        matches!(
+            (self, to),
+            (Pending, Permitted)
+                | (Pending, Denied)
+                | (Pending, Failed)
+                | (Permitted, Uploaded)
+                | (Permitted, Failed)
+                | (Failed, Permitted)
+                | (Failed, Denied)
+        )
+    }
+
+    /// Whether a new upload-request may start from this status.
+    pub fn may_request(self) -> bool {
+        matches!(self, UploadStatus::Pending | UploadStatus::Failed)
     }
 }
 
@@ -208,6 +231,28 @@ mod tests {
         assert_eq!(reasons, metrics::FAILURE_REASONS);
         let uploads: Vec<_> = UploadStatus::ALL.iter().map(|u| u.as_str()).collect();
         assert_eq!(uploads, metrics::UPLOAD_STATUSES);
+    }
+
+    #[test]
+    fn upload_transitions_match_the_metric_label_set() {
+        let mut legal = vec![];
+        for from in UploadStatus::ALL {
+            for to in UploadStatus::ALL {
+                if from.can_transition_to(to) {
+                    legal.push((from.as_str(), to.as_str()));
+                }
+            }
+        }
+        let mut declared = metrics::UPLOAD_TRANSITIONS.to_vec();
+        declared.sort();
+        legal.sort();
+        assert_eq!(legal, declared);
+        for to in UploadStatus::ALL {
+            assert!(!UploadStatus::Uploaded.can_transition_to(to));
+            assert!(!UploadStatus::Denied.can_transition_to(to));
+        }
+        assert!(UploadStatus::Failed.may_request());
+        assert!(!UploadStatus::Permitted.may_request());
     }
 
     #[test]

@@ -46,6 +46,27 @@ pub struct ScanRecord {
     pub upload_permission_id: Option<String>,
     pub verification_proof: Option<serde_json::Value>,
     pub remote_artifacts: Option<serde_json::Value>,
+    /// Why the last upload attempt was denied or failed (Trust's reason or the S3 error).
+    pub upload_reason: Option<String>,
+    /// Files and bytes done by the current or last upload.
+    pub upload_progress: Option<serde_json::Value>,
+    /// Tier of the last upload-request (`basic` or `verified`).
+    pub upload_tier: Option<String>,
+    /// When the upload-request in flight started; `None` when none is in flight.
+    pub upload_started_at: Option<f64>,
+}
+
+/// The upload columns of a scan as written by [`JobStore::write_upload`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UploadState {
+    pub status: UploadStatus,
+    pub permission_id: Option<String>,
+    pub verification_proof: Option<serde_json::Value>,
+    pub remote_artifacts: Option<serde_json::Value>,
+    pub progress: Option<serde_json::Value>,
+    pub reason: Option<String>,
+    /// The upload is still in flight after this write (the in-flight marker is kept).
+    pub in_flight: bool,
 }
 
 /// How a running scan ended, as written by [`JobStore::finish`].
@@ -202,6 +223,30 @@ pub trait JobStore: Send + Sync + 'static {
     }
     /// Earliest deadline (`started_at + timeout_seconds`) of the RUNNING scans.
     fn running_earliest_deadline(&self) -> BoxFuture<'_, anyhow::Result<Option<f64>>>;
+    /// Marks an upload in flight for a SUCCEEDED scan whose upload status is `pending` or
+    /// `failed` and that has none in flight; returns the upload status it starts from, or `None`
+    /// when the scan cannot start an upload now.
+    fn claim_upload(
+        &self,
+        test_id: String,
+        tier: String,
+        now: f64,
+    ) -> BoxFuture<'_, anyhow::Result<Option<UploadStatus>>>;
+    /// Writes the upload columns if the stored upload status is still `expected`.
+    fn write_upload(
+        &self,
+        test_id: String,
+        expected: UploadStatus,
+        state: UploadState,
+    ) -> BoxFuture<'_, anyhow::Result<bool>>;
+    /// Uploads left in flight by a dead process end: a `permitted` one becomes `failed` with
+    /// `reason`; returns the ids moved so. The embedded store runs this at start-up (every
+    /// in-flight upload is then dead); a shared store only ends uploads whose replica is gone.
+    fn recover_uploads(&self, reason: String) -> BoxFuture<'_, anyhow::Result<Vec<String>>>;
+    /// Shared store: extends the lease of an upload this replica serves.
+    fn renew_upload(&self, _test_id: String, _now: f64) -> BoxFuture<'_, anyhow::Result<bool>> {
+        Box::pin(async { Ok(true) })
+    }
 }
 
 /// What a lease renewal found.

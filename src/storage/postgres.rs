@@ -13,12 +13,21 @@ use tokio_postgres::Row;
 
 use super::{
     Completion, JobStore, LeaseState, ListQuery, PrunePolicy, PrunedScan, Recovered, ScanRecord,
-    StoreCounts,
+    StoreCounts, UploadState,
 };
 use crate::jobs::state::{FailureReason, JobState, UploadStatus};
 
 /// Embedded migrations, applied in order under an advisory lock.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/postgres/0001_scans.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_scans.sql")),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_upload_state.sql"),
+    ),
+];
+
+/// Lease of an upload in flight; renewed while it runs, so a dead replica's upload ends.
+pub const UPLOAD_LEASE_SECONDS: f64 = 120.0;
 
 /// Advisory lock key that serializes migrations of replicas starting together.
 const MIGRATION_LOCK: i64 = 0x6365_7274_7573_0001;
@@ -27,7 +36,8 @@ const COLUMNS: &str = "test_id, workspace_id, component_id, assessment_id, sourc
     branch, requested_commit, directory_path, archive_path, requested_by, profile, manifest_digest, \
     timeout_seconds, status, failure_reason, errors_json, resolved_commit, resolved_branch, \
     summary_json, artifacts_json, submitted_at, started_at, finished_at, attempts, upload_status, \
-    upload_permission_id, verification_proof_json, remote_artifacts_json";
+    upload_permission_id, verification_proof_json, remote_artifacts_json, upload_reason, \
+    upload_progress_json, upload_tier, upload_started_at";
 
 /// Time limit of one statement, so a stuck database cannot hold a request or a worker forever.
 const STATEMENT_TIMEOUT_MS: u64 = 15_000;
@@ -195,6 +205,10 @@ fn row_to_record(row: &Row, o: usize) -> anyhow::Result<ScanRecord> {
         upload_permission_id: row.try_get(o + 26)?,
         verification_proof: parse_json(row.try_get(o + 27)?)?,
         remote_artifacts: parse_json(row.try_get(o + 28)?)?,
+        upload_reason: row.try_get(o + 29)?,
+        upload_progress: parse_json(row.try_get(o + 30)?)?,
+        upload_tier: row.try_get(o + 31)?,
+        upload_started_at: row.try_get(o + 32)?,
     })
 }
 
@@ -564,7 +578,8 @@ impl JobStore for PgStore {
         Box::pin(async move {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
-            let prunable = "status IN ('SUCCEEDED', 'FAILED') AND upload_status <> 'permitted'";
+            let prunable = "status IN ('SUCCEEDED', 'FAILED') AND upload_status <> 'permitted' \
+                            AND upload_started_at IS NULL";
             let batch = policy.batch as i64;
             let mut seqs: Vec<i64> = Vec::new();
             if let Some(cutoff) = policy.finished_before {
@@ -637,6 +652,117 @@ impl JobStore for PgStore {
 
     fn is_shared(&self) -> bool {
         true
+    }
+
+    fn claim_upload(
+        &self,
+        test_id: String,
+        tier: String,
+        now: f64,
+    ) -> BoxFuture<'_, anyhow::Result<Option<UploadStatus>>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let until = now + UPLOAD_LEASE_SECONDS;
+            let row = client
+                .query_opt(
+                    "UPDATE scans SET upload_started_at = $2, upload_tier = $3, upload_owner = $4,
+                        upload_lease_expires_at = $5
+                     WHERE test_id = $1 AND status = 'SUCCEEDED'
+                       AND upload_status IN ('pending', 'failed') AND upload_started_at IS NULL
+                     RETURNING upload_status",
+                    &[&test_id, &now, &tier, &self.owner, &until],
+                )
+                .await
+                .context("marking an upload in flight")?;
+            row.map(|r| {
+                r.get::<_, String>(0)
+                    .parse::<UploadStatus>()
+                    .map_err(anyhow::Error::msg)
+            })
+            .transpose()
+        })
+    }
+
+    fn write_upload(
+        &self,
+        test_id: String,
+        expected: UploadStatus,
+        state: UploadState,
+    ) -> BoxFuture<'_, anyhow::Result<bool>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let changed = client
+                .execute(
+                    "UPDATE scans SET upload_status = $3, upload_permission_id = $4,
+                        verification_proof_json = $5, remote_artifacts_json = $6,
+                        upload_progress_json = $7, upload_reason = $8,
+                        upload_started_at = CASE WHEN $9 THEN upload_started_at ELSE NULL END,
+                        upload_owner = CASE WHEN $9 THEN upload_owner ELSE NULL END,
+                        upload_lease_expires_at = CASE WHEN $9 THEN upload_lease_expires_at ELSE NULL END
+                     WHERE test_id = $1 AND upload_status = $2",
+                    &[
+                        &test_id,
+                        &expected.as_str(),
+                        &state.status.as_str(),
+                        &state.permission_id,
+                        &to_json(&state.verification_proof),
+                        &to_json(&state.remote_artifacts),
+                        &to_json(&state.progress),
+                        &state.reason,
+                        &state.in_flight,
+                    ],
+                )
+                .await
+                .context("recording the upload state")?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn recover_uploads(&self, reason: String) -> BoxFuture<'_, anyhow::Result<Vec<String>>> {
+        // Only uploads whose replica is gone: this replica's own (it restarted under the same
+        // identity) and those whose lease ran out. Other replicas' live uploads are left alone.
+        Box::pin(async move {
+            let client = self.client().await?;
+            let now = crate::jobs::now_secs();
+            let rows = client
+                .query(
+                    "WITH stale AS (
+                        SELECT test_id, upload_status AS was FROM scans
+                        WHERE upload_started_at IS NOT NULL
+                          AND (upload_owner = $2 OR upload_lease_expires_at < $3)
+                        FOR UPDATE SKIP LOCKED)
+                     UPDATE scans s SET
+                        upload_status = CASE WHEN stale.was = 'permitted' THEN 'failed' ELSE stale.was END,
+                        upload_reason = CASE WHEN stale.was = 'permitted' THEN $1 ELSE s.upload_reason END,
+                        upload_started_at = NULL, upload_owner = NULL, upload_lease_expires_at = NULL
+                     FROM stale WHERE s.test_id = stale.test_id
+                     RETURNING s.test_id, stale.was",
+                    &[&reason, &self.owner, &now],
+                )
+                .await
+                .context("ending uploads whose replica is gone")?;
+            Ok(rows
+                .iter()
+                .filter(|r| r.get::<_, String>(1) == "permitted")
+                .map(|r| r.get(0))
+                .collect())
+        })
+    }
+
+    fn renew_upload(&self, test_id: String, now: f64) -> BoxFuture<'_, anyhow::Result<bool>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let until = now + UPLOAD_LEASE_SECONDS;
+            let changed = client
+                .execute(
+                    "UPDATE scans SET upload_lease_expires_at = $3
+                     WHERE test_id = $1 AND upload_owner = $2 AND upload_started_at IS NOT NULL",
+                    &[&test_id, &self.owner, &until],
+                )
+                .await
+                .context("renewing an upload lease")?;
+            Ok(changed == 1)
+        })
     }
 
     fn append_events(

@@ -11,12 +11,14 @@ use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
 use super::{
     Completion, JobStore, ListQuery, PrunePolicy, PrunedScan, Recovered, ScanRecord, StoreCounts,
+    UploadState,
 };
 use crate::jobs::state::{FailureReason, JobState, UploadStatus};
 
 /// Embedded migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_scans.sql"),
+    include_str!("../../migrations/sqlite/0002_upload_state.sql"),
     include_str!("../../migrations/sqlite/0003_list_indexes.sql"),
 ];
 
@@ -24,7 +26,8 @@ const COLUMNS: &str = "test_id, workspace_id, component_id, assessment_id, sourc
     branch, requested_commit, directory_path, archive_path, requested_by, profile, manifest_digest, \
     timeout_seconds, status, failure_reason, errors_json, resolved_commit, resolved_branch, \
     summary_json, artifacts_json, submitted_at, started_at, finished_at, attempts, upload_status, \
-    upload_permission_id, verification_proof_json, remote_artifacts_json";
+    upload_permission_id, verification_proof_json, remote_artifacts_json, upload_reason, \
+    upload_progress_json, upload_tier, upload_started_at";
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -138,6 +141,10 @@ fn row_to_record_at(row: &Row<'_>, o: usize) -> rusqlite::Result<ScanRecord> {
         upload_permission_id: row.get(o + 26)?,
         verification_proof: parse_json(row.get(o + 27)?)?,
         remote_artifacts: parse_json(row.get(o + 28)?)?,
+        upload_reason: row.get(o + 29)?,
+        upload_progress: parse_json(row.get(o + 30)?)?,
+        upload_tier: row.get(o + 31)?,
+        upload_started_at: row.get(o + 32)?,
     })
 }
 
@@ -411,7 +418,8 @@ impl JobStore for SqliteStore {
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
             // Finished, and no upload in flight ('permitted' means an upload is under way).
-            let prunable = "status IN ('SUCCEEDED', 'FAILED') AND upload_status <> 'permitted'";
+            let prunable = "status IN ('SUCCEEDED', 'FAILED') AND upload_status <> 'permitted' \
+                            AND upload_started_at IS NULL";
             let mut seqs: Vec<i64> = Vec::new();
             if let Some(cutoff) = policy.finished_before {
                 let mut stmt = tx.prepare_cached(&format!(
@@ -466,6 +474,81 @@ impl JobStore for SqliteStore {
                 )?
                 .query_row([], |r| r.get(0))?;
             Ok(deadline)
+        })
+    }
+
+    fn claim_upload(
+        &self,
+        test_id: String,
+        tier: String,
+        now: f64,
+    ) -> BoxFuture<'_, anyhow::Result<Option<UploadStatus>>> {
+        self.with_conn(move |conn| {
+            let from: Option<String> = conn
+                .prepare_cached(
+                    "UPDATE scans SET upload_started_at = ?2, upload_tier = ?3
+                     WHERE test_id = ?1 AND status = 'SUCCEEDED'
+                       AND upload_status IN ('pending', 'failed') AND upload_started_at IS NULL
+                     RETURNING upload_status",
+                )?
+                .query_row(rusqlite::params![test_id, now, tier], |r| r.get(0))
+                .optional()
+                .context("marking an upload in flight")?;
+            from.map(parse_enum::<UploadStatus>)
+                .transpose()
+                .context("reading the upload status")
+        })
+    }
+
+    fn write_upload(
+        &self,
+        test_id: String,
+        expected: UploadStatus,
+        state: UploadState,
+    ) -> BoxFuture<'_, anyhow::Result<bool>> {
+        self.with_conn(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE scans SET upload_status = ?3, upload_permission_id = ?4,
+                        verification_proof_json = ?5, remote_artifacts_json = ?6,
+                        upload_progress_json = ?7, upload_reason = ?8,
+                        upload_started_at = CASE WHEN ?9 THEN upload_started_at ELSE NULL END
+                     WHERE test_id = ?1 AND upload_status = ?2",
+                )?
+                .execute(rusqlite::params![
+                    test_id,
+                    expected.as_str(),
+                    state.status.as_str(),
+                    state.permission_id,
+                    to_json(&state.verification_proof),
+                    to_json(&state.remote_artifacts),
+                    to_json(&state.progress),
+                    state.reason,
+                    state.in_flight,
+                ])
+                .context("recording the upload state")?;
+            Ok(changed == 1)
+        })
+    }
+
+    fn recover_uploads(&self, reason: String) -> BoxFuture<'_, anyhow::Result<Vec<String>>> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction()?;
+            let failed: Vec<String> = tx
+                .prepare(
+                    "UPDATE scans SET upload_status = 'failed', upload_reason = ?1,
+                        upload_started_at = NULL
+                     WHERE upload_started_at IS NOT NULL AND upload_status = 'permitted'
+                     RETURNING test_id",
+                )?
+                .query_map([reason], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            tx.execute(
+                "UPDATE scans SET upload_started_at = NULL WHERE upload_started_at IS NOT NULL",
+                [],
+            )?;
+            tx.commit().context("ending uploads left in flight")?;
+            Ok(failed)
         })
     }
 }

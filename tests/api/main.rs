@@ -16,4 +16,6 @@ mod postgres;
 mod prometheus;
 mod stream;
 mod traces;
+mod upload;
+mod upload_helpers;
 mod validation;

@@ -93,6 +93,10 @@ fn record(id: &str, workspace: &str, submitted_at: f64) -> ScanRecord {
         upload_permission_id: None,
         verification_proof: None,
         remote_artifacts: None,
+        upload_reason: None,
+        upload_progress: None,
+        upload_tier: None,
+        upload_started_at: None,
     }
 }
 
