@@ -44,6 +44,25 @@ pub struct NewScan {
     pub profile: String,
     pub manifest_digest: String,
     pub timeout_seconds: u64,
+    /// `directory` scans: the path as submitted (already checked against the source roots).
+    pub directory_path: Option<String>,
+    /// `archive` scans: the `archive_path` that `upload-archive` returned.
+    pub archive_path: Option<String>,
+    /// The effective profile when an inline manifest defined or changed it.
+    pub manifest: Option<serde_json::Value>,
+    /// A manifest file inside the source tree, read when the scan runs.
+    pub manifest_path: Option<String>,
+}
+
+/// The `profile` metric label of a scan: the preset's name, or `custom` when a manifest
+/// defined or changed its profile (caller-chosen names never become label values).
+pub fn profile_label(record: &ScanRecord) -> &str {
+    let builtin = crate::pipeline::profile::BUILTIN_PROFILES.contains(&record.profile.as_str());
+    if builtin && record.manifest.is_none() && record.manifest_path.is_none() {
+        &record.profile
+    } else {
+        "custom"
+    }
 }
 
 /// Why a submission was refused.
@@ -276,8 +295,8 @@ impl JobManager {
             git_url: new.git_display_url.clone(),
             branch: new.branch,
             requested_commit: new.commit,
-            directory_path: None,
-            archive_path: None,
+            directory_path: new.directory_path,
+            archive_path: new.archive_path,
             requested_by: new.requested_by,
             profile: new.profile,
             manifest_digest: new.manifest_digest,
@@ -297,6 +316,8 @@ impl JobManager {
             upload_permission_id: None,
             verification_proof: None,
             remote_artifacts: None,
+            manifest: new.manifest,
+            manifest_path: new.manifest_path,
         };
         if let (Some(clone), Some(display)) = (&new.git_clone_url, &new.git_display_url) {
             if clone != display {
@@ -315,7 +336,7 @@ impl JobManager {
         metrics.uploads.with_label_values(&["pending"]).inc();
         metrics
             .scans_submitted_total
-            .with_label_values(&[&record.profile, &record.source_type])
+            .with_label_values(&[profile_label(&record), &record.source_type])
             .inc();
         drop(_admission);
         tracing::info!(job.id = %record.test_id, workspace.id = %record.workspace_id, profile = %record.profile, "scan queued");
@@ -532,6 +553,10 @@ impl JobManager {
         let reason = done.failure_reason;
         let artifacts = done.artifacts.clone().unwrap_or_default();
         let duration = (done.finished_at - record.started_at.unwrap_or(done.finished_at)).max(0.0);
+        let manifest_digest = done
+            .manifest_digest
+            .clone()
+            .unwrap_or_else(|| record.manifest_digest.clone());
         let policy_passed = done
             .summary
             .as_ref()
@@ -550,7 +575,7 @@ impl JobManager {
         let m = &self.inner.metrics;
         m.scan_transition("running", status.label());
         m.scan_duration_seconds
-            .with_label_values(&[record.profile.as_str(), status.label()])
+            .with_label_values(&[profile_label(record), status.label()])
             .observe(duration);
         if let Some(reason) = reason {
             m.scan_failures_total
@@ -559,19 +584,10 @@ impl JobManager {
         }
         if let Some(passed) = policy_passed {
             m.policy_evaluations_total
-                .with_label_values(&[
-                    record.profile.as_str(),
-                    if passed { "pass" } else { "fail" },
-                ])
+                .with_label_values(&[profile_label(record), if passed { "pass" } else { "fail" }])
                 .inc();
         }
-        self.publish_terminal(
-            &record.test_id,
-            status,
-            &record.manifest_digest,
-            reason,
-            artifacts,
-        );
+        self.publish_terminal(&record.test_id, status, &manifest_digest, reason, artifacts);
         Ok(true)
     }
 

@@ -45,6 +45,11 @@ pub struct ScanRecord {
     pub upload_permission_id: Option<String>,
     pub verification_proof: Option<serde_json::Value>,
     pub remote_artifacts: Option<serde_json::Value>,
+    /// The effective profile when an inline manifest defined or changed it (`None` for a
+    /// built-in preset, which is looked up by name).
+    pub manifest: Option<serde_json::Value>,
+    /// A manifest file inside the source tree, read when the scan runs.
+    pub manifest_path: Option<String>,
 }
 
 /// How a running scan ended, as written by [`JobStore::finish`].
@@ -56,6 +61,9 @@ pub struct Completion {
     pub summary: Option<serde_json::Value>,
     pub artifacts: Option<Vec<String>>,
     pub finished_at: f64,
+    /// The digest of the profile that ran, when it differs from the submitted one (a
+    /// `manifest_path` read at run time).
+    pub manifest_digest: Option<String>,
 }
 
 /// Counts used to rebuild the state gauges.

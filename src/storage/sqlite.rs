@@ -13,13 +13,17 @@ use super::{Completion, JobStore, Recovered, ScanRecord, StoreCounts};
 use crate::jobs::state::{FailureReason, JobState, UploadStatus};
 
 /// Embedded migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_scans.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_scans.sql"),
+    include_str!("../../migrations/sqlite/0002_scan_manifest.sql"),
+];
 
 const COLUMNS: &str = "test_id, workspace_id, component_id, assessment_id, source_type, git_url, \
     branch, requested_commit, directory_path, archive_path, requested_by, profile, manifest_digest, \
     timeout_seconds, status, failure_reason, errors_json, resolved_commit, resolved_branch, \
     summary_json, artifacts_json, submitted_at, started_at, finished_at, attempts, upload_status, \
-    upload_permission_id, verification_proof_json, remote_artifacts_json";
+    upload_permission_id, verification_proof_json, remote_artifacts_json, manifest_json, \
+    manifest_path";
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -128,6 +132,8 @@ fn row_to_record(row: &Row<'_>) -> rusqlite::Result<ScanRecord> {
         upload_permission_id: row.get(26)?,
         verification_proof: parse_json(row.get(27)?)?,
         remote_artifacts: parse_json(row.get(28)?)?,
+        manifest: parse_json(row.get(29)?)?,
+        manifest_path: row.get(30)?,
     })
 }
 
@@ -143,11 +149,11 @@ impl JobStore for SqliteStore {
                 "INSERT INTO scans (test_id, workspace_id, component_id, assessment_id, source_type,
                     git_url, branch, requested_commit, directory_path, archive_path, requested_by,
                     profile, manifest_digest, timeout_seconds, status, errors_json, submitted_at,
-                    upload_status)
+                    upload_status, manifest_json, manifest_path)
                  VALUES (:test_id, :workspace_id, :component_id, :assessment_id, :source_type,
                     :git_url, :branch, :requested_commit, :directory_path, :archive_path,
                     :requested_by, :profile, :manifest_digest, :timeout_seconds, :status, :errors,
-                    :submitted_at, :upload_status)",
+                    :submitted_at, :upload_status, :manifest_json, :manifest_path)",
                 named_params! {
                     ":test_id": s.test_id,
                     ":workspace_id": s.workspace_id,
@@ -167,6 +173,8 @@ impl JobStore for SqliteStore {
                     ":errors": serde_json::to_string(&s.errors)?,
                     ":submitted_at": s.submitted_at,
                     ":upload_status": s.upload_status.as_str(),
+                    ":manifest_json": to_json(&s.manifest),
+                    ":manifest_path": s.manifest_path,
                 },
             )
             .context("inserting a scan")?;
@@ -218,7 +226,8 @@ impl JobStore for SqliteStore {
             let changed = conn
                 .execute(
                     "UPDATE scans SET status = ?2, failure_reason = ?3, errors_json = ?4,
-                        summary_json = ?5, artifacts_json = ?6, finished_at = ?7
+                        summary_json = ?5, artifacts_json = ?6, finished_at = ?7,
+                        manifest_digest = COALESCE(?8, manifest_digest)
                      WHERE test_id = ?1 AND status = 'RUNNING'",
                     rusqlite::params![
                         test_id,
@@ -228,6 +237,7 @@ impl JobStore for SqliteStore {
                         to_json(&done.summary),
                         to_json(&done.artifacts),
                         done.finished_at,
+                        done.manifest_digest,
                     ],
                 )
                 .context("recording the end of a scan")?;
