@@ -106,7 +106,7 @@ impl App {
                 max_entries: config.archive_max_files,
             },
             signing_key: config.signing_key.clone(),
-            tool_path: crate::config::passthrough_env("PATH"),
+            tool_path: config.tool_path.clone(),
         };
         let jobs = JobManager::new(
             Arc::new(store),

@@ -241,6 +241,16 @@ pub struct Settings {
     )]
     pub signing_key_file: Option<PathBuf>,
 
+    /// `PATH` on which external scanners (bandit, semgrep, ...) are looked up and run
+    /// [default: the service's own PATH].
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_TOOL_PATH",
+        value_name = "DIRS"
+    )]
+    pub tool_path: Option<std::ffi::OsString>,
+
     /// Largest archive `upload-archive` accepts, in bytes.
     #[arg(long, global = true, env = "CERTUS_ASSURANCE_ARCHIVE_MAX_BYTES", default_value_t = 512 * 1024 * 1024, value_name = "BYTES")]
     pub archive_max_bytes: u64,
@@ -314,6 +324,8 @@ pub struct Config {
     pub osv_db_dir: Option<PathBuf>,
     /// Key that signs attestations.
     pub signing_key: Option<crate::pipeline::attestation::AttestationKey>,
+    /// `PATH` for external scanners.
+    pub tool_path: Option<std::ffi::OsString>,
     /// Upload size limit of `upload-archive`.
     pub archive_max_bytes: u64,
     /// Unpacked-size limit of an archive.
@@ -439,6 +451,7 @@ impl Config {
             source_roots,
             osv_db_dir: s.osv_db_dir.clone(),
             signing_key,
+            tool_path: s.tool_path.clone().or_else(|| passthrough_env("PATH")),
             archive_max_bytes: s.archive_max_bytes,
             archive_max_extracted_bytes: s.archive_max_extracted_bytes,
             archive_max_files: s.archive_max_files,
@@ -491,6 +504,7 @@ impl Settings {
             source_roots: vec![],
             osv_db_dir: None,
             signing_key_file: None,
+            tool_path: None,
             archive_max_bytes: 512 * 1024 * 1024,
             archive_max_extracted_bytes: 2 * 1024 * 1024 * 1024,
             archive_max_files: 100_000,

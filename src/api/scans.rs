@@ -513,8 +513,8 @@ pub async fn cancel_scan(
 
 /// `GET /v1/profiles`: the built-in presets with their scanners, thresholds and digests, and
 /// which external tools are installed on this server.
-pub async fn list_profiles() -> Json<Value> {
-    let path = crate::config::passthrough_env("PATH");
+pub async fn list_profiles(State(state): State<AppState>) -> Json<Value> {
+    let path = state.config.tool_path.clone();
     let installed = |name: &str| {
         crate::pipeline::tools::spec(name)
             .map(|t| crate::pipeline::tools::find_on_path(t.binary, path.as_deref()).is_some())

@@ -119,6 +119,21 @@ pub fn find_on_path(binary: &str, path: Option<&std::ffi::OsStr>) -> Option<Path
     })
 }
 
+/// `PATH` of a tool's process: the tool path, then the system directories that interpreters
+/// and launcher scripts (`#!/usr/bin/env bash`) rely on.
+fn child_path(tool_path: Option<&std::ffi::OsStr>) -> OsString {
+    let mut dirs: Vec<PathBuf> = tool_path
+        .map(|p| std::env::split_paths(p).collect())
+        .unwrap_or_default();
+    for sys in ["/usr/local/bin", "/usr/bin", "/bin"] {
+        let sys = PathBuf::from(sys);
+        if !dirs.contains(&sys) {
+            dirs.push(sys);
+        }
+    }
+    std::env::join_paths(dirs).unwrap_or_default()
+}
+
 /// What the runner needs from the pipeline.
 pub struct ToolRun<'a> {
     /// The tree to scan (the tool's working directory).
@@ -291,9 +306,7 @@ pub async fn run_tool(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if let Some(path) = &run.path {
-        cmd.env("PATH", path);
-    }
+    cmd.env("PATH", child_path(run.path.as_deref()));
     // Tools installed with pyenv run through shims that need to find their interpreter.
     for var in ["PYENV_ROOT", "PYENV_VERSION"] {
         if let Some(v) = crate::config::passthrough_env(var) {

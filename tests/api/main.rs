@@ -4,7 +4,9 @@
 mod helpers;
 
 mod clone;
+mod corpus;
 mod lifecycle;
 mod ops;
+mod scanning;
 mod stream;
 mod validation;
