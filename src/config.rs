@@ -49,6 +49,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP service (the default).
     Serve,
+    /// Scan a directory, archive or git URL once, without the server; exits 1 when the
+    /// policy fails and 2 when the scan cannot run.
+    Scan(crate::cli::ScanArgs),
 }
 
 /// Every setting of the service. Field docs are the `--help` text.

@@ -15,10 +15,22 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    if let Err(err) = telemetry::init(cli.settings.log_format, &cli.settings.log_level) {
+    let logs = if matches!(cli.command, Some(Command::Scan(_))) {
+        // The scan command's standard output is its result; its logs go to standard error.
+        let level = if cli.settings.log_level == "info" {
+            "warn"
+        } else {
+            cli.settings.log_level.as_str()
+        };
+        telemetry::init_stderr(level)
+    } else {
+        telemetry::init(cli.settings.log_format, &cli.settings.log_level)
+    };
+    if let Err(err) = logs {
         eprintln!("certus-assurance: {err:#}");
         return std::process::ExitCode::from(2);
     }
+    let is_scan = matches!(cli.command, Some(Command::Scan(_)));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -32,11 +44,17 @@ fn main() -> std::process::ExitCode {
                 let app = App::build(config).await?;
                 app.run_until_stopped(certus_assurance::shutdown::signal())
                     .await
+                    .map(|()| 0)
             }
+            Command::Scan(args) => certus_assurance::cli::run_scan(&args, &config).await,
         }
     });
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(err) if is_scan => {
+            eprintln!("certus-assurance: {err:#}");
+            std::process::ExitCode::from(2)
+        }
         Err(err) => {
             tracing::error!(error = ?err, "certus-assurance stopped with an error");
             eprintln!("certus-assurance: {err:#}");

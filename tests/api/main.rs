@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod cli;
 mod clone;
 mod corpus;
 mod lifecycle;
