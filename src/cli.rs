@@ -152,8 +152,6 @@ pub async fn run_scan(args: &ScanArgs, config: &Config) -> anyhow::Result<u8> {
         );
     };
     let test_id = crate::jobs::new_test_id();
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating the output directory {}", args.out.display()))?;
     let work = tempfile::Builder::new()
         .prefix("certus-assurance-")
         .tempdir()
@@ -237,7 +235,8 @@ pub async fn run_scan(args: &ScanArgs, config: &Config) -> anyhow::Result<u8> {
             .unwrap_or_default(),
     };
     let bundle = pipeline.artifact_dir(&test_id);
-    std::fs::create_dir_all(&bundle)?;
+    std::fs::create_dir_all(&bundle)
+        .with_context(|| format!("creating the output directory {}", bundle.display()))?;
     let sink = Arc::new(TerminalSink {
         show: std::io::stderr().is_terminal() || args.verbose,
         verbose: args.verbose,

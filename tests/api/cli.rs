@@ -95,12 +95,22 @@ fn the_scan_command_gates_on_the_policy() {
     assert_eq!(sarif["version"], "2.1.0");
 
     // Unusable input: exit 2 with a message on stderr.
-    let o = scan(&[work.path().join("missing").to_str().unwrap()], &[]);
+    let o = scan(
+        &[work.path().join("missing").to_str().unwrap(), "--out", out],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
-    let o = scan(&[clean.to_str().unwrap(), "--profile", "heavy"], &[]);
+    let o = scan(
+        &[clean.to_str().unwrap(), "--out", out, "--profile", "heavy"],
+        &[],
+    );
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown profile"));
+    assert!(
+        !Path::new("certus-assurance-scans").exists(),
+        "nothing written to the default directory"
+    );
 }
 
 #[test]
