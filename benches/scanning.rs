@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use certus_assurance::pipeline::osv::OsvDatabase;
+use certus_assurance::pipeline::osv::OsvStore;
 use certus_assurance::pipeline::sbom;
 use certus_assurance::pipeline::scanners::secrets::SecretsScanner;
 use certus_assurance::pipeline::scanners::{ScanContext, Scanner};
@@ -200,6 +200,21 @@ fn recall(found: &BTreeSet<(String, u32)>, planted: &BTreeSet<(String, u32)>) ->
     (hit, hit as f64 / planted.len().max(1) as f64)
 }
 
+/// Prints each planted secret a tool missed, with its line, so a recall below 100 % explains
+/// itself.
+fn report_misses(
+    tool: &str,
+    root: &Path,
+    found: &BTreeSet<(String, u32)>,
+    planted: &BTreeSet<(String, u32)>,
+) {
+    for (path, line) in planted.difference(found) {
+        let text = std::fs::read_to_string(root.join(path)).unwrap_or_default();
+        let content = text.lines().nth(*line as usize - 1).unwrap_or("");
+        eprintln!("  {tool} missed {path}:{line}: {content}");
+    }
+}
+
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -251,6 +266,7 @@ fn secrets_benchmark(out: &mut String) {
     let (ours_hit, ours_recall) = recall(&ours_found, &planted);
     let ours_mbs = output.bytes_scanned as f64 / 1e6 / ours_secs;
     let ours_extra = ours_found.difference(&planted).count();
+    report_misses("certus-assurance secrets", &root, &ours_found, &planted);
     eprintln!(
         "  certus-assurance secrets: {ours_secs:.2}s, {ours_mbs:.1} MB/s, recall {ours_hit}/{}",
         planted.len()
@@ -286,6 +302,7 @@ fn secrets_benchmark(out: &mut String) {
                 let (hit, rec) = recall(&found, &planted);
                 let mbs = bytes as f64 / 1e6 / ds_secs;
                 let extra = found.difference(&planted).count();
+                report_misses("detect-secrets", &root, &found, &planted);
                 eprintln!(
                     "  detect-secrets: {ds_secs:.2}s, {mbs:.2} MB/s, recall {hit}/{}",
                     planted.len()
@@ -458,9 +475,15 @@ fn sbom_benchmark(out: &mut String) {
     let t = Instant::now();
     let inventory = sbom::discover(&tree, &cancel).unwrap();
     let inv_secs = t.elapsed().as_secs_f64();
+    let store = OsvStore::new(osv.clone());
     let t = Instant::now();
-    let db = OsvDatabase::load(&osv).unwrap();
+    let db = store.get().unwrap();
     let load_secs = t.elapsed().as_secs_f64();
+    // What every later scan pays: listing and stat-ing the directory to see it is unchanged.
+    let t = Instant::now();
+    let again = store.get().unwrap();
+    let check_secs = t.elapsed().as_secs_f64();
+    assert!(std::sync::Arc::ptr_eq(&db, &again));
     let t = Instant::now();
     let matches = db.match_components(&inventory.components);
     let match_secs = t.elapsed().as_secs_f64();
@@ -483,18 +506,20 @@ fn sbom_benchmark(out: &mut String) {
         matches.len()
     );
     out.push_str(&format!(
-        "#### SBOM and known-vulnerability matching\n\n- Lockfiles: {} files (package-lock.json, requirements.txt, Cargo.lock, go.mod, Gemfile.lock in 20 projects), **{} components**\n- OSV directory: **{} records** in the per-ecosystem export layout (half name used packages, with SEMVER or ECOSYSTEM ranges)\n\n| step | time |\n| --- | ---: |\n| inventory (walk + parse lockfiles) | {:.3} s |\n| OSV database load (cold, parse every record, {} files) | {:.3} s |\n| matching ({} affected component/advisory pairs) | {:.3} s |\n| SPDX + CycloneDX documents ({:.1} MB) | {:.3} s |\n| **total** | **{:.3} s** |\n\nThe service keeps the loaded database between scans and reloads it only when the directory changes, so the load is paid once; a scan then pays inventory + matching.\n\n",
+        "#### SBOM and known-vulnerability matching\n\n- Lockfiles: {} files (package-lock.json, requirements.txt, Cargo.lock, go.mod, Gemfile.lock in 20 projects), **{} components**\n- OSV directory: **{} records** in the per-ecosystem export layout (half name used packages, with SEMVER or ECOSYSTEM ranges)\n\n| step | time |\n| --- | ---: |\n| inventory (walk + parse lockfiles) | {:.3} s |\n| OSV database first load (parse every record; {} files, in the page cache) | {:.3} s |\n| OSV database check on later scans (list and stat the directory, unchanged) | {:.3} s |\n| matching ({} affected component/advisory pairs) | {:.3} s |\n| SPDX + CycloneDX documents ({:.1} MB) | {:.3} s |\n| **first scan: inventory + load + matching + documents** | **{:.3} s** |\n| **later scans: inventory + check + matching + documents** | **{:.3} s** |\n\nThe service keeps the loaded database between scans and parses it again only when the directory changes.\n\n",
         inventory.files.len(),
         inventory.components.len(),
         db.records,
         inv_secs,
         records,
         load_secs,
+        check_secs,
         matches.len(),
         match_secs,
         docs_bytes as f64 / 1e6,
         docs_secs,
         inv_secs + load_secs + match_secs + docs_secs,
+        inv_secs + check_secs + match_secs + docs_secs,
     ));
 }
 

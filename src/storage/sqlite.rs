@@ -15,7 +15,7 @@ use crate::jobs::state::{FailureReason, JobState, UploadStatus};
 /// Embedded migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_scans.sql"),
-    include_str!("../../migrations/sqlite/0002_scan_manifest.sql"),
+    include_str!("../../migrations/sqlite/0004_scan_manifest.sql"),
 ];
 
 const COLUMNS: &str = "test_id, workspace_id, component_id, assessment_id, source_type, git_url, \

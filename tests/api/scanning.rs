@@ -222,6 +222,28 @@ async fn planted_secrets_of_every_family_are_found_exactly_and_never_written_in_
         Some(0.0),
         "light runs no external tool"
     );
+    for (scanner, outcome) in [("secrets", "success"), ("vulnerabilities", "skipped")] {
+        assert_eq!(
+            sample(
+                &text,
+                "certus_assurance_scanner_duration_seconds_count",
+                &[("scanner", scanner), ("outcome", outcome)]
+            ),
+            Some(1.0),
+            "{scanner} {outcome}"
+        );
+    }
+    for phase in ["clone", "scan", "bundle"] {
+        assert_eq!(
+            sample(
+                &text,
+                "certus_assurance_scan_phase_duration_seconds_count",
+                &[("phase", phase)]
+            ),
+            Some(1.0),
+            "{phase}"
+        );
+    }
     let secrets_total: f64 = ["critical", "high", "medium", "low", "info"]
         .iter()
         .map(|sev| {

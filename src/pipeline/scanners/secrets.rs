@@ -835,7 +835,6 @@ fn is_placeholder(value: &str) -> bool {
         "your_",
         "your-",
         "yourpass",
-        "xxxx",
         "****",
         "...",
         "${",
@@ -847,6 +846,10 @@ fn is_placeholder(value: &str) -> bool {
     ];
     let lower = value.to_ascii_lowercase();
     if MARKERS.iter().any(|m| lower.contains(m)) {
+        return true;
+    }
+    // Filler is typed in one case (`xxxx`, `XXXX`); `xXxX` turns up in random tokens.
+    if value.contains("xxxx") || value.contains("XXXX") {
         return true;
     }
     let mut chars = value.chars();
@@ -1690,6 +1693,14 @@ mod tests {
         // Moving the secret within the file does not change it.
         let moved = scanner.scan_content("a/b.txt", format!("\n\n  t={token}\n").as_bytes());
         assert_eq!(moved[0].fingerprint, expected);
+    }
+
+    #[test]
+    fn filler_is_a_placeholder_but_mixed_case_runs_are_not() {
+        assert!(is_placeholder("ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"));
+        assert!(is_placeholder("AKIAXXXXXXXXXXXXXXXX"));
+        // A random token that happens to hold `xXxX` is still a token.
+        assert!(!is_placeholder("ghp_6AgzlOyxGY39qxXxXMr1oQLyNlmJdPhltcX0"));
     }
 
     #[test]
