@@ -84,5 +84,25 @@ else
   fi
 fi
 
-git --version
 if [ -x "$MOTO_VENV/bin/moto_server" ]; then "$MOTO_VENV/bin/python3" -c 'from importlib.metadata import version; print("moto", version("moto"))'; else python3 -c 'from importlib.metadata import version; print("moto", version("moto"))'; fi
+# Python packages: bandit and detect-secrets (external scanners the tests run for real) and
+# jsonschema (validates bundle reports against the schemas vendored in tests/data/schemas).
+py_need=()
+command -v bandit >/dev/null 2>&1 || py_need+=("bandit==1.9.4")
+command -v detect-secrets >/dev/null 2>&1 || py_need+=("detect-secrets==1.5.0")
+python3 -c 'import jsonschema, referencing' >/dev/null 2>&1 || py_need+=("jsonschema>=4.18")
+if [ ${#py_need[@]} -gt 0 ]; then
+  echo "installing Python test dependencies: ${py_need[*]}"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
+  # Debian's own Python refuses global installs unless told otherwise (PEP 668).
+  python3 -m pip install -q "${py_need[@]}" 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages "${py_need[@]}"
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+fi
+bandit --version 2>&1 | head -1
+detect-secrets --version
+git --version

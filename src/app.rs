@@ -13,9 +13,9 @@ use crate::api::{self, AppState};
 use crate::config::{Config, RecoverRunning};
 use crate::jobs::{worker, JobManager, JobSettings};
 use crate::metrics::Metrics;
-use crate::pipeline::profile::BUILTIN_PROFILES;
+use crate::pipeline::profile::PROFILE_LABELS;
 use crate::pipeline::source::SourcePolicy;
-use crate::pipeline::{builtin_scanners, Pipeline, BUILTIN_SCANNERS};
+use crate::pipeline::{builtin_scanners_with, Pipeline, BUILTIN_SCANNERS};
 use crate::shutdown::Shutdown;
 use crate::storage::postgres::PgStore;
 use crate::storage::sqlite::SqliteStore;
@@ -53,14 +53,24 @@ fn clear_work_dir(config: &Config) -> anyhow::Result<()> {
 impl App {
     /// Opens the store, recovers interrupted scans, rebuilds the gauges and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        App::build_with_scanners(config, builtin_scanners()).await
+        App::build_with_scanners(config, vec![]).await
     }
 
-    /// [`App::build`] with a given scanner set (tests slip in scanners that fail or panic).
+    /// [`App::build`] with some scanners replaced (tests slip in scanners that fail or panic):
+    /// each given scanner replaces the built-in one of the same name.
     pub async fn build_with_scanners(
         config: Config,
-        scanners: Vec<Arc<dyn crate::pipeline::scanners::Scanner>>,
+        replacements: Vec<Arc<dyn crate::pipeline::scanners::Scanner>>,
     ) -> anyhow::Result<App> {
+        let osv = config
+            .osv_db_dir
+            .clone()
+            .map(|dir| Arc::new(crate::pipeline::osv::OsvStore::new(dir)));
+        let mut scanners = builtin_scanners_with(osv);
+        for r in replacements {
+            scanners.retain(|s| s.name() != r.name());
+            scanners.push(r);
+        }
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!(
                 "creating CERTUS_ASSURANCE_DATA_DIR {}",
@@ -86,7 +96,7 @@ impl App {
                 Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??)
             }
         };
-        let metrics = Metrics::new(&BUILTIN_PROFILES, &BUILTIN_SCANNERS);
+        let metrics = Metrics::new(&PROFILE_LABELS, &BUILTIN_SCANNERS);
         let pipeline = Pipeline {
             work_root: config.work_dir(),
             artifact_root: config.artifact_root.clone(),
@@ -99,6 +109,14 @@ impl App {
             ssh_key: config.git_ssh_key_file.clone(),
             metrics: metrics.clone(),
             scanners: Arc::new(scanners),
+            source_roots: Arc::new(config.source_roots.clone()),
+            upload_dir: config.upload_dir(),
+            archive_limits: crate::pipeline::archive::Limits {
+                max_bytes: config.archive_max_extracted_bytes,
+                max_entries: config.archive_max_files,
+            },
+            signing_key: config.signing_key.clone(),
+            tool_path: config.tool_path.clone(),
         };
         let jobs = JobManager::new(
             store,

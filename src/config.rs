@@ -49,6 +49,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP service (the default).
     Serve,
+    /// Scan a directory, archive or git URL once, without the server; exits 1 when the
+    /// policy fails and 2 when the scan cannot run.
+    Scan(crate::cli::ScanArgs),
 }
 
 /// Every setting of the service. Field docs are the `--help` text.
@@ -303,6 +306,56 @@ pub struct Settings {
     )]
     pub log_format: Option<LogFormat>,
 
+    /// Directories that `directory` scans may read, comma-separated (none: directory scans are
+    /// refused). Symbolic links are resolved before a requested path is checked against them.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_SOURCE_ROOTS",
+        value_delimiter = ',',
+        value_name = "DIRS"
+    )]
+    pub source_roots: Vec<PathBuf>,
+
+    /// Directory of OSV records (the osv.dev per-ecosystem exports, as JSON files or `all.zip`)
+    /// the vulnerability scanner matches SBOM components against [default: none; the scanner
+    /// reports itself skipped].
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_OSV_DB_DIR",
+        value_name = "DIR"
+    )]
+    pub osv_db_dir: Option<PathBuf>,
+
+    /// `PATH` on which external scanners (bandit, semgrep, ...) are looked up and run
+    /// [default: the service's own PATH].
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_TOOL_PATH",
+        value_name = "DIRS"
+    )]
+    pub tool_path: Option<std::ffi::OsString>,
+
+    /// Largest archive `upload-archive` accepts, in bytes.
+    #[arg(long, global = true, env = "CERTUS_ASSURANCE_ARCHIVE_MAX_BYTES", default_value_t = 512 * 1024 * 1024, value_name = "BYTES")]
+    pub archive_max_bytes: u64,
+
+    /// Largest total size an archive may unpack to, in bytes.
+    #[arg(long, global = true, env = "CERTUS_ASSURANCE_ARCHIVE_MAX_EXTRACTED_BYTES", default_value_t = 2 * 1024 * 1024 * 1024, value_name = "BYTES")]
+    pub archive_max_extracted_bytes: u64,
+
+    /// Largest number of entries (files, directories, links) an archive may hold.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_ARCHIVE_MAX_FILES",
+        default_value_t = 100_000,
+        value_name = "N"
+    )]
+    pub archive_max_files: u64,
+
     /// Log filter in `tracing` syntax, e.g. `info` or `certus_assurance=debug`.
     #[arg(
         long,
@@ -378,6 +431,26 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Upload workflow (Trust permission, then S3).
     pub upload: UploadConfig,
+    /// Canonical directories `directory` scans may read (empty: directory scans refused).
+    pub source_roots: Vec<PathBuf>,
+    /// OSV database directory for the vulnerability scanner.
+    pub osv_db_dir: Option<PathBuf>,
+    /// Key that signs attestations.
+    pub signing_key: Option<crate::pipeline::attestation::AttestationKey>,
+    /// `PATH` for external scanners.
+    pub tool_path: Option<std::ffi::OsString>,
+    /// Upload size limit of `upload-archive`.
+    pub archive_max_bytes: u64,
+    /// Unpacked-size limit of an archive.
+    pub archive_max_extracted_bytes: u64,
+    /// Entry-count limit of an archive.
+    pub archive_max_files: u64,
+}
+
+/// A variable passed through unchanged to external scanners (`PATH` and pyenv's variables).
+/// This module is the only one that reads the environment, so the tool runner asks here.
+pub fn passthrough_env(name: &str) -> Option<std::ffi::OsString> {
+    std::env::var_os(name)
 }
 
 /// Longest per-scan timeout a request may ask for.
@@ -428,6 +501,47 @@ impl Config {
                 );
             }
         }
+        let mut source_roots = Vec::new();
+        for root in &s.source_roots {
+            if root.as_os_str().is_empty() {
+                continue;
+            }
+            let real = root
+                .canonicalize()
+                .ok()
+                .filter(|p| p.is_dir())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "CERTUS_ASSURANCE_SOURCE_ROOTS: {} is not an existing directory",
+                        root.display()
+                    )
+                })?;
+            source_roots.push(real);
+        }
+        if let Some(dir) = &s.osv_db_dir {
+            if !dir.is_dir() {
+                bail!(
+                    "CERTUS_ASSURANCE_OSV_DB_DIR: {} is not a directory",
+                    dir.display()
+                );
+            }
+        }
+        let signing_key = match &s.upload.signing_key_file {
+            None => None,
+            Some(path) => Some(
+                crate::pipeline::attestation::AttestationKey::from_file(path).with_context(
+                    || {
+                        format!(
+                            "CERTUS_ASSURANCE_SIGNING_KEY_FILE: {} is not a usable ed25519 key",
+                            path.display()
+                        )
+                    },
+                )?,
+            ),
+        };
+        positive("ARCHIVE_MAX_BYTES", s.archive_max_bytes)?;
+        positive("ARCHIVE_MAX_EXTRACTED_BYTES", s.archive_max_extracted_bytes)?;
+        positive("ARCHIVE_MAX_FILES", s.archive_max_files)?;
         let upload = UploadConfig::from_settings(&s.upload, s.request_timeout_seconds)?;
         let (database_path, postgres_url) = match &s.database_url {
             None => (s.data_dir.join("certus-assurance.db"), None),
@@ -472,6 +586,13 @@ impl Config {
             retention_interval: Duration::from_secs(s.retention_interval_seconds),
             request_timeout: Duration::from_secs(s.request_timeout_seconds),
             upload,
+            source_roots,
+            osv_db_dir: s.osv_db_dir.clone(),
+            signing_key,
+            tool_path: s.tool_path.clone().or_else(|| passthrough_env("PATH")),
+            archive_max_bytes: s.archive_max_bytes,
+            archive_max_extracted_bytes: s.archive_max_extracted_bytes,
+            archive_max_files: s.archive_max_files,
         })
     }
 
@@ -490,6 +611,11 @@ impl Config {
     /// Directory of temporary scan workspaces (cleared at start-up).
     pub fn work_dir(&self) -> PathBuf {
         self.data_dir.join("work")
+    }
+
+    /// Directory where `upload-archive` stores archives until they are scanned.
+    pub fn upload_dir(&self) -> PathBuf {
+        self.data_dir.join("uploads")
     }
 }
 
@@ -523,6 +649,12 @@ impl Settings {
             retention_max_scans: 0,
             retention_interval_seconds: 3600,
             request_timeout_seconds: 30,
+            source_roots: vec![],
+            osv_db_dir: None,
+            tool_path: None,
+            archive_max_bytes: 512 * 1024 * 1024,
+            archive_max_extracted_bytes: 2 * 1024 * 1024 * 1024,
+            archive_max_files: 100_000,
             log_format: None,
             log_level: "info".into(),
             upload: UploadSettings::defaults(),
@@ -707,7 +839,9 @@ pub struct UploadSettings {
     )]
     pub s3_max_attempts: u32,
 
-    /// Ed25519 private key (PKCS#8, PEM or DER) that signs the list of uploaded digests.
+    /// ed25519 private key (PKCS#8 PEM or DER, or a 32-byte seed as raw bytes, hex or base64)
+    /// that signs each bundle's attestation (a DSSE envelope) and the inner signature of upload
+    /// requests [default: unsigned attestation, `basic` uploads only].
     #[arg(
         long,
         global = true,
@@ -1221,6 +1355,47 @@ mod tests {
         let err = Cli::try_parse_from(["certus-assurance", "--s3-max-attempts", "x"]).unwrap_err();
         let text = explain_cli_error(err).to_string();
         assert!(text.contains("CERTUS_ASSURANCE_S3_MAX_ATTEMPTS"), "{text}");
+    }
+
+    #[test]
+    fn scanning_settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Settings::parse_from_defaults();
+        s.source_roots = vec![dir.path().join("missing")];
+        let err = format!("{:#}", Config::from_settings(&s).unwrap_err());
+        assert!(err.contains("CERTUS_ASSURANCE_SOURCE_ROOTS"), "{err}");
+
+        let mut s = Settings::parse_from_defaults();
+        s.osv_db_dir = Some(dir.path().join("nope"));
+        let err = format!("{:#}", Config::from_settings(&s).unwrap_err());
+        assert!(err.contains("CERTUS_ASSURANCE_OSV_DB_DIR"), "{err}");
+
+        let key = dir.path().join("key");
+        std::fs::write(&key, "not a key").unwrap();
+        let mut s = Settings::parse_from_defaults();
+        s.upload.signing_key_file = Some(key.clone());
+        let err = format!("{:#}", Config::from_settings(&s).unwrap_err());
+        assert!(err.contains("CERTUS_ASSURANCE_SIGNING_KEY_FILE"), "{err}");
+        assert!(
+            !err.contains("not a key"),
+            "the key's content is not echoed: {err}"
+        );
+
+        std::fs::write(&key, "11".repeat(32)).unwrap();
+        let mut s = Settings::parse_from_defaults();
+        s.upload.signing_key_file = Some(key);
+        s.source_roots = vec![dir.path().to_path_buf()];
+        let config = Config::from_settings(&s).unwrap();
+        assert!(config.signing_key.is_some());
+        assert_eq!(
+            config.source_roots,
+            vec![dir.path().canonicalize().unwrap()]
+        );
+
+        let mut s = Settings::parse_from_defaults();
+        s.archive_max_files = 0;
+        let err = Config::from_settings(&s).unwrap_err().to_string();
+        assert!(err.contains("CERTUS_ASSURANCE_ARCHIVE_MAX_FILES"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,8 @@
 pub mod api;
 /// Wiring: builds the state, binds the listener, starts workers, runs until stopped.
 pub mod app;
+/// The `scan` command: one scan through the pipeline without the server.
+pub mod cli;
 /// Settings from `CERTUS_ASSURANCE_*` variables, validated at start-up.
 pub mod config;
 /// The HTTP error type and its one mapping to status and body.

@@ -15,6 +15,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    let is_scan = matches!(cli.command, Some(Command::Scan(_)));
     let traces = match OtlpExport::from_env() {
         Ok(t) => t,
         Err(err) => {
@@ -29,10 +30,27 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    // Inside the runtime: the gRPC exporter keeps its connection on it.
-    let telemetry = match runtime.block_on(async {
-        telemetry::init_with_traces(cli.settings.log_format, &cli.settings.log_level, traces)
-    }) {
+    let telemetry = if is_scan {
+        // The scan command's standard output is its result; its logs go to standard error.
+        let level = if cli.settings.log_level == "info" {
+            "warn"
+        } else {
+            cli.settings.log_level.as_str()
+        };
+        telemetry::init_stderr(level).map(|()| None)
+    } else {
+        // Inside the runtime: the gRPC exporter keeps its connection on it.
+        runtime
+            .block_on(async {
+                telemetry::init_with_traces(
+                    cli.settings.log_format,
+                    &cli.settings.log_level,
+                    traces,
+                )
+            })
+            .map(Some)
+    };
+    let telemetry = match telemetry {
         Ok(t) => t,
         Err(err) => {
             eprintln!("certus-assurance: {err:#}");
@@ -45,22 +63,26 @@ fn main() -> std::process::ExitCode {
                 let app = App::build(config).await?;
                 app.run_until_stopped(certus_assurance::shutdown::signal())
                     .await
+                    .map(|()| 0)
             }
+            Command::Scan(args) => certus_assurance::cli::run_scan(&args, &config).await,
         }
     });
     if let Err(err) = &result {
         tracing::error!(error = ?err, "certus-assurance stopped with an error");
     }
     // Last: export the spans still buffered while the runtime still runs.
-    telemetry.shutdown();
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
     // A clone blocked in a socket read holds a blocking thread until libgit2's stall timeout;
     // its scan is already recorded, so do not wait for it to exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(err) => {
             eprintln!("certus-assurance: {err:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(if is_scan { 2 } else { 1 })
         }
     }
 }

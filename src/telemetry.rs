@@ -307,6 +307,19 @@ where
     }
 }
 
+/// For one-off commands whose standard output is their result (`scan`): human-readable logs at
+/// `level` (warnings by default) on standard error.
+pub fn init_stderr(level: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(level))
+        .map_err(|e| anyhow::anyhow!("CERTUS_ASSURANCE_LOG_LEVEL is not a valid filter: {e}"))?;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt::layer().with_writer(std::io::stderr))
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

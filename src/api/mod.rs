@@ -1,6 +1,7 @@
 //! The router and its middleware order: trace, metrics, timeout, body limit. Holds no state of
 //! its own beyond the shared [`AppState`].
 
+pub mod archives;
 pub mod ops;
 pub mod scans;
 pub mod stream;
@@ -51,6 +52,14 @@ pub fn router(state: AppState) -> Router {
             post(scans::submit_scan).get(scans::list_scans),
         )
         .route("/v1/security-scans/batch", post(scans::submit_batch))
+        .route(
+            "/v1/security-scans/upload-archive",
+            post(archives::upload_archive).layer(DefaultBodyLimit::max(
+                usize::try_from(state.config.archive_max_bytes)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(64 * 1024),
+            )),
+        )
         .route("/v1/security-scans/{test_id}", get(scans::get_scan))
         .route(
             "/v1/security-scans/{test_id}/cancel",

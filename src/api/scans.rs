@@ -17,8 +17,10 @@ use crate::config::MAX_SCAN_TIMEOUT_SECONDS;
 use crate::error::{ApiError, FieldError};
 use crate::jobs::state::JobState;
 use crate::jobs::{is_test_id, CancelOutcome, NewScan, SubmitError};
-use crate::pipeline::profile::{Profile, BUILTIN_PROFILES};
+use crate::pipeline::local_source::resolve_directory;
+use crate::pipeline::profile::{self, Profile, BUILTIN_PROFILES};
 use crate::pipeline::source::{parse_git_url, SourcePolicy};
+use crate::pipeline::stored_archive;
 use crate::storage::{ListQuery, ScanRecord};
 
 const ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,128}$";
@@ -30,6 +32,33 @@ fn rfc3339(secs: f64) -> String {
 
 fn stream_url(test_id: &str) -> String {
     format!("/v1/security-scans/{test_id}/stream")
+}
+
+/// What identifies the content a scan saw: the resolved commit, the archive's sha256 (known at
+/// submission) or the directory's content hash (known once the scan ran).
+fn provenance(r: &ScanRecord) -> Value {
+    let from_summary = r
+        .summary
+        .as_ref()
+        .and_then(|s| s.get("provenance"))
+        .cloned();
+    if let Some(p) = from_summary.filter(|p| !p.is_null()) {
+        return p;
+    }
+    match r.source_type.as_str() {
+        "git" => match &r.resolved_commit {
+            Some(c) => json!({"type": "git_commit", "id": c}),
+            None => Value::Null,
+        },
+        "archive" => r
+            .archive_path
+            .as_deref()
+            .and_then(|p| p.strip_prefix("uploads/"))
+            .and_then(|p| p.split_once('.'))
+            .map(|(sha, _)| json!({"type": "archive_sha256", "id": format!("sha256:{sha}")}))
+            .unwrap_or(Value::Null),
+        _ => Value::Null,
+    }
 }
 
 /// The full status document of one scan.
@@ -50,6 +79,10 @@ pub fn scan_resource(r: &ScanRecord) -> Value {
         "errors": r.errors,
         "source_type": r.source_type,
         "git_url": r.git_url,
+        "directory_path": r.directory_path,
+        "archive_path": r.archive_path,
+        "manifest_path": r.manifest_path,
+        "provenance": provenance(r),
         "branch": r.branch,
         "commit": r.requested_commit,
         "resolved_commit": r.resolved_commit,
@@ -145,6 +178,15 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// A relative path inside a tree: no absolute path, no `..`, no NUL.
+fn valid_tree_path(p: &str) -> bool {
+    !p.is_empty()
+        && !p.starts_with('/')
+        && !p.contains('\0')
+        && !p.contains('\\')
+        && p.split('/').all(|c| c != "..")
+}
+
 fn valid_branch(b: &str) -> bool {
     !b.is_empty()
         && !b.starts_with('-')
@@ -193,23 +235,28 @@ fn validate_submission(state: &AppState, value: &Value) -> Result<NewScan, ApiEr
     let source_type = f
         .string("source_type", false, 32)
         .unwrap_or_else(|| "git".into());
-    match source_type.as_str() {
-        "git" => {}
-        "directory" => f.invalid(
+    if !["git", "directory", "archive"].contains(&source_type.as_str()) {
+        f.errors.push(FieldError::body(
             "source_type",
-            "directory scans are not enabled on this server (no source roots are configured); use source_type 'git'",
-        ),
-        "archive" => f.invalid(
-            "source_type",
-            "archive scans are not enabled on this server; use source_type 'git'",
-        ),
-        _ => f.errors.push(FieldError::body("source_type", "enum", "Input should be 'git', 'directory' or 'archive'")),
+            "enum",
+            "Input should be 'git', 'directory' or 'archive'",
+        ));
     }
+    let is_git = source_type == "git";
     let policy = SourcePolicy {
         allow_private_networks: state.config.allow_private_networks,
         allow_local_sources: state.config.allow_local_sources,
     };
-    let git = match f.string("git_url", source_type == "git", 2048) {
+    let git = match f.string("git_url", is_git, 2048) {
+        Some(_) if !is_git => {
+            f.invalid(
+                "git_url",
+                format!(
+                    "git_url is only used with source_type 'git'; omit it for {source_type} scans"
+                ),
+            );
+            None
+        }
         Some(raw) => match parse_git_url(&raw, policy) {
             Ok(url) => Some(url),
             Err(msg) => {
@@ -221,7 +268,9 @@ fn validate_submission(state: &AppState, value: &Value) -> Result<NewScan, ApiEr
     };
     let branch = f.string("branch", false, 255);
     if let Some(b) = &branch {
-        if !valid_branch(b) {
+        if !is_git {
+            f.invalid("branch", "branch is only used with source_type 'git'");
+        } else if !valid_branch(b) {
             f.invalid(
                 "branch",
                 "branch must be a valid git branch name, e.g. main or release/1.2",
@@ -230,30 +279,84 @@ fn validate_submission(state: &AppState, value: &Value) -> Result<NewScan, ApiEr
     }
     let commit = f.string("commit", false, 64);
     if let Some(c) = &commit {
-        if c.len() < 4 || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_git {
+            f.invalid("commit", "commit is only used with source_type 'git'");
+        } else if c.len() < 4 || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
             f.invalid(
                 "commit",
                 "commit must be a hexadecimal commit id (4 to 64 characters)",
             );
         }
     }
+    let directory_path = f.string("directory_path", source_type == "directory", 4096);
+    if let Some(dir) = &directory_path {
+        if source_type != "directory" {
+            f.invalid(
+                "directory_path",
+                "directory_path is only used with source_type 'directory'",
+            );
+        } else if let Err(msg) = resolve_directory(dir, &state.config.source_roots) {
+            f.invalid("directory_path", msg);
+        }
+    }
+    let archive_path = f.string("archive_path", source_type == "archive", 256);
+    if let Some(path) = &archive_path {
+        if source_type != "archive" {
+            f.invalid(
+                "archive_path",
+                "archive_path is only used with source_type 'archive'",
+            );
+        } else if let Err(msg) = stored_archive(&state.config.upload_dir(), path) {
+            f.invalid("archive_path", msg);
+        }
+    }
     let requested_by = f.string("requested_by", false, 256);
     let profile_name = f
         .string("profile", false, 64)
         .unwrap_or_else(|| "light".into());
-    let profile = Profile::builtin(&profile_name);
-    if profile.is_none() {
-        let names = BUILTIN_PROFILES
-            .iter()
-            .map(|p| format!("'{p}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        f.errors.push(FieldError::body(
-            "profile",
-            "enum",
-            format!("Input should be one of {names} (see GET /v1/profiles)"),
-        ));
+    let manifest = obj.get("manifest").filter(|v| !v.is_null());
+    let manifest_path = f.string("manifest_path", false, 1024);
+    if let Some(path) = &manifest_path {
+        if manifest.is_some() {
+            f.invalid(
+                "manifest_path",
+                "give either an inline manifest or manifest_path, not both",
+            );
+        } else if !valid_tree_path(path) {
+            f.invalid(
+                "manifest_path",
+                "manifest_path must be a relative path inside the source tree, without '..'",
+            );
+        }
     }
+    let profile = match profile::resolve(&profile_name, manifest) {
+        Ok(p) => Some(p),
+        Err(errors) => {
+            for e in errors {
+                if manifest.is_none() {
+                    let names = BUILTIN_PROFILES
+                        .iter()
+                        .map(|p| format!("'{p}'"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    f.errors.push(FieldError::body(
+                        "profile",
+                        "enum",
+                        format!("Input should be one of {names} (see GET /v1/profiles), or define it in an inline manifest"),
+                    ));
+                } else {
+                    let mut loc = vec![json!("body"), json!("manifest")];
+                    loc.extend(e.loc.iter().map(|l| json!(l)));
+                    f.errors.push(FieldError {
+                        loc,
+                        msg: e.msg,
+                        kind: "value_error".into(),
+                    });
+                }
+            }
+            None
+        }
+    };
     let timeout_seconds = match obj.get("timeout_seconds") {
         None | Some(Value::Null) => Some(state.config.scan_timeout.as_secs()),
         Some(v) => match v.as_u64() {
@@ -276,42 +379,33 @@ fn validate_submission(state: &AppState, value: &Value) -> Result<NewScan, ApiEr
             }
         },
     };
-    for unsupported in ["manifest", "manifest_path"] {
-        if obj.get(unsupported).is_some_and(|v| !v.is_null()) {
-            f.invalid(
-                unsupported,
-                format!("{unsupported} is not supported by this server version; omit it and choose a built-in profile"),
-            );
-        }
-    }
-    for other_source in ["directory_path", "archive_path"] {
-        if obj.get(other_source).is_some_and(|v| !v.is_null()) && source_type == "git" {
-            f.invalid(
-                other_source,
-                format!(
-                    "{other_source} is only used with another source_type; omit it for git scans"
-                ),
-            );
-        }
-    }
     if !f.errors.is_empty() {
         return Err(ApiError::Validation(f.errors));
     }
     let profile = profile.expect("checked above");
-    let git = git.expect("git_url is required for git scans and was checked above");
+    let (git_clone_url, git_display_url) = match git {
+        Some(g) => (Some(g.clone_url), Some(g.display_url)),
+        None => (None, None),
+    };
     Ok(NewScan {
         workspace_id: workspace_id.expect("checked"),
         component_id: component_id.expect("checked"),
         assessment_id: assessment_id.expect("checked"),
         source_type,
-        git_clone_url: Some(git.clone_url),
-        git_display_url: Some(git.display_url),
+        git_clone_url,
+        git_display_url,
         branch,
         commit: commit.map(|c| c.to_ascii_lowercase()),
         requested_by,
         manifest_digest: profile.manifest_digest(),
+        manifest: profile
+            .custom
+            .then(|| serde_json::to_value(&profile).expect("plain data serializes")),
         profile: profile.name,
         timeout_seconds: timeout_seconds.expect("checked"),
+        directory_path,
+        archive_path,
+        manifest_path,
     })
 }
 
@@ -408,8 +502,14 @@ pub async fn cancel_scan(
     }
 }
 
-/// `GET /v1/profiles`: the built-in presets with their scanners, thresholds and digests.
-pub async fn list_profiles() -> Json<Value> {
+/// `GET /v1/profiles`: the built-in presets with their scanners, thresholds and digests, and
+/// which external tools are installed on this server.
+pub async fn list_profiles(State(state): State<AppState>) -> Json<Value> {
+    let path = state.config.tool_path.clone();
+    let installed = |name: &str| {
+        crate::pipeline::tools::spec(name)
+            .map(|t| crate::pipeline::tools::find_on_path(t.binary, path.as_deref()).is_some())
+    };
     let profiles: Vec<Value> = BUILTIN_PROFILES
         .iter()
         .filter_map(|name| Profile::builtin(name))
@@ -418,12 +518,20 @@ pub async fn list_profiles() -> Json<Value> {
                 "name": p.name,
                 "description": p.description,
                 "scanners": p.scanners,
+                "required": p.required,
                 "thresholds": p.thresholds,
                 "manifest_digest": p.manifest_digest(),
             })
         })
         .collect();
-    Json(json!({ "profiles": profiles, "default": "light" }))
+    let scanners: Vec<Value> = profile::BUILTIN_SCANNER_NAMES
+        .iter()
+        .map(|n| json!({"name": n, "kind": "builtin", "available": true}))
+        .chain(profile::EXTERNAL_TOOL_NAMES.iter().map(
+            |n| json!({"name": n, "kind": "external", "available": installed(n).unwrap_or(false)}),
+        ))
+        .collect();
+    Json(json!({ "profiles": profiles, "default": "light", "scanners": scanners }))
 }
 
 /// Reads a request body, mapping extractor failures (size limit, broken stream) to clean errors.

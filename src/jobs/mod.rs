@@ -45,6 +45,25 @@ pub struct NewScan {
     pub profile: String,
     pub manifest_digest: String,
     pub timeout_seconds: u64,
+    /// `directory` scans: the path as submitted (already checked against the source roots).
+    pub directory_path: Option<String>,
+    /// `archive` scans: the `archive_path` that `upload-archive` returned.
+    pub archive_path: Option<String>,
+    /// The effective profile when an inline manifest defined or changed it.
+    pub manifest: Option<serde_json::Value>,
+    /// A manifest file inside the source tree, read when the scan runs.
+    pub manifest_path: Option<String>,
+}
+
+/// The `profile` metric label of a scan: the preset's name, or `custom` when a manifest
+/// defined or changed its profile (caller-chosen names never become label values).
+pub fn profile_label(record: &ScanRecord) -> &str {
+    let builtin = crate::pipeline::profile::BUILTIN_PROFILES.contains(&record.profile.as_str());
+    if builtin && record.manifest.is_none() && record.manifest_path.is_none() {
+        &record.profile
+    } else {
+        "custom"
+    }
 }
 
 /// Why a submission was refused.
@@ -388,7 +407,7 @@ impl JobManager {
         metrics.uploads.with_label_values(&["pending"]).inc();
         metrics
             .scans_submitted_total
-            .with_label_values(&[&record.profile, &record.source_type])
+            .with_label_values(&[profile_label(&record), &record.source_type])
             .inc();
         drop(_admission);
         tracing::info!(job.id = %record.test_id, workspace.id = %record.workspace_id, profile = %record.profile, "scan queued");
@@ -748,6 +767,10 @@ impl JobManager {
         let reason = done.failure_reason;
         let artifacts = done.artifacts.clone().unwrap_or_default();
         let duration = (done.finished_at - record.started_at.unwrap_or(done.finished_at)).max(0.0);
+        let manifest_digest = done
+            .manifest_digest
+            .clone()
+            .unwrap_or_else(|| record.manifest_digest.clone());
         let policy_passed = done
             .summary
             .as_ref()
@@ -756,13 +779,7 @@ impl JobManager {
         // The terminal event goes out (to subscribers and the bundle's stream.jsonl) before the
         // outcome is stored: once a scan reads SUCCEEDED its bundle no longer changes, which an
         // upload relies on when it hashes the files. A retried call publishes nothing twice.
-        self.publish_terminal(
-            &record.test_id,
-            status,
-            &record.manifest_digest,
-            reason,
-            artifacts,
-        );
+        self.publish_terminal(&record.test_id, status, &manifest_digest, reason, artifacts);
         let changed = self
             .inner
             .store
@@ -776,7 +793,7 @@ impl JobManager {
         let m = &self.inner.metrics;
         m.scan_transition("running", status.label());
         m.scan_duration_seconds
-            .with_label_values(&[record.profile.as_str(), status.label()])
+            .with_label_values(&[profile_label(record), status.label()])
             .observe(duration);
         if let Some(reason) = reason {
             m.scan_failures_total
@@ -785,10 +802,7 @@ impl JobManager {
         }
         if let Some(passed) = policy_passed {
             m.policy_evaluations_total
-                .with_label_values(&[
-                    record.profile.as_str(),
-                    if passed { "pass" } else { "fail" },
-                ])
+                .with_label_values(&[profile_label(record), if passed { "pass" } else { "fail" }])
                 .inc();
         }
         Ok(true)
@@ -940,8 +954,8 @@ fn new_record(new: &NewScan) -> ScanRecord {
         git_url: new.git_display_url.clone(),
         branch: new.branch.clone(),
         requested_commit: new.commit.clone(),
-        directory_path: None,
-        archive_path: None,
+        directory_path: new.directory_path.clone(),
+        archive_path: new.archive_path.clone(),
         requested_by: new.requested_by.clone(),
         profile: new.profile.clone(),
         manifest_digest: new.manifest_digest.clone(),
@@ -965,6 +979,8 @@ fn new_record(new: &NewScan) -> ScanRecord {
         upload_progress: None,
         upload_tier: None,
         upload_started_at: None,
+        manifest: new.manifest.clone(),
+        manifest_path: new.manifest_path.clone(),
     }
 }
 

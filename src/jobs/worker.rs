@@ -14,8 +14,8 @@ use super::events::JobChannel;
 use super::state::{FailureReason, JobState};
 use super::{append_stream_line, now_secs, JobManager};
 use crate::pipeline::profile::Profile;
-use crate::pipeline::source::{parse_git_url, GitUrl};
-use crate::pipeline::{FailureKind, ProgressSink, ScanEvent, ScanSpec};
+use crate::pipeline::source::parse_git_url;
+use crate::pipeline::{FailureKind, ProgressSink, ScanEvent, ScanSource, ScanSpec};
 use crate::storage::{Completion, LeaseState, ScanRecord};
 
 /// How long a stopped pipeline may take to notice the stop before the worker records the outcome
@@ -134,36 +134,71 @@ impl ProgressSink for JobSink {
 }
 
 fn spec_for(jobs: &JobManager, record: &ScanRecord) -> Result<ScanSpec, (FailureReason, String)> {
-    let profile = Profile::builtin(&record.profile).ok_or_else(|| {
-        (
-            FailureReason::SourceInvalid,
-            format!(
-                "profile `{}` is not known to this server version",
-                record.profile
-            ),
-        )
-    })?;
-    let display = record.git_url.clone().ok_or_else(|| {
-        (
-            FailureReason::SourceInvalid,
-            "the scan has no git_url".to_string(),
-        )
-    })?;
-    let policy = jobs.pipeline().source_policy;
-    let git = match jobs.credentials_for(&record.test_id) {
-        Some(clone_url) => {
-            let mut parsed = parse_git_url(&clone_url, policy).map_err(|e| (FailureReason::SourceInvalid, e))?;
-            parsed.display_url = display;
-            parsed
+    let profile = match &record.manifest {
+        Some(value) => serde_json::from_value::<Profile>(value.clone()).map_err(|e| {
+            (
+                FailureReason::Internal,
+                format!("the stored profile of this scan cannot be read ({e}); submit it again"),
+            )
+        })?,
+        None => Profile::builtin(&record.profile).ok_or_else(|| {
+            (
+                FailureReason::SourceInvalid,
+                format!(
+                    "profile `{}` is not known to this server version",
+                    record.profile
+                ),
+            )
+        })?,
+    };
+    let source = match record.source_type.as_str() {
+        "directory" => ScanSource::Directory {
+            requested: record.directory_path.clone().ok_or_else(|| {
+                (
+                    FailureReason::SourceInvalid,
+                    "the scan has no directory_path".to_string(),
+                )
+            })?,
+        },
+        "archive" => ScanSource::Archive {
+            archive_path: record.archive_path.clone().ok_or_else(|| {
+                (
+                    FailureReason::SourceInvalid,
+                    "the scan has no archive_path".to_string(),
+                )
+            })?,
+        },
+        _ => {
+            let display = record.git_url.clone().ok_or_else(|| {
+                (
+                    FailureReason::SourceInvalid,
+                    "the scan has no git_url".to_string(),
+                )
+            })?;
+            let policy = jobs.pipeline().source_policy;
+            let git = match jobs.credentials_for(&record.test_id) {
+                Some(clone_url) => {
+                    let mut parsed = parse_git_url(&clone_url, policy)
+                        .map_err(|e| (FailureReason::SourceInvalid, e))?;
+                    parsed.display_url = display;
+                    parsed
+                }
+                None if display.contains("***@") => {
+                    return Err((
+                        FailureReason::CloneFailed,
+                        "the credentials in git_url are kept in memory only and were lost in a restart; submit the scan again"
+                            .to_string(),
+                    ))
+                }
+                None => parse_git_url(&display, policy)
+                    .map_err(|e| (FailureReason::SourceInvalid, e))?,
+            };
+            ScanSource::Git {
+                url: git,
+                branch: record.branch.clone(),
+                commit: record.requested_commit.clone(),
+            }
         }
-        None if display.contains("***@") => {
-            return Err((
-                FailureReason::CloneFailed,
-                "the credentials in git_url are kept in memory only and were lost in a restart; submit the scan again"
-                    .to_string(),
-            ))
-        }
-        None => parse_git_url(&display, policy).map_err(|e| (FailureReason::SourceInvalid, e))?,
     };
     Ok(ScanSpec {
         test_id: record.test_id.clone(),
@@ -171,11 +206,11 @@ fn spec_for(jobs: &JobManager, record: &ScanRecord) -> Result<ScanSpec, (Failure
         component_id: record.component_id.clone(),
         assessment_id: record.assessment_id.clone(),
         requested_by: record.requested_by.clone(),
-        git: GitUrl { ..git },
-        branch: record.branch.clone(),
-        commit: record.requested_commit.clone(),
+        source,
         profile,
         manifest_digest: record.manifest_digest.clone(),
+        manifest_path: record.manifest_path.clone(),
+        timeout: Duration::from_secs(record.timeout_seconds),
         submitted_at: record.submitted_at,
     })
 }
@@ -312,6 +347,8 @@ async fn complete(
 ) -> Ended {
     match result {
         Ok(Ok(report)) => {
+            let changed_digest = (report.manifest_digest != record.manifest_digest)
+                .then_some(report.manifest_digest);
             let done = Completion {
                 status: JobState::Succeeded,
                 failure_reason: None,
@@ -319,6 +356,7 @@ async fn complete(
                 summary: Some(report.summary),
                 artifacts: Some(report.artifacts),
                 finished_at: now_secs(),
+                manifest_digest: changed_digest,
             };
             tracing::Span::current().record("scan.status", "succeeded");
             if record_end(jobs, record, done).await {
@@ -371,6 +409,7 @@ async fn finish_failed(
         summary: None,
         artifacts,
         finished_at: now_secs(),
+        manifest_digest: None,
     };
     record_end(jobs, record, done).await;
 }

@@ -2,11 +2,18 @@
 //! a [`ProgressSink`] the caller hands in; the result is a [`ScanReport`] or a [`ScanFailure`].
 //! The pipeline never reads or writes job records and does not know jobs exist.
 
+pub mod archive;
 pub mod artifacts;
+pub mod attestation;
 pub mod checkout;
+pub mod local_source;
+pub mod osv;
 pub mod profile;
+pub mod sarif;
+pub mod sbom;
 pub mod scanners;
 pub mod source;
+pub mod tools;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -18,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::metrics::Metrics;
 use checkout::{Checkout, CloneError, CloneSpec};
@@ -85,6 +93,37 @@ pub trait ProgressSink: Send + Sync {
     fn emit(&self, event: ScanEvent);
 }
 
+/// Where the tree to scan comes from.
+#[derive(Debug, Clone)]
+pub enum ScanSource {
+    /// Cloned into the scan's workspace.
+    Git {
+        url: GitUrl,
+        branch: Option<String>,
+        commit: Option<String>,
+    },
+    /// A directory on the server, scanned in place (read only).
+    Directory {
+        /// As submitted (shown in `scan.json`).
+        requested: String,
+    },
+    /// An archive stored by `upload-archive`, unpacked into the workspace.
+    Archive {
+        /// As submitted (`uploads/<sha256>.<ext>`).
+        archive_path: String,
+    },
+}
+
+impl ScanSource {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ScanSource::Git { .. } => "git",
+            ScanSource::Directory { .. } => "directory",
+            ScanSource::Archive { .. } => "archive",
+        }
+    }
+}
+
 /// What to scan and under which profile.
 #[derive(Debug, Clone)]
 pub struct ScanSpec {
@@ -93,18 +132,33 @@ pub struct ScanSpec {
     pub component_id: String,
     pub assessment_id: String,
     pub requested_by: Option<String>,
-    pub git: GitUrl,
-    pub branch: Option<String>,
-    pub commit: Option<String>,
+    pub source: ScanSource,
     pub profile: Profile,
     pub manifest_digest: String,
+    /// A manifest file inside the tree (relative path) that selects or overrides the profile.
+    pub manifest_path: Option<String>,
+    /// The scan's time limit; external tools are stopped when it runs out.
+    pub timeout: Duration,
     pub submitted_at: f64,
+}
+
+/// What identifies the exact content a scan saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Provenance {
+    /// `git_commit`, `directory_sha256` or `archive_sha256`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The commit id, or `sha256:<hex>` of the directory content or of the archive.
+    pub id: String,
 }
 
 /// A finished, trustworthy scan.
 #[derive(Debug, Clone)]
 pub struct ScanReport {
-    pub checkout: Checkout,
+    pub provenance: Provenance,
+    /// The profile that ran (a `manifest_path` may have changed it).
+    pub profile: Profile,
+    pub manifest_digest: String,
     pub summary: serde_json::Value,
     pub policy: PolicyVerdict,
     pub artifacts: Vec<String>,
@@ -157,15 +211,44 @@ pub struct Pipeline {
     pub ssh_key: Option<PathBuf>,
     pub metrics: Metrics,
     pub scanners: Arc<Vec<Arc<dyn Scanner>>>,
+    /// Canonical directories that `directory` scans may read.
+    pub source_roots: Arc<Vec<PathBuf>>,
+    /// Where `upload-archive` stores archives (`<dir>/<sha256>.<ext>`).
+    pub upload_dir: PathBuf,
+    pub archive_limits: archive::Limits,
+    /// Signs the attestation when set.
+    pub signing_key: Option<attestation::AttestationKey>,
+    /// `PATH` external tools are looked up on.
+    pub tool_path: Option<std::ffi::OsString>,
 }
 
-/// The built-in scanners of this build.
+/// The built-in scanners of this build, without an OSV database.
 pub fn builtin_scanners() -> Vec<Arc<dyn Scanner>> {
-    vec![Arc::new(scanners::secrets::SecretsScanner::new())]
+    builtin_scanners_with(None)
 }
 
-/// Names of the built-in scanners (metric label values).
-pub const BUILTIN_SCANNERS: [&str; 1] = ["secrets"];
+/// The built-in scanners; `osv` is the vulnerability database, if one is configured.
+pub fn builtin_scanners_with(osv: Option<Arc<osv::OsvStore>>) -> Vec<Arc<dyn Scanner>> {
+    vec![
+        Arc::new(scanners::secrets::SecretsScanner::new()),
+        Arc::new(scanners::sbom::SbomScanner),
+        Arc::new(scanners::vulnerabilities::VulnerabilityScanner::new(osv)),
+    ]
+}
+
+/// Names of every scanner this build knows, built in and external (the `scanner` label values).
+pub const BUILTIN_SCANNERS: [&str; 10] = [
+    "secrets",
+    "sbom",
+    "vulnerabilities",
+    "bandit",
+    "semgrep",
+    "detect-secrets",
+    "ruff",
+    "gitleaks",
+    "trivy",
+    "osv-scanner",
+];
 
 fn now_secs() -> f64 {
     SystemTime::now()
@@ -227,10 +310,46 @@ impl Reporter {
     }
 }
 
+/// How one scanner run ended, for `scan.json`, `summary.json` and the metrics.
+struct ScannerRecord {
+    entry: serde_json::Value,
+    counts: Option<SeverityCounts>,
+}
+
 impl Pipeline {
     /// The bundle directory of one scan.
     pub fn artifact_dir(&self, test_id: &str) -> PathBuf {
         self.artifact_root.join(test_id)
+    }
+
+    /// A pipeline for a one-off local run (the `scan` command): everything under `work_root`.
+    pub fn local(
+        work_root: PathBuf,
+        artifact_root: PathBuf,
+        metrics: Metrics,
+        scanners: Vec<Arc<dyn Scanner>>,
+    ) -> Pipeline {
+        Pipeline {
+            upload_dir: work_root.join("uploads"),
+            work_root,
+            artifact_root,
+            clone_timeout: Duration::from_secs(300),
+            clone_max_bytes: 2 * 1024 * 1024 * 1024,
+            source_policy: SourcePolicy {
+                allow_private_networks: true,
+                allow_local_sources: true,
+            },
+            ssh_key: None,
+            metrics,
+            scanners: Arc::new(scanners),
+            source_roots: Arc::new(vec![]),
+            archive_limits: archive::Limits {
+                max_bytes: 1024 * 1024 * 1024,
+                max_entries: 100_000,
+            },
+            signing_key: None,
+            tool_path: crate::config::passthrough_env("PATH"),
+        }
     }
 
     /// Runs one scan. The temporary workspace is removed whatever happens (success, failure,
@@ -275,6 +394,226 @@ impl Pipeline {
         result
     }
 
+    /// Phase 1: makes the tree available. Returns its root and provenance, plus what
+    /// `scan.json` says about the source.
+    async fn prepare_source(
+        &self,
+        spec: &ScanSpec,
+        reporter: &Arc<Reporter>,
+        cancel: &Arc<AtomicBool>,
+        workspace: &Path,
+    ) -> Result<(PathBuf, Provenance, serde_json::Value), ScanFailure> {
+        match &spec.source {
+            ScanSource::Git {
+                url,
+                branch,
+                commit,
+            } => {
+                reporter.phase(
+                    "clone",
+                    format!(
+                        "Cloning {}{}",
+                        url.display_url,
+                        branch
+                            .as_ref()
+                            .map(|b| format!(" (branch {b})"))
+                            .unwrap_or_default()
+                    ),
+                );
+                let checkout_dir = workspace.join("src");
+                let (result, lines) = {
+                    let this = self.clone();
+                    let (url, branch, commit) = (url.clone(), branch.clone(), commit.clone());
+                    let cancel = cancel.clone();
+                    let dest = checkout_dir.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let mut lines = Vec::new();
+                        let clone_spec = CloneSpec {
+                            url: &url,
+                            branch: branch.as_deref(),
+                            commit: commit.as_deref(),
+                            timeout: this.clone_timeout,
+                            max_bytes: this.clone_max_bytes,
+                            policy: this.source_policy,
+                            ssh_key: this.ssh_key.as_deref(),
+                            cancel: &cancel,
+                        };
+                        let result =
+                            checkout::clone_repository(&clone_spec, &dest, &mut |l| lines.push(l));
+                        (result, lines)
+                    })
+                    .await
+                    .map_err(|e| {
+                        ScanFailure::new(
+                            FailureKind::Internal,
+                            format!("the clone task failed: {e}"),
+                        )
+                    })?
+                };
+                for line in lines {
+                    reporter.emit(ScanEvent::Log {
+                        tool: "git".into(),
+                        stream: "stderr".into(),
+                        line,
+                    });
+                }
+                let checkout: Checkout = match result {
+                    Ok(c) => c,
+                    Err(CloneError::Cancelled) => {
+                        return Err(ScanFailure::new(
+                            FailureKind::Cancelled,
+                            "cancelled during clone",
+                        ))
+                    }
+                    Err(CloneError::Invalid(m)) => {
+                        return Err(ScanFailure::new(FailureKind::SourceInvalid, m))
+                    }
+                    Err(CloneError::Failed(m)) => {
+                        return Err(ScanFailure::new(FailureKind::CloneFailed, m))
+                    }
+                };
+                reporter.emit(ScanEvent::Phase {
+                    phase: "clone".into(),
+                    message: format!(
+                        "Checked out {}{}",
+                        checkout.commit,
+                        checkout
+                            .branch
+                            .as_ref()
+                            .map(|b| format!(" on {b}"))
+                            .unwrap_or_default()
+                    ),
+                    commit: Some(checkout.commit.clone()),
+                    branch: checkout.branch.clone(),
+                });
+                let provenance = Provenance {
+                    kind: "git_commit",
+                    id: checkout.commit.clone(),
+                };
+                let source = json!({
+                    "type": "git",
+                    "git_url": url.display_url,
+                    "branch": branch,
+                    "commit": commit,
+                    "resolved_commit": checkout.commit,
+                    "resolved_branch": checkout.branch,
+                    "provenance_id": provenance.id,
+                });
+                Ok((checkout_dir, provenance, source))
+            }
+            ScanSource::Directory { requested } => {
+                reporter.phase("clone", format!("Reading the directory {requested}"));
+                // Checked again at run time: the tree may have changed since the submission.
+                let root = local_source::resolve_directory(requested, &self.source_roots)
+                    .map_err(|m| ScanFailure::new(FailureKind::SourceInvalid, m))?;
+                let digest = {
+                    let root = root.clone();
+                    let cancel = cancel.clone();
+                    tokio::task::spawn_blocking(move || {
+                        local_source::hash_directory(&root, &cancel)
+                    })
+                    .await
+                    .map_err(|e| {
+                        ScanFailure::new(FailureKind::Internal, format!("hashing failed: {e}"))
+                    })?
+                };
+                let digest = match digest {
+                    Ok(d) => d,
+                    Err(_) if cancel.load(Ordering::Relaxed) => {
+                        return Err(ScanFailure::new(
+                            FailureKind::Cancelled,
+                            "cancelled while reading the directory",
+                        ))
+                    }
+                    Err(e) => {
+                        return Err(ScanFailure::new(
+                            FailureKind::SourceInvalid,
+                            format!("the directory could not be read completely: {e}"),
+                        ))
+                    }
+                };
+                reporter.phase(
+                    "clone",
+                    format!(
+                        "Directory content {} ({} files, {} bytes)",
+                        digest.id, digest.files, digest.bytes
+                    ),
+                );
+                let provenance = Provenance {
+                    kind: "directory_sha256",
+                    id: digest.id.clone(),
+                };
+                let source = json!({
+                    "type": "directory",
+                    "directory_path": requested,
+                    "files": digest.files,
+                    "bytes": digest.bytes,
+                    "provenance_id": provenance.id,
+                });
+                Ok((root, provenance, source))
+            }
+            ScanSource::Archive { archive_path } => {
+                let (file, sha256, format) = stored_archive(&self.upload_dir, archive_path)
+                    .map_err(|m| ScanFailure::new(FailureKind::SourceInvalid, m))?;
+                reporter.phase(
+                    "clone",
+                    format!(
+                        "Unpacking the {} archive sha256:{sha256}",
+                        format.extension()
+                    ),
+                );
+                let dest = workspace.join("src");
+                std::fs::create_dir_all(&dest)
+                    .context("creating the extraction directory")
+                    .map_err(ScanFailure::internal)?;
+                let stats = {
+                    let dest = dest.clone();
+                    let cancel = cancel.clone();
+                    let limits = self.archive_limits;
+                    tokio::task::spawn_blocking(move || {
+                        archive::extract(&file, format, &dest, limits, &cancel)
+                    })
+                    .await
+                    .map_err(|e| {
+                        ScanFailure::new(FailureKind::Internal, format!("extraction failed: {e}"))
+                    })?
+                };
+                let stats = match stats {
+                    Ok(s) => s,
+                    Err(archive::ArchiveError::Cancelled) => {
+                        return Err(ScanFailure::new(
+                            FailureKind::Cancelled,
+                            "cancelled while unpacking the archive",
+                        ))
+                    }
+                    Err(e) => {
+                        return Err(ScanFailure::new(
+                            FailureKind::SourceInvalid,
+                            format!("the archive was refused: {e}"),
+                        ))
+                    }
+                };
+                reporter.phase(
+                    "clone",
+                    format!("Unpacked {} files, {} bytes", stats.files, stats.bytes),
+                );
+                let provenance = Provenance {
+                    kind: "archive_sha256",
+                    id: format!("sha256:{sha256}"),
+                };
+                let source = json!({
+                    "type": "archive",
+                    "archive_path": archive_path,
+                    "format": format.extension(),
+                    "files": stats.files,
+                    "bytes": stats.bytes,
+                    "provenance_id": provenance.id,
+                });
+                Ok((dest, provenance, source))
+            }
+        }
+    }
+
     async fn run_in(
         &self,
         spec: &ScanSpec,
@@ -285,121 +624,61 @@ impl Pipeline {
     ) -> Result<ScanReport, ScanFailure> {
         let cancelled = || cancel.load(Ordering::Relaxed);
         let started_at = now_secs();
+        let deadline = Instant::now() + spec.timeout;
 
-        // Phase 1: clone.
+        // Phase 1: the source.
         let phase_start = Instant::now();
         let phase_span = open_phase_span("clone");
-        reporter.phase(
-            "clone",
-            format!(
-                "Cloning {}{}",
-                spec.git.display_url,
-                spec.branch
-                    .as_ref()
-                    .map(|b| format!(" (branch {b})"))
-                    .unwrap_or_default()
-            ),
-        );
-        let checkout_dir = workspace.join("src");
-        let (result, lines) = {
-            let this = self.clone();
-            let spec = spec.clone();
-            let cancel = cancel.clone();
-            let dest = checkout_dir.clone();
-            let span = phase_span.clone();
-            tokio::task::spawn_blocking(move || {
-                let _entered = span.enter();
-                let mut lines = Vec::new();
-                let clone_spec = CloneSpec {
-                    url: &spec.git,
-                    branch: spec.branch.as_deref(),
-                    commit: spec.commit.as_deref(),
-                    timeout: this.clone_timeout,
-                    max_bytes: this.clone_max_bytes,
-                    policy: this.source_policy,
-                    ssh_key: this.ssh_key.as_deref(),
-                    cancel: &cancel,
-                };
-                let result = checkout::clone_repository(&clone_spec, &dest, &mut |l| lines.push(l));
-                (result, lines)
-            })
-            .await
-            .map_err(|e| {
-                ScanFailure::new(FailureKind::Internal, format!("the clone task failed: {e}"))
-            })?
-        };
-        for line in lines {
-            reporter.emit(ScanEvent::Log {
-                tool: "git".into(),
-                stream: "stderr".into(),
-                line,
-            });
+        let prepared = self
+            .prepare_source(spec, reporter, cancel, workspace)
+            .instrument(phase_span.clone())
+            .await;
+        if prepared.is_err() {
+            phase_span.record("otel.status_code", "error");
         }
+        drop(phase_span);
         self.metrics
             .scan_phase_duration_seconds
             .with_label_values(&["clone"])
             .observe(phase_start.elapsed().as_secs_f64());
-        if result.is_err() {
-            phase_span.record("otel.status_code", "error");
-        }
-        drop(phase_span);
-        let checkout = match result {
-            Ok(c) => c,
-            Err(CloneError::Cancelled) => {
-                return Err(ScanFailure::new(
-                    FailureKind::Cancelled,
-                    "cancelled during clone",
-                ))
-            }
-            Err(CloneError::Invalid(m)) => {
-                return Err(ScanFailure::new(FailureKind::SourceInvalid, m))
-            }
-            Err(CloneError::Failed(m)) => {
-                return Err(ScanFailure::new(FailureKind::CloneFailed, m))
-            }
-        };
-        reporter.emit(ScanEvent::Phase {
-            phase: "clone".into(),
-            message: format!(
-                "Checked out {}{}",
-                checkout.commit,
-                checkout
-                    .branch
-                    .as_ref()
-                    .map(|b| format!(" on {b}"))
-                    .unwrap_or_default()
-            ),
-            commit: Some(checkout.commit.clone()),
-            branch: checkout.branch.clone(),
-        });
+        let (source_root, provenance, source_json) = prepared?;
         if cancelled() {
             return Err(ScanFailure::new(
                 FailureKind::Cancelled,
-                "cancelled after clone",
+                "cancelled after the source was prepared",
             ));
         }
+        let (profile, manifest_digest) = match &spec.manifest_path {
+            None => (spec.profile.clone(), spec.manifest_digest.clone()),
+            Some(rel) => {
+                let profile = load_tree_manifest(&source_root, rel, &spec.profile.name)
+                    .map_err(|m| ScanFailure::new(FailureKind::SourceInvalid, m))?;
+                let digest = profile.manifest_digest();
+                reporter.phase(
+                    "clone",
+                    format!(
+                        "Manifest {rel} selects profile `{}` ({digest})",
+                        profile.name
+                    ),
+                );
+                (profile, digest)
+            }
+        };
 
         // Phase 2: scanners.
         let phase_start = Instant::now();
         let phase = open_phase_span("scan");
-        reporter.phase("scan", format!("Running profile `{}`", spec.profile.name));
+        reporter.phase("scan", format!("Running profile `{}`", profile.name));
         let mut totals = SeverityCounts::default();
         let mut by_scanner = BTreeMap::new();
         let mut scanner_runs = Vec::new();
-        for name in &spec.profile.scanners {
-            let Some(scanner) = self.scanners.iter().find(|s| s.name() == name).cloned() else {
-                return Err(ScanFailure::new(
-                    FailureKind::ScannerFailed,
-                    format!(
-                        "scanner `{name}` of profile `{}` is not available in this build",
-                        spec.profile.name
-                    ),
-                ));
-            };
-            reporter.emit(ScanEvent::ToolStart { tool: name.clone() });
-            let tool_start = Instant::now();
-            let source = checkout_dir.clone();
-            let flag = cancel.clone();
+        let mut warnings: Vec<String> = Vec::new();
+        let shared = Arc::new(scanners::SharedFacts::new(
+            spec.component_id.clone(),
+            spec.test_id.clone(),
+        ));
+        let scratch = workspace.join("tools");
+        for name in &profile.scanners {
             let span = tracing::info_span!(
                 parent: &phase,
                 "scanner",
@@ -409,94 +688,74 @@ impl Pipeline {
                 scanner.outcome = tracing::field::Empty,
                 scanner.findings = tracing::field::Empty,
             );
-            let scanner_span = span.clone();
-            let outcome = tokio::task::spawn_blocking(move || {
-                span.in_scope(|| {
-                    scanner.run(&ScanContext {
-                        source_root: &source,
-                        cancel: &flag,
-                    })
-                })
-            })
-            .await;
-            match &outcome {
-                Ok(Ok(output)) => {
-                    scanner_span.record("scanner.outcome", "success");
-                    scanner_span.record("scanner.findings", output.findings.len() as u64);
-                }
-                _ => {
-                    scanner_span.record("scanner.outcome", "failure");
-                    scanner_span.record("otel.status_code", "error");
-                }
-            }
-            drop(scanner_span);
-            let elapsed = tool_start.elapsed().as_secs_f64();
-            let output = match outcome {
-                Ok(Ok(output)) => output,
-                Ok(Err(_)) | Err(_) if cancelled() => {
-                    return Err(ScanFailure::new(
-                        FailureKind::Cancelled,
-                        format!("cancelled while `{name}` ran"),
+            let record = async {
+                if let Some(scanner) = self.scanners.iter().find(|s| s.name() == name).cloned() {
+                    self.run_builtin(
+                        scanner,
+                        &source_root,
+                        &shared,
+                        reporter,
+                        cancel,
+                        bundle_dir,
+                        &mut warnings,
+                    )
+                    .await
+                } else if let Some(tool) = tools::spec(name) {
+                    let run = tools::ToolRun {
+                        source: &source_root,
+                        scratch: &scratch,
+                        path: self.tool_path.clone(),
+                        deadline,
+                        cancel,
+                    };
+                    let required = profile.required.iter().any(|r| r == name);
+                    self.run_external(tool, &run, required, reporter, bundle_dir, &mut warnings)
+                        .await
+                } else {
+                    Err(ScanFailure::new(
+                        FailureKind::ScannerFailed,
+                        format!(
+                            "scanner `{name}` of profile `{}` is not available in this build",
+                            profile.name
+                        ),
                     ))
                 }
-                Ok(Err(err)) => {
-                    self.record_scanner(name, "failure", elapsed);
-                    reporter.emit(ScanEvent::ToolComplete {
-                        tool: name.clone(),
-                        exit_code: 1,
-                        findings: 0,
-                    });
-                    return Err(ScanFailure::new(
-                        FailureKind::ScannerFailed,
-                        format!("scanner `{name}` failed: {err:#}"),
-                    ));
-                }
-                Err(join) => {
-                    self.record_scanner(name, "failure", elapsed);
-                    tracing::error!(scanner = %name, error = %join, "scanner panicked");
-                    reporter.emit(ScanEvent::ToolComplete {
-                        tool: name.clone(),
-                        exit_code: 101,
-                        findings: 0,
-                    });
-                    return Err(ScanFailure::new(
-                        FailureKind::ScannerFailed,
-                        format!("scanner `{name}` crashed"),
-                    ));
-                }
-            };
-            self.record_scanner(name, "success", elapsed);
-            let mut counts = SeverityCounts::default();
-            for finding in &output.findings {
-                counts.add(finding.severity, 1);
             }
-            for sev in scanners::Severity::ALL {
-                let n = counts.get(sev);
-                if n > 0 {
-                    self.metrics
-                        .findings_total
-                        .with_label_values(&[sev.as_str(), name])
-                        .inc_by(n);
-                    totals.add(sev, n);
+            .instrument(span.clone())
+            .await;
+            match &record {
+                Ok(r) => {
+                    let outcome = r
+                        .entry
+                        .get("status")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("success");
+                    span.record("scanner.outcome", outcome);
+                    if let Some(counts) = &r.counts {
+                        span.record("scanner.findings", counts.total);
+                    }
+                }
+                Err(_) => {
+                    span.record("scanner.outcome", "failure");
+                    span.record("otel.status_code", "error");
                 }
             }
-            artifacts::write_json(bundle_dir, &artifacts::sarif_path(name), &output.sarif)
-                .map_err(ScanFailure::internal)?;
-            reporter.emit(ScanEvent::ToolComplete {
-                tool: name.clone(),
-                exit_code: 0,
-                findings: counts.total,
-            });
-            scanner_runs.push(json!({
-                "name": name,
-                "status": "success",
-                "findings": counts.total,
-                "duration_seconds": elapsed,
-                "files_scanned": output.files_scanned,
-                "bytes_scanned": output.bytes_scanned,
-                "report": artifacts::sarif_path(name),
-            }));
-            by_scanner.insert(name.clone(), counts);
+            drop(span);
+            let record = record?;
+            if let Some(counts) = &record.counts {
+                for sev in scanners::Severity::ALL {
+                    let n = counts.get(sev);
+                    if n > 0 {
+                        self.metrics
+                            .findings_total
+                            .with_label_values(&[sev.as_str(), name])
+                            .inc_by(n);
+                        totals.add(sev, n);
+                    }
+                }
+                by_scanner.insert(name.clone(), counts.clone());
+            }
+            scanner_runs.push(record.entry);
             if cancelled() {
                 return Err(ScanFailure::new(
                     FailureKind::Cancelled,
@@ -513,7 +772,7 @@ impl Pipeline {
         // Phase 3: bundle.
         let phase_start = Instant::now();
         let phase_span = open_phase_span("bundle");
-        let policy = spec.profile.evaluate(&totals);
+        let policy = profile.evaluate(&totals);
         reporter.emit(ScanEvent::FindingSummary {
             counts: totals.clone(),
             by_scanner: by_scanner.clone(),
@@ -522,13 +781,15 @@ impl Pipeline {
         reporter.phase("bundle", "Writing the artifact bundle".into());
         let summary = json!({
             "test_id": spec.test_id,
-            "profile": spec.profile.name,
-            "manifest_digest": spec.manifest_digest,
-            "commit": checkout.commit,
-            "branch": checkout.branch,
+            "profile": profile.name,
+            "manifest_digest": manifest_digest,
+            "commit": source_json.get("resolved_commit"),
+            "branch": source_json.get("resolved_branch"),
+            "provenance": provenance,
             "findings": { "total": totals, "by_scanner": by_scanner },
             "policy": policy,
             "scanners": scanner_runs,
+            "warnings": warnings,
         });
         let scan_json = json!({
             "test_id": spec.test_id,
@@ -536,29 +797,39 @@ impl Pipeline {
             "component_id": spec.component_id,
             "assessment_id": spec.assessment_id,
             "requested_by": spec.requested_by,
-            "source": {
-                "type": "git",
-                "git_url": spec.git.display_url,
-                "branch": spec.branch,
-                "commit": spec.commit,
-                "resolved_commit": checkout.commit,
-                "resolved_branch": checkout.branch,
-            },
-            "profile": spec.profile,
-            "manifest_digest": spec.manifest_digest,
+            "source": source_json,
+            "provenance": provenance,
+            "profile": profile,
+            "manifest_digest": manifest_digest,
+            "manifest_path": spec.manifest_path,
             "submitted_at": spec.submitted_at,
             "started_at": started_at,
             "finished_at": now_secs(),
             "service": { "name": "certus-assurance", "version": env!("CARGO_PKG_VERSION"), "revision": crate::BUILD_REVISION },
             "scanners": scanner_runs,
-            "warnings": [],
+            "warnings": warnings,
+        });
+        let predicate = json!({
+            "test_id": spec.test_id,
+            "workspace_id": spec.workspace_id,
+            "component_id": spec.component_id,
+            "assessment_id": spec.assessment_id,
+            "source": source_json,
+            "provenance": provenance,
+            "profile": profile.name,
+            "manifest_digest": manifest_digest,
+            "policy": { "passed": policy.passed, "violations": policy.violations },
+            "findings": totals,
+            "service": { "name": "certus-assurance", "version": env!("CARGO_PKG_VERSION"), "revision": crate::BUILD_REVISION },
+            "finished_at": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         });
         let dir = bundle_dir.to_path_buf();
-        let span = phase_span.clone();
+        let key = self.signing_key.clone();
+        let written_summary = summary.clone();
         let artifacts = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<String>> {
-            let _entered = span.enter();
-            artifacts::write_json(&dir, artifacts::SUMMARY_JSON, &summary)?;
+            artifacts::write_json(&dir, artifacts::SUMMARY_JSON, &written_summary)?;
             artifacts::write_json(&dir, artifacts::SCAN_JSON, &scan_json)?;
+            attestation::write(&dir, predicate, key.as_ref())?;
             let mut files = artifacts::list_files(&dir)?;
             // stream.jsonl is completed by the job engine after the terminal event.
             if !files.iter().any(|f| f == artifacts::STREAM_JSONL) {
@@ -567,24 +838,281 @@ impl Pipeline {
             }
             Ok(files)
         })
+        .instrument(phase_span.clone())
         .await
         .map_err(|e| ScanFailure::internal(anyhow::anyhow!("bundle task failed: {e}")))?
         .map_err(ScanFailure::internal)?;
+        drop(phase_span);
         self.metrics
             .scan_phase_duration_seconds
             .with_label_values(&["bundle"])
             .observe(phase_start.elapsed().as_secs_f64());
-        drop(phase_span);
-        let summary = std::fs::read(bundle_dir.join(artifacts::SUMMARY_JSON))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(serde_json::Value::Null);
         Ok(ScanReport {
-            checkout,
+            provenance,
+            profile,
+            manifest_digest,
             summary,
             policy,
             artifacts,
         })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_builtin(
+        &self,
+        scanner: Arc<dyn Scanner>,
+        source_root: &Path,
+        shared: &Arc<scanners::SharedFacts>,
+        reporter: &Arc<Reporter>,
+        cancel: &Arc<AtomicBool>,
+        bundle_dir: &Path,
+        warnings: &mut Vec<String>,
+    ) -> Result<ScannerRecord, ScanFailure> {
+        let name = scanner.name().to_string();
+        let cancelled = || cancel.load(Ordering::Relaxed);
+        reporter.emit(ScanEvent::ToolStart { tool: name.clone() });
+        let tool_start = Instant::now();
+        let source = source_root.to_path_buf();
+        let flag = cancel.clone();
+        let shared = shared.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let reports = scanners::SideReports::default();
+            let output = scanner.run(&ScanContext {
+                source_root: &source,
+                cancel: &flag,
+                shared: &shared,
+                reports: &reports,
+            });
+            output.map(|o| (o, reports))
+        })
+        .await;
+        let elapsed = tool_start.elapsed().as_secs_f64();
+        let (output, reports) = match outcome {
+            Ok(Ok(output)) => output,
+            Ok(Err(_)) | Err(_) if cancelled() => {
+                return Err(ScanFailure::new(
+                    FailureKind::Cancelled,
+                    format!("cancelled while `{name}` ran"),
+                ))
+            }
+            Ok(Err(err)) => {
+                self.record_scanner(&name, "failure", elapsed);
+                reporter.emit(ScanEvent::ToolComplete {
+                    tool: name.clone(),
+                    exit_code: 1,
+                    findings: 0,
+                });
+                return Err(ScanFailure::new(
+                    FailureKind::ScannerFailed,
+                    format!("scanner `{name}` failed: {err:#}"),
+                ));
+            }
+            Err(join) => {
+                self.record_scanner(&name, "failure", elapsed);
+                tracing::error!(scanner = %name, error = %join, "scanner panicked");
+                reporter.emit(ScanEvent::ToolComplete {
+                    tool: name.clone(),
+                    exit_code: 101,
+                    findings: 0,
+                });
+                return Err(ScanFailure::new(
+                    FailureKind::ScannerFailed,
+                    format!("scanner `{name}` crashed"),
+                ));
+            }
+        };
+        let own_warnings = reports.take_warnings();
+        for w in &own_warnings {
+            reporter.emit(ScanEvent::Log {
+                tool: name.clone(),
+                stream: "warning".into(),
+                line: w.clone(),
+            });
+        }
+        warnings.extend(own_warnings);
+        if let Some(reason) = reports.skipped() {
+            self.record_scanner(&name, "skipped", elapsed);
+            reporter.emit(ScanEvent::Log {
+                tool: name.clone(),
+                stream: "warning".into(),
+                line: format!("skipped: {reason}"),
+            });
+            warnings.push(format!("{name}: skipped: {reason}"));
+            reporter.emit(ScanEvent::ToolComplete {
+                tool: name.clone(),
+                exit_code: 0,
+                findings: 0,
+            });
+            return Ok(ScannerRecord {
+                entry: json!({
+                    "name": name,
+                    "kind": "builtin",
+                    "status": "skipped",
+                    "reason": reason,
+                    "duration_seconds": elapsed,
+                }),
+                counts: None,
+            });
+        }
+        self.record_scanner(&name, "success", elapsed);
+        let mut counts = SeverityCounts::default();
+        for finding in &output.findings {
+            counts.add(finding.severity, 1);
+        }
+        let mut reports_written = Vec::new();
+        if !output.sarif.is_null() {
+            artifacts::write_json(bundle_dir, &artifacts::sarif_path(&name), &output.sarif)
+                .map_err(ScanFailure::internal)?;
+            reports_written.push(artifacts::sarif_path(&name));
+        }
+        for (rel, value) in reports.take_files() {
+            artifacts::write_json(bundle_dir, &rel, &value).map_err(ScanFailure::internal)?;
+            reports_written.push(rel);
+        }
+        reporter.emit(ScanEvent::ToolComplete {
+            tool: name.clone(),
+            exit_code: 0,
+            findings: counts.total,
+        });
+        Ok(ScannerRecord {
+            entry: json!({
+                "name": name,
+                "kind": "builtin",
+                "status": "success",
+                "findings": counts.total,
+                "duration_seconds": elapsed,
+                "files_scanned": output.files_scanned,
+                "bytes_scanned": output.bytes_scanned,
+                "reports": reports_written,
+            }),
+            counts: Some(counts),
+        })
+    }
+
+    async fn run_external(
+        &self,
+        tool: &tools::ToolSpec,
+        run: &tools::ToolRun<'_>,
+        required: bool,
+        reporter: &Arc<Reporter>,
+        bundle_dir: &Path,
+        warnings: &mut Vec<String>,
+    ) -> Result<ScannerRecord, ScanFailure> {
+        let name = tool.name;
+        let start = Instant::now();
+        if tools::find_on_path(tool.binary, run.path.as_deref()).is_none() {
+            let elapsed = start.elapsed().as_secs_f64();
+            if required {
+                self.record_scanner(name, "failure", elapsed);
+                return Err(ScanFailure::new(
+                    FailureKind::ScannerFailed,
+                    format!(
+                        "required tool `{name}` is not installed on this server (no `{}` executable on PATH); install it ({}) or remove it from the profile's required tools",
+                        tool.binary, tool.install_hint
+                    ),
+                ));
+            }
+            self.record_scanner(name, "skipped", elapsed);
+            let reason = format!(
+                "not installed (no `{}` executable on PATH; {})",
+                tool.binary, tool.install_hint
+            );
+            reporter.emit(ScanEvent::Log {
+                tool: name.into(),
+                stream: "warning".into(),
+                line: format!("skipped: {reason}"),
+            });
+            warnings.push(format!("{name}: skipped: {reason}"));
+            return Ok(ScannerRecord {
+                entry: json!({"name": name, "kind": "external", "status": "skipped", "reason": reason, "required": false}),
+                counts: None,
+            });
+        }
+        reporter.emit(ScanEvent::ToolStart { tool: name.into() });
+        let line_reporter = reporter.clone();
+        let on_line = move |stream: &str, line: String| {
+            line_reporter.emit(ScanEvent::Log {
+                tool: name.into(),
+                stream: stream.into(),
+                line,
+            });
+        };
+        let result = tools::run_tool(tool, run, &on_line).await;
+        let elapsed = start.elapsed().as_secs_f64();
+        match result {
+            Ok(out) if out.skipped.is_some() => {
+                let reason = out.skipped.unwrap_or_default();
+                self.record_scanner(name, "skipped", elapsed);
+                reporter.emit(ScanEvent::ToolComplete {
+                    tool: name.into(),
+                    exit_code: out.exit_code,
+                    findings: 0,
+                });
+                if required {
+                    return Err(ScanFailure::new(
+                        FailureKind::ScannerFailed,
+                        format!("required tool `{name}` could not run: {reason}"),
+                    ));
+                }
+                warnings.push(format!("{name}: skipped: {reason}"));
+                Ok(ScannerRecord {
+                    entry: json!({"name": name, "kind": "external", "status": "skipped", "reason": reason, "required": required}),
+                    counts: None,
+                })
+            }
+            Ok(out) => {
+                self.record_scanner(name, "success", elapsed);
+                let rel = artifacts::sarif_path(name);
+                artifacts::write_json(bundle_dir, &rel, &out.sarif)
+                    .map_err(ScanFailure::internal)?;
+                reporter.emit(ScanEvent::ToolComplete {
+                    tool: name.into(),
+                    exit_code: out.exit_code,
+                    findings: out.counts.total,
+                });
+                Ok(ScannerRecord {
+                    entry: json!({
+                        "name": name,
+                        "kind": "external",
+                        "status": "success",
+                        "exit_code": out.exit_code,
+                        "findings": out.counts.total,
+                        "duration_seconds": elapsed,
+                        "required": required,
+                        "reports": [rel],
+                    }),
+                    counts: Some(out.counts),
+                })
+            }
+            Err(tools::ToolError::Stopped) => Err(ScanFailure::new(
+                FailureKind::Cancelled,
+                format!("cancelled while `{name}` ran"),
+            )),
+            Err(err) => {
+                self.record_scanner(name, "failure", elapsed);
+                reporter.emit(ScanEvent::ToolComplete {
+                    tool: name.into(),
+                    exit_code: -1,
+                    findings: 0,
+                });
+                let message = format!("tool `{name}` failed: {err}");
+                if required {
+                    return Err(ScanFailure::new(FailureKind::ScannerFailed, message));
+                }
+                // An optional tool that breaks is reported, not fatal: the other scanners'
+                // results stand, and the warning says this one is missing from them.
+                reporter.emit(ScanEvent::Log {
+                    tool: name.into(),
+                    stream: "warning".into(),
+                    line: message.clone(),
+                });
+                warnings.push(message.clone());
+                Ok(ScannerRecord {
+                    entry: json!({"name": name, "kind": "external", "status": "failure", "reason": err.to_string(), "duration_seconds": elapsed, "required": false}),
+                    counts: None,
+                })
+            }
+        }
     }
 
     fn record_scanner(&self, name: &str, outcome: &str, seconds: f64) {
@@ -597,6 +1125,76 @@ impl Pipeline {
             .with_label_values(&[name, outcome])
             .observe(seconds);
     }
+}
+
+/// Largest manifest file read from a tree.
+const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+
+/// Reads `manifest_path` inside the tree (never outside it, links resolved) and resolves the
+/// profile it selects or overrides.
+fn load_tree_manifest(root: &Path, rel: &str, requested: &str) -> Result<Profile, String> {
+    let root = root
+        .canonicalize()
+        .map_err(|e| format!("the source tree cannot be read: {e}"))?;
+    let path = root.join(rel);
+    let real = path
+        .canonicalize()
+        .map_err(|_| format!("manifest_path `{rel}` does not exist in the source tree"))?;
+    if !real.starts_with(&root) {
+        return Err(format!(
+            "manifest_path `{rel}` resolves outside the source tree"
+        ));
+    }
+    let meta = std::fs::metadata(&real).map_err(|e| format!("manifest_path `{rel}`: {e}"))?;
+    if !meta.is_file() || meta.len() > MAX_MANIFEST_BYTES {
+        return Err(format!(
+            "manifest_path `{rel}` must be a JSON file of at most 1 MiB"
+        ));
+    }
+    let text = std::fs::read(&real).map_err(|e| format!("manifest_path `{rel}`: {e}"))?;
+    let value: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| format!("manifest_path `{rel}` is not valid JSON: {e}"))?;
+    profile::resolve(requested, Some(&value)).map_err(|errors| {
+        let parts: Vec<String> = errors
+            .iter()
+            .map(|e| {
+                if e.loc.is_empty() {
+                    e.msg.clone()
+                } else {
+                    format!("{}: {}", e.loc.join("."), e.msg)
+                }
+            })
+            .collect();
+        format!("manifest_path `{rel}` is invalid: {}", parts.join("; "))
+    })
+}
+
+/// Parses an `archive_path` as `upload-archive` returned it (`uploads/<sha256>.<ext>`) and
+/// finds the stored file. Any other value is refused: callers cannot name server paths.
+pub fn stored_archive(
+    upload_dir: &Path,
+    archive_path: &str,
+) -> Result<(PathBuf, String, archive::ArchiveFormat), String> {
+    let invalid = || {
+        "archive_path must be a value returned by POST /v1/security-scans/upload-archive, e.g. uploads/<sha256>.tar.gz".to_string()
+    };
+    let rest = archive_path.strip_prefix("uploads/").ok_or_else(invalid)?;
+    let (sha, ext) = rest.split_once('.').ok_or_else(invalid)?;
+    if sha.len() != 64
+        || !sha
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(invalid());
+    }
+    let format = archive::ArchiveFormat::from_extension(ext).ok_or_else(invalid)?;
+    let file = upload_dir.join(format!("{sha}.{ext}"));
+    if !file.is_file() {
+        return Err(format!(
+            "archive {archive_path} is not stored on this server; upload it again with POST /v1/security-scans/upload-archive"
+        ));
+    }
+    Ok((file, sha.to_string(), format))
 }
 
 /// The span of one phase of a run (`clone`, `scan`, `bundle`: the `phase` label of

@@ -54,6 +54,11 @@ pub struct ScanRecord {
     pub upload_tier: Option<String>,
     /// When the upload-request in flight started; `None` when none is in flight.
     pub upload_started_at: Option<f64>,
+    /// The effective profile when an inline manifest defined or changed it (`None` for a
+    /// built-in preset, which is looked up by name).
+    pub manifest: Option<serde_json::Value>,
+    /// A manifest file inside the source tree, read when the scan runs.
+    pub manifest_path: Option<String>,
 }
 
 /// The upload columns of a scan as written by [`JobStore::write_upload`].
@@ -78,6 +83,9 @@ pub struct Completion {
     pub summary: Option<serde_json::Value>,
     pub artifacts: Option<Vec<String>>,
     pub finished_at: f64,
+    /// The digest of the profile that ran, when it differs from the submitted one (a
+    /// `manifest_path` read at run time).
+    pub manifest_digest: Option<String>,
 }
 
 /// Counts used to rebuild the state gauges.

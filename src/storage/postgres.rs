@@ -24,6 +24,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         2,
         include_str!("../../migrations/postgres/0002_upload_state.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_scan_manifest.sql"),
+    ),
 ];
 
 /// Lease of an upload in flight; renewed while it runs, so a dead replica's upload ends.
@@ -37,7 +41,7 @@ const COLUMNS: &str = "test_id, workspace_id, component_id, assessment_id, sourc
     timeout_seconds, status, failure_reason, errors_json, resolved_commit, resolved_branch, \
     summary_json, artifacts_json, submitted_at, started_at, finished_at, attempts, upload_status, \
     upload_permission_id, verification_proof_json, remote_artifacts_json, upload_reason, \
-    upload_progress_json, upload_tier, upload_started_at";
+    upload_progress_json, upload_tier, upload_started_at, manifest_json, manifest_path";
 
 /// Time limit of one statement, so a stuck database cannot hold a request or a worker forever.
 const STATEMENT_TIMEOUT_MS: u64 = 15_000;
@@ -209,6 +213,8 @@ fn row_to_record(row: &Row, o: usize) -> anyhow::Result<ScanRecord> {
         upload_progress: parse_json(row.try_get(o + 30)?)?,
         upload_tier: row.try_get(o + 31)?,
         upload_started_at: row.try_get(o + 32)?,
+        manifest: parse_json(row.try_get(o + 33)?)?,
+        manifest_path: row.try_get(o + 34)?,
     })
 }
 
@@ -219,8 +225,9 @@ fn to_json<T: serde::Serialize>(v: &Option<T>) -> Option<String> {
 
 const INSERT: &str = "INSERT INTO scans (test_id, workspace_id, component_id, assessment_id,
     source_type, git_url, branch, requested_commit, directory_path, archive_path, requested_by,
-    profile, manifest_digest, timeout_seconds, status, errors_json, submitted_at, upload_status)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
+    profile, manifest_digest, timeout_seconds, status, errors_json, submitted_at, upload_status,
+    manifest_json, manifest_path)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
 
 async fn insert_row(
     client: &impl deadpool_postgres::GenericClient,
@@ -228,6 +235,7 @@ async fn insert_row(
 ) -> anyhow::Result<()> {
     let timeout = s.timeout_seconds as i64;
     let errors = serde_json::to_string(&s.errors)?;
+    let manifest = to_json(&s.manifest);
     client
         .execute(
             INSERT,
@@ -250,6 +258,8 @@ async fn insert_row(
                 &errors,
                 &s.submitted_at,
                 &s.upload_status.as_str(),
+                &manifest,
+                &s.manifest_path,
             ],
         )
         .await
@@ -367,6 +377,7 @@ impl JobStore for PgStore {
                 .execute(
                     "UPDATE scans SET status = $2, failure_reason = $3, errors_json = $4,
                         summary_json = $5, artifacts_json = $6, finished_at = $7,
+                        manifest_digest = COALESCE($9, manifest_digest),
                         owner = NULL, lease_expires_at = NULL
                      WHERE test_id = $1 AND status = 'RUNNING' AND owner = $8",
                     &[
@@ -378,6 +389,7 @@ impl JobStore for PgStore {
                         &to_json(&done.artifacts),
                         &done.finished_at,
                         &self.owner,
+                        &done.manifest_digest,
                     ],
                 )
                 .await

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_scans.sql"),
     include_str!("../../migrations/sqlite/0002_upload_state.sql"),
     include_str!("../../migrations/sqlite/0003_list_indexes.sql"),
+    include_str!("../../migrations/sqlite/0004_scan_manifest.sql"),
 ];
 
 const COLUMNS: &str = "test_id, workspace_id, component_id, assessment_id, source_type, git_url, \
@@ -27,7 +28,7 @@ const COLUMNS: &str = "test_id, workspace_id, component_id, assessment_id, sourc
     timeout_seconds, status, failure_reason, errors_json, resolved_commit, resolved_branch, \
     summary_json, artifacts_json, submitted_at, started_at, finished_at, attempts, upload_status, \
     upload_permission_id, verification_proof_json, remote_artifacts_json, upload_reason, \
-    upload_progress_json, upload_tier, upload_started_at";
+    upload_progress_json, upload_tier, upload_started_at, manifest_json, manifest_path";
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -145,6 +146,8 @@ fn row_to_record_at(row: &Row<'_>, o: usize) -> rusqlite::Result<ScanRecord> {
         upload_progress: parse_json(row.get(o + 30)?)?,
         upload_tier: row.get(o + 31)?,
         upload_started_at: row.get(o + 32)?,
+        manifest: parse_json(row.get(o + 33)?)?,
+        manifest_path: row.get(o + 34)?,
     })
 }
 
@@ -158,11 +161,11 @@ fn insert_row(conn: &Connection, s: &ScanRecord) -> anyhow::Result<()> {
         "INSERT INTO scans (test_id, workspace_id, component_id, assessment_id, source_type,
                     git_url, branch, requested_commit, directory_path, archive_path, requested_by,
                     profile, manifest_digest, timeout_seconds, status, errors_json, submitted_at,
-                    upload_status)
+                    upload_status, manifest_json, manifest_path)
                  VALUES (:test_id, :workspace_id, :component_id, :assessment_id, :source_type,
                     :git_url, :branch, :requested_commit, :directory_path, :archive_path,
                     :requested_by, :profile, :manifest_digest, :timeout_seconds, :status, :errors,
-                    :submitted_at, :upload_status)",
+                    :submitted_at, :upload_status, :manifest_json, :manifest_path)",
         named_params! {
             ":test_id": &s.test_id,
             ":workspace_id": &s.workspace_id,
@@ -182,6 +185,8 @@ fn insert_row(conn: &Connection, s: &ScanRecord) -> anyhow::Result<()> {
             ":errors": serde_json::to_string(&s.errors)?,
             ":submitted_at": s.submitted_at,
             ":upload_status": s.upload_status.as_str(),
+            ":manifest_json": to_json(&s.manifest),
+            ":manifest_path": &s.manifest_path,
         },
     )
     .context("inserting a scan")?;
@@ -237,7 +242,8 @@ impl JobStore for SqliteStore {
             let changed = conn
                 .execute(
                     "UPDATE scans SET status = ?2, failure_reason = ?3, errors_json = ?4,
-                        summary_json = ?5, artifacts_json = ?6, finished_at = ?7
+                        summary_json = ?5, artifacts_json = ?6, finished_at = ?7,
+                        manifest_digest = COALESCE(?8, manifest_digest)
                      WHERE test_id = ?1 AND status = 'RUNNING'",
                     rusqlite::params![
                         test_id,
@@ -247,6 +253,7 @@ impl JobStore for SqliteStore {
                         to_json(&done.summary),
                         to_json(&done.artifacts),
                         done.finished_at,
+                        done.manifest_digest,
                     ],
                 )
                 .context("recording the end of a scan")?;

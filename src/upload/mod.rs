@@ -671,30 +671,17 @@ pub fn canonical_digest_list(artifacts: &[ArtifactDeclaration]) -> String {
 /// `openssl genpkey -algorithm ed25519`) or DER.
 pub fn load_signing_key(path: &Path) -> anyhow::Result<Ed25519KeyPair> {
     let var = "CERTUS_ASSURANCE_SIGNING_KEY_FILE";
-    let bytes =
-        std::fs::read(path).with_context(|| format!("{var}: reading {}", path.display()))?;
-    let der = match std::str::from_utf8(&bytes)
-        .ok()
-        .and_then(|t| t.find("-----BEGIN PRIVATE KEY-----").map(|i| &t[i..]))
-    {
-        Some(pem) => {
-            let body: String = pem
-                .lines()
-                .skip(1)
-                .take_while(|l| !l.starts_with("-----END"))
-                .collect::<String>()
-                .split_whitespace()
-                .collect();
-            B64.decode(body).with_context(|| {
-                format!("{var}: the PEM body of {} is not base64", path.display())
-            })?
-        }
-        None => bytes,
-    };
-    Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|e| {
+    // One key file serves the attestation and the upload signature: the same formats are read.
+    let key = crate::pipeline::attestation::AttestationKey::from_file(path).map_err(|e| {
         anyhow::anyhow!(
-            "{var}: {} is not an ed25519 private key in PKCS#8 ({e}); create one with \
+            "{var}: {} is not an ed25519 private key ({e:#}); create one with \
              `openssl genpkey -algorithm ed25519 -out signing-key.pem`",
+            path.display()
+        )
+    })?;
+    Ed25519KeyPair::from_seed_unchecked(&key.seed()).map_err(|e| {
+        anyhow::anyhow!(
+            "{var}: {} is not a usable ed25519 key ({e})",
             path.display()
         )
     })

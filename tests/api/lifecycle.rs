@@ -289,6 +289,20 @@ async fn a_crash_interrupts_running_scans_and_keeps_queued_ones() {
         assert!(std::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The worker creates the scan's workspace just after the claim: kill once it exists.
+    let has_workspace = || {
+        std::fs::read_dir(data.path().join("work"))
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !has_workspace() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no workspace appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     service.kill9();
     assert!(
         std::fs::read_dir(data.path().join("work"))

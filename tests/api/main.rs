@@ -6,14 +6,17 @@ mod helpers;
 mod monitoring;
 
 mod alerts;
+mod cli;
 mod clone;
 mod collection;
+mod corpus;
 mod dashboards;
 mod deploy;
 mod lifecycle;
 mod ops;
 mod postgres;
 mod prometheus;
+mod scanning;
 mod stream;
 mod traces;
 mod upload;

@@ -97,6 +97,8 @@ fn record(id: &str, workspace: &str, submitted_at: f64) -> ScanRecord {
         upload_progress: None,
         upload_tier: None,
         upload_started_at: None,
+        manifest: None,
+        manifest_path: None,
     }
 }
 
@@ -166,6 +168,7 @@ async fn store_contract(store: Arc<dyn JobStore>) {
         summary: Some(json!({"policy": {"passed": true}})),
         artifacts: Some(vec!["summary.json".into()]),
         finished_at: 12.0,
+        manifest_digest: None,
     };
     assert!(store
         .finish("test_000000000001".into(), done.clone())
@@ -202,6 +205,7 @@ async fn store_contract(store: Arc<dyn JobStore>) {
         summary: None,
         artifacts: None,
         finished_at: 16.0,
+        manifest_digest: None,
     };
     assert!(store
         .finish("test_000000000003".into(), failed)
@@ -353,6 +357,7 @@ async fn leases_expire_and_cancels_reach_the_owner() {
         summary: None,
         artifacts: None,
         finished_at: 26.0,
+        manifest_digest: None,
     };
     assert!(
         !b.finish(rb.test_id.clone(), done).await.unwrap(),

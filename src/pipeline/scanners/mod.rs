@@ -2,12 +2,17 @@
 //! tree and returns findings plus its SARIF log; it never uploads, never touches the job store and
 //! never knows which job it runs for.
 
+pub mod sbom;
 pub mod secrets;
+pub mod vulnerabilities;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
+
+use super::sbom::Inventory;
 
 /// Severity of one finding, in the order used by policy thresholds (most severe first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -77,11 +82,97 @@ pub struct ScanContext<'a> {
     pub source_root: &'a Path,
     /// Set when the scan is cancelled or timed out; long loops check it and stop early.
     pub cancel: &'a AtomicBool,
+    /// Facts computed once per scan and shared by its scanners (the SBOM inventory).
+    pub shared: &'a SharedFacts,
+    /// What this scanner reports besides findings.
+    pub reports: &'a SideReports,
 }
 
 impl ScanContext<'_> {
     pub fn is_cancelled(&self) -> bool {
         self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// The tree's SBOM inventory, computed by the first scanner that asks.
+    pub fn inventory(&self) -> anyhow::Result<Arc<Inventory>> {
+        let mut slot = self
+            .shared
+            .inventory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(inv) = slot.as_ref() {
+            return Ok(inv.clone());
+        }
+        let inv = Arc::new(super::sbom::discover(self.source_root, self.cancel)?);
+        *slot = Some(inv.clone());
+        Ok(inv)
+    }
+}
+
+/// Per-scan facts shared by the scanners of one run.
+#[derive(Debug, Default)]
+pub struct SharedFacts {
+    /// Name of the scanned subject (the component id), used in SBOM documents.
+    pub subject: String,
+    /// The scan's id, used to make document identifiers unique.
+    pub run_id: String,
+    inventory: Mutex<Option<Arc<Inventory>>>,
+}
+
+impl SharedFacts {
+    pub fn new(subject: impl Into<String>, run_id: impl Into<String>) -> SharedFacts {
+        SharedFacts {
+            subject: subject.into(),
+            run_id: run_id.into(),
+            inventory: Mutex::new(None),
+        }
+    }
+}
+
+/// What a scanner reports besides its findings: extra bundle files (SBOM documents), warnings
+/// for `scan.json`, and whether it skipped its work (and why).
+#[derive(Debug, Default)]
+pub struct SideReports {
+    files: Mutex<Vec<(String, serde_json::Value)>>,
+    warnings: Mutex<Vec<String>>,
+    skipped: Mutex<Option<String>>,
+}
+
+impl SideReports {
+    /// Adds a JSON file to the bundle at `rel_path` (e.g. `reports/sbom/sbom.spdx.json`).
+    pub fn add_file(&self, rel_path: impl Into<String>, value: serde_json::Value) {
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((rel_path.into(), value));
+    }
+
+    pub fn warn(&self, message: impl Into<String>) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(message.into());
+    }
+
+    /// Marks the run as skipped: the scanner could not do its work for a reason that is not a
+    /// failure of the scan (nothing to compare against), and says what would enable it.
+    pub fn skip(&self, reason: impl Into<String>) {
+        *self.skipped.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.into());
+    }
+
+    pub fn take_files(&self) -> Vec<(String, serde_json::Value)> {
+        std::mem::take(&mut *self.files.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn skipped(&self) -> Option<String> {
+        self.skipped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -89,7 +180,8 @@ impl ScanContext<'_> {
 #[derive(Debug)]
 pub struct ScannerOutput {
     pub findings: Vec<Finding>,
-    /// The complete SARIF 2.1.0 log, written to `reports/sast/<scanner>.sarif.json`.
+    /// The complete SARIF 2.1.0 log, written to `reports/sast/<scanner>.sarif.json`; `Null`
+    /// for a scanner that reports no findings of its own (the SBOM) or skipped its work.
     pub sarif: serde_json::Value,
     pub files_scanned: u64,
     pub bytes_scanned: u64,

@@ -1,0 +1,710 @@
+//! Adapters for external scanners: bandit, semgrep, detect-secrets, ruff, gitleaks, trivy and
+//! osv-scanner. Each runs when its executable is on `PATH`, as a `tokio::process` child with a
+//! minimal environment (no service settings or credentials), inside the scan's time limit, with
+//! its stdout/stderr streamed line by line as `log` events (bounded) and its report read back
+//! with a size cap. Reports become SARIF 2.1.0: native SARIF is kept (with code snippets
+//! removed, since a snippet can hold a secret in clear); tools without a SARIF mode (bandit,
+//! detect-secrets) are converted with the shared writer.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+
+use super::profile::SeverityCounts;
+use super::sarif::{build_sarif, SarifTool};
+use super::scanners::{Finding, Severity};
+
+/// Largest report (file or captured stdout) read back from a tool.
+pub const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
+/// Log lines forwarded per stream of one tool run; the rest are counted, not sent.
+pub const MAX_LOG_LINES: usize = 1000;
+/// Longest log line forwarded (longer lines are cut).
+const MAX_LINE_CHARS: usize = 2000;
+
+/// How a tool hands back its findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Report {
+    /// A SARIF file written to the path given in its arguments.
+    SarifFile,
+    /// Bandit's JSON report file.
+    BanditJson,
+    /// detect-secrets' JSON baseline on stdout.
+    DetectSecretsStdout,
+}
+
+/// One external tool.
+#[derive(Debug, Clone, Copy)]
+pub struct ToolSpec {
+    pub name: &'static str,
+    pub binary: &'static str,
+    /// How to install it, for the message when it is missing.
+    pub install_hint: &'static str,
+    report: Report,
+    /// Exit codes that mean "ran to completion" (findings or not).
+    ok_exit_codes: &'static [i32],
+}
+
+pub const TOOLS: [ToolSpec; 7] = [
+    ToolSpec {
+        name: "bandit",
+        binary: "bandit",
+        install_hint: "pip install bandit",
+        report: Report::BanditJson,
+        ok_exit_codes: &[0, 1],
+    },
+    ToolSpec {
+        name: "semgrep",
+        binary: "semgrep",
+        install_hint: "pip install semgrep",
+        report: Report::SarifFile,
+        ok_exit_codes: &[0, 1],
+    },
+    ToolSpec {
+        name: "detect-secrets",
+        binary: "detect-secrets",
+        install_hint: "pip install detect-secrets",
+        report: Report::DetectSecretsStdout,
+        ok_exit_codes: &[0],
+    },
+    ToolSpec {
+        name: "ruff",
+        binary: "ruff",
+        install_hint: "pip install ruff",
+        report: Report::SarifFile,
+        ok_exit_codes: &[0, 1],
+    },
+    ToolSpec {
+        name: "gitleaks",
+        binary: "gitleaks",
+        install_hint: "install the gitleaks binary",
+        report: Report::SarifFile,
+        ok_exit_codes: &[0, 1],
+    },
+    ToolSpec {
+        name: "trivy",
+        binary: "trivy",
+        install_hint: "install the trivy binary and its vulnerability database",
+        report: Report::SarifFile,
+        ok_exit_codes: &[0],
+    },
+    ToolSpec {
+        name: "osv-scanner",
+        binary: "osv-scanner",
+        install_hint: "install the osv-scanner binary",
+        report: Report::SarifFile,
+        ok_exit_codes: &[0, 1, 128],
+    },
+];
+
+pub fn spec(name: &str) -> Option<&'static ToolSpec> {
+    TOOLS.iter().find(|t| t.name == name)
+}
+
+/// The executable `binary` on `path` (a `PATH`-style list), if any.
+pub fn find_on_path(binary: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = path?;
+    std::env::split_paths(path).find_map(|dir| {
+        let candidate = dir.join(binary);
+        let meta = std::fs::metadata(&candidate).ok()?;
+        (meta.is_file() && meta.permissions().mode() & 0o111 != 0).then_some(candidate)
+    })
+}
+
+/// `PATH` of a tool's process: the tool path, then the system directories that interpreters
+/// and launcher scripts (`#!/usr/bin/env bash`) rely on.
+fn child_path(tool_path: Option<&std::ffi::OsStr>) -> OsString {
+    let mut dirs: Vec<PathBuf> = tool_path
+        .map(|p| std::env::split_paths(p).collect())
+        .unwrap_or_default();
+    for sys in ["/usr/local/bin", "/usr/bin", "/bin"] {
+        let sys = PathBuf::from(sys);
+        if !dirs.contains(&sys) {
+            dirs.push(sys);
+        }
+    }
+    std::env::join_paths(dirs).unwrap_or_default()
+}
+
+/// What the runner needs from the pipeline.
+pub struct ToolRun<'a> {
+    /// The tree to scan (the tool's working directory).
+    pub source: &'a Path,
+    /// A scratch directory for reports, `HOME` and `TMPDIR`.
+    pub scratch: &'a Path,
+    /// `PATH` the tools are looked up on and run with.
+    pub path: Option<OsString>,
+    /// When the tool is stopped (the scan's own deadline).
+    pub deadline: Instant,
+    pub cancel: &'a Arc<AtomicBool>,
+}
+
+/// Result of a tool that ran to completion.
+#[derive(Debug)]
+pub struct ToolOutput {
+    pub exit_code: i32,
+    pub sarif: Value,
+    pub counts: SeverityCounts,
+    /// Why the tool did nothing useful although installed (no rules for semgrep).
+    pub skipped: Option<String>,
+}
+
+/// How a tool run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("`{0}` is not installed (no executable on PATH)")]
+    Missing(&'static str),
+    #[error("stopped: the scan was cancelled or reached its time limit")]
+    Stopped,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Runs one tool; `on_line(stream, line)` receives its output lines as they arrive.
+pub async fn run_tool(
+    tool: &ToolSpec,
+    run: &ToolRun<'_>,
+    on_line: &(dyn Fn(&str, String) + Send + Sync),
+) -> Result<ToolOutput, ToolError> {
+    let Some(exe) = find_on_path(tool.binary, run.path.as_deref()) else {
+        return Err(ToolError::Missing(tool.name));
+    };
+    let out_dir = run.scratch.join(tool.name);
+    let home = out_dir.join("home");
+    std::fs::create_dir_all(&home)
+        .map_err(|e| ToolError::Failed(format!("cannot prepare a scratch directory: {e}")))?;
+    let report_path = out_dir.join("report");
+    let mut args: Vec<OsString> = Vec::new();
+    fn push(args: &mut Vec<OsString>, a: &str) {
+        args.push(a.into());
+    }
+    match tool.name {
+        "bandit" => {
+            for a in ["-r", ".", "-f", "json", "-q", "--exit-zero", "-o"] {
+                push(&mut args, a);
+            }
+            args.push(report_path.clone().into());
+        }
+        "semgrep" => {
+            let config = [".semgrep.yml", ".semgrep.yaml", ".semgrep"]
+                .into_iter()
+                .find(|c| run.source.join(c).exists());
+            let Some(config) = config else {
+                return Ok(ToolOutput {
+                    exit_code: 0,
+                    sarif: Value::Null,
+                    counts: SeverityCounts::default(),
+                    skipped: Some("semgrep: no rules in the tree (.semgrep.yml, .semgrep.yaml or .semgrep/); the service has no network access to the Semgrep registry, so add rules to the repository to run it".into()),
+                });
+            };
+            for a in [
+                "scan",
+                "--config",
+                config,
+                "--sarif",
+                "--metrics=off",
+                "--disable-version-check",
+                "--quiet",
+                "--output",
+            ] {
+                push(&mut args, a);
+            }
+            args.push(report_path.clone().into());
+            args.push(".".into());
+        }
+        "detect-secrets" => {
+            for a in ["scan", "--all-files", "."] {
+                push(&mut args, a);
+            }
+        }
+        "ruff" => {
+            for a in [
+                "check",
+                "--isolated",
+                "--select",
+                "S",
+                "--no-cache",
+                "--exit-zero",
+                "--output-format",
+                "sarif",
+                "--output-file",
+            ] {
+                push(&mut args, a);
+            }
+            args.push(report_path.clone().into());
+            args.push(".".into());
+        }
+        "gitleaks" => {
+            for a in [
+                "detect",
+                "--no-git",
+                "--source",
+                ".",
+                "--redact",
+                "--no-banner",
+                "--exit-code",
+                "0",
+                "--report-format",
+                "sarif",
+                "--report-path",
+            ] {
+                push(&mut args, a);
+            }
+            args.push(report_path.clone().into());
+        }
+        "trivy" => {
+            for a in [
+                "fs",
+                "--scanners",
+                "vuln",
+                "--skip-db-update",
+                "--offline-scan",
+                "--quiet",
+                "--format",
+                "sarif",
+                "--output",
+            ] {
+                push(&mut args, a);
+            }
+            args.push(report_path.clone().into());
+            args.push(".".into());
+        }
+        "osv-scanner" => {
+            for a in ["--offline", "--format", "sarif", "--output"] {
+                push(&mut args, a);
+            }
+            args.push(report_path.clone().into());
+            for a in ["-r", "."] {
+                push(&mut args, a);
+            }
+        }
+        other => return Err(ToolError::Failed(format!("no adapter for `{other}`"))),
+    }
+
+    let mut cmd = tokio::process::Command::new(&exe);
+    cmd.args(&args)
+        .current_dir(run.source)
+        .env_clear()
+        .env("HOME", &home)
+        .env("TMPDIR", &out_dir)
+        .env("LANG", "C.UTF-8")
+        .env("LC_ALL", "C.UTF-8")
+        .env("NO_COLOR", "1")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("SEMGREP_SEND_METRICS", "off")
+        .env("SEMGREP_ENABLE_VERSION_CHECK", "0")
+        .env("TRIVY_NO_PROGRESS", "true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd.env("PATH", child_path(run.path.as_deref()));
+    // Tools installed with pyenv run through shims that need to find their interpreter.
+    for var in ["PYENV_ROOT", "PYENV_VERSION"] {
+        if let Some(v) = crate::config::passthrough_env(var) {
+            cmd.env(var, v);
+        }
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| ToolError::Failed(format!("could not start `{}`: {e}", exe.display())))?;
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let capture_stdout = tool.report == Report::DetectSecretsStdout;
+
+    let stdout_task = async {
+        if capture_stdout {
+            let mut buf = Vec::new();
+            let read = stdout
+                .take(MAX_REPORT_BYTES + 1)
+                .read_to_end(&mut buf)
+                .await;
+            read.map(|_| Some(buf))
+        } else {
+            forward_lines(stdout, "stdout", on_line).await.map(|_| None)
+        }
+    };
+    let stderr_task = forward_lines(stderr, "stderr", on_line);
+    let wait = async {
+        let (out, err, status) = tokio::join!(stdout_task, stderr_task, child.wait());
+        let _ = err;
+        (out, status)
+    };
+    let stopper = async {
+        loop {
+            if run.cancel.load(Ordering::Relaxed) || Instant::now() >= run.deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (captured, status) = tokio::select! {
+        r = wait => r,
+        _ = stopper => return Err(ToolError::Stopped),
+    };
+    let status =
+        status.map_err(|e| ToolError::Failed(format!("waiting for the tool failed: {e}")))?;
+    let exit_code = status.code().unwrap_or(-1);
+    if !tool.ok_exit_codes.contains(&exit_code) {
+        return Err(ToolError::Failed(format!(
+            "`{}` exited with {} (see its log lines in the stream and logs/runner.log)",
+            tool.name,
+            status
+                .code()
+                .map(|c| format!("code {c}"))
+                .unwrap_or_else(|| "a signal".into())
+        )));
+    }
+    let captured = captured
+        .map_err(|e| ToolError::Failed(format!("reading the tool's output failed: {e}")))?;
+    let (sarif, counts) = match tool.report {
+        Report::SarifFile => {
+            let raw = read_capped(&report_path)?;
+            native_sarif(&raw).map_err(|e| ToolError::Failed(format!("{}: {e:#}", tool.name)))?
+        }
+        Report::BanditJson => {
+            let raw = read_capped(&report_path)?;
+            let findings =
+                bandit_findings(&raw).map_err(|e| ToolError::Failed(format!("bandit: {e:#}")))?;
+            converted("bandit", &["security", "sast"], findings)
+        }
+        Report::DetectSecretsStdout => {
+            let raw = captured.unwrap_or_default();
+            if raw.len() as u64 > MAX_REPORT_BYTES {
+                return Err(ToolError::Failed(format!(
+                    "detect-secrets: its report is larger than {} MiB",
+                    MAX_REPORT_BYTES / (1024 * 1024)
+                )));
+            }
+            let findings = detect_secrets_findings(&raw)
+                .map_err(|e| ToolError::Failed(format!("detect-secrets: {e:#}")))?;
+            converted("detect-secrets", &["security", "secret"], findings)
+        }
+    };
+    Ok(ToolOutput {
+        exit_code,
+        sarif,
+        counts,
+        skipped: None,
+    })
+}
+
+async fn forward_lines<R: AsyncRead + Unpin>(
+    reader: R,
+    stream: &str,
+    on_line: &(dyn Fn(&str, String) + Send + Sync),
+) -> std::io::Result<()> {
+    let mut lines = BufReader::new(reader).lines();
+    let mut sent = 0usize;
+    let mut dropped = 0usize;
+    while let Some(line) = lines.next_line().await? {
+        if sent < MAX_LOG_LINES {
+            let line: String = line.chars().take(MAX_LINE_CHARS).collect();
+            on_line(stream, line);
+            sent += 1;
+        } else {
+            dropped += 1;
+        }
+    }
+    if dropped > 0 {
+        on_line(
+            stream,
+            format!("... {dropped} more lines not shown (limit {MAX_LOG_LINES})"),
+        );
+    }
+    Ok(())
+}
+
+fn read_capped(path: &Path) -> Result<Vec<u8>, ToolError> {
+    let meta = std::fs::metadata(path).map_err(|_| {
+        ToolError::Failed("the tool finished without writing its report".to_string())
+    })?;
+    if meta.len() > MAX_REPORT_BYTES {
+        return Err(ToolError::Failed(format!(
+            "the tool's report is larger than {} MiB",
+            MAX_REPORT_BYTES / (1024 * 1024)
+        )));
+    }
+    std::fs::read(path).map_err(|e| ToolError::Failed(format!("reading the tool's report: {e}")))
+}
+
+/// Severity of a SARIF result: `security-severity` of the result or its rule, else its level.
+fn sarif_result_severity(result: &Value, rules: &[Value]) -> Severity {
+    let score = |v: &Value| -> Option<f64> {
+        let s = v.pointer("/properties/security-severity")?;
+        s.as_str()
+            .and_then(|s| s.parse().ok())
+            .or_else(|| s.as_f64())
+    };
+    let rule = result
+        .get("ruleIndex")
+        .and_then(|i| i.as_u64())
+        .and_then(|i| rules.get(i as usize))
+        .or_else(|| {
+            let id = result.get("ruleId")?.as_str()?;
+            rules.iter().find(|r| r["id"] == id)
+        });
+    if let Some(score) = score(result).or_else(|| rule.and_then(score)) {
+        return super::osv::severity_for_score(score);
+    }
+    let level = result
+        .get("level")
+        .and_then(|l| l.as_str())
+        .or_else(|| rule.and_then(|r| r.pointer("/defaultConfiguration/level")?.as_str()))
+        .unwrap_or("warning");
+    match level {
+        "error" => Severity::High,
+        "warning" => Severity::Medium,
+        "note" => Severity::Low,
+        _ => Severity::Info,
+    }
+}
+
+/// Checks a tool's own SARIF, removes code snippets, and counts its results by severity.
+pub fn native_sarif(raw: &[u8]) -> anyhow::Result<(Value, SeverityCounts)> {
+    let mut sarif: Value = serde_json::from_slice(raw).context("the report is not JSON")?;
+    if sarif.get("version").and_then(|v| v.as_str()) != Some("2.1.0") {
+        bail!("the report is not a SARIF 2.1.0 log");
+    }
+    let mut counts = SeverityCounts::default();
+    let Some(runs) = sarif.get_mut("runs").and_then(|r| r.as_array_mut()) else {
+        bail!("the SARIF log has no runs");
+    };
+    for run in runs {
+        let rules: Vec<Value> = run
+            .pointer("/tool/driver/rules")
+            .and_then(|r| r.as_array())
+            .cloned()
+            .unwrap_or_default();
+        for result in run
+            .get_mut("results")
+            .and_then(|r| r.as_array_mut())
+            .into_iter()
+            .flatten()
+        {
+            let sev = sarif_result_severity(result, &rules);
+            counts.add(sev, 1);
+            if let Some(props) = result
+                .as_object_mut()
+                .map(|o| o.entry("properties").or_insert_with(|| json!({})))
+                .and_then(|p| p.as_object_mut())
+            {
+                props.insert("severity".into(), json!(sev.as_str()));
+            }
+            for loc in result
+                .get_mut("locations")
+                .and_then(|l| l.as_array_mut())
+                .into_iter()
+                .flatten()
+            {
+                if let Some(phys) = loc
+                    .get_mut("physicalLocation")
+                    .and_then(|p| p.as_object_mut())
+                {
+                    for key in ["region", "contextRegion"] {
+                        if let Some(region) = phys.get_mut(key).and_then(|r| r.as_object_mut()) {
+                            region.remove("snippet");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok((sarif, counts))
+}
+
+fn converted(tool: &str, tags: &[&str], findings: Vec<Finding>) -> (Value, SeverityCounts) {
+    let mut counts = SeverityCounts::default();
+    let mut rules: Vec<(String, String, Severity)> = Vec::new();
+    for f in &findings {
+        counts.add(f.severity, 1);
+        if !rules.iter().any(|(id, _, _)| *id == f.rule_id) {
+            rules.push((f.rule_id.clone(), f.message.clone(), f.severity));
+        }
+    }
+    rules.sort();
+    let rule_refs: Vec<(&str, &str, Severity)> = rules
+        .iter()
+        .map(|(a, b, c)| (a.as_str(), b.as_str(), *c))
+        .collect();
+    let key = format!("{tool}Fingerprint/v1");
+    let sarif = build_sarif(
+        &SarifTool {
+            name: tool,
+            version: "",
+            information_uri: "",
+            rule_tags: tags,
+            fingerprint_key: &key,
+        },
+        &rule_refs,
+        &findings,
+    );
+    (sarif, counts)
+}
+
+fn fingerprint(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+fn clean_path(p: &str) -> String {
+    p.trim_start_matches("./").replace('\\', "/")
+}
+
+/// Bandit's JSON report as findings. The code excerpt is not kept: for the hard-coded password
+/// checks it holds the password.
+pub fn bandit_findings(raw: &[u8]) -> anyhow::Result<Vec<Finding>> {
+    let doc: Value = serde_json::from_slice(raw).context("the report is not JSON")?;
+    let results = doc
+        .get("results")
+        .and_then(|r| r.as_array())
+        .context("the report has no `results`")?;
+    let mut out = Vec::new();
+    for r in results {
+        let test_id = r["test_id"].as_str().unwrap_or("bandit");
+        let test_name = r["test_name"].as_str().unwrap_or("");
+        let path = clean_path(r["filename"].as_str().unwrap_or(""));
+        let line = r["line_number"].as_u64().unwrap_or(1).max(1) as u32;
+        let column = r["col_offset"].as_u64().unwrap_or(0) as u32 + 1;
+        let severity = match r["issue_severity"].as_str().unwrap_or("") {
+            "HIGH" => Severity::High,
+            "MEDIUM" => Severity::Medium,
+            "LOW" => Severity::Low,
+            _ => Severity::Info,
+        };
+        let text = r["issue_text"].as_str().unwrap_or("");
+        out.push(Finding {
+            rule_id: test_id.to_string(),
+            severity,
+            message: format!("{test_name}: {text}"),
+            path: path.clone(),
+            line,
+            column,
+            snippet: format!("[{test_id} {test_name}]"),
+            fingerprint: fingerprint(&["bandit", test_id, &path, &line.to_string()]),
+        });
+    }
+    out.sort_by(|a, b| (&a.path, a.line, &a.rule_id).cmp(&(&b.path, b.line, &b.rule_id)));
+    Ok(out)
+}
+
+/// detect-secrets' baseline as findings. It stores only a hash of each secret; so do we.
+pub fn detect_secrets_findings(raw: &[u8]) -> anyhow::Result<Vec<Finding>> {
+    let doc: Value = serde_json::from_slice(raw).context("the output is not JSON")?;
+    let results = doc
+        .get("results")
+        .and_then(|r| r.as_object())
+        .context("the output has no `results`")?;
+    let mut out = Vec::new();
+    for (file, list) in results {
+        for r in list.as_array().into_iter().flatten() {
+            let kind = r["type"].as_str().unwrap_or("Secret");
+            let rule_id = kind
+                .to_ascii_lowercase()
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("-");
+            let path = clean_path(r["filename"].as_str().unwrap_or(file));
+            let line = r["line_number"].as_u64().unwrap_or(1).max(1) as u32;
+            let hashed = r["hashed_secret"].as_str().unwrap_or("");
+            out.push(Finding {
+                rule_id: rule_id.clone(),
+                severity: Severity::High,
+                message: format!("Potential secret: {kind}"),
+                path: path.clone(),
+                line,
+                column: 1,
+                snippet: "[redacted]".into(),
+                fingerprint: fingerprint(&["detect-secrets", &rule_id, &path, hashed]),
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.path, a.line, &a.rule_id).cmp(&(&b.path, b.line, &b.rule_id)));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bandit_report_converts_without_code() {
+        let raw = json!({"results": [{
+            "filename": "./app/db.py", "line_number": 3, "col_offset": 4,
+            "test_id": "B105", "test_name": "hardcoded_password_string",
+            "issue_severity": "LOW", "issue_confidence": "MEDIUM",
+            "issue_text": "Possible hardcoded password: 'hunter2'",
+            "code": "3 password = 'hunter2'\n"
+        }]});
+        let findings = bandit_findings(raw.to_string().as_bytes()).unwrap();
+        assert_eq!(findings[0].path, "app/db.py");
+        assert_eq!((findings[0].line, findings[0].column), (3, 5));
+        assert_eq!(findings[0].severity, Severity::Low);
+        let (sarif, counts) = converted("bandit", &["security"], findings);
+        assert_eq!(counts.low, 1);
+        assert!(
+            !sarif.to_string().contains("password = "),
+            "no code excerpt"
+        );
+    }
+
+    #[test]
+    fn detect_secrets_output_converts() {
+        let raw = json!({"results": {"config.py": [
+            {"type": "AWS Access Key", "filename": "config.py", "hashed_secret": "abc", "is_verified": false, "line_number": 2}
+        ]}});
+        let findings = detect_secrets_findings(raw.to_string().as_bytes()).unwrap();
+        assert_eq!(findings[0].rule_id, "aws-access-key");
+        assert_eq!(findings[0].severity, Severity::High);
+        assert!(detect_secrets_findings(b"not json").is_err());
+    }
+
+    #[test]
+    fn native_sarif_is_counted_and_snippets_removed() {
+        let raw = json!({"version": "2.1.0", "runs": [{
+            "tool": {"driver": {"name": "x", "rules": [
+                {"id": "r1", "properties": {"security-severity": "9.1"}},
+                {"id": "r2", "defaultConfiguration": {"level": "note"}}
+            ]}},
+            "results": [
+                {"ruleId": "r1", "message": {"text": "m"}, "locations": [{"physicalLocation": {
+                    "artifactLocation": {"uri": "a.py"}, "region": {"startLine": 1, "snippet": {"text": "secret=abc"}}}}]},
+                {"ruleId": "r2", "ruleIndex": 1, "message": {"text": "m"}},
+                {"ruleId": "r3", "level": "error", "message": {"text": "m"}}
+            ]
+        }]});
+        let (sarif, counts) = native_sarif(raw.to_string().as_bytes()).unwrap();
+        assert_eq!((counts.critical, counts.low, counts.high), (1, 1, 1));
+        assert!(!sarif.to_string().contains("secret=abc"));
+        assert!(native_sarif(b"{\"version\": \"1.0\"}").is_err());
+    }
+
+    #[test]
+    fn path_lookup_needs_an_executable() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("tool");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        let path = std::env::join_paths([dir.path()]).unwrap();
+        assert!(
+            find_on_path("tool", Some(&path)).is_none(),
+            "not executable"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find_on_path("tool", Some(&path)), Some(exe));
+        assert!(find_on_path("other", Some(&path)).is_none());
+    }
+}

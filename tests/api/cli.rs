@@ -1,0 +1,212 @@
+//! The `scan` command as a CI gate: the real binary on generated trees, archives and a git
+//! repository, checking exit codes, output formats and the bundle it writes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::corpus::{lockfile_corpus, secrets_corpus, write_osv_fixture, write_tree};
+
+fn scan(args: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_certus-assurance"));
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .arg("scan")
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn the_scan_command_gates_on_the_policy() {
+    let work = tempfile::tempdir().unwrap();
+    let dirty = work.path().join("dirty");
+    write_tree(&dirty, &secrets_corpus(4).files);
+    let clean = work.path().join("clean");
+    write_tree(
+        &clean,
+        &[("main.py".to_string(), "print('hello')\n".to_string())],
+    );
+    let out_dir = work.path().join("out");
+    let out = out_dir.to_str().unwrap();
+
+    // Planted secrets exceed light's thresholds: exit 1, with the table and the violations.
+    let o = scan(&[dirty.to_str().unwrap(), "--out", out], &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let table = stdout(&o);
+    assert!(table.contains("policy (light): FAILED"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("secrets ")), "{table}");
+    let bundle = table
+        .lines()
+        .find_map(|l| l.strip_prefix("bundle: "))
+        .expect("the bundle path is printed");
+    for f in [
+        "scan.json",
+        "summary.json",
+        "reports/sast/secrets.sarif.json",
+        "reports/signing/attestation.intoto.json",
+        "stream.jsonl",
+    ] {
+        assert!(Path::new(bundle).join(f).exists(), "{f}");
+    }
+
+    // A clean tree passes: exit 0. JSON output is the summary.
+    let o = scan(
+        &[clean.to_str().unwrap(), "--out", out, "--format", "json"],
+        &[],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["policy"]["passed"], true);
+    assert_eq!(summary["provenance"]["type"], "directory_sha256");
+
+    // SARIF output merges every report into one log.
+    let o = scan(
+        &[
+            dirty.to_str().unwrap(),
+            "--out",
+            out,
+            "--format",
+            "sarif",
+            "--profile",
+            "sbom-only",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "sbom-only has no thresholds");
+    let sarif: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+
+    // Unusable input: exit 2 with a message on stderr.
+    let o = scan(
+        &[work.path().join("missing").to_str().unwrap(), "--out", out],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
+    let o = scan(
+        &[clean.to_str().unwrap(), "--out", out, "--profile", "heavy"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown profile"));
+    assert!(
+        !Path::new("certus-assurance-scans").exists(),
+        "nothing written to the default directory"
+    );
+}
+
+#[test]
+fn the_scan_command_reads_archives_git_urls_manifests_and_the_osv_database() {
+    let work = tempfile::tempdir().unwrap();
+    let project = work.path().join("project");
+    write_tree(&project, &lockfile_corpus());
+    let osv = work.path().join("osv");
+    write_osv_fixture(&osv);
+    let out = work.path().join("out");
+
+    // A tarball of the lockfiles, with the OSV database from the environment.
+    let tarball = work.path().join("project.tar");
+    let status = Command::new("tar")
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&project)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let o = scan(
+        &[
+            tarball.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        &[("CERTUS_ASSURANCE_OSV_DB_DIR", &osv)],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["provenance"]["type"], "archive_sha256");
+    let vulns = summary["findings"]["by_scanner"]["vulnerabilities"]["total"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        vulns as usize,
+        crate::corpus::PINS
+            .iter()
+            .filter(|p| p.advisory.is_some())
+            .count()
+    );
+
+    // A git repository by file:// URL, with a manifest that relaxes the thresholds.
+    let repo = work.path().join("repo");
+    write_tree(&repo, &secrets_corpus(6).files);
+    for args in [
+        vec!["init", "-q", "-b", "main"],
+        vec!["add", "-A"],
+        vec![
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "user.name=T",
+            "commit",
+            "-q",
+            "-m",
+            "x",
+        ],
+    ] {
+        assert!(Command::new("git")
+            .args(&args)
+            .current_dir(&repo)
+            .status()
+            .unwrap()
+            .success());
+    }
+    let manifest = work.path().join("manifest.json");
+    std::fs::write(&manifest, r#"{"profiles": {"lenient": {"extends": "light", "thresholds": {"critical": null, "high": null}}}}"#).unwrap();
+    let url = format!("file://{}", repo.display());
+    let o = scan(
+        &[
+            &url,
+            "--out",
+            out.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--profile",
+            "lenient",
+        ],
+        &[],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&o),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout(&o).contains("policy (lenient): PASSED"));
+}
