@@ -134,8 +134,17 @@ impl ObjectStore {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
     {
+        let span = tracing::info_span!(
+            "s3",
+            otel.name = %format!("s3 {operation}"),
+            otel.status_code = tracing::field::Empty,
+            s3.operation = operation,
+        );
         let start = Instant::now();
-        let result = call.await;
+        let result = tracing::Instrument::instrument(call, span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "error");
+        }
         self.settle(operation, target, start, result)
     }
 

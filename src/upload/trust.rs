@@ -175,6 +175,11 @@ impl HttpTrustClient {
         })
     }
 
+    #[tracing::instrument(
+        name = "trust",
+        skip_all,
+        fields(otel.name = "trust verify-and-permit-upload", upload.tier = %request.tier)
+    )]
     async fn call(&self, request: &PermitRequest) -> Result<TrustDecision, TrustError> {
         let mut builder = self.client.post(self.endpoint.clone()).json(request);
         if let Some(token) = &self.token {
