@@ -402,12 +402,42 @@ async fn forward_lines<R: AsyncRead + Unpin>(
     stream: &str,
     on_line: &(dyn Fn(&str, String) + Send + Sync),
 ) -> std::io::Result<()> {
-    let mut lines = BufReader::new(reader).lines();
+    // Lines are read with a byte cap, so a tool that writes gigabytes without a newline costs
+    // bounded memory: the rest of an over-long line is read and thrown away.
+    const MAX_LINE_BYTES: u64 = 8 * 1024;
+    let mut reader = BufReader::new(reader);
+    let mut buf = Vec::with_capacity(1024);
     let mut sent = 0usize;
     let mut dropped = 0usize;
-    while let Some(line) = lines.next_line().await? {
+    loop {
+        buf.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES)
+            .read_until(b'\n', &mut buf)
+            .await?;
+        if n == 0 {
+            break;
+        }
+        if buf.last() != Some(&b'\n') && n as u64 == MAX_LINE_BYTES {
+            let mut rest = Vec::new();
+            loop {
+                rest.clear();
+                let m = (&mut reader)
+                    .take(MAX_LINE_BYTES)
+                    .read_until(b'\n', &mut rest)
+                    .await?;
+                if m == 0 || rest.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+        }
         if sent < MAX_LOG_LINES {
-            let line: String = line.chars().take(MAX_LINE_CHARS).collect();
+            let text = String::from_utf8_lossy(&buf);
+            let line: String = text
+                .trim_end_matches(['\n', '\r'])
+                .chars()
+                .take(MAX_LINE_CHARS)
+                .collect();
             on_line(stream, line);
             sent += 1;
         } else {
@@ -690,6 +720,28 @@ mod tests {
         assert_eq!((counts.critical, counts.low, counts.high), (1, 1, 1));
         assert!(!sarif.to_string().contains("secret=abc"));
         assert!(native_sarif(b"{\"version\": \"1.0\"}").is_err());
+    }
+
+    #[tokio::test]
+    async fn output_lines_are_capped_in_number_and_length() {
+        let mut input = Vec::new();
+        input.extend_from_slice(&vec![b'a'; 100_000]);
+        input.extend_from_slice(b"\nsecond\r\n");
+        for i in 0..(MAX_LOG_LINES + 5) {
+            input.extend_from_slice(format!("line {i}\n").as_bytes());
+        }
+        let lines = std::sync::Mutex::new(Vec::new());
+        let collect = |_: &str, l: String| lines.lock().unwrap().push(l);
+        forward_lines(&input[..], "stdout", &collect).await.unwrap();
+        let lines = lines.into_inner().unwrap();
+        assert_eq!(lines.len(), MAX_LOG_LINES + 1);
+        assert_eq!(lines[0].len(), MAX_LINE_CHARS, "an over-long line is cut");
+        assert_eq!(lines[1], "second");
+        assert!(
+            lines.last().unwrap().starts_with("... 7 more lines"),
+            "{:?}",
+            lines.last()
+        );
     }
 
     #[test]
