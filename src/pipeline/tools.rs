@@ -368,7 +368,8 @@ pub async fn run_tool(
     let (sarif, counts) = match tool.report {
         Report::SarifFile => {
             let raw = read_capped(&report_path)?;
-            native_sarif(&raw).map_err(|e| ToolError::Failed(format!("{}: {e:#}", tool.name)))?
+            native_sarif(&raw, run.source)
+                .map_err(|e| ToolError::Failed(format!("{}: {e:#}", tool.name)))?
         }
         Report::BanditJson => {
             let raw = read_capped(&report_path)?;
@@ -402,12 +403,42 @@ async fn forward_lines<R: AsyncRead + Unpin>(
     stream: &str,
     on_line: &(dyn Fn(&str, String) + Send + Sync),
 ) -> std::io::Result<()> {
-    let mut lines = BufReader::new(reader).lines();
+    // Lines are read with a byte cap, so a tool that writes gigabytes without a newline costs
+    // bounded memory: the rest of an over-long line is read and thrown away.
+    const MAX_LINE_BYTES: u64 = 8 * 1024;
+    let mut reader = BufReader::new(reader);
+    let mut buf = Vec::with_capacity(1024);
     let mut sent = 0usize;
     let mut dropped = 0usize;
-    while let Some(line) = lines.next_line().await? {
+    loop {
+        buf.clear();
+        let n = (&mut reader)
+            .take(MAX_LINE_BYTES)
+            .read_until(b'\n', &mut buf)
+            .await?;
+        if n == 0 {
+            break;
+        }
+        if buf.last() != Some(&b'\n') && n as u64 == MAX_LINE_BYTES {
+            let mut rest = Vec::new();
+            loop {
+                rest.clear();
+                let m = (&mut reader)
+                    .take(MAX_LINE_BYTES)
+                    .read_until(b'\n', &mut rest)
+                    .await?;
+                if m == 0 || rest.last() == Some(&b'\n') {
+                    break;
+                }
+            }
+        }
         if sent < MAX_LOG_LINES {
-            let line: String = line.chars().take(MAX_LINE_CHARS).collect();
+            let text = String::from_utf8_lossy(&buf);
+            let line: String = text
+                .trim_end_matches(['\n', '\r'])
+                .chars()
+                .take(MAX_LINE_CHARS)
+                .collect();
             on_line(stream, line);
             sent += 1;
         } else {
@@ -468,8 +499,34 @@ fn sarif_result_severity(result: &Value, rules: &[Value]) -> Severity {
     }
 }
 
-/// Checks a tool's own SARIF, removes code snippets, and counts its results by severity.
-pub fn native_sarif(raw: &[u8]) -> anyhow::Result<(Value, SeverityCounts)> {
+/// Rewrites an absolute `file://` URI under the scanned tree as a path relative to `SRCROOT`,
+/// so reports do not carry the server's workspace paths.
+fn relativize(location: &mut Value, roots: &[String]) {
+    let Some(uri) = location.get("uri").and_then(|u| u.as_str()) else {
+        return;
+    };
+    let path = uri.strip_prefix("file://").unwrap_or(uri);
+    for root in roots {
+        let Some(rel) = path.strip_prefix(root.as_str()) else {
+            continue;
+        };
+        if rel.is_empty() || rel.starts_with('/') {
+            let rel = rel.trim_start_matches('/').to_string();
+            location["uri"] = json!(rel);
+            location["uriBaseId"] = json!("SRCROOT");
+            return;
+        }
+    }
+}
+
+/// Checks a tool's own SARIF, removes code snippets, makes locations relative to the tree, and
+/// counts its results by severity.
+pub fn native_sarif(raw: &[u8], source: &Path) -> anyhow::Result<(Value, SeverityCounts)> {
+    let mut roots = vec![source.to_string_lossy().into_owned()];
+    if let Ok(real) = source.canonicalize() {
+        roots.push(real.to_string_lossy().into_owned());
+    }
+    roots.retain(|r| r.len() > 1);
     let mut sarif: Value = serde_json::from_slice(raw).context("the report is not JSON")?;
     if sarif.get("version").and_then(|v| v.as_str()) != Some("2.1.0") {
         bail!("the report is not a SARIF 2.1.0 log");
@@ -479,6 +536,28 @@ pub fn native_sarif(raw: &[u8]) -> anyhow::Result<(Value, SeverityCounts)> {
         bail!("the SARIF log has no runs");
     };
     for run in runs {
+        for artifact in run
+            .get_mut("artifacts")
+            .and_then(|a| a.as_array_mut())
+            .into_iter()
+            .flatten()
+        {
+            if let Some(location) = artifact.get_mut("location") {
+                relativize(location, &roots);
+            }
+        }
+        let has_base = run.pointer("/originalUriBaseIds/SRCROOT").is_some();
+        if !has_base {
+            if let Some(obj) = run.as_object_mut() {
+                let bases = obj.entry("originalUriBaseIds").or_insert_with(|| json!({}));
+                if let Some(b) = bases.as_object_mut() {
+                    b.insert(
+                        "SRCROOT".into(),
+                        json!({"description": {"text": "Root of the scanned source tree"}}),
+                    );
+                }
+            }
+        }
         let rules: Vec<Value> = run
             .pointer("/tool/driver/rules")
             .and_then(|r| r.as_array())
@@ -505,6 +584,9 @@ pub fn native_sarif(raw: &[u8]) -> anyhow::Result<(Value, SeverityCounts)> {
                 .into_iter()
                 .flatten()
             {
+                if let Some(artifact) = loc.pointer_mut("/physicalLocation/artifactLocation") {
+                    relativize(artifact, &roots);
+                }
                 if let Some(phys) = loc
                     .get_mut("physicalLocation")
                     .and_then(|p| p.as_object_mut())
@@ -686,10 +768,49 @@ mod tests {
                 {"ruleId": "r3", "level": "error", "message": {"text": "m"}}
             ]
         }]});
-        let (sarif, counts) = native_sarif(raw.to_string().as_bytes()).unwrap();
+        let (sarif, counts) =
+            native_sarif(raw.to_string().as_bytes(), Path::new("/work/scan/src")).unwrap();
         assert_eq!((counts.critical, counts.low, counts.high), (1, 1, 1));
         assert!(!sarif.to_string().contains("secret=abc"));
-        assert!(native_sarif(b"{\"version\": \"1.0\"}").is_err());
+        assert!(native_sarif(b"{\"version\": \"1.0\"}", Path::new("/x")).is_err());
+        // Absolute URIs inside the tree become relative (no server paths in reports).
+        let ruff_like = json!({"version": "2.1.0", "runs": [{
+            "tool": {"driver": {"name": "ruff"}},
+            "results": [{"ruleId": "S105", "level": "error", "message": {"text": "m"},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": "file:///work/scan/src/app/db.py"}}}]}]
+        }]});
+        let (sarif, _) = native_sarif(
+            ruff_like.to_string().as_bytes(),
+            Path::new("/work/scan/src"),
+        )
+        .unwrap();
+        let loc =
+            &sarif["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"];
+        assert_eq!(loc["uri"], "app/db.py");
+        assert_eq!(loc["uriBaseId"], "SRCROOT");
+        assert!(!sarif.to_string().contains("/work/scan"));
+    }
+
+    #[tokio::test]
+    async fn output_lines_are_capped_in_number_and_length() {
+        let mut input = Vec::new();
+        input.extend_from_slice(&vec![b'a'; 100_000]);
+        input.extend_from_slice(b"\nsecond\r\n");
+        for i in 0..(MAX_LOG_LINES + 5) {
+            input.extend_from_slice(format!("line {i}\n").as_bytes());
+        }
+        let lines = std::sync::Mutex::new(Vec::new());
+        let collect = |_: &str, l: String| lines.lock().unwrap().push(l);
+        forward_lines(&input[..], "stdout", &collect).await.unwrap();
+        let lines = lines.into_inner().unwrap();
+        assert_eq!(lines.len(), MAX_LOG_LINES + 1);
+        assert_eq!(lines[0].len(), MAX_LINE_CHARS, "an over-long line is cut");
+        assert_eq!(lines[1], "second");
+        assert!(
+            lines.last().unwrap().starts_with("... 7 more lines"),
+            "{:?}",
+            lines.last()
+        );
     }
 
     #[test]

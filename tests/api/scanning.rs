@@ -989,6 +989,16 @@ async fn archives_in_every_format_are_uploaded_and_scanned() {
         let response = app.post_json("/v1/security-scans", &body).await;
         assert_eq!(response.status(), 422, "{bad}");
     }
+    // Not multipart, or no `file` field, or an empty file: 422 saying what to send.
+    let response = app
+        .post_json("/v1/security-scans/upload-archive", &json!({"file": "x"}))
+        .await;
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    assert!(body.to_string().contains("multipart/form-data"), "{body}");
+    let (status, body) = upload(&app, b"", "empty.tar").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("empty"), "{body}");
     let (status, body) = upload(
         &app,
         b"#!/bin/sh\necho this is not an archive\n",
