@@ -18,7 +18,9 @@
 #      outcome (finished_at - started_at, both written by the service), p50/p99; the claim
 #      statement is most of that time. Also checks that every scan ran exactly once;
 #   4. what the trigger that keeps the counts by status costs: inserts per second of the
-#      service's INSERT from 1 and 8 pgbench clients, with the trigger enabled and disabled.
+#      service's INSERT from 1 and 8 pgbench clients, with the trigger enabled and disabled;
+#   5. list filters that the runs of 2. do not cover (two filters together, time filters),
+#      timed inside the store at both sizes, with PostgreSQL's plan.
 #
 #   scripts/bench-store.sh                          # summary to stdout
 #   BENCH_OUT=/tmp/store.md scripts/bench-store.sh  # ... and as markdown in a file
@@ -30,7 +32,7 @@
 #
 # Knobs (environment):
 #   BENCH_OUT                 markdown summary file (default: none)
-#   BENCH_PHASES              any of "submit list claim trigger" (default: all four)
+#   BENCH_PHASES              any of "submit list claim trigger filters" (default: all five)
 #   BENCH_TRIGGER_DURATION    seconds per pgbench run of the trigger phase (default 8)
 #   BENCH_PORT_BASE           first of 10 consecutive loopback ports to use (default 18400)
 #   BENCH_REPEAT              runs per measurement; the table shows the median (default 6)
@@ -52,7 +54,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PG_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/test}
-PHASES=${BENCH_PHASES:-submit list claim trigger}
+PHASES=${BENCH_PHASES:-submit list claim trigger filters}
 TRIGGER_DURATION=${BENCH_TRIGGER_DURATION:-8}
 PORT_BASE=${BENCH_PORT_BASE:-18400}
 REPEAT=${BENCH_REPEAT:-6}
@@ -377,24 +379,24 @@ SQL_FIRST="SELECT seq, $COLUMNS FROM scans WHERE TRUE ORDER BY seq DESC LIMIT 51
 # Time of the list statement inside the store, free of HTTP and of most of the machine's noise:
 # PostgreSQL: median "Execution Time" of 21 EXPLAIN ANALYZE runs; SQLite: mean over 500 runs in
 # one sqlite3 process, minus the same number of `SELECT 1`.
-stmt_ms_pg() { # stmt_ms_pg SCHEMA SQL
+stmt_ms_pg() { # stmt_ms_pg SCHEMA SQL [RUNS]
     local args=() i
-    for i in $(seq 1 21); do args+=(-c "EXPLAIN ANALYZE $2"); done
+    for i in $(seq 1 "${3:-21}"); do args+=(-c "EXPLAIN ANALYZE $2"); done
     # shellcheck disable=SC2046
     median $(psql "$PG_URL" -qtA -v ON_ERROR_STOP=1 -c "SET search_path TO $1" "${args[@]}" |
         grep -o 'Execution Time: [0-9.]*' | cut -d' ' -f3)
 }
-stmt_ms_sqlite() { # stmt_ms_sqlite DBFILE SQL
-    local i t0 t1 t2
-    for i in $(seq 1 500); do echo "$2;"; done >"$TMP/stmt.sql"
-    for i in $(seq 1 500); do echo "SELECT 1;"; done >"$TMP/base.sql"
+stmt_ms_sqlite() { # stmt_ms_sqlite DBFILE SQL [RUNS]
+    local i t0 t1 t2 runs=${3:-500}
+    for i in $(seq 1 "$runs"); do echo "$2;"; done >"$TMP/stmt.sql"
+    for i in $(seq 1 "$runs"); do echo "SELECT 1;"; done >"$TMP/base.sql"
     sqlite3 "$1" <"$TMP/stmt.sql" >/dev/null # warm the page cache
     t0=$(now)
     sqlite3 "$1" <"$TMP/stmt.sql" >/dev/null
     t1=$(now)
     sqlite3 "$1" <"$TMP/base.sql" >/dev/null
     t2=$(now)
-    calc "1000 * (($t1 - $t0) - ($t2 - $t1)) / 500" 3
+    calc "1000 * (($t1 - $t0) - ($t2 - $t1)) / $runs" 3
 }
 
 # list_measure BACKEND SIZE=PORT...: every store size is served by its own service, and the runs
@@ -523,6 +525,57 @@ list_pg() {
     done
 }
 
+# Filters the HTTP runs above do not cover, timed inside the store only (no HTTP): filters that
+# combine two columns, and the time filters, which have no index of their own.
+FILTER_NAMES="ws_status ws_component status after_recent before_old"
+filter_where() { # filter_where NAME SIZE -> the WHERE condition the service builds
+    case $1 in
+        ws_status) echo "workspace_id = '$LIST_WORKSPACE' AND status = 'FAILED'" ;;
+        ws_component) echo "workspace_id = '$LIST_WORKSPACE' AND component_id = 'component-43'" ;;
+        status) echo "status = 'FAILED'" ;;
+        after_recent) echo "submitted_at >= $(calc "$T0 + $2 * 0.5 - 100" 1)" ;;
+        before_old) echo "submitted_at < $(calc "$T0 + 1000" 1)" ;;
+    esac
+}
+filter_desc() {
+    case $1 in
+        ws_status) echo "\`workspace_id=$LIST_WORKSPACE&status=FAILED\` (matches none: no scan of this workspace failed)" ;;
+        ws_component) echo "\`workspace_id=$LIST_WORKSPACE&component_id=component-43\` (matches none)" ;;
+        status) echo "\`status=FAILED\` (one scan in ten)" ;;
+        after_recent) echo "\`submitted_after=<the 200 newest scans>\`" ;;
+        before_old) echo "\`submitted_before=<the 2,000 oldest scans>\`" ;;
+    esac
+}
+
+phase_filters() {
+    local size f where sql
+    local -A schema_of=()
+    for size in $LIST_SIZES; do
+        local db="$TMP/filters-sqlite-$size.db"
+        start_service "filters-init" "$PORT_BASE" "sqlite://$db" 0
+        stop_services
+        new_schema
+        schema_of[$size]=$SCHEMA
+        start_service "filters-init" "$PORT_BASE" "$(schema_url "$SCHEMA")" 0
+        stop_services
+        log "filters: filling SQLite and PostgreSQL stores with $size scans"
+        fill_sqlite "$db" 1 "$size"
+        fill_pg "$SCHEMA" 1 "$size"
+        for f in $FILTER_NAMES; do
+            where=$(filter_where "$f" "$size")
+            sql="SELECT seq, $COLUMNS FROM scans WHERE TRUE AND $where ORDER BY seq DESC LIMIT 51"
+            R[filter.pg.$size.$f]=$(stmt_ms_pg "$SCHEMA" "$sql" 11)
+            R[filter.sqlite.$size.$f]=$(stmt_ms_sqlite "$db" "$sql" 50)
+            pg "$SCHEMA" "EXPLAIN (ANALYZE) $sql" >"$TMP/filter-pg-$size-$f.txt"
+            R[filter.pgplan.$size.$f]=$(grep -m1 'Scan' "$TMP/filter-pg-$size-$f.txt" | sed 's/ *(cost.*//; s/^ *-> *//')
+            R[filter.pgremoved.$size.$f]=$(grep -o 'Rows Removed by Filter: [0-9]*' "$TMP/filter-pg-$size-$f.txt" | head -n1 | cut -d' ' -f5 || true)
+            R[filter.sqliteplan.$size.$f]=$(sq "$db" "EXPLAIN QUERY PLAN $sql" | tail -n +2 | sed 's/^[`|-]*//' | tr '\n' ' ')
+            log "  $size $f: PostgreSQL ${R[filter.pg.$size.$f]} ms, SQLite ${R[filter.sqlite.$size.$f]} ms"
+        done
+        rm -f "$db"
+    done
+}
+
 # ---------------------------------------------------------------------------------------------
 # 3. Claims under contention
 
@@ -648,7 +701,8 @@ for phase in $PHASES; do
         list) phase_list ;;
         claim) phase_claim ;;
         trigger) phase_trigger ;;
-        *) die "unknown phase $phase (use submit, list, claim, trigger)" ;;
+        filters) phase_filters ;;
+        *) die "unknown phase $phase (use submit, list, claim, trigger, filters)" ;;
     esac
 done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -773,6 +827,19 @@ summary=$({
         echo "| SQLite, 1 process | $CLAIM_WORKERS | **${R[claim.sqlite.rate]}** | ${R[claim.sqlite.p50]} ms | ${R[claim.sqlite.p99]} ms | ${R[claim.sqlite.span]} s |"
         echo "| PostgreSQL, 1 replica | $CLAIM_WORKERS | **${R[claim.pg1.rate]}** | ${R[claim.pg1.p50]} ms | ${R[claim.pg1.p99]} ms | ${R[claim.pg1.span]} s |"
         echo "| PostgreSQL, 3 replicas | $((3 * CLAIM_WORKERS)) | **${R[claim.pg3.rate]}** | ${R[claim.pg3.p50]} ms | ${R[claim.pg3.p99]} ms | ${R[claim.pg3.span]} s |"
+    fi
+    if [[ " $PHASES " == *" filters "* ]]; then
+        sizes=($LIST_SIZES)
+        small=${sizes[0]}
+        large=${sizes[-1]}
+        echo
+        echo "**Other list filters, inside the store** (no HTTP; the statement the service runs, limit 50 + 1; PostgreSQL: median \`Execution Time\` of 11 \`EXPLAIN ANALYZE\`; SQLite: mean of 50 runs in the sqlite3 shell, less as many \`SELECT 1\`):"
+        echo
+        echo "| filter | PostgreSQL at $small | at $large | ratio | plan at $large (rows removed by filter) | SQLite at $small | at $large | ratio | plan |"
+        echo "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |"
+        for f in $FILTER_NAMES; do
+            echo "| $(filter_desc "$f") | ${R[filter.pg.$small.$f]} ms | ${R[filter.pg.$large.$f]} ms | $(calc "${R[filter.pg.$large.$f]} / ${R[filter.pg.$small.$f]}" 0)× | ${R[filter.pgplan.$large.$f]} (${R[filter.pgremoved.$large.$f]:-0}) | ${R[filter.sqlite.$small.$f]} ms | ${R[filter.sqlite.$large.$f]} ms | $(calc "${R[filter.sqlite.$large.$f]} / (${R[filter.sqlite.$small.$f]} > 0.001 ? ${R[filter.sqlite.$small.$f]} : 0.001)" 0)× | ${R[filter.sqliteplan.$large.$f]} |"
+        done
     fi
     if [[ " $PHASES " == *" trigger "* ]]; then
         echo
