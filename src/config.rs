@@ -1091,7 +1091,11 @@ fn parse_database_url(url: &str) -> anyhow::Result<StoreLocation> {
         return Ok(StoreLocation::Sqlite(PathBuf::from(path)));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        url.parse::<tokio_postgres::Config>().map_err(|e| {
+        // `verify-full`/`verify-ca` are handled by the store itself (see storage/postgres.rs).
+        let parseable = url
+            .replace("sslmode=verify-full", "sslmode=require")
+            .replace("sslmode=verify-ca", "sslmode=require");
+        parseable.parse::<tokio_postgres::Config>().map_err(|e| {
             anyhow::anyhow!("CERTUS_ASSURANCE_DATABASE_URL is not a valid PostgreSQL URL: {e}")
         })?;
         return Ok(StoreLocation::Postgres(url.to_string()));
@@ -1245,6 +1249,18 @@ fn default_replica_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn postgres_urls_accept_the_verifying_ssl_modes() {
+        for mode in ["disable", "prefer", "require", "verify-ca", "verify-full"] {
+            let url = format!("postgres://u@db.example.com/scans?sslmode={mode}");
+            assert_eq!(
+                parse_database_url(&url).unwrap(),
+                StoreLocation::Postgres(url.clone()),
+                "{mode}"
+            );
+        }
+    }
 
     #[test]
     fn defaults_validate() {

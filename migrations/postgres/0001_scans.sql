@@ -80,7 +80,7 @@ BEGIN
     END IF;
     RETURN NULL;
 END
-$$ LANGUAGE plpgsql;
+$$ LANGUAGE plpgsql SET search_path FROM CURRENT;
 
 CREATE TRIGGER scans_count_changes
     AFTER INSERT OR DELETE OR UPDATE OF status, upload_status ON scans

@@ -322,7 +322,15 @@ impl JobStore for PgStore {
                 )
                 .await
                 .context("claiming the next queued scan")?;
-            row.map(|r| row_to_record(&r, 0)).transpose()
+            let record = row.map(|r| row_to_record(&r, 0)).transpose()?;
+            if let Some(r) = &record {
+                // A re-run (after a reclaim or a requeue) starts a fresh event log.
+                client
+                    .execute("DELETE FROM scan_events WHERE test_id = $1", &[&r.test_id])
+                    .await
+                    .context("clearing the event log of a re-run")?;
+            }
+            Ok(record)
         })
     }
 
