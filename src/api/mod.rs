@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health/ready", get(ops::ready))
         .route("/stats", get(ops::stats))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
         .route("/v1/profiles", get(scans::list_profiles))
         .route(
             "/v1/security-scans",

@@ -60,3 +60,27 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 pub async fn stats(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(state.metrics.stats(SystemTime::now()))
 }
+
+/// The OpenAPI 3.1 document of the HTTP contract (`src/api/openapi.json`, written by hand and
+/// checked against the router by the `openapi` integration tests).
+pub const OPENAPI_DOCUMENT: &str = include_str!("openapi.json");
+
+/// `GET /openapi.json`
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        OPENAPI_DOCUMENT,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn openapi_document_is_json_with_paths() {
+        let doc: serde_json::Value =
+            serde_json::from_str(super::OPENAPI_DOCUMENT).expect("src/api/openapi.json is JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert!(doc["paths"]["/v1/security-scans"]["post"].is_object());
+    }
+}

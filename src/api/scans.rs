@@ -4,6 +4,8 @@
 //! Validation reports every problem at once in the FastAPI shape the earlier service's clients
 //! parse, naming each field in `loc`.
 
+use std::path::PathBuf;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -13,7 +15,7 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::AppState;
-use crate::config::MAX_SCAN_TIMEOUT_SECONDS;
+use crate::config::{Config, MAX_SCAN_TIMEOUT_SECONDS};
 use crate::error::{ApiError, FieldError};
 use crate::jobs::state::JobState;
 use crate::jobs::{is_test_id, CancelOutcome, NewScan, SubmitError};
@@ -200,9 +202,40 @@ fn valid_branch(b: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"._/-+".contains(&c))
 }
 
-/// Parses and validates a submission body.
-fn parse_submission(state: &AppState, body: &[u8]) -> Result<NewScan, ApiError> {
-    validate_submission(state, &parse_json_body(body)?)
+/// The parts of the configuration that decide whether a submission is valid.
+#[derive(Debug, Clone)]
+pub struct SubmissionPolicy {
+    /// Which git URLs are allowed.
+    pub source: SourcePolicy,
+    /// Directories that `directory` scans may read.
+    pub source_roots: Vec<PathBuf>,
+    /// Where `upload-archive` stores archives; `archive_path` must name one of them.
+    pub upload_dir: PathBuf,
+    /// `timeout_seconds` when the submission gives none.
+    pub default_timeout_seconds: u64,
+}
+
+impl SubmissionPolicy {
+    pub fn from_config(config: &Config) -> SubmissionPolicy {
+        SubmissionPolicy {
+            source: SourcePolicy {
+                allow_private_networks: config.allow_private_networks,
+                allow_local_sources: config.allow_local_sources,
+            },
+            source_roots: config.source_roots.clone(),
+            upload_dir: config.upload_dir(),
+            default_timeout_seconds: config.scan_timeout.as_secs(),
+        }
+    }
+}
+
+/// Parses and validates a submission body (the body of `POST /v1/security-scans`) without
+/// touching the job store: every error is a [`ApiError::Validation`] naming its field.
+pub fn validate_submission_json(
+    body: &[u8],
+    policy: &SubmissionPolicy,
+) -> Result<NewScan, ApiError> {
+    validate_submission(policy, &parse_json_body(body)?)
 }
 
 /// Decodes a JSON body, answering FastAPI's `json_invalid` error when it is not JSON.
@@ -217,7 +250,7 @@ fn parse_json_body(body: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// Validates one submission object (a request body, or one item of a batch).
-fn validate_submission(state: &AppState, value: &Value) -> Result<NewScan, ApiError> {
+fn validate_submission(policy: &SubmissionPolicy, value: &Value) -> Result<NewScan, ApiError> {
     let Some(obj) = value.as_object() else {
         return Err(ApiError::Validation(vec![FieldError {
             loc: vec![json!("body")],
@@ -243,10 +276,6 @@ fn validate_submission(state: &AppState, value: &Value) -> Result<NewScan, ApiEr
         ));
     }
     let is_git = source_type == "git";
-    let policy = SourcePolicy {
-        allow_private_networks: state.config.allow_private_networks,
-        allow_local_sources: state.config.allow_local_sources,
-    };
     let git = match f.string("git_url", is_git, 2048) {
         Some(_) if !is_git => {
             f.invalid(
@@ -257,7 +286,7 @@ fn validate_submission(state: &AppState, value: &Value) -> Result<NewScan, ApiEr
             );
             None
         }
-        Some(raw) => match parse_git_url(&raw, policy) {
+        Some(raw) => match parse_git_url(&raw, policy.source) {
             Ok(url) => Some(url),
             Err(msg) => {
                 f.invalid("git_url", msg);
@@ -295,7 +324,7 @@ fn validate_submission(state: &AppState, value: &Value) -> Result<NewScan, ApiEr
                 "directory_path",
                 "directory_path is only used with source_type 'directory'",
             );
-        } else if let Err(msg) = resolve_directory(dir, &state.config.source_roots) {
+        } else if let Err(msg) = resolve_directory(dir, &policy.source_roots) {
             f.invalid("directory_path", msg);
         }
     }
@@ -306,7 +335,7 @@ fn validate_submission(state: &AppState, value: &Value) -> Result<NewScan, ApiEr
                 "archive_path",
                 "archive_path is only used with source_type 'archive'",
             );
-        } else if let Err(msg) = stored_archive(&state.config.upload_dir(), path) {
+        } else if let Err(msg) = stored_archive(&policy.upload_dir, path) {
             f.invalid("archive_path", msg);
         }
     }
@@ -358,7 +387,7 @@ fn validate_submission(state: &AppState, value: &Value) -> Result<NewScan, ApiEr
         }
     };
     let timeout_seconds = match obj.get("timeout_seconds") {
-        None | Some(Value::Null) => Some(state.config.scan_timeout.as_secs()),
+        None | Some(Value::Null) => Some(policy.default_timeout_seconds),
         Some(v) => match v.as_u64() {
             Some(n) if (1..=MAX_SCAN_TIMEOUT_SECONDS).contains(&n) => Some(n),
             Some(_) | None if v.is_number() => {
@@ -429,7 +458,7 @@ pub async fn submit_scan(
             return Err(e);
         }
     };
-    let new = match parse_submission(&state, &body) {
+    let new = match validate_submission_json(&body, &SubmissionPolicy::from_config(&state.config)) {
         Ok(n) => n,
         Err(e) => {
             rejected("invalid");
@@ -611,11 +640,12 @@ pub async fn submit_batch(
             ),
         ));
     }
+    let policy = SubmissionPolicy::from_config(&state.config);
     let mut results: Vec<Option<Value>> = vec![None; items.len()];
     let mut valid = Vec::new();
     let mut valid_index = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        match validate_submission(&state, item) {
+        match validate_submission(&policy, item) {
             Ok(new) => {
                 valid.push(new);
                 valid_index.push(i);

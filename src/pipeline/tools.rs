@@ -603,7 +603,8 @@ pub fn native_sarif(raw: &[u8], source: &Path) -> anyhow::Result<(Value, Severit
     Ok((sarif, counts))
 }
 
-fn converted(tool: &str, tags: &[&str], findings: Vec<Finding>) -> (Value, SeverityCounts) {
+/// Findings converted from a tool's own report format as a SARIF log, with their counts.
+pub fn converted(tool: &str, tags: &[&str], findings: Vec<Finding>) -> (Value, SeverityCounts) {
     let mut counts = SeverityCounts::default();
     let mut rules: Vec<(String, String, Severity)> = Vec::new();
     for f in &findings {

@@ -559,3 +559,23 @@ pub async fn assert_stats_match_metrics_and_store(app: &TestApp) -> Value {
     );
     stats
 }
+
+/// Runs `tests/validate_schemas.py` with `args`; returns (success, output).
+pub fn validate_schemas(args: &[std::ffi::OsString]) -> (bool, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validate_schemas.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs (scripts/install-test-deps.sh installs jsonschema)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !text.contains("ModuleNotFoundError"),
+        "jsonschema is missing; run scripts/install-test-deps.sh: {text}"
+    );
+    (out.status.success(), text)
+}

@@ -13,6 +13,7 @@ mod corpus;
 mod dashboards;
 mod deploy;
 mod lifecycle;
+mod openapi;
 mod ops;
 mod postgres;
 mod prometheus;

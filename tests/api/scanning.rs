@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
@@ -12,7 +11,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::corpus::{self, lockfile_corpus, secrets_corpus, write_osv_fixture, write_tree, PINS};
-use crate::helpers::{sample, scan_body, spawn_app_with, GitServer, TestApp};
+use crate::helpers::{sample, scan_body, spawn_app_with, validate_schemas, GitServer, TestApp};
 
 fn read_json(path: &Path) -> Value {
     let text = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -52,23 +51,9 @@ fn bundle_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 /// Runs the vendored-schema validator on `files`; returns (success, output).
 fn validate(kind: &str, files: &[PathBuf]) -> (bool, String) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validate_schemas.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(kind)
-        .args(files)
-        .output()
-        .expect("python3 runs (scripts/install-test-deps.sh installs jsonschema)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !text.contains("ModuleNotFoundError"),
-        "jsonschema is missing; run scripts/install-test-deps.sh: {text}"
-    );
-    (out.status.success(), text)
+    let mut args = vec![std::ffi::OsString::from(kind)];
+    args.extend(files.iter().map(|f| f.clone().into_os_string()));
+    validate_schemas(&args)
 }
 
 /// A directory holding wrappers for the named tools only (they must be installed: see

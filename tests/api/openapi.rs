@@ -1,0 +1,232 @@
+//! The OpenAPI document served at `/openapi.json` against the real router: every route of the
+//! router is documented with exactly the methods it answers, every documented path exists, and
+//! real responses of every operation validate against the document's schemas (with
+//! `tests/validate_schemas.py openapi`, which also checks the document's own examples).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, validate_schemas, GitServer, TestApp};
+
+const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
+
+/// A syntactically valid id of a scan that does not exist.
+const UNKNOWN_SCAN: &str = "test_0123456789ab";
+
+/// The route paths the router declares, read from `src/api/mod.rs`, in OpenAPI's `{param}` form
+/// (which axum 0.8 uses too).
+fn router_paths() -> BTreeSet<String> {
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/mod.rs"))
+            .expect("src/api/mod.rs");
+    let mut paths = BTreeSet::new();
+    let mut rest = source.as_str();
+    while let Some(at) = rest.find(".route(") {
+        rest = &rest[at + ".route(".len()..];
+        let start = rest.find('"').expect("route path literal") + 1;
+        let end = start + rest[start..].find('"').expect("closing quote");
+        paths.insert(rest[start..end].to_string());
+    }
+    paths
+}
+
+fn document() -> Value {
+    serde_json::from_str(certus_assurance::api::ops::OPENAPI_DOCUMENT).expect("document is JSON")
+}
+
+async fn send(app: &TestApp, method: &str, path: &str) -> (u16, Value) {
+    let response = app
+        .client
+        .request(method.parse().unwrap(), app.url(path))
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[tokio::test]
+async fn every_route_is_documented_with_the_methods_it_answers() {
+    let app = spawn_app().await;
+    let doc = document();
+    let served = app.get_json("/openapi.json").await;
+    assert_eq!(served, doc, "/openapi.json serves src/api/openapi.json");
+
+    let documented: BTreeSet<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(
+        router_paths(),
+        documented,
+        "the router's routes (src/api/mod.rs) and the paths of src/api/openapi.json differ"
+    );
+
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        let path = template.replace("{test_id}", UNKNOWN_SCAN);
+        for method in METHODS {
+            let is_documented = item.get(method.to_ascii_lowercase()).is_some();
+            let (status, body) = send(&app, method, &path).await;
+            if is_documented {
+                assert_ne!(
+                    status, 405,
+                    "{method} {template} is documented but not routed"
+                );
+                assert!(
+                    !(status == 404 && body["detail"] == "Not Found"),
+                    "{method} {template} is documented but the router does not know the path"
+                );
+            } else {
+                assert_eq!(
+                    status, 405,
+                    "{method} {template} answers {status} but is not documented: {body}"
+                );
+                assert_eq!(body["detail"], "Method Not Allowed");
+            }
+        }
+    }
+    let (status, body) = send(&app, "GET", "/v1/no-such-route").await;
+    assert_eq!((status, &body["detail"]), (404, &json!("Not Found")));
+}
+
+/// One observed response: which operation and status it answers, and its JSON body.
+fn case(method: &str, path: &str, status: u16, body: Value) -> Value {
+    json!({"method": method, "path": path, "status": status, "body": body})
+}
+
+fn small_tar() -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let content = b"print('hello')\n";
+    let mut header = tar::Header::new_ustar();
+    header.set_size(content.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, "app/main.py", &content[..])
+        .unwrap();
+    builder.into_inner().unwrap()
+}
+
+#[tokio::test]
+async fn real_responses_validate_against_the_document() {
+    let git = GitServer::start();
+    git.create_repo("svc", &[("README.md", "hello\n")]);
+    let url = git.url("svc");
+    let app = spawn_app().await;
+    let mut cases = Vec::new();
+    let mut record = |method: &str, path: &str, status: u16, body: Value| {
+        cases.push(case(method, path, status, body));
+    };
+
+    for path in ["/health", "/health/ready", "/stats", "/v1/profiles"] {
+        let (status, body) = send(&app, "GET", path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        record("GET", path, status, body);
+    }
+    let metrics = app.get("/metrics").await;
+    assert!(metrics.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+
+    let submission = json!({
+        "workspace_id": "ws", "component_id": "svc", "assessment_id": "rel-1",
+        "git_url": url, "branch": "main", "profile": "light",
+    });
+    let response = app.post_json("/v1/security-scans", &submission).await;
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    let id = body["test_id"].as_str().unwrap().to_string();
+    record("POST", "/v1/security-scans", status, body);
+
+    let response = app
+        .post_json("/v1/security-scans", &json!({"workspace_id": "../x"}))
+        .await;
+    let status = response.status().as_u16();
+    assert_eq!(status, 422);
+    record(
+        "POST",
+        "/v1/security-scans",
+        status,
+        response.json().await.unwrap(),
+    );
+
+    let response = app
+        .post_json(
+            "/v1/security-scans/batch",
+            &json!({"scans": [submission, {"workspace_id": "ws"}]}),
+        )
+        .await;
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!((status, &body["accepted"]), (200, &json!(1)), "{body}");
+    record("POST", "/v1/security-scans/batch", status, body);
+
+    let scan = app.wait_for_terminal(&id).await;
+    assert_eq!(scan["status"], "SUCCEEDED", "{scan}");
+    record("GET", "/v1/security-scans/{test_id}", 200, scan);
+    let (status, body) = send(&app, "GET", &format!("/v1/security-scans/{UNKNOWN_SCAN}")).await;
+    record("GET", "/v1/security-scans/{test_id}", status, body);
+
+    for query in ["?limit=1", "?workspace_id=ws&status=SUCCEEDED", "?limit=0"] {
+        let (status, body) = send(&app, "GET", &format!("/v1/security-scans{query}")).await;
+        record("GET", "/v1/security-scans", status, body);
+    }
+
+    let (status, body) = send(&app, "POST", &format!("/v1/security-scans/{id}/cancel")).await;
+    assert_eq!(status, 409, "{body}");
+    record("POST", "/v1/security-scans/{test_id}/cancel", status, body);
+
+    // Uploads are not configured on the test app: a clean 503 that says so.
+    let (status, body) = send(
+        &app,
+        "POST",
+        &format!("/v1/security-scans/{id}/upload-request"),
+    )
+    .await;
+    record(
+        "POST",
+        "/v1/security-scans/{test_id}/upload-request",
+        status,
+        body,
+    );
+
+    let (status, body) = send(&app, "GET", &format!("/v1/security-scans/{id}/stream")).await;
+    assert!((400..500).contains(&status), "{status}: {body}");
+    record("GET", "/v1/security-scans/{test_id}/stream", status, body);
+
+    let boundary = "openapi-test-boundary";
+    let mut multipart = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"src.tar\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    multipart.extend_from_slice(&small_tar());
+    multipart.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let response = app
+        .client
+        .post(app.url("/v1/security-scans/upload-archive"))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(multipart)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    record("POST", "/v1/security-scans/upload-archive", status, body);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cases_file = dir.path().join("cases.json");
+    std::fs::write(&cases_file, serde_json::to_vec(&cases).unwrap()).unwrap();
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/openapi.json");
+    let (ok, text) = validate_schemas(&["openapi".into(), doc.into(), cases_file.into()]);
+    assert!(ok, "responses do not match the document:\n{text}");
+    assert!(
+        text.contains(&format!("{} responses valid", cases.len())),
+        "{text}"
+    );
+}
