@@ -103,6 +103,24 @@ if [ ${#py_need[@]} -gt 0 ]; then
     || python3 -m pip install -q --break-system-packages "${py_need[@]}"
   if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 fi
+# schemathesis (scripts/api-fuzz.sh: schema-driven requests against /openapi.json), for the current
+# python3, or where pip may not install into it (PEP 668), into a virtualenv under the cache
+# directory, which scripts/api-fuzz.sh looks at first.
+SCHEMATHESIS_VENV="${CERTUS_TEST_SCHEMATHESIS_VENV:-$HOME/.cache/certus-assurance/schemathesis-venv}"
+if [ ! -x "$SCHEMATHESIS_VENV/bin/schemathesis" ] && ! command -v schemathesis >/dev/null 2>&1; then
+  echo "installing schemathesis==4.32.5 (API fuzzing against /openapi.json)"
+  if ! python3 -m pip install --quiet --disable-pip-version-check 'schemathesis==4.32.5' 2>/dev/null; then
+    rm -rf "$SCHEMATHESIS_VENV"
+    python3 -m venv "$SCHEMATHESIS_VENV"
+    "$SCHEMATHESIS_VENV/bin/python3" -m pip install --quiet --disable-pip-version-check 'schemathesis==4.32.5'
+  fi
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+fi
+# cargo-fuzz and a nightly toolchain (scripts/fuzz.sh: libFuzzer targets under fuzz/).
+if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  rustup toolchain install nightly --profile minimal
+fi
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
 bandit --version 2>&1 | head -1
 detect-secrets --version
 git --version

@@ -17,6 +17,7 @@ mod openapi;
 mod ops;
 mod postgres;
 mod prometheus;
+mod properties;
 mod scanning;
 mod stream;
 mod traces;
