@@ -67,6 +67,7 @@ status=0
   --seed "${API_FUZZ_SEED:-20251213}" \
   --workers 2 \
   --no-color \
+  --generation-database none \
   --report junit,pytest --report-dir "$report_dir" || status=$?
 
 if grep -q '"panicked\|panicked at' "$work/service.log"; then

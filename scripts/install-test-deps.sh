@@ -3,8 +3,9 @@
 # OpenSSL headers (libgit2), promtool and the Prometheus server (Debian package `prometheus`),
 # Alertmanager and amtool (`prometheus-alertmanager`), kubectl (its built-in kustomize builds
 # deploy/kubernetes), git (for `git daemon`), psql, jq, openssl (an HTTPS server with an
-# untrusted certificate), and moto_server (PyPI `moto[server]`, the S3 server of the upload
-# tests). Idempotent: installs only what is missing.
+# untrusted certificate), moto_server (PyPI `moto[server]`, the S3 server of the upload
+# tests), schemathesis (PyPI, scripts/api-fuzz.sh), and the nightly toolchain with cargo-fuzz
+# (scripts/fuzz.sh). Idempotent: installs only what is missing.
 set -euo pipefail
 
 need=()

@@ -2,7 +2,9 @@
 # The whole test suite, from a fresh machine: installs what the tests need, checks the alert rules
 # and runs their unit tests with promtool, checks formatting and lints, then runs every unit and
 # integration test (among them the dashboard conventions, the real Prometheus/Alertmanager run,
-# the OTLP traces and the deploy manifests).
+# the OTLP traces and the deploy manifests), then every fuzz target for a bounded time
+# (scripts/fuzz.sh, FUZZ_SECONDS each) and schemathesis against /openapi.json
+# (scripts/api-fuzz.sh).
 #
 #   scripts/test.sh
 #
@@ -26,3 +28,7 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --all-targets --locked -- --test-threads "${TEST_THREADS:-4}"
+echo "== fuzz targets (scripts/fuzz.sh, ${FUZZ_SECONDS:-20}s each)"
+scripts/fuzz.sh
+echo "== schemathesis against /openapi.json (scripts/api-fuzz.sh)"
+scripts/api-fuzz.sh

@@ -1,5 +1,6 @@
-//! Read-only operational views: `/health`, `/health/ready`, `/metrics` and `/stats`. `/metrics`
-//! and `/stats` are rendered from the same registry; neither walks the stored scans.
+//! Read-only operational views: `/health`, `/health/ready`, `/metrics`, `/stats` and
+//! `/openapi.json`. `/metrics` and `/stats` are rendered from the same registry; neither walks
+//! the stored scans.
 
 use std::time::SystemTime;
 

@@ -1,0 +1,58 @@
+//! Scanner reports converted to SARIF: bandit's JSON, detect-secrets' baseline, and the SARIF
+//! that semgrep, ruff, gitleaks, trivy and osv-scanner write. Every finding has a 1-based
+//! position, severity counts add up to the results, and no code snippet survives.
+#![no_main]
+
+use std::path::Path;
+
+use certus_assurance::pipeline::tools::{
+    bandit_findings, converted, detect_secrets_findings, native_sarif,
+};
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+
+fn results(sarif: &Value) -> Vec<&Value> {
+    sarif["runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|run| run["results"].as_array().into_iter().flatten())
+        .collect()
+}
+
+fuzz_target!(|data: &[u8]| {
+    for (tool, findings) in [
+        ("bandit", bandit_findings(data)),
+        ("detect-secrets", detect_secrets_findings(data)),
+    ] {
+        let Ok(findings) = findings else { continue };
+        for f in &findings {
+            assert!(
+                f.line >= 1 && f.column >= 1,
+                "{tool}: position {}:{}",
+                f.line,
+                f.column
+            );
+        }
+        let n = findings.len() as u64;
+        let (sarif, counts) = converted(tool, &["security"], findings);
+        assert_eq!(counts.total, n);
+        assert_eq!(results(&sarif).len() as u64, n);
+        serde_json::to_vec(&sarif).expect("SARIF serializes");
+    }
+    if let Ok((sarif, counts)) = native_sarif(data, Path::new("/work/scan/src")) {
+        let results = results(&sarif);
+        assert_eq!(counts.total, results.len() as u64);
+        for result in results {
+            for loc in result["locations"].as_array().into_iter().flatten() {
+                for key in ["region", "contextRegion"] {
+                    let region = &loc["physicalLocation"][key];
+                    assert!(
+                        region.get("snippet").is_none(),
+                        "a snippet survived: {region}"
+                    );
+                }
+            }
+        }
+    }
+});
