@@ -646,6 +646,13 @@ fn clean_path(p: &str) -> String {
     p.trim_start_matches("./").replace('\\', "/")
 }
 
+/// A 1-based line or column from a report's number, whatever the report says: missing, zero or
+/// negative values become 1, values past `u32::MAX` saturate. `offset` is 1 for 0-based fields.
+fn position(value: &Value, offset: u64) -> u32 {
+    let n = value.as_u64().unwrap_or(0).saturating_add(offset).max(1);
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// Bandit's JSON report as findings. The code excerpt is not kept: for the hard-coded password
 /// checks it holds the password.
 pub fn bandit_findings(raw: &[u8]) -> anyhow::Result<Vec<Finding>> {
@@ -659,8 +666,8 @@ pub fn bandit_findings(raw: &[u8]) -> anyhow::Result<Vec<Finding>> {
         let test_id = r["test_id"].as_str().unwrap_or("bandit");
         let test_name = r["test_name"].as_str().unwrap_or("");
         let path = clean_path(r["filename"].as_str().unwrap_or(""));
-        let line = r["line_number"].as_u64().unwrap_or(1).max(1) as u32;
-        let column = r["col_offset"].as_u64().unwrap_or(0) as u32 + 1;
+        let line = position(&r["line_number"], 0);
+        let column = position(&r["col_offset"], 1);
         let severity = match r["issue_severity"].as_str().unwrap_or("") {
             "HIGH" => Severity::High,
             "MEDIUM" => Severity::Medium,
@@ -701,7 +708,7 @@ pub fn detect_secrets_findings(raw: &[u8]) -> anyhow::Result<Vec<Finding>> {
                 .collect::<Vec<_>>()
                 .join("-");
             let path = clean_path(r["filename"].as_str().unwrap_or(file));
-            let line = r["line_number"].as_u64().unwrap_or(1).max(1) as u32;
+            let line = position(&r["line_number"], 0);
             let hashed = r["hashed_secret"].as_str().unwrap_or("");
             out.push(Finding {
                 rule_id: rule_id.clone(),
@@ -753,6 +760,23 @@ mod tests {
         assert_eq!(findings[0].rule_id, "aws-access-key");
         assert_eq!(findings[0].severity, Severity::High);
         assert!(detect_secrets_findings(b"not json").is_err());
+    }
+
+    /// Found by the `tool_reports` fuzz target: a line number past `u32::MAX` became line 0,
+    /// and a column offset of `u32::MAX` overflowed.
+    #[test]
+    fn out_of_range_positions_saturate_instead_of_wrapping() {
+        let bandit = br#"{"results":[{"line_number":4294967296,"col_offset":4294967295},{"line_number":-3,"col_offset":-1},{"line_number":0}]}"#;
+        let findings = bandit_findings(bandit).unwrap();
+        let positions: Vec<(u32, u32)> = findings.iter().map(|f| (f.line, f.column)).collect();
+        assert_eq!(positions, vec![(1, 1), (1, 1), (u32::MAX, u32::MAX)]);
+        let secrets = br#"{"results":{"a":[{"line_number":4294967296},{"line_number":0}]}}"#;
+        let lines: Vec<u32> = detect_secrets_findings(secrets)
+            .unwrap()
+            .iter()
+            .map(|f| f.line)
+            .collect();
+        assert_eq!(lines, vec![1, u32::MAX]);
     }
 
     #[test]
