@@ -762,8 +762,8 @@ mod tests {
         assert!(detect_secrets_findings(b"not json").is_err());
     }
 
-    /// Found by the `tool_reports` fuzz target: a line number past `u32::MAX` became line 0,
-    /// and a column offset of `u32::MAX` overflowed.
+    /// Inputs that fail the `tool_reports` fuzz target's 1-based-position invariant: a line
+    /// number past `u32::MAX` became line 0, and a column offset of `u32::MAX` overflowed.
     #[test]
     fn out_of_range_positions_saturate_instead_of_wrapping() {
         let bandit = br#"{"results":[{"line_number":4294967296,"col_offset":4294967295},{"line_number":-3,"col_offset":-1},{"line_number":0}]}"#;
