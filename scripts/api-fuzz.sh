@@ -59,7 +59,9 @@ done
 
 echo "== schemathesis against $base/openapi.json ($examples examples per operation, at most ${seconds}s)"
 status=0
-"$schemathesis" --config-file scripts/schemathesis.toml run "$base/openapi.json" \
+# Run from the temporary directory: schemathesis keeps state in ./.schemathesis.
+config="$PWD/scripts/schemathesis.toml"
+(cd "$work" && "$schemathesis" --config-file "$config" run "$base/openapi.json" \
   --checks not_a_server_error \
   --max-examples "$examples" \
   --max-time "$seconds" \
@@ -68,7 +70,7 @@ status=0
   --workers 2 \
   --no-color \
   --generation-database none \
-  --report junit,pytest --report-dir "$report_dir" || status=$?
+  --report junit,pytest --report-dir "$report_dir") || status=$?
 
 if grep -q '"panicked\|panicked at' "$work/service.log"; then
   grep 'panicked' "$work/service.log" | head -5 >&2
