@@ -57,8 +57,8 @@ for t in "${targets[@]}"; do
     for a in "$work/artifacts/$t"/*; do
       [ -e "$a" ] || continue
       echo "reproducer: $a"
-      echo "  replay: cargo +nightly fuzz run $t $a"
-      echo "  minimise: cargo +nightly fuzz tmin $t $a"
+      echo "  replay: cargo +nightly fuzz run --target-dir $target_dir $t $a"
+      echo "  minimise: cargo +nightly fuzz tmin --target-dir $target_dir $t $a"
     done
   else
     grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb' "$work/$t.log" | tr '\n' ' '
