@@ -21,7 +21,7 @@ use crate::pipeline::local_source::resolve_directory;
 use crate::pipeline::profile::{self, Profile, BUILTIN_PROFILES};
 use crate::pipeline::source::{parse_git_url, SourcePolicy};
 use crate::pipeline::stored_archive;
-use crate::storage::{ListQuery, ScanRecord};
+use crate::storage::{ListCursor, ListQuery, ScanRecord};
 
 const ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,128}$";
 
@@ -662,13 +662,22 @@ pub async fn submit_batch(
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
 
-fn encode_cursor(seq: i64) -> String {
-    format!("c1{}", hex::encode(seq.to_be_bytes()))
+/// An opaque cursor: the list key (submission time as exact bits, sequence number) of the last
+/// scan of a page.
+fn encode_cursor(at: ListCursor) -> String {
+    let mut bytes = at.submitted_at.to_bits().to_be_bytes().to_vec();
+    bytes.extend_from_slice(&at.seq.to_be_bytes());
+    format!("c2{}", hex::encode(bytes))
 }
 
-fn decode_cursor(cursor: &str) -> Option<i64> {
-    let bytes = hex::decode(cursor.strip_prefix("c1")?).ok()?;
-    Some(i64::from_be_bytes(bytes.try_into().ok()?))
+fn decode_cursor(cursor: &str) -> Option<ListCursor> {
+    let bytes = hex::decode(cursor.strip_prefix("c2")?).ok()?;
+    let (time, seq) = bytes.split_at_checked(8)?;
+    let submitted_at = f64::from_bits(u64::from_be_bytes(time.try_into().ok()?));
+    submitted_at.is_finite().then_some(ListCursor {
+        submitted_at,
+        seq: i64::from_be_bytes(seq.try_into().ok()?),
+    })
 }
 
 fn parse_time(value: &str) -> Option<f64> {
@@ -722,7 +731,7 @@ pub async fn list_scans(
                 )),
             },
             "cursor" => match decode_cursor(&value) {
-                Some(seq) => query.before_seq = Some(seq),
+                Some(cursor) => query.before = Some(cursor),
                 None => errors.push(FieldError::query(
                     "cursor",
                     "value_error",
@@ -752,7 +761,12 @@ pub async fn list_scans(
     let more = rows.len() > limit;
     rows.truncate(limit);
     let next_cursor = if more {
-        rows.last().map(|(seq, _)| encode_cursor(*seq))
+        rows.last().map(|(seq, record)| {
+            encode_cursor(ListCursor {
+                submitted_at: record.submitted_at,
+                seq: *seq,
+            })
+        })
     } else {
         None
     };
@@ -763,4 +777,46 @@ pub async fn list_scans(
         "limit": limit,
         "next_cursor": next_cursor,
     })))
+}
+
+#[cfg(test)]
+mod cursor_tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_exactly_and_refuse_anything_else() {
+        for at in [
+            ListCursor {
+                submitted_at: 1_764_355_200.123_456_7,
+                seq: 1,
+            },
+            ListCursor {
+                submitted_at: 0.1 + 0.2,
+                seq: i64::MAX,
+            },
+            ListCursor {
+                submitted_at: -0.0,
+                seq: -5,
+            },
+        ] {
+            let decoded = decode_cursor(&encode_cursor(at)).unwrap();
+            assert_eq!(decoded.submitted_at.to_bits(), at.submitted_at.to_bits());
+            assert_eq!(decoded.seq, at.seq);
+        }
+        let nan = format!(
+            "c2{}{}",
+            hex::encode(f64::NAN.to_bits().to_be_bytes()),
+            "00".repeat(8)
+        );
+        for bad in [
+            "",
+            "c2",
+            "c1000000000000000a",
+            "c2zz",
+            &nan,
+            "c200000000000000000000000000000000ff",
+        ] {
+            assert_eq!(decode_cursor(bad), None, "{bad}");
+        }
+    }
 }

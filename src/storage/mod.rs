@@ -114,9 +114,38 @@ pub struct ListQuery {
     pub submitted_after: Option<f64>,
     /// Only scans submitted before this Unix time.
     pub submitted_before: Option<f64>,
-    /// Keyset cursor: only scans whose sequence number is below this one.
-    pub before_seq: Option<i64>,
+    /// Keyset cursor: only scans that come after this one in list order.
+    pub before: Option<ListCursor>,
     pub limit: usize,
+}
+
+impl ListQuery {
+    /// `submitted_before` and the cursor as one bound on the list key `(submitted_at, seq)`:
+    /// whichever ends the range first. One range on the key lets the store read a single index
+    /// range (two separate bounds can mislead the planner into a wider index).
+    pub fn upper_bound(&self) -> Option<ListCursor> {
+        let before = self.submitted_before.map(|t| ListCursor {
+            submitted_at: t,
+            seq: i64::MIN,
+        });
+        match (before, self.before) {
+            (Some(a), Some(b)) => Some(if (a.submitted_at, a.seq) <= (b.submitted_at, b.seq) {
+                a
+            } else {
+                b
+            }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// A position in list order: newest first by submission time, ties broken by the store's
+/// sequence number (which never repeats), so pages neither skip nor repeat a scan while others
+/// are inserted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ListCursor {
+    pub submitted_at: f64,
+    pub seq: i64,
 }
 
 /// What retention may delete: finished scans older than a cut-off, and finished scans beyond
@@ -266,4 +295,36 @@ pub enum LeaseState {
     CancelRequested,
     /// No longer ours (reclaimed after an expiry, or finished elsewhere): stop without recording.
     Lost,
+}
+
+#[cfg(test)]
+mod list_bound_tests {
+    use super::*;
+
+    #[test]
+    fn the_upper_bound_is_whichever_of_time_and_cursor_ends_first() {
+        let cursor = ListCursor {
+            submitted_at: 100.0,
+            seq: 7,
+        };
+        let q = |before: Option<f64>, c: Option<ListCursor>| ListQuery {
+            submitted_before: before,
+            before: c,
+            ..Default::default()
+        };
+        let time = |t: f64| ListCursor {
+            submitted_at: t,
+            seq: i64::MIN,
+        };
+        assert_eq!(q(None, None).upper_bound(), None);
+        assert_eq!(q(Some(50.0), None).upper_bound(), Some(time(50.0)));
+        assert_eq!(q(None, Some(cursor)).upper_bound(), Some(cursor));
+        assert_eq!(q(Some(50.0), Some(cursor)).upper_bound(), Some(time(50.0)));
+        assert_eq!(q(Some(200.0), Some(cursor)).upper_bound(), Some(cursor));
+        // Same second: the time bound excludes every scan of that second, the cursor only some.
+        assert_eq!(
+            q(Some(100.0), Some(cursor)).upper_bound(),
+            Some(time(100.0))
+        );
+    }
 }

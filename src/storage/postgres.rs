@@ -12,8 +12,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::{
-    Completion, JobStore, LeaseState, ListQuery, PrunePolicy, PrunedScan, Recovered, ScanRecord,
-    StoreCounts, UploadState,
+    Completion, JobStore, LeaseState, ListCursor, ListQuery, PrunePolicy, PrunedScan, Recovered,
+    ScanRecord, StoreCounts, UploadState,
 };
 use crate::jobs::state::{FailureReason, JobState, UploadStatus};
 
@@ -27,6 +27,14 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         3,
         include_str!("../../migrations/postgres/0003_scan_manifest.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_list_by_submission.sql"),
+    ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_sharded_counts.sql"),
     ),
 ];
 
@@ -315,7 +323,7 @@ impl JobStore for PgStore {
                         "UPDATE scans SET status = 'RUNNING', started_at = $1, attempts = attempts + 1,
                             owner = $2, lease_expires_at = $3, cancel_requested = FALSE
                          WHERE seq = (SELECT seq FROM scans WHERE status = 'QUEUED'
-                                      ORDER BY seq FOR UPDATE SKIP LOCKED LIMIT 1)
+                                      ORDER BY submitted_at, seq FOR UPDATE SKIP LOCKED LIMIT 1)
                          RETURNING {COLUMNS}"
                     ),
                     &[&now, &self.owner, &lease_until],
@@ -511,7 +519,10 @@ impl JobStore for PgStore {
             let client = self.client().await?;
             let mut counts = StoreCounts::default();
             for row in client
-                .query("SELECT kind, value, n FROM scan_counts", &[])
+                .query(
+                    "SELECT kind, value, sum(n)::BIGINT FROM scan_counts GROUP BY kind, value",
+                    &[],
+                )
                 .await?
             {
                 let (kind, value, n): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
@@ -538,7 +549,7 @@ impl JobStore for PgStore {
             let client = self.client().await?;
             let queued = client
                 .query_opt(
-                    "SELECT submitted_at FROM scans WHERE status = 'QUEUED' ORDER BY seq LIMIT 1",
+                    "SELECT submitted_at FROM scans WHERE status = 'QUEUED' ORDER BY submitted_at, seq LIMIT 1",
                     &[],
                 )
                 .await?
@@ -577,16 +588,18 @@ impl JobStore for PgStore {
                 params.push(t);
                 sql.push_str(&format!(" AND submitted_at >= ${}", params.len()));
             }
-            if let Some(t) = &q.submitted_before {
-                params.push(t);
-                sql.push_str(&format!(" AND submitted_at < ${}", params.len()));
-            }
-            if let Some(seq) = &q.before_seq {
+            let upper = q.upper_bound();
+            if let Some(ListCursor { submitted_at, seq }) = &upper {
+                params.push(submitted_at);
                 params.push(seq);
-                sql.push_str(&format!(" AND seq < ${}", params.len()));
+                let n = params.len();
+                sql.push_str(&format!(" AND (submitted_at, seq) < (${}, ${n})", n - 1));
             }
             params.push(&limit);
-            sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", params.len()));
+            sql.push_str(&format!(
+                " ORDER BY submitted_at DESC, seq DESC LIMIT ${}",
+                params.len()
+            ));
             let rows = client.query(&sql, &params).await.context("listing scans")?;
             rows.iter()
                 .map(|r| Ok((r.try_get::<_, i64>(0)?, row_to_record(r, 1)?)))

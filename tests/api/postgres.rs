@@ -9,7 +9,7 @@ use certus_assurance::jobs::state::{FailureReason, JobState, UploadStatus};
 use certus_assurance::storage::postgres::PgStore;
 use certus_assurance::storage::sqlite::SqliteStore;
 use certus_assurance::storage::{
-    Completion, JobStore, LeaseState, ListQuery, PrunePolicy, ScanRecord,
+    Completion, JobStore, LeaseState, ListCursor, ListQuery, PrunePolicy, ScanRecord,
 };
 use serde_json::{json, Value};
 
@@ -248,7 +248,10 @@ async fn store_contract(store: Arc<dyn JobStore>) {
     let page = store
         .list(ListQuery {
             limit: 10,
-            before_seq: Some(all[0].0),
+            before: Some(ListCursor {
+                submitted_at: all[0].1.submitted_at,
+                seq: all[0].0,
+            }),
             workspace_id: Some("a".into()),
             ..Default::default()
         })
