@@ -862,6 +862,16 @@ impl JobManager {
 
     /// Shared store: re-queues (or fails) scans whose replica died, then sets the store-derived
     /// gauges to the cluster's counts.
+    /// Shared store: declares this replica alive for `alive_for`, so the scans whose credentials
+    /// only it holds are left to it (see `JobStore::heartbeat`).
+    pub async fn heartbeat(&self, alive_for: Duration) -> anyhow::Result<()> {
+        let now = now_secs();
+        self.inner
+            .store
+            .heartbeat(now, now + alive_for.as_secs_f64())
+            .await
+    }
+
     pub async fn reconcile_cluster(&self) -> anyhow::Result<()> {
         let reclaimed = self
             .inner

@@ -61,6 +61,14 @@ pub struct ScanRecord {
     pub manifest_path: Option<String>,
 }
 
+impl ScanRecord {
+    /// Whether the submitted git_url carried credentials: they are kept in memory by the replica
+    /// that accepted the scan, and `git_url` holds the redacted form (`***@`).
+    pub fn has_url_credentials(&self) -> bool {
+        self.git_url.as_deref().is_some_and(|u| u.contains("***@"))
+    }
+}
+
 /// The upload columns of a scan as written by [`JobStore::write_upload`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UploadState {
@@ -220,6 +228,11 @@ pub trait JobStore: Send + Sync + 'static {
         _lease_until: f64,
     ) -> BoxFuture<'_, anyhow::Result<Option<ScanRecord>>> {
         self.claim_next(now)
+    }
+    /// Records that this replica is alive until `alive_until`: scans pinned to it (their
+    /// credentials are in its memory) are left to it until then.
+    fn heartbeat(&self, _now: f64, _alive_until: f64) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
     }
     /// Extends the lease of a running scan this replica owns.
     fn renew_lease(

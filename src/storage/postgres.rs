@@ -36,6 +36,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         5,
         include_str!("../../migrations/postgres/0005_sharded_counts.sql"),
     ),
+    (
+        6,
+        include_str!("../../migrations/postgres/0006_pinned_scans.sql"),
+    ),
 ];
 
 /// Lease of an upload in flight; renewed while it runs, so a dead replica's upload ends.
@@ -234,14 +238,19 @@ fn to_json<T: serde::Serialize>(v: &Option<T>) -> Option<String> {
 const INSERT: &str = "INSERT INTO scans (test_id, workspace_id, component_id, assessment_id,
     source_type, git_url, branch, requested_commit, directory_path, archive_path, requested_by,
     profile, manifest_digest, timeout_seconds, status, errors_json, submitted_at, upload_status,
-    manifest_json, manifest_path)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
+    manifest_json, manifest_path, pinned_to)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+    $21)";
 
+/// Inserts a new scan. A scan whose git_url carried credentials (kept in this replica's memory
+/// only) is pinned to `owner`.
 async fn insert_row(
     client: &impl deadpool_postgres::GenericClient,
     s: &ScanRecord,
+    owner: &str,
 ) -> anyhow::Result<()> {
     let timeout = s.timeout_seconds as i64;
+    let pinned_to = s.has_url_credentials().then_some(owner);
     let errors = serde_json::to_string(&s.errors)?;
     let manifest = to_json(&s.manifest);
     client
@@ -268,6 +277,7 @@ async fn insert_row(
                 &s.upload_status.as_str(),
                 &manifest,
                 &s.manifest_path,
+                &pinned_to,
             ],
         )
         .await
@@ -277,7 +287,7 @@ async fn insert_row(
 
 impl JobStore for PgStore {
     fn insert(&self, scan: ScanRecord) -> BoxFuture<'_, anyhow::Result<()>> {
-        Box::pin(async move { insert_row(&self.client().await?, &scan).await })
+        Box::pin(async move { insert_row(&self.client().await?, &scan, &self.owner).await })
     }
 
     fn insert_many(&self, scans: Vec<ScanRecord>) -> BoxFuture<'_, anyhow::Result<()>> {
@@ -285,7 +295,7 @@ impl JobStore for PgStore {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
             for scan in &scans {
-                insert_row(&tx, scan).await?;
+                insert_row(&tx, scan, &self.owner).await?;
             }
             tx.commit().await.context("committing a batch of scans")
         })
@@ -323,6 +333,9 @@ impl JobStore for PgStore {
                         "UPDATE scans SET status = 'RUNNING', started_at = $1, attempts = attempts + 1,
                             owner = $2, lease_expires_at = $3, cancel_requested = FALSE
                          WHERE seq = (SELECT seq FROM scans WHERE status = 'QUEUED'
+                                        AND (pinned_to IS NULL OR pinned_to = $2 OR NOT EXISTS (
+                                            SELECT 1 FROM replicas r
+                                            WHERE r.owner = scans.pinned_to AND r.alive_until > $1))
                                       ORDER BY submitted_at, seq FOR UPDATE SKIP LOCKED LIMIT 1)
                          RETURNING {COLUMNS}"
                     ),
@@ -680,6 +693,28 @@ impl JobStore for PgStore {
                 .await
                 .context("reading the earliest running deadline")?;
             Ok(row.get::<_, Option<f64>>(0))
+        })
+    }
+
+    fn heartbeat(&self, now: f64, alive_until: f64) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "INSERT INTO replicas (owner, alive_until) VALUES ($1, $2)
+                     ON CONFLICT (owner) DO UPDATE SET alive_until = EXCLUDED.alive_until",
+                    &[&self.owner, &alive_until],
+                )
+                .await
+                .context("renewing this replica's liveness")?;
+            // Rows of replicas gone for a day are forgotten, so the table stays small.
+            client
+                .execute(
+                    "DELETE FROM replicas WHERE alive_until < $1",
+                    &[&(now - 86_400.0)],
+                )
+                .await?;
+            Ok(())
         })
     }
 
