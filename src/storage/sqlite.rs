@@ -2,6 +2,7 @@
 //! pool through one connection; a claim is a single conditional `UPDATE ... RETURNING` inside the
 //! write lock, so two workers can never claim the same scan.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -21,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_upload_state.sql"),
     include_str!("../../migrations/sqlite/0003_list_indexes.sql"),
     include_str!("../../migrations/sqlite/0004_scan_manifest.sql"),
+    include_str!("../../migrations/sqlite/0005_workspace_active.sql"),
 ];
 
 const COLUMNS: &str = "test_id, workspace_id, component_id, assessment_id, source_type, git_url, \
@@ -364,6 +366,23 @@ impl JobStore for SqliteStore {
         })
     }
 
+    fn count_active(
+        &self,
+        workspace_ids: Vec<String>,
+    ) -> BoxFuture<'_, anyhow::Result<HashMap<String, i64>>> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT count(*) FROM scans WHERE workspace_id = ?1 AND status IN ('QUEUED', 'RUNNING')",
+            )?;
+            let mut counts = HashMap::new();
+            for w in workspace_ids {
+                let n: i64 = stmt.query_row([&w], |r| r.get(0))?;
+                counts.insert(w, n);
+            }
+            Ok(counts)
+        })
+    }
+
     fn insert_many(&self, scans: Vec<ScanRecord>) -> BoxFuture<'_, anyhow::Result<()>> {
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
@@ -394,6 +413,21 @@ impl JobStore for SqliteStore {
                 &q.status.map(|s| s.as_str().to_string()),
                 &mut sql,
             );
+            if let Some(allowed) = &q.workspace_in {
+                let mut placeholders = Vec::new();
+                for w in allowed {
+                    params.push(w.clone().into());
+                    placeholders.push(format!("?{}", params.len()));
+                }
+                if placeholders.is_empty() {
+                    sql.push_str(" AND 0 = 1");
+                } else {
+                    sql.push_str(&format!(
+                        " AND workspace_id IN ({})",
+                        placeholders.join(", ")
+                    ));
+                }
+            }
             if let Some(t) = q.submitted_after {
                 params.push(t.into());
                 sql.push_str(&format!(" AND submitted_at >= ?{}", params.len()));
