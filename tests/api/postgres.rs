@@ -62,7 +62,7 @@ impl Drop for PgSchema {
     }
 }
 
-fn record(id: &str, workspace: &str, submitted_at: f64) -> ScanRecord {
+pub fn record(id: &str, workspace: &str, submitted_at: f64) -> ScanRecord {
     ScanRecord {
         test_id: id.to_string(),
         workspace_id: workspace.to_string(),
