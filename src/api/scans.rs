@@ -6,13 +6,14 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::AppState;
+use crate::auth::Access;
 use crate::config::MAX_SCAN_TIMEOUT_SECONDS;
 use crate::error::{ApiError, FieldError};
 use crate::jobs::state::JobState;
@@ -413,6 +414,7 @@ fn validate_submission(state: &AppState, value: &Value) -> Result<NewScan, ApiEr
 #[tracing::instrument(name = "submit_scan", skip_all)]
 pub async fn submit_scan(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let rejected = |reason: &str| {
@@ -436,6 +438,10 @@ pub async fn submit_scan(
             return Err(e);
         }
     };
+    if let Err(e) = check_workspace(&access, &new.workspace_id) {
+        rejected("unauthorized");
+        return Err(e);
+    }
     let record = state.jobs.submit(new).await.map_err(|e| match e {
         SubmitError::QueueFull(_) => ApiError::Unavailable {
             detail: e.to_string(),
@@ -445,9 +451,53 @@ pub async fn submit_scan(
             detail: e.to_string(),
             retry_after_seconds: 10,
         },
+        SubmitError::WorkspaceLimit { .. } => ApiError::TooManyRequests {
+            detail: e.to_string(),
+            retry_after_seconds: WORKSPACE_LIMIT_RETRY_SECONDS,
+        },
         SubmitError::Internal(err) => ApiError::Internal(err),
     })?;
     Ok((StatusCode::ACCEPTED, Json(submitted(&record))).into_response())
+}
+
+/// `Retry-After` of a submission over its workspace's limit of active scans.
+const WORKSPACE_LIMIT_RETRY_SECONDS: u64 = 30;
+
+/// 403 unless the caller's token may submit into `workspace_id`.
+fn check_workspace(access: &Access, workspace_id: &str) -> Result<(), ApiError> {
+    if access.may_see(workspace_id) {
+        return Ok(());
+    }
+    let name = access.name().unwrap_or_default();
+    tracing::warn!(token.name = %name, "submission refused: workspace outside the token's scope");
+    let allowed = access
+        .workspace_filter()
+        .map(|set| {
+            set.iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    Err(ApiError::Forbidden(format!(
+        "token `{name}` may not submit into workspace `{workspace_id}`; its workspaces are: {allowed}"
+    )))
+}
+
+/// The scan, when it exists and the caller may see its workspace; otherwise the same 404 as an
+/// unknown id, so a token cannot tell another workspace's scans from missing ones.
+pub(super) async fn visible_scan(
+    state: &AppState,
+    access: &Access,
+    test_id: &str,
+) -> Result<ScanRecord, ApiError> {
+    if !is_test_id(test_id) {
+        return Err(not_found(test_id));
+    }
+    match state.jobs.get(test_id).await? {
+        Some(record) if access.may_see(&record.workspace_id) => Ok(record),
+        _ => Err(not_found(test_id)),
+    }
 }
 
 pub(super) fn not_found(test_id: &str) -> ApiError {
@@ -461,16 +511,10 @@ pub(super) fn not_found(test_id: &str) -> ApiError {
 /// `GET /v1/security-scans/{test_id}`
 pub async fn get_scan(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     Path(test_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if !is_test_id(&test_id) {
-        return Err(not_found(&test_id));
-    }
-    let record = state
-        .jobs
-        .get(&test_id)
-        .await?
-        .ok_or_else(|| not_found(&test_id))?;
+    let record = visible_scan(&state, &access, &test_id).await?;
     Ok(Json(scan_resource(&record)))
 }
 
@@ -478,9 +522,12 @@ pub async fn get_scan(
 /// running scan was asked to stop, 409 when it had already finished.
 pub async fn cancel_scan(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     Path(test_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if !is_test_id(&test_id) {
+    if access.workspace_filter().is_some() {
+        visible_scan(&state, &access, &test_id).await?;
+    } else if !is_test_id(&test_id) {
         return Err(not_found(&test_id));
     }
     match state.jobs.cancel(&test_id).await? {
@@ -569,6 +616,7 @@ fn submitted(record: &ScanRecord) -> Value {
 #[tracing::instrument(name = "submit_batch", skip_all)]
 pub async fn submit_batch(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let rejected = |reason: &str, n: u64| {
@@ -617,6 +665,11 @@ pub async fn submit_batch(
     for (i, item) in items.iter().enumerate() {
         match validate_submission(&state, item) {
             Ok(new) => {
+                if let Err(e) = check_workspace(&access, &new.workspace_id) {
+                    rejected("unauthorized", 1);
+                    results[i] = Some(json!({"index": i, "status": 403, "detail": e.to_string()}));
+                    continue;
+                }
                 valid.push(new);
                 valid_index.push(i);
             }
@@ -639,6 +692,12 @@ pub async fn submit_batch(
     for (i, outcome) in valid_index.into_iter().zip(outcomes) {
         results[i] = Some(match outcome {
             Ok(record) => json!({"index": i, "status": 202, "scan": submitted(&record)}),
+            Err(err @ SubmitError::WorkspaceLimit { .. }) => json!({
+                "index": i,
+                "status": 429,
+                "detail": err.to_string(),
+                "retry_after_seconds": WORKSPACE_LIMIT_RETRY_SECONDS,
+            }),
             Err(err) => json!({"index": i, "status": 503, "detail": err.to_string()}),
         });
     }
@@ -693,6 +752,7 @@ fn parse_time(value: &str) -> Option<f64> {
 /// `GET /v1/security-scans`: filters, newest first, keyset pagination with an opaque cursor.
 pub async fn list_scans(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let pairs: Vec<(String, String)> = raw
@@ -757,7 +817,21 @@ pub async fn list_scans(
     let limit = query.limit;
     // One extra row tells whether another page exists.
     query.limit = limit + 1;
-    let mut rows = state.jobs.list(query).await?;
+    // A scoped token lists only its workspaces; asking for another one finds nothing, exactly as
+    // for a workspace without scans.
+    let mut outside_scope = false;
+    if let Some(allowed) = access.workspace_filter() {
+        outside_scope = query
+            .workspace_id
+            .as_ref()
+            .is_some_and(|w| !allowed.contains(w));
+        query.workspace_in = Some(allowed.iter().cloned().collect());
+    }
+    let mut rows = if outside_scope {
+        Vec::new()
+    } else {
+        state.jobs.list(query).await?
+    };
     let more = rows.len() > limit;
     rows.truncate(limit);
     let next_cursor = if more {

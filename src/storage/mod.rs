@@ -114,6 +114,8 @@ pub struct Recovered {
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
     pub workspace_id: Option<String>,
+    /// Only scans in one of these workspaces (a token's scope); an empty list matches nothing.
+    pub workspace_in: Option<Vec<String>>,
     pub component_id: Option<String>,
     pub assessment_id: Option<String>,
     pub status: Option<JobState>,
@@ -205,6 +207,12 @@ pub trait JobStore: Send + Sync + 'static {
     fn counts(&self) -> BoxFuture<'_, anyhow::Result<StoreCounts>>;
     /// Submission time of the oldest QUEUED scan and start time of the oldest RUNNING one.
     fn oldest(&self) -> BoxFuture<'_, anyhow::Result<(Option<f64>, Option<f64>)>>;
+    /// QUEUED plus RUNNING scans of each of `workspace_ids` (every id is in the answer), from
+    /// the `(workspace_id, status)` index.
+    fn count_active(
+        &self,
+        workspace_ids: Vec<String>,
+    ) -> BoxFuture<'_, anyhow::Result<HashMap<String, i64>>>;
     /// Inserts several new QUEUED scans in one transaction: all or none.
     fn insert_many(&self, scans: Vec<ScanRecord>) -> BoxFuture<'_, anyhow::Result<()>>;
     /// Scans matching `query`, newest first, with their sequence numbers (the keyset).

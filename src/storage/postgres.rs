@@ -578,6 +578,30 @@ impl JobStore for PgStore {
         })
     }
 
+    fn count_active(
+        &self,
+        workspace_ids: Vec<String>,
+    ) -> BoxFuture<'_, anyhow::Result<std::collections::HashMap<String, i64>>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT workspace_id, count(*) FROM scans \
+                     WHERE workspace_id = ANY($1) AND status IN ('QUEUED', 'RUNNING') \
+                     GROUP BY workspace_id",
+                    &[&workspace_ids],
+                )
+                .await
+                .context("counting a workspace's active scans")?;
+            let mut counts: std::collections::HashMap<String, i64> =
+                workspace_ids.into_iter().map(|w| (w, 0)).collect();
+            for row in rows {
+                counts.insert(row.try_get(0)?, row.try_get(1)?);
+            }
+            Ok(counts)
+        })
+    }
+
     fn list(&self, q: ListQuery) -> BoxFuture<'_, anyhow::Result<Vec<(i64, ScanRecord)>>> {
         Box::pin(async move {
             let client = self.client().await?;
@@ -596,6 +620,10 @@ impl JobStore for PgStore {
                     params.push(v);
                     sql.push_str(&format!(" AND {column} = ${}", params.len()));
                 }
+            }
+            if let Some(allowed) = &q.workspace_in {
+                params.push(allowed);
+                sql.push_str(&format!(" AND workspace_id = ANY(${})", params.len()));
             }
             if let Some(t) = &q.submitted_after {
                 params.push(t);

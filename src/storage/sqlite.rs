@@ -2,6 +2,7 @@
 //! pool through one connection; a claim is a single conditional `UPDATE ... RETURNING` inside the
 //! write lock, so two workers can never claim the same scan.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -365,6 +366,23 @@ impl JobStore for SqliteStore {
         })
     }
 
+    fn count_active(
+        &self,
+        workspace_ids: Vec<String>,
+    ) -> BoxFuture<'_, anyhow::Result<HashMap<String, i64>>> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT count(*) FROM scans WHERE workspace_id = ?1 AND status IN ('QUEUED', 'RUNNING')",
+            )?;
+            let mut counts = HashMap::new();
+            for w in workspace_ids {
+                let n: i64 = stmt.query_row([&w], |r| r.get(0))?;
+                counts.insert(w, n);
+            }
+            Ok(counts)
+        })
+    }
+
     fn insert_many(&self, scans: Vec<ScanRecord>) -> BoxFuture<'_, anyhow::Result<()>> {
         self.with_conn(move |conn| {
             let tx = conn.transaction()?;
@@ -549,6 +567,22 @@ fn list_statement(q: &ListQuery) -> (String, Vec<rusqlite::types::Value>) {
             sql.push_str(&format!(" AND {column} = ?{}", params.len()));
         }
     }
+    if let Some(allowed) = &q.workspace_in {
+        // A token's workspaces: no workspace at all matches nothing.
+        let mut placeholders = Vec::new();
+        for w in allowed {
+            params.push(w.clone().into());
+            placeholders.push(format!("?{}", params.len()));
+        }
+        if placeholders.is_empty() {
+            sql.push_str(" AND 0 = 1");
+        } else {
+            sql.push_str(&format!(
+                " AND workspace_id IN ({})",
+                placeholders.join(", ")
+            ));
+        }
+    }
     if let Some(t) = q.submitted_after {
         params.push(t.into());
         sql.push_str(&format!(" AND submitted_at >= ?{}", params.len()));
@@ -693,5 +727,17 @@ mod tests {
             )
             .unwrap();
         assert!(plan.contains("scans_status_submitted"), "{plan}");
+        // The per-workspace cap counts a workspace's active scans through an index prefix.
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT count(*) FROM scans WHERE workspace_id = 'w' AND status IN ('QUEUED', 'RUNNING')",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(
+            plan.contains("scans_workspace_status_submitted (workspace_id=? AND status=?)"),
+            "{plan}"
+        );
     }
 }

@@ -57,12 +57,25 @@ impl PgSchema {
 }
 
 impl Drop for PgSchema {
+    /// Ends the sessions still using the schema first: an app of the test may still be running
+    /// a transaction on this very thread's runtime (its tasks cannot finish while this blocks),
+    /// and `DROP SCHEMA` would wait for its locks for ever.
     fn drop(&mut self) {
-        psql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        let name = &self.name;
+        psql(&format!(
+            "SET lock_timeout = '10s';
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE pid <> pg_backend_pid() AND query NOT ILIKE '%pg_terminate_backend%'
+                AND pid IN (SELECT l.pid FROM pg_locks l
+                              JOIN pg_class c ON c.oid = l.relation
+                              JOIN pg_namespace n ON n.oid = c.relnamespace
+                             WHERE n.nspname = '{name}');
+             DROP SCHEMA IF EXISTS {name} CASCADE"
+        ));
     }
 }
 
-fn record(id: &str, workspace: &str, submitted_at: f64) -> ScanRecord {
+pub fn record(id: &str, workspace: &str, submitted_at: f64) -> ScanRecord {
     ScanRecord {
         test_id: id.to_string(),
         workspace_id: workspace.to_string(),
