@@ -373,8 +373,8 @@ fill_sqlite() { # fill_sqlite DBFILE FROM TO
 
 # The statements the service runs for the two list requests (limit 50 + 1 look-ahead row).
 COLUMNS="test_id, workspace_id, component_id, assessment_id, source_type, git_url, branch, requested_commit, directory_path, archive_path, requested_by, profile, manifest_digest, timeout_seconds, status, failure_reason, errors_json, resolved_commit, resolved_branch, summary_json, artifacts_json, submitted_at, started_at, finished_at, attempts, upload_status, upload_permission_id, verification_proof_json, remote_artifacts_json"
-SQL_WORKSPACE="SELECT seq, $COLUMNS FROM scans WHERE TRUE AND workspace_id = '$LIST_WORKSPACE' ORDER BY seq DESC LIMIT 51"
-SQL_FIRST="SELECT seq, $COLUMNS FROM scans WHERE TRUE ORDER BY seq DESC LIMIT 51"
+SQL_WORKSPACE="SELECT seq, $COLUMNS FROM scans WHERE TRUE AND workspace_id = '$LIST_WORKSPACE' ORDER BY submitted_at DESC, seq DESC LIMIT 51"
+SQL_FIRST="SELECT seq, $COLUMNS FROM scans WHERE TRUE ORDER BY submitted_at DESC, seq DESC LIMIT 51"
 
 # Time of the list statement inside the store, free of HTTP and of most of the machine's noise:
 # PostgreSQL: median "Execution Time" of 21 EXPLAIN ANALYZE runs; SQLite: mean over 500 runs in
@@ -526,7 +526,8 @@ list_pg() {
 }
 
 # Filters the HTTP runs above do not cover, timed inside the store only (no HTTP): filters that
-# combine two columns, and the time filters, which have no index of their own.
+# combine two columns, and the time filters (the service turns submitted_before into a bound on
+# the list key (submitted_at, seq), as it does with a cursor).
 FILTER_NAMES="ws_status ws_component status after_recent before_old"
 filter_where() { # filter_where NAME SIZE -> the WHERE condition the service builds
     case $1 in
@@ -534,7 +535,7 @@ filter_where() { # filter_where NAME SIZE -> the WHERE condition the service bui
         ws_component) echo "workspace_id = '$LIST_WORKSPACE' AND component_id = 'component-43'" ;;
         status) echo "status = 'FAILED'" ;;
         after_recent) echo "submitted_at >= $(calc "$T0 + $2 * 0.5 - 100" 1)" ;;
-        before_old) echo "submitted_at < $(calc "$T0 + 1000" 1)" ;;
+        before_old) echo "(submitted_at, seq) < ($(calc "$T0 + 1000" 1), -9223372036854775808)" ;;
     esac
 }
 filter_desc() {
@@ -563,7 +564,7 @@ phase_filters() {
         fill_pg "$SCHEMA" 1 "$size"
         for f in $FILTER_NAMES; do
             where=$(filter_where "$f" "$size")
-            sql="SELECT seq, $COLUMNS FROM scans WHERE TRUE AND $where ORDER BY seq DESC LIMIT 51"
+            sql="SELECT seq, $COLUMNS FROM scans WHERE TRUE AND $where ORDER BY submitted_at DESC, seq DESC LIMIT 51"
             R[filter.pg.$size.$f]=$(stmt_ms_pg "$SCHEMA" "$sql" 11)
             R[filter.sqlite.$size.$f]=$(stmt_ms_sqlite "$db" "$sql" 50)
             pg "$SCHEMA" "EXPLAIN (ANALYZE) $sql" >"$TMP/filter-pg-$size-$f.txt"

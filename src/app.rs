@@ -129,6 +129,7 @@ impl App {
                 shutdown_grace: config.shutdown_grace,
                 lease: config.lease,
                 max_attempts: config.max_attempts,
+                max_active_per_workspace: config.max_active_per_workspace,
             },
             config.stream_history_limit,
         );
@@ -156,6 +157,10 @@ impl App {
         let state = AppState {
             jobs,
             metrics,
+            rate_limiter: config
+                .rate_limit
+                .map(|limit| Arc::new(api::rate_limit::RateLimiter::new(limit))),
+            streams: Arc::new(tokio::sync::Semaphore::new(config.max_streams)),
             config: Arc::new(config),
             shutdown: shutdown.close_streams.clone(),
         };
@@ -200,6 +205,21 @@ impl App {
         } else {
             tracing::info!(%addr, "listening");
         }
+        match &config.api_tokens {
+            Some(tokens) => tracing::info!(
+                tokens = tokens.len(),
+                metrics_auth = ?config.metrics_auth,
+                "authentication is on: every route but /health needs a bearer token"
+            ),
+            None => tracing::info!(
+                "authentication is off: any caller that reaches the port may submit and read every \
+                 workspace's scans (set CERTUS_ASSURANCE_API_TOKENS_FILE or \
+                 CERTUS_ASSURANCE_ADMIN_TOKEN_SHA256 to turn it on)"
+            ),
+        }
+        if config.exposed_without_auth() {
+            tracing::warn!(%addr, "listening beyond loopback with authentication off; turn authentication on or bind to 127.0.0.1");
+        }
         for index in 0..config.max_workers {
             shutdown.workers.spawn(worker::run_worker(
                 jobs.clone(),
@@ -209,9 +229,17 @@ impl App {
             ));
         }
         if jobs.is_shared() {
+            // Alive before the first claim, so scans pinned to this replica are not taken.
+            if let Err(err) = jobs
+                .heartbeat(liveness(config.reconcile_interval, &config))
+                .await
+            {
+                tracing::warn!(error = ?err, "recording this replica as alive failed; retrying at the next reconcile");
+            }
             shutdown.workers.spawn(run_reconciler(
                 jobs.clone(),
                 config.reconcile_interval,
+                config.clone(),
                 shutdown.stop_claiming.clone(),
             ));
         }
@@ -227,9 +255,12 @@ impl App {
         let router = api::router(state);
         let stop_accepting = shutdown.stop_http.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop_accepting.cancelled().await })
-                .await
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stop_accepting.cancelled().await })
+            .await
         });
 
         stop.await;
@@ -282,16 +313,27 @@ async fn run_retention(
     }
 }
 
-/// Shared store: reclaims scans of dead replicas and refreshes the cluster-wide gauges.
+/// How long a heartbeat keeps this replica alive in the shared store: three reconcile intervals,
+/// and at least one lease, so a replica busy for a moment is not taken for dead.
+fn liveness(interval: std::time::Duration, config: &Config) -> std::time::Duration {
+    (interval * 3).max(config.lease)
+}
+
+/// Shared store: renews this replica's liveness, reclaims scans of dead replicas and refreshes
+/// the cluster-wide gauges.
 async fn run_reconciler(
     jobs: JobManager,
     interval: std::time::Duration,
+    config: std::sync::Arc<Config>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
+        }
+        if let Err(err) = jobs.heartbeat(liveness(interval, &config)).await {
+            tracing::warn!(error = ?err, "recording this replica as alive failed; retrying at the next interval");
         }
         if let Err(err) = jobs.reconcile_cluster().await {
             tracing::warn!(error = ?err, "reconciling with the shared store failed; retrying at the next interval");

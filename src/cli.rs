@@ -395,6 +395,32 @@ pub fn merged_sarif(bundle: &Path) -> anyhow::Result<Value> {
     }))
 }
 
+/// Shortest token `hash-token` accepts: shorter secrets can be guessed.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// `certus-assurance hash-token`: reads one token from `input` (a trailing newline is ignored)
+/// and returns its SHA-256 in hex, the value the token file's `sha256` field holds.
+pub fn hash_token(input: impl std::io::Read) -> anyhow::Result<String> {
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(input, 4097), &mut raw)
+        .context("reading the token from standard input")?;
+    if raw.len() > 4096 {
+        bail!("the token is longer than 4096 bytes");
+    }
+    let text = String::from_utf8(raw).context("the token is not UTF-8 text")?;
+    let token = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!("the token contains spaces or control characters; use a single line of printable characters (e.g. `openssl rand -hex 32`)");
+    }
+    if token.chars().count() < MIN_TOKEN_CHARS {
+        bail!("the token is shorter than {MIN_TOKEN_CHARS} characters; use a long random one (e.g. `openssl rand -hex 32`)");
+    }
+    Ok(crate::auth::hash_token(token))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,5 +433,29 @@ mod tests {
         assert!(!looks_like_git_url("/srv/code"));
         assert_eq!(component_name("https://github.com/org/repo.git"), "repo");
         assert_eq!(component_name("/srv/my code/"), "my-code");
+    }
+
+    #[test]
+    fn hash_token_ignores_the_trailing_newline_and_refuses_weak_tokens() {
+        let token = "0123456789abcdef0123";
+        let expected = crate::auth::hash_token(token);
+        assert_eq!(hash_token(token.as_bytes()).unwrap(), expected);
+        assert_eq!(
+            hash_token(format!("{token}\n").as_bytes()).unwrap(),
+            expected
+        );
+        assert_eq!(
+            hash_token(format!("{token}\r\n").as_bytes()).unwrap(),
+            expected
+        );
+        for bad in [
+            "",
+            "\n",
+            "short",
+            "0123456789 abcdef0123",
+            "0123456789abcdef\n\n",
+        ] {
+            assert!(hash_token(bad.as_bytes()).is_err(), "{bad:?}");
+        }
     }
 }

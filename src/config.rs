@@ -28,6 +28,24 @@ pub enum RecoverRunning {
     Requeue,
 }
 
+/// Who may read `/metrics` and `/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MetricsAuth {
+    /// Anyone who can reach the port (the default; Prometheus scrapes without credentials).
+    Open,
+    /// Only a bearer token with role `metrics` or `admin`.
+    Token,
+}
+
+/// Per-client request rate limit: a token bucket per client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Tokens added to a client's bucket per second.
+    pub per_second: f64,
+    /// Bucket size: requests a client may send at once after being idle.
+    pub burst: u32,
+}
+
 /// Command line of the `certus-assurance` binary.
 #[derive(Debug, Parser)]
 #[command(
@@ -52,6 +70,9 @@ pub enum Command {
     /// Scan a directory, archive or git URL once, without the server; exits 1 when the
     /// policy fails and 2 when the scan cannot run.
     Scan(crate::cli::ScanArgs),
+    /// Read an API token on standard input and print its SHA-256, the value to put in the
+    /// token file's `sha256` field or in CERTUS_ASSURANCE_ADMIN_TOKEN_SHA256.
+    HashToken,
 }
 
 /// Every setting of the service. Field docs are the `--help` text.
@@ -296,6 +317,81 @@ pub struct Settings {
     )]
     pub request_timeout_seconds: u64,
 
+    /// API tokens file (TOML, or JSON when the name ends in `.json`): each token's `name`, `role`
+    /// (read, submit, admin, metrics), `workspaces` (a list or "*") and `sha256` of its secret
+    /// [default: none; without any token, authentication is off].
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_API_TOKENS_FILE",
+        value_name = "FILE"
+    )]
+    pub api_tokens_file: Option<PathBuf>,
+
+    /// SHA-256 (64 hex digits) of one admin token valid for every workspace, named `admin`
+    /// (make it with `certus-assurance hash-token`).
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_ADMIN_TOKEN_SHA256",
+        value_name = "HEX",
+        hide_env_values = true
+    )]
+    pub admin_token_sha256: Option<Secret>,
+
+    /// Who may read `/metrics` and `/stats`: `open`, or `token` (role metrics or admin).
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_METRICS_AUTH",
+        value_enum,
+        default_value = "open",
+        value_name = "MODE"
+    )]
+    pub metrics_auth: MetricsAuth,
+
+    /// Most QUEUED plus RUNNING scans one workspace may have; further submissions into it get
+    /// 429 with Retry-After (0: no limit).
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_MAX_ACTIVE_PER_WORKSPACE",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub max_active_per_workspace: usize,
+
+    /// Most WebSocket streams open at once; further connections get 503 before the upgrade.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_MAX_STREAMS",
+        default_value_t = 1000,
+        value_name = "N"
+    )]
+    pub max_streams: usize,
+
+    /// Requests per second each client (token name, or IP address without a token) may send
+    /// on average; over it, 429 with Retry-After (0: no limit; fractions allowed).
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_RATE_LIMIT_PER_SECOND",
+        default_value_t = 0.0,
+        value_name = "RATE"
+    )]
+    pub rate_limit_per_second: f64,
+
+    /// Requests a client may send in a burst on top of the rate.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_RATE_LIMIT_BURST",
+        default_value_t = 20,
+        value_name = "N"
+    )]
+    pub rate_limit_burst: u32,
+
     /// Log format: `json` or `pretty` [default: pretty on a terminal, json otherwise].
     #[arg(
         long,
@@ -445,6 +541,16 @@ pub struct Config {
     pub archive_max_extracted_bytes: u64,
     /// Entry-count limit of an archive.
     pub archive_max_files: u64,
+    /// API tokens; `None` when authentication is off.
+    pub api_tokens: Option<std::sync::Arc<crate::auth::TokenSet>>,
+    /// Who may read `/metrics` and `/stats`.
+    pub metrics_auth: MetricsAuth,
+    /// Cap of QUEUED plus RUNNING scans per workspace (0: none).
+    pub max_active_per_workspace: usize,
+    /// Cap of open WebSocket streams.
+    pub max_streams: usize,
+    /// Per-client request rate limit (`None`: off).
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// A variable passed through unchanged to external scanners (`PATH` and pyenv's variables).
@@ -550,6 +656,30 @@ impl Config {
                 StoreLocation::Postgres(url) => (s.data_dir.join("certus-assurance.db"), Some(url)),
             },
         };
+        let api_tokens = crate::auth::TokenSet::load(
+            s.api_tokens_file.as_deref(),
+            s.admin_token_sha256.as_ref().map(Secret::expose),
+        )?
+        .map(std::sync::Arc::new);
+        if s.metrics_auth == MetricsAuth::Token && api_tokens.is_none() {
+            bail!(
+                "CERTUS_ASSURANCE_METRICS_AUTH=token needs tokens: set CERTUS_ASSURANCE_API_TOKENS_FILE \
+                 (with a token of role metrics or admin) or CERTUS_ASSURANCE_ADMIN_TOKEN_SHA256"
+            );
+        }
+        positive("MAX_STREAMS", s.max_streams as u64)?;
+        if !s.rate_limit_per_second.is_finite() || s.rate_limit_per_second < 0.0 {
+            bail!("CERTUS_ASSURANCE_RATE_LIMIT_PER_SECOND must be 0 (off) or a positive number of requests per second");
+        }
+        let rate_limit = if s.rate_limit_per_second > 0.0 {
+            positive("RATE_LIMIT_BURST", u64::from(s.rate_limit_burst))?;
+            Some(RateLimit {
+                per_second: s.rate_limit_per_second,
+                burst: s.rate_limit_burst,
+            })
+        } else {
+            None
+        };
         positive("LEASE_SECONDS", s.lease_seconds)?;
         positive("MAX_ATTEMPTS", s.max_attempts as u64)?;
         positive("RECONCILE_INTERVAL_SECONDS", s.reconcile_interval_seconds)?;
@@ -593,6 +723,11 @@ impl Config {
             archive_max_bytes: s.archive_max_bytes,
             archive_max_extracted_bytes: s.archive_max_extracted_bytes,
             archive_max_files: s.archive_max_files,
+            api_tokens,
+            metrics_auth: s.metrics_auth,
+            max_active_per_workspace: s.max_active_per_workspace,
+            max_streams: s.max_streams,
+            rate_limit,
         })
     }
 
@@ -616,6 +751,17 @@ impl Config {
     /// Directory where `upload-archive` stores archives until they are scanned.
     pub fn upload_dir(&self) -> PathBuf {
         self.data_dir.join("uploads")
+    }
+
+    /// Whether requests must carry a bearer token.
+    pub fn auth_enabled(&self) -> bool {
+        self.api_tokens.is_some()
+    }
+
+    /// Whether the service listens beyond loopback with authentication off (logged as a warning
+    /// at start-up: anyone who reaches the port may submit and read every workspace's scans).
+    pub fn exposed_without_auth(&self) -> bool {
+        !self.listen_addr.ip().is_loopback() && !self.auth_enabled()
     }
 }
 
@@ -655,6 +801,13 @@ impl Settings {
             archive_max_bytes: 512 * 1024 * 1024,
             archive_max_extracted_bytes: 2 * 1024 * 1024 * 1024,
             archive_max_files: 100_000,
+            api_tokens_file: None,
+            admin_token_sha256: None,
+            metrics_auth: MetricsAuth::Open,
+            max_active_per_workspace: 0,
+            max_streams: 1000,
+            rate_limit_per_second: 0.0,
+            rate_limit_burst: 20,
             log_format: None,
             log_level: "info".into(),
             upload: UploadSettings::defaults(),
@@ -1412,6 +1565,91 @@ mod tests {
         s.archive_max_files = 0;
         let err = Config::from_settings(&s).unwrap_err().to_string();
         assert!(err.contains("CERTUS_ASSURANCE_ARCHIVE_MAX_FILES"), "{err}");
+    }
+
+    #[test]
+    fn without_tokens_the_default_bind_is_loopback_and_exposure_is_flagged() {
+        let dir = tempfile::tempdir().unwrap();
+        // No tokens, no explicit address: loopback, authentication off, nothing to warn about.
+        let config = Config::from_settings(&Settings::parse_from_defaults()).unwrap();
+        assert!(config.listen_addr.ip().is_loopback());
+        assert!(!config.auth_enabled());
+        assert!(!config.exposed_without_auth());
+        // The same through the command line with no flags.
+        let cli = Cli::try_parse_from(["certus-assurance"]).unwrap();
+        if std::env::var_os("CERTUS_ASSURANCE_LISTEN_ADDR").is_none() {
+            assert!(cli.settings.listen_addr.ip().is_loopback());
+        }
+
+        // An explicit non-loopback address is kept, and flagged while authentication is off.
+        let mut s = Settings::parse_from_defaults();
+        s.listen_addr = "0.0.0.0:8056".parse().unwrap();
+        let config = Config::from_settings(&s).unwrap();
+        assert_eq!(config.listen_addr, s.listen_addr);
+        assert!(config.exposed_without_auth());
+
+        // With tokens the address stays as configured (default or explicit) and is not flagged.
+        let tokens = dir.path().join("tokens.toml");
+        std::fs::write(
+            &tokens,
+            format!(
+                "[[tokens]]\nname = \"ci\"\nrole = \"submit\"\nworkspaces = [\"a\"]\nsha256 = \"{}\"\n",
+                crate::auth::hash_token("t")
+            ),
+        )
+        .unwrap();
+        s.api_tokens_file = Some(tokens.clone());
+        let config = Config::from_settings(&s).unwrap();
+        assert!(config.auth_enabled());
+        assert_eq!(config.listen_addr, s.listen_addr);
+        assert!(!config.exposed_without_auth());
+        let mut s = Settings::parse_from_defaults();
+        s.api_tokens_file = Some(tokens);
+        let config = Config::from_settings(&s).unwrap();
+        assert_eq!(config.listen_addr, "127.0.0.1:8056".parse().unwrap());
+    }
+
+    #[test]
+    fn fair_use_and_access_settings_are_checked() {
+        let bad = |f: &dyn Fn(&mut Settings), var: &str| {
+            let mut s = Settings::parse_from_defaults();
+            f(&mut s);
+            let err = format!("{:#}", Config::from_settings(&s).unwrap_err());
+            assert!(err.contains(var), "{var}: {err}");
+        };
+        bad(
+            &|s| s.metrics_auth = MetricsAuth::Token,
+            "CERTUS_ASSURANCE_METRICS_AUTH",
+        );
+        bad(&|s| s.max_streams = 0, "CERTUS_ASSURANCE_MAX_STREAMS");
+        bad(
+            &|s| s.rate_limit_per_second = -1.0,
+            "CERTUS_ASSURANCE_RATE_LIMIT_PER_SECOND",
+        );
+        bad(
+            &|s| {
+                s.rate_limit_per_second = 5.0;
+                s.rate_limit_burst = 0;
+            },
+            "CERTUS_ASSURANCE_RATE_LIMIT_BURST",
+        );
+        bad(
+            &|s| s.api_tokens_file = Some("/nonexistent/tokens.toml".into()),
+            "CERTUS_ASSURANCE_API_TOKENS_FILE",
+        );
+        bad(
+            &|s| s.admin_token_sha256 = Some(Secret::new("not-hex")),
+            "CERTUS_ASSURANCE_ADMIN_TOKEN_SHA256",
+        );
+        let mut s = Settings::parse_from_defaults();
+        s.rate_limit_per_second = 0.5;
+        s.admin_token_sha256 = Some(Secret::new(crate::auth::hash_token("root")));
+        s.metrics_auth = MetricsAuth::Token;
+        let config = Config::from_settings(&s).unwrap();
+        assert_eq!(config.rate_limit.unwrap().per_second, 0.5);
+        assert_eq!(config.api_tokens.as_ref().unwrap().len(), 1);
+        let shown = format!("{config:?}");
+        assert!(!shown.contains(&crate::auth::hash_token("root")), "{shown}");
     }
 
     #[test]

@@ -56,6 +56,20 @@ pub enum ApiError {
         detail: String,
         retry_after_seconds: u64,
     },
+    /// 401 with `WWW-Authenticate: Bearer`: no bearer token, or one the server does not know.
+    #[error("{detail}")]
+    Unauthorized {
+        detail: String,
+        /// A token was presented but is not valid (`error="invalid_token"` in the challenge).
+        invalid_token: bool,
+    },
+    /// 429 with `Retry-After`: the caller is over a fair-use limit (request rate, or its
+    /// workspace's active scans); other callers are still served.
+    #[error("{detail}")]
+    TooManyRequests {
+        detail: String,
+        retry_after_seconds: u64,
+    },
     /// 413: the request body exceeds the configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
@@ -84,6 +98,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
@@ -110,14 +126,31 @@ impl IntoResponse for ApiError {
             other => json!({ "detail": other.to_string() }),
         };
         let mut response = (status, axum::Json(body)).into_response();
-        if let ApiError::Unavailable {
-            retry_after_seconds,
-            ..
-        } = &self
-        {
-            if let Ok(v) = HeaderValue::from_str(&retry_after_seconds.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
+        match &self {
+            ApiError::Unavailable {
+                retry_after_seconds,
+                ..
             }
+            | ApiError::TooManyRequests {
+                retry_after_seconds,
+                ..
+            } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
+            }
+            ApiError::Unauthorized { invalid_token, .. } => {
+                let challenge = if *invalid_token {
+                    r#"Bearer realm="certus-assurance", error="invalid_token""#
+                } else {
+                    r#"Bearer realm="certus-assurance""#
+                };
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
+            _ => {}
         }
         response
     }

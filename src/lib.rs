@@ -5,6 +5,8 @@
 pub mod api;
 /// Wiring: builds the state, binds the listener, starts workers, runs until stopped.
 pub mod app;
+/// API tokens: roles, workspace scopes, hashed secrets compared in constant time.
+pub mod auth;
 /// The `scan` command: one scan through the pipeline without the server.
 pub mod cli;
 /// Settings from `CERTUS_ASSURANCE_*` variables, validated at start-up.

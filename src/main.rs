@@ -8,6 +8,18 @@ fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(err) => explain_cli_error(err).exit(),
     };
+    if matches!(cli.command, Some(Command::HashToken)) {
+        return match certus_assurance::cli::hash_token(std::io::stdin().lock()) {
+            Ok(hex) => {
+                println!("{hex}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("certus-assurance: {err:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let config = match Config::from_settings(&cli.settings) {
         Ok(c) => c,
         Err(err) => {
@@ -66,6 +78,7 @@ fn main() -> std::process::ExitCode {
                     .map(|()| 0)
             }
             Command::Scan(args) => certus_assurance::cli::run_scan(&args, &config).await,
+            Command::HashToken => unreachable!("answered before the configuration is read"),
         }
     });
     if let Err(err) = &result {

@@ -38,7 +38,14 @@ pub const FAILURE_REASONS: [&str; 7] = [
     "internal",
 ];
 /// Reasons a submission is refused before a scan exists.
-pub const REJECT_REASONS: [&str; 4] = ["invalid", "unauthorized", "queue_full", "draining"];
+pub const REJECT_REASONS: [&str; 6] = [
+    "invalid",
+    "unauthorized",
+    "queue_full",
+    "draining",
+    "workspace_limit",
+    "rate_limited",
+];
 /// Values of the `source_type` label.
 pub const SOURCE_TYPES: [&str; 3] = ["git", "directory", "archive"];
 /// Values of the `phase` label of `scan_phase_duration_seconds`.

@@ -1,8 +1,12 @@
-//! The router and its middleware order: trace, metrics, timeout, body limit. Holds no state of
-//! its own beyond the shared [`AppState`].
+//! The router and its middleware order: trace, metrics, access (authentication, rate limit,
+//! role), body size, timeout, body limit. Holds no state of its own beyond the shared
+//! [`AppState`].
 
 pub mod archives;
+pub mod auth;
+pub mod body_limit;
 pub mod ops;
+pub mod rate_limit;
 pub mod scans;
 pub mod stream;
 pub mod uploads;
@@ -36,6 +40,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Cancelled when shutdown starts: streams close and readiness turns false.
     pub shutdown: CancellationToken,
+    /// Per-client request buckets; `None` when the rate limit is off.
+    pub rate_limiter: Option<Arc<rate_limit::RateLimiter>>,
+    /// One permit per open WebSocket stream (`MAX_STREAMS`).
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -56,9 +64,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/security-scans/upload-archive",
             post(archives::upload_archive).layer(DefaultBodyLimit::max(
-                usize::try_from(state.config.archive_max_bytes)
-                    .unwrap_or(usize::MAX)
-                    .saturating_add(64 * 1024),
+                usize::try_from(body_limit::limit_for(
+                    &state,
+                    Some(body_limit::ARCHIVE_ROUTE),
+                ))
+                .unwrap_or(usize::MAX),
             )),
         )
         .route("/v1/security-scans/{test_id}", get(scans::get_scan))
@@ -78,6 +88,11 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(timeout, limit_request_time))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            body_limit::limit_body_size,
+        ))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             track_http_metrics,

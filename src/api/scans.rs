@@ -8,13 +8,14 @@ use std::path::PathBuf;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::AppState;
+use crate::auth::Access;
 use crate::config::{Config, MAX_SCAN_TIMEOUT_SECONDS};
 use crate::error::{ApiError, FieldError};
 use crate::jobs::state::JobState;
@@ -23,7 +24,7 @@ use crate::pipeline::local_source::resolve_directory;
 use crate::pipeline::profile::{self, Profile, BUILTIN_PROFILES};
 use crate::pipeline::source::{parse_git_url, SourcePolicy};
 use crate::pipeline::stored_archive;
-use crate::storage::{ListQuery, ScanRecord};
+use crate::storage::{ListCursor, ListQuery, ScanRecord};
 
 const ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,128}$";
 
@@ -442,6 +443,7 @@ fn validate_submission(policy: &SubmissionPolicy, value: &Value) -> Result<NewSc
 #[tracing::instrument(name = "submit_scan", skip_all)]
 pub async fn submit_scan(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let rejected = |reason: &str| {
@@ -465,6 +467,10 @@ pub async fn submit_scan(
             return Err(e);
         }
     };
+    if let Err(e) = check_workspace(&access, &new.workspace_id) {
+        rejected("unauthorized");
+        return Err(e);
+    }
     let record = state.jobs.submit(new).await.map_err(|e| match e {
         SubmitError::QueueFull(_) => ApiError::Unavailable {
             detail: e.to_string(),
@@ -474,9 +480,53 @@ pub async fn submit_scan(
             detail: e.to_string(),
             retry_after_seconds: 10,
         },
+        SubmitError::WorkspaceLimit { .. } => ApiError::TooManyRequests {
+            detail: e.to_string(),
+            retry_after_seconds: WORKSPACE_LIMIT_RETRY_SECONDS,
+        },
         SubmitError::Internal(err) => ApiError::Internal(err),
     })?;
     Ok((StatusCode::ACCEPTED, Json(submitted(&record))).into_response())
+}
+
+/// `Retry-After` of a submission over its workspace's limit of active scans.
+const WORKSPACE_LIMIT_RETRY_SECONDS: u64 = 30;
+
+/// 403 unless the caller's token may submit into `workspace_id`.
+fn check_workspace(access: &Access, workspace_id: &str) -> Result<(), ApiError> {
+    if access.may_see(workspace_id) {
+        return Ok(());
+    }
+    let name = access.name().unwrap_or_default();
+    tracing::warn!(token.name = %name, "submission refused: workspace outside the token's scope");
+    let allowed = access
+        .workspace_filter()
+        .map(|set| {
+            set.iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    Err(ApiError::Forbidden(format!(
+        "token `{name}` may not submit into workspace `{workspace_id}`; its workspaces are: {allowed}"
+    )))
+}
+
+/// The scan, when it exists and the caller may see its workspace; otherwise the same 404 as an
+/// unknown id, so a token cannot tell another workspace's scans from missing ones.
+pub(super) async fn visible_scan(
+    state: &AppState,
+    access: &Access,
+    test_id: &str,
+) -> Result<ScanRecord, ApiError> {
+    if !is_test_id(test_id) {
+        return Err(not_found(test_id));
+    }
+    match state.jobs.get(test_id).await? {
+        Some(record) if access.may_see(&record.workspace_id) => Ok(record),
+        _ => Err(not_found(test_id)),
+    }
 }
 
 pub(super) fn not_found(test_id: &str) -> ApiError {
@@ -490,16 +540,10 @@ pub(super) fn not_found(test_id: &str) -> ApiError {
 /// `GET /v1/security-scans/{test_id}`
 pub async fn get_scan(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     Path(test_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    if !is_test_id(&test_id) {
-        return Err(not_found(&test_id));
-    }
-    let record = state
-        .jobs
-        .get(&test_id)
-        .await?
-        .ok_or_else(|| not_found(&test_id))?;
+    let record = visible_scan(&state, &access, &test_id).await?;
     Ok(Json(scan_resource(&record)))
 }
 
@@ -507,9 +551,12 @@ pub async fn get_scan(
 /// running scan was asked to stop, 409 when it had already finished.
 pub async fn cancel_scan(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     Path(test_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    if !is_test_id(&test_id) {
+    if access.workspace_filter().is_some() {
+        visible_scan(&state, &access, &test_id).await?;
+    } else if !is_test_id(&test_id) {
         return Err(not_found(&test_id));
     }
     match state.jobs.cancel(&test_id).await? {
@@ -598,6 +645,7 @@ fn submitted(record: &ScanRecord) -> Value {
 #[tracing::instrument(name = "submit_batch", skip_all)]
 pub async fn submit_batch(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let rejected = |reason: &str, n: u64| {
@@ -647,6 +695,11 @@ pub async fn submit_batch(
     for (i, item) in items.iter().enumerate() {
         match validate_submission(&policy, item) {
             Ok(new) => {
+                if let Err(e) = check_workspace(&access, &new.workspace_id) {
+                    rejected("unauthorized", 1);
+                    results[i] = Some(json!({"index": i, "status": 403, "detail": e.to_string()}));
+                    continue;
+                }
                 valid.push(new);
                 valid_index.push(i);
             }
@@ -669,6 +722,12 @@ pub async fn submit_batch(
     for (i, outcome) in valid_index.into_iter().zip(outcomes) {
         results[i] = Some(match outcome {
             Ok(record) => json!({"index": i, "status": 202, "scan": submitted(&record)}),
+            Err(err @ SubmitError::WorkspaceLimit { .. }) => json!({
+                "index": i,
+                "status": 429,
+                "detail": err.to_string(),
+                "retry_after_seconds": WORKSPACE_LIMIT_RETRY_SECONDS,
+            }),
             Err(err) => json!({"index": i, "status": 503, "detail": err.to_string()}),
         });
     }
@@ -692,13 +751,22 @@ pub async fn submit_batch(
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
 
-fn encode_cursor(seq: i64) -> String {
-    format!("c1{}", hex::encode(seq.to_be_bytes()))
+/// An opaque cursor: the list key (submission time as exact bits, sequence number) of the last
+/// scan of a page.
+fn encode_cursor(at: ListCursor) -> String {
+    let mut bytes = at.submitted_at.to_bits().to_be_bytes().to_vec();
+    bytes.extend_from_slice(&at.seq.to_be_bytes());
+    format!("c2{}", hex::encode(bytes))
 }
 
-fn decode_cursor(cursor: &str) -> Option<i64> {
-    let bytes = hex::decode(cursor.strip_prefix("c1")?).ok()?;
-    Some(i64::from_be_bytes(bytes.try_into().ok()?))
+fn decode_cursor(cursor: &str) -> Option<ListCursor> {
+    let bytes = hex::decode(cursor.strip_prefix("c2")?).ok()?;
+    let (time, seq) = bytes.split_at_checked(8)?;
+    let submitted_at = f64::from_bits(u64::from_be_bytes(time.try_into().ok()?));
+    submitted_at.is_finite().then_some(ListCursor {
+        submitted_at,
+        seq: i64::from_be_bytes(seq.try_into().ok()?),
+    })
 }
 
 fn parse_time(value: &str) -> Option<f64> {
@@ -714,6 +782,7 @@ fn parse_time(value: &str) -> Option<f64> {
 /// `GET /v1/security-scans`: filters, newest first, keyset pagination with an opaque cursor.
 pub async fn list_scans(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let pairs: Vec<(String, String)> = raw
@@ -752,7 +821,7 @@ pub async fn list_scans(
                 )),
             },
             "cursor" => match decode_cursor(&value) {
-                Some(seq) => query.before_seq = Some(seq),
+                Some(cursor) => query.before = Some(cursor),
                 None => errors.push(FieldError::query(
                     "cursor",
                     "value_error",
@@ -778,11 +847,30 @@ pub async fn list_scans(
     let limit = query.limit;
     // One extra row tells whether another page exists.
     query.limit = limit + 1;
-    let mut rows = state.jobs.list(query).await?;
+    // A scoped token lists only its workspaces; asking for another one finds nothing, exactly as
+    // for a workspace without scans.
+    let mut outside_scope = false;
+    if let Some(allowed) = access.workspace_filter() {
+        outside_scope = query
+            .workspace_id
+            .as_ref()
+            .is_some_and(|w| !allowed.contains(w));
+        query.workspace_in = Some(allowed.iter().cloned().collect());
+    }
+    let mut rows = if outside_scope {
+        Vec::new()
+    } else {
+        state.jobs.list(query).await?
+    };
     let more = rows.len() > limit;
     rows.truncate(limit);
     let next_cursor = if more {
-        rows.last().map(|(seq, _)| encode_cursor(*seq))
+        rows.last().map(|(seq, record)| {
+            encode_cursor(ListCursor {
+                submitted_at: record.submitted_at,
+                seq: *seq,
+            })
+        })
     } else {
         None
     };
@@ -793,4 +881,46 @@ pub async fn list_scans(
         "limit": limit,
         "next_cursor": next_cursor,
     })))
+}
+
+#[cfg(test)]
+mod cursor_tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_exactly_and_refuse_anything_else() {
+        for at in [
+            ListCursor {
+                submitted_at: 1_764_355_200.123_456_7,
+                seq: 1,
+            },
+            ListCursor {
+                submitted_at: 0.1 + 0.2,
+                seq: i64::MAX,
+            },
+            ListCursor {
+                submitted_at: -0.0,
+                seq: -5,
+            },
+        ] {
+            let decoded = decode_cursor(&encode_cursor(at)).unwrap();
+            assert_eq!(decoded.submitted_at.to_bits(), at.submitted_at.to_bits());
+            assert_eq!(decoded.seq, at.seq);
+        }
+        let nan = format!(
+            "c2{}{}",
+            hex::encode(f64::NAN.to_bits().to_be_bytes()),
+            "00".repeat(8)
+        );
+        for bad in [
+            "",
+            "c2",
+            "c1000000000000000a",
+            "c2zz",
+            &nan,
+            "c200000000000000000000000000000000ff",
+        ] {
+            assert_eq!(decode_cursor(bad), None, "{bad}");
+        }
+    }
 }

@@ -4,7 +4,7 @@
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -12,6 +12,8 @@ use serde_json::json;
 use super::AppState;
 use std::sync::Arc;
 
+use crate::auth::Access;
+use crate::error::ApiError;
 use crate::jobs::events::{StreamEvent, Subscription};
 use crate::jobs::{is_test_id, EventSource, StoredFeed};
 use crate::metrics::Metrics;
@@ -39,6 +41,7 @@ impl Drop for StreamGuard {
 pub async fn stream_scan_events(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     Path(test_id): Path<String>,
 ) -> Response {
     let ws = match ws {
@@ -56,7 +59,31 @@ pub async fn stream_scan_events(
                 .into_response()
         }
     };
-    let source = if is_test_id(&test_id) {
+    // Refused before the upgrade, so the client sees a plain HTTP answer it can retry.
+    let Ok(permit) = state.streams.clone().try_acquire_owned() else {
+        return ApiError::Unavailable {
+            detail: format!(
+                "this server already serves {} event streams (CERTUS_ASSURANCE_MAX_STREAMS); \
+                 retry later, or poll GET /v1/security-scans/{{test_id}}",
+                state.config.max_streams
+            ),
+            retry_after_seconds: 5,
+        }
+        .into_response();
+    };
+    // A token confined to other workspaces gets the same 4404 close as for an unknown id.
+    let visible = match access.workspace_filter() {
+        None => true,
+        Some(_) if !is_test_id(&test_id) => false,
+        Some(_) => match state.jobs.get(&test_id).await {
+            Ok(record) => record.is_some_and(|r| access.may_see(&r.workspace_id)),
+            Err(err) => {
+                tracing::error!(job.id = %test_id, error = ?err, "could not look up a scan for its stream");
+                false
+            }
+        },
+    };
+    let source = if visible && is_test_id(&test_id) {
         match state.jobs.subscribe(&test_id).await {
             Ok(source) => source,
             Err(err) => {
@@ -67,7 +94,10 @@ pub async fn stream_scan_events(
     } else {
         None
     };
-    ws.on_upgrade(move |socket| serve_stream(socket, state, source))
+    ws.on_upgrade(move |socket| async move {
+        serve_stream(socket, state, source).await;
+        drop(permit);
+    })
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &str) {

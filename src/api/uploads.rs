@@ -9,14 +9,15 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::scans::not_found;
+use super::scans::{not_found, visible_scan};
 use super::AppState;
+use crate::auth::Access;
 use crate::error::{ApiError, FieldError};
 use crate::jobs::is_test_id;
 use crate::jobs::upload::{UploadRequest, UploadRequestOutcome, UploadTier};
@@ -112,10 +113,13 @@ fn parse_request(body: &[u8]) -> Result<UploadRequest, ApiError> {
 #[tracing::instrument(name = "request_upload", skip_all, fields(job.id = %test_id))]
 pub async fn request_upload(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
     Path(test_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    if !is_test_id(&test_id) {
+    if access.workspace_filter().is_some() {
+        visible_scan(&state, &access, &test_id).await?;
+    } else if !is_test_id(&test_id) {
         return Err(not_found(&test_id));
     }
     let body = body.map_err(|rejection| {

@@ -73,6 +73,8 @@ pub enum SubmitError {
     QueueFull(usize),
     #[error("the service is shutting down and accepts no new scans; retry on another replica or after the restart")]
     Draining,
+    #[error("workspace {workspace} already has {limit} scans queued or running (the per-workspace limit); retry when some have finished")]
+    WorkspaceLimit { workspace: String, limit: usize },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -188,6 +190,8 @@ pub struct JobSettings {
     pub lease: Duration,
     /// Runs of one scan before a replica death fails it.
     pub max_attempts: u32,
+    /// Most QUEUED plus RUNNING scans per workspace (0: no limit).
+    pub max_active_per_workspace: usize,
 }
 
 struct RunningJob {
@@ -397,6 +401,16 @@ impl JobManager {
                 .inc();
             return Err(SubmitError::QueueFull(self.queued_count() as usize));
         }
+        let room = self
+            .workspace_room(std::iter::once(new.workspace_id.clone()))
+            .await?;
+        if room.get(&new.workspace_id) == Some(&0) {
+            metrics
+                .scan_submissions_rejected_total
+                .with_label_values(&["workspace_limit"])
+                .inc();
+            return Err(self.workspace_limit(&new.workspace_id));
+        }
         let record = new_record(&new);
         self.remember_credentials(&record.test_id, &new);
         if let Err(err) = self.inner.store.insert(record.clone()).await {
@@ -427,8 +441,36 @@ impl JobManager {
         }
     }
 
-    /// Admits several scans at once: as many as the queue has room for are admitted (in one
-    /// store transaction), the rest are refused as queue-full. The answer is per item, in order.
+    /// How many more scans each workspace may have active (`None` entries: no limit). Called
+    /// under the admission lock so the count cannot race another submission of this process.
+    async fn workspace_room(
+        &self,
+        workspaces: impl Iterator<Item = String>,
+    ) -> anyhow::Result<HashMap<String, usize>> {
+        let limit = self.inner.settings.max_active_per_workspace;
+        if limit == 0 {
+            return Ok(HashMap::new());
+        }
+        let mut ids: Vec<String> = workspaces.collect();
+        ids.sort();
+        ids.dedup();
+        let active = self.inner.store.count_active(ids).await?;
+        Ok(active
+            .into_iter()
+            .map(|(w, n)| (w, limit.saturating_sub(n.max(0) as usize)))
+            .collect())
+    }
+
+    fn workspace_limit(&self, workspace: &str) -> SubmitError {
+        SubmitError::WorkspaceLimit {
+            workspace: workspace.to_string(),
+            limit: self.inner.settings.max_active_per_workspace,
+        }
+    }
+
+    /// Admits several scans at once: in order, each item is admitted while the queue and its
+    /// workspace have room (all admitted items go in one store transaction); the others are
+    /// refused as queue-full or over their workspace's limit. The answer is per item, in order.
     pub async fn submit_batch(
         &self,
         items: Vec<NewScan>,
@@ -443,10 +485,30 @@ impl JobManager {
         }
         let admission = self.inner.admission.lock().await;
         let queued = self.queued_count().max(0) as usize;
-        let room = self.inner.settings.max_queue.saturating_sub(queued);
-        let admitted: Vec<ScanRecord> = items.iter().take(room).map(new_record).collect();
-        for (record, new) in admitted.iter().zip(&items) {
+        let mut room = self.inner.settings.max_queue.saturating_sub(queued);
+        let mut workspace_room = self
+            .workspace_room(items.iter().map(|n| n.workspace_id.clone()))
+            .await?;
+        // Per item: `Ok(index into admitted)` or the refusal.
+        let mut decisions: Vec<Result<usize, SubmitError>> = Vec::with_capacity(items.len());
+        let mut admitted: Vec<ScanRecord> = Vec::new();
+        for new in &items {
+            if room == 0 {
+                decisions.push(Err(SubmitError::QueueFull(0)));
+                continue;
+            }
+            if let Some(left) = workspace_room.get_mut(&new.workspace_id) {
+                if *left == 0 {
+                    decisions.push(Err(self.workspace_limit(&new.workspace_id)));
+                    continue;
+                }
+                *left -= 1;
+            }
+            room -= 1;
+            let record = new_record(new);
             self.remember_credentials(&record.test_id, new);
+            decisions.push(Ok(admitted.len()));
+            admitted.push(record);
         }
         if let Err(err) = self.inner.store.insert_many(admitted.clone()).await {
             for record in &admitted {
@@ -460,26 +522,40 @@ impl JobManager {
         for record in &admitted {
             metrics
                 .scans_submitted_total
-                .with_label_values(&[&record.profile, &record.source_type])
+                .with_label_values(&[profile_label(record), &record.source_type])
                 .inc();
         }
         drop(admission);
-        let refused = items.len() - admitted.len();
-        if refused > 0 {
-            metrics
-                .scan_submissions_rejected_total
-                .with_label_values(&["queue_full"])
-                .inc_by(refused as u64);
+        let full = queued + admitted.len();
+        let mut refused = 0;
+        for decision in &mut decisions {
+            match decision {
+                Err(SubmitError::QueueFull(waiting)) => {
+                    *waiting = full;
+                    refused += 1;
+                    metrics
+                        .scan_submissions_rejected_total
+                        .with_label_values(&["queue_full"])
+                        .inc();
+                }
+                Err(_) => {
+                    refused += 1;
+                    metrics
+                        .scan_submissions_rejected_total
+                        .with_label_values(&["workspace_limit"])
+                        .inc();
+                }
+                Ok(_) => {}
+            }
         }
         for _ in 0..admitted.len().min(self.inner.settings.max_workers.max(1)) {
             self.inner.wake.notify_one();
         }
         tracing::info!(admitted = admitted.len(), refused, "batch submitted");
-        let full = queued + admitted.len();
-        Ok(admitted
+        let mut records = admitted.into_iter().map(Some).collect::<Vec<_>>();
+        Ok(decisions
             .into_iter()
-            .map(Ok)
-            .chain((0..refused).map(|_| Err(SubmitError::QueueFull(full))))
+            .map(|d| d.map(|i| records[i].take().expect("each record is answered once")))
             .collect())
     }
 
@@ -862,6 +938,16 @@ impl JobManager {
 
     /// Shared store: re-queues (or fails) scans whose replica died, then sets the store-derived
     /// gauges to the cluster's counts.
+    /// Shared store: declares this replica alive for `alive_for`, so the scans whose credentials
+    /// only it holds are left to it (see `JobStore::heartbeat`).
+    pub async fn heartbeat(&self, alive_for: Duration) -> anyhow::Result<()> {
+        let now = now_secs();
+        self.inner
+            .store
+            .heartbeat(now, now + alive_for.as_secs_f64())
+            .await
+    }
+
     pub async fn reconcile_cluster(&self) -> anyhow::Result<()> {
         let reclaimed = self
             .inner

@@ -183,10 +183,10 @@ fn spec_for(jobs: &JobManager, record: &ScanRecord) -> Result<ScanSpec, (Failure
                     parsed.display_url = display;
                     parsed
                 }
-                None if display.contains("***@") => {
+                None if record.has_url_credentials() => {
                     return Err((
                         FailureReason::CloneFailed,
-                        "the credentials in git_url are kept in memory only and were lost in a restart; submit the scan again"
+                        "the credentials in git_url are kept in memory only, by the replica that accepted the scan, and that replica restarted or stopped; submit the scan again"
                             .to_string(),
                     ))
                 }

@@ -61,6 +61,14 @@ pub struct ScanRecord {
     pub manifest_path: Option<String>,
 }
 
+impl ScanRecord {
+    /// Whether the submitted git_url carried credentials: they are kept in memory by the replica
+    /// that accepted the scan, and `git_url` holds the redacted form (`***@`).
+    pub fn has_url_credentials(&self) -> bool {
+        self.git_url.as_deref().is_some_and(|u| u.contains("***@"))
+    }
+}
+
 /// The upload columns of a scan as written by [`JobStore::write_upload`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UploadState {
@@ -106,6 +114,8 @@ pub struct Recovered {
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
     pub workspace_id: Option<String>,
+    /// Only scans in one of these workspaces (a token's scope); an empty list matches nothing.
+    pub workspace_in: Option<Vec<String>>,
     pub component_id: Option<String>,
     pub assessment_id: Option<String>,
     pub status: Option<JobState>,
@@ -114,9 +124,38 @@ pub struct ListQuery {
     pub submitted_after: Option<f64>,
     /// Only scans submitted before this Unix time.
     pub submitted_before: Option<f64>,
-    /// Keyset cursor: only scans whose sequence number is below this one.
-    pub before_seq: Option<i64>,
+    /// Keyset cursor: only scans that come after this one in list order.
+    pub before: Option<ListCursor>,
     pub limit: usize,
+}
+
+impl ListQuery {
+    /// `submitted_before` and the cursor as one bound on the list key `(submitted_at, seq)`:
+    /// whichever ends the range first. One range on the key lets the store read a single index
+    /// range (two separate bounds can mislead the planner into a wider index).
+    pub fn upper_bound(&self) -> Option<ListCursor> {
+        let before = self.submitted_before.map(|t| ListCursor {
+            submitted_at: t,
+            seq: i64::MIN,
+        });
+        match (before, self.before) {
+            (Some(a), Some(b)) => Some(if (a.submitted_at, a.seq) <= (b.submitted_at, b.seq) {
+                a
+            } else {
+                b
+            }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// A position in list order: newest first by submission time, ties broken by the store's
+/// sequence number (which never repeats), so pages neither skip nor repeat a scan while others
+/// are inserted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ListCursor {
+    pub submitted_at: f64,
+    pub seq: i64,
 }
 
 /// What retention may delete: finished scans older than a cut-off, and finished scans beyond
@@ -168,6 +207,12 @@ pub trait JobStore: Send + Sync + 'static {
     fn counts(&self) -> BoxFuture<'_, anyhow::Result<StoreCounts>>;
     /// Submission time of the oldest QUEUED scan and start time of the oldest RUNNING one.
     fn oldest(&self) -> BoxFuture<'_, anyhow::Result<(Option<f64>, Option<f64>)>>;
+    /// QUEUED plus RUNNING scans of each of `workspace_ids` (every id is in the answer), from
+    /// the `(workspace_id, status)` index.
+    fn count_active(
+        &self,
+        workspace_ids: Vec<String>,
+    ) -> BoxFuture<'_, anyhow::Result<HashMap<String, i64>>>;
     /// Inserts several new QUEUED scans in one transaction: all or none.
     fn insert_many(&self, scans: Vec<ScanRecord>) -> BoxFuture<'_, anyhow::Result<()>>;
     /// Scans matching `query`, newest first, with their sequence numbers (the keyset).
@@ -191,6 +236,11 @@ pub trait JobStore: Send + Sync + 'static {
         _lease_until: f64,
     ) -> BoxFuture<'_, anyhow::Result<Option<ScanRecord>>> {
         self.claim_next(now)
+    }
+    /// Records that this replica is alive until `alive_until`: scans pinned to it (their
+    /// credentials are in its memory) are left to it until then.
+    fn heartbeat(&self, _now: f64, _alive_until: f64) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async { Ok(()) })
     }
     /// Extends the lease of a running scan this replica owns.
     fn renew_lease(
@@ -266,4 +316,36 @@ pub enum LeaseState {
     CancelRequested,
     /// No longer ours (reclaimed after an expiry, or finished elsewhere): stop without recording.
     Lost,
+}
+
+#[cfg(test)]
+mod list_bound_tests {
+    use super::*;
+
+    #[test]
+    fn the_upper_bound_is_whichever_of_time_and_cursor_ends_first() {
+        let cursor = ListCursor {
+            submitted_at: 100.0,
+            seq: 7,
+        };
+        let q = |before: Option<f64>, c: Option<ListCursor>| ListQuery {
+            submitted_before: before,
+            before: c,
+            ..Default::default()
+        };
+        let time = |t: f64| ListCursor {
+            submitted_at: t,
+            seq: i64::MIN,
+        };
+        assert_eq!(q(None, None).upper_bound(), None);
+        assert_eq!(q(Some(50.0), None).upper_bound(), Some(time(50.0)));
+        assert_eq!(q(None, Some(cursor)).upper_bound(), Some(cursor));
+        assert_eq!(q(Some(50.0), Some(cursor)).upper_bound(), Some(time(50.0)));
+        assert_eq!(q(Some(200.0), Some(cursor)).upper_bound(), Some(cursor));
+        // Same second: the time bound excludes every scan of that second, the cursor only some.
+        assert_eq!(
+            q(Some(100.0), Some(cursor)).upper_bound(),
+            Some(time(100.0))
+        );
+    }
 }

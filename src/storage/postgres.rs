@@ -12,8 +12,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use super::{
-    Completion, JobStore, LeaseState, ListQuery, PrunePolicy, PrunedScan, Recovered, ScanRecord,
-    StoreCounts, UploadState,
+    Completion, JobStore, LeaseState, ListCursor, ListQuery, PrunePolicy, PrunedScan, Recovered,
+    ScanRecord, StoreCounts, UploadState,
 };
 use crate::jobs::state::{FailureReason, JobState, UploadStatus};
 
@@ -27,6 +27,18 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (
         3,
         include_str!("../../migrations/postgres/0003_scan_manifest.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_list_by_submission.sql"),
+    ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_sharded_counts.sql"),
+    ),
+    (
+        6,
+        include_str!("../../migrations/postgres/0006_pinned_scans.sql"),
     ),
 ];
 
@@ -226,14 +238,19 @@ fn to_json<T: serde::Serialize>(v: &Option<T>) -> Option<String> {
 const INSERT: &str = "INSERT INTO scans (test_id, workspace_id, component_id, assessment_id,
     source_type, git_url, branch, requested_commit, directory_path, archive_path, requested_by,
     profile, manifest_digest, timeout_seconds, status, errors_json, submitted_at, upload_status,
-    manifest_json, manifest_path)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)";
+    manifest_json, manifest_path, pinned_to)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+    $21)";
 
+/// Inserts a new scan. A scan whose git_url carried credentials (kept in this replica's memory
+/// only) is pinned to `owner`.
 async fn insert_row(
     client: &impl deadpool_postgres::GenericClient,
     s: &ScanRecord,
+    owner: &str,
 ) -> anyhow::Result<()> {
     let timeout = s.timeout_seconds as i64;
+    let pinned_to = s.has_url_credentials().then_some(owner);
     let errors = serde_json::to_string(&s.errors)?;
     let manifest = to_json(&s.manifest);
     client
@@ -260,6 +277,7 @@ async fn insert_row(
                 &s.upload_status.as_str(),
                 &manifest,
                 &s.manifest_path,
+                &pinned_to,
             ],
         )
         .await
@@ -269,7 +287,7 @@ async fn insert_row(
 
 impl JobStore for PgStore {
     fn insert(&self, scan: ScanRecord) -> BoxFuture<'_, anyhow::Result<()>> {
-        Box::pin(async move { insert_row(&self.client().await?, &scan).await })
+        Box::pin(async move { insert_row(&self.client().await?, &scan, &self.owner).await })
     }
 
     fn insert_many(&self, scans: Vec<ScanRecord>) -> BoxFuture<'_, anyhow::Result<()>> {
@@ -277,7 +295,7 @@ impl JobStore for PgStore {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
             for scan in &scans {
-                insert_row(&tx, scan).await?;
+                insert_row(&tx, scan, &self.owner).await?;
             }
             tx.commit().await.context("committing a batch of scans")
         })
@@ -315,7 +333,10 @@ impl JobStore for PgStore {
                         "UPDATE scans SET status = 'RUNNING', started_at = $1, attempts = attempts + 1,
                             owner = $2, lease_expires_at = $3, cancel_requested = FALSE
                          WHERE seq = (SELECT seq FROM scans WHERE status = 'QUEUED'
-                                      ORDER BY seq FOR UPDATE SKIP LOCKED LIMIT 1)
+                                        AND (pinned_to IS NULL OR pinned_to = $2 OR NOT EXISTS (
+                                            SELECT 1 FROM replicas r
+                                            WHERE r.owner = scans.pinned_to AND r.alive_until > $1))
+                                      ORDER BY submitted_at, seq FOR UPDATE SKIP LOCKED LIMIT 1)
                          RETURNING {COLUMNS}"
                     ),
                     &[&now, &self.owner, &lease_until],
@@ -511,7 +532,10 @@ impl JobStore for PgStore {
             let client = self.client().await?;
             let mut counts = StoreCounts::default();
             for row in client
-                .query("SELECT kind, value, n FROM scan_counts", &[])
+                .query(
+                    "SELECT kind, value, sum(n)::BIGINT FROM scan_counts GROUP BY kind, value",
+                    &[],
+                )
                 .await?
             {
                 let (kind, value, n): (String, String, i64) = (row.get(0), row.get(1), row.get(2));
@@ -538,7 +562,7 @@ impl JobStore for PgStore {
             let client = self.client().await?;
             let queued = client
                 .query_opt(
-                    "SELECT submitted_at FROM scans WHERE status = 'QUEUED' ORDER BY seq LIMIT 1",
+                    "SELECT submitted_at FROM scans WHERE status = 'QUEUED' ORDER BY submitted_at, seq LIMIT 1",
                     &[],
                 )
                 .await?
@@ -551,6 +575,30 @@ impl JobStore for PgStore {
                 .await?
                 .and_then(|r| r.get::<_, Option<f64>>(0));
             Ok((queued, running))
+        })
+    }
+
+    fn count_active(
+        &self,
+        workspace_ids: Vec<String>,
+    ) -> BoxFuture<'_, anyhow::Result<std::collections::HashMap<String, i64>>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let rows = client
+                .query(
+                    "SELECT workspace_id, count(*) FROM scans \
+                     WHERE workspace_id = ANY($1) AND status IN ('QUEUED', 'RUNNING') \
+                     GROUP BY workspace_id",
+                    &[&workspace_ids],
+                )
+                .await
+                .context("counting a workspace's active scans")?;
+            let mut counts: std::collections::HashMap<String, i64> =
+                workspace_ids.into_iter().map(|w| (w, 0)).collect();
+            for row in rows {
+                counts.insert(row.try_get(0)?, row.try_get(1)?);
+            }
+            Ok(counts)
         })
     }
 
@@ -573,20 +621,26 @@ impl JobStore for PgStore {
                     sql.push_str(&format!(" AND {column} = ${}", params.len()));
                 }
             }
+            if let Some(allowed) = &q.workspace_in {
+                params.push(allowed);
+                sql.push_str(&format!(" AND workspace_id = ANY(${})", params.len()));
+            }
             if let Some(t) = &q.submitted_after {
                 params.push(t);
                 sql.push_str(&format!(" AND submitted_at >= ${}", params.len()));
             }
-            if let Some(t) = &q.submitted_before {
-                params.push(t);
-                sql.push_str(&format!(" AND submitted_at < ${}", params.len()));
-            }
-            if let Some(seq) = &q.before_seq {
+            let upper = q.upper_bound();
+            if let Some(ListCursor { submitted_at, seq }) = &upper {
+                params.push(submitted_at);
                 params.push(seq);
-                sql.push_str(&format!(" AND seq < ${}", params.len()));
+                let n = params.len();
+                sql.push_str(&format!(" AND (submitted_at, seq) < (${}, ${n})", n - 1));
             }
             params.push(&limit);
-            sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", params.len()));
+            sql.push_str(&format!(
+                " ORDER BY submitted_at DESC, seq DESC LIMIT ${}",
+                params.len()
+            ));
             let rows = client.query(&sql, &params).await.context("listing scans")?;
             rows.iter()
                 .map(|r| Ok((r.try_get::<_, i64>(0)?, row_to_record(r, 1)?)))
@@ -667,6 +721,28 @@ impl JobStore for PgStore {
                 .await
                 .context("reading the earliest running deadline")?;
             Ok(row.get::<_, Option<f64>>(0))
+        })
+    }
+
+    fn heartbeat(&self, now: f64, alive_until: f64) -> BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "INSERT INTO replicas (owner, alive_until) VALUES ($1, $2)
+                     ON CONFLICT (owner) DO UPDATE SET alive_until = EXCLUDED.alive_until",
+                    &[&self.owner, &alive_until],
+                )
+                .await
+                .context("renewing this replica's liveness")?;
+            // Rows of replicas gone for a day are forgotten, so the table stays small.
+            client
+                .execute(
+                    "DELETE FROM replicas WHERE alive_until < $1",
+                    &[&(now - 86_400.0)],
+                )
+                .await?;
+            Ok(())
         })
     }
 

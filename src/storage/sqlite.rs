@@ -2,6 +2,7 @@
 //! pool through one connection; a claim is a single conditional `UPDATE ... RETURNING` inside the
 //! write lock, so two workers can never claim the same scan.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -10,8 +11,8 @@ use futures_util::future::BoxFuture;
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
 use super::{
-    Completion, JobStore, ListQuery, PrunePolicy, PrunedScan, Recovered, ScanRecord, StoreCounts,
-    UploadState,
+    Completion, JobStore, ListCursor, ListQuery, PrunePolicy, PrunedScan, Recovered, ScanRecord,
+    StoreCounts, UploadState,
 };
 use crate::jobs::state::{FailureReason, JobState, UploadStatus};
 
@@ -21,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_upload_state.sql"),
     include_str!("../../migrations/sqlite/0003_list_indexes.sql"),
     include_str!("../../migrations/sqlite/0004_scan_manifest.sql"),
+    include_str!("../../migrations/sqlite/0005_list_by_submission.sql"),
 ];
 
 const COLUMNS: &str = "test_id, workspace_id, component_id, assessment_id, source_type, git_url, \
@@ -211,7 +213,7 @@ impl JobStore for SqliteStore {
         self.with_conn(move |conn| {
             conn.prepare_cached(&format!(
                 "UPDATE scans SET status = 'RUNNING', started_at = ?1, attempts = attempts + 1
-                 WHERE seq = (SELECT seq FROM scans WHERE status = 'QUEUED' ORDER BY seq LIMIT 1)
+                 WHERE seq = (SELECT seq FROM scans WHERE status = 'QUEUED' ORDER BY submitted_at, seq LIMIT 1)
                    AND status = 'QUEUED'
                  RETURNING {COLUMNS}"
             ))?
@@ -350,7 +352,7 @@ impl JobStore for SqliteStore {
         self.with_conn(move |conn| {
             let queued: Option<f64> = conn
                 .prepare_cached(
-                    "SELECT submitted_at FROM scans WHERE status = 'QUEUED' ORDER BY seq LIMIT 1",
+                    "SELECT submitted_at FROM scans WHERE status = 'QUEUED' ORDER BY submitted_at, seq LIMIT 1",
                 )?
                 .query_row([], |r| r.get(0))
                 .optional()?;
@@ -361,6 +363,23 @@ impl JobStore for SqliteStore {
                 .query_row([], |r| r.get(0))
                 .optional()?;
             Ok((queued, running))
+        })
+    }
+
+    fn count_active(
+        &self,
+        workspace_ids: Vec<String>,
+    ) -> BoxFuture<'_, anyhow::Result<HashMap<String, i64>>> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT count(*) FROM scans WHERE workspace_id = ?1 AND status IN ('QUEUED', 'RUNNING')",
+            )?;
+            let mut counts = HashMap::new();
+            for w in workspace_ids {
+                let n: i64 = stmt.query_row([&w], |r| r.get(0))?;
+                counts.insert(w, n);
+            }
+            Ok(counts)
         })
     }
 
@@ -377,37 +396,7 @@ impl JobStore for SqliteStore {
 
     fn list(&self, q: ListQuery) -> BoxFuture<'_, anyhow::Result<Vec<(i64, ScanRecord)>>> {
         self.with_conn(move |conn| {
-            let mut sql = format!("SELECT seq, {COLUMNS} FROM scans WHERE 1 = 1");
-            let mut params: Vec<rusqlite::types::Value> = Vec::new();
-            let mut text_filter = |column: &str, value: &Option<String>, sql: &mut String| {
-                if let Some(v) = value {
-                    params.push(v.clone().into());
-                    sql.push_str(&format!(" AND {column} = ?{}", params.len()));
-                }
-            };
-            text_filter("workspace_id", &q.workspace_id, &mut sql);
-            text_filter("component_id", &q.component_id, &mut sql);
-            text_filter("assessment_id", &q.assessment_id, &mut sql);
-            text_filter("profile", &q.profile, &mut sql);
-            text_filter(
-                "status",
-                &q.status.map(|s| s.as_str().to_string()),
-                &mut sql,
-            );
-            if let Some(t) = q.submitted_after {
-                params.push(t.into());
-                sql.push_str(&format!(" AND submitted_at >= ?{}", params.len()));
-            }
-            if let Some(t) = q.submitted_before {
-                params.push(t.into());
-                sql.push_str(&format!(" AND submitted_at < ?{}", params.len()));
-            }
-            if let Some(seq) = q.before_seq {
-                params.push(seq.into());
-                sql.push_str(&format!(" AND seq < ?{}", params.len()));
-            }
-            params.push((q.limit as i64).into());
-            sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", params.len()));
+            let (sql, params) = list_statement(&q);
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt
                 .query_map(rusqlite::params_from_iter(params), |row| {
@@ -557,5 +546,198 @@ impl JobStore for SqliteStore {
             tx.commit().context("ending uploads left in flight")?;
             Ok(failed)
         })
+    }
+}
+
+/// The list statement of a query: equality filters, the time window and the keyset cursor all
+/// bound one index range read newest first (see migration 0005), stopped by the limit.
+fn list_statement(q: &ListQuery) -> (String, Vec<rusqlite::types::Value>) {
+    let mut sql = format!("SELECT seq, {COLUMNS} FROM scans WHERE 1 = 1");
+    let mut params: Vec<rusqlite::types::Value> = Vec::new();
+    let status = q.status.map(|s| s.as_str().to_string());
+    for (column, value) in [
+        ("workspace_id", &q.workspace_id),
+        ("component_id", &q.component_id),
+        ("assessment_id", &q.assessment_id),
+        ("profile", &q.profile),
+        ("status", &status),
+    ] {
+        if let Some(v) = value {
+            params.push(v.clone().into());
+            sql.push_str(&format!(" AND {column} = ?{}", params.len()));
+        }
+    }
+    if let Some(allowed) = &q.workspace_in {
+        // A token's workspaces: no workspace at all matches nothing.
+        let mut placeholders = Vec::new();
+        for w in allowed {
+            params.push(w.clone().into());
+            placeholders.push(format!("?{}", params.len()));
+        }
+        if placeholders.is_empty() {
+            sql.push_str(" AND 0 = 1");
+        } else {
+            sql.push_str(&format!(
+                " AND workspace_id IN ({})",
+                placeholders.join(", ")
+            ));
+        }
+    }
+    if let Some(t) = q.submitted_after {
+        params.push(t.into());
+        sql.push_str(&format!(" AND submitted_at >= ?{}", params.len()));
+    }
+    if let Some(ListCursor { submitted_at, seq }) = q.upper_bound() {
+        params.push(submitted_at.into());
+        params.push(seq.into());
+        let n = params.len();
+        sql.push_str(&format!(" AND (submitted_at, seq) < (?{}, ?{n})", n - 1));
+    }
+    params.push((q.limit as i64).into());
+    sql.push_str(&format!(
+        " ORDER BY submitted_at DESC, seq DESC LIMIT ?{}",
+        params.len()
+    ));
+    (sql, params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every filter the list accepts alone, and workspace with status or component, reads one
+    /// index range in list order: no full scan, no sort, so its cost does not grow with the store.
+    #[test]
+    fn list_statements_read_an_index_range_without_sorting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let conn = store.conn.lock().unwrap();
+        let cursor = Some(ListCursor {
+            submitted_at: 1.0e9,
+            seq: 7,
+        });
+        let s = |v: &str| Some(v.to_string());
+        let cases: Vec<(&str, ListQuery)> = vec![
+            ("scans_submitted", ListQuery::default()),
+            (
+                "scans_submitted",
+                ListQuery {
+                    submitted_after: Some(1.0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "scans_submitted",
+                ListQuery {
+                    submitted_before: Some(1.0),
+                    before: cursor,
+                    ..Default::default()
+                },
+            ),
+            (
+                "scans_workspace_submitted",
+                ListQuery {
+                    workspace_id: s("w"),
+                    submitted_after: Some(1.0),
+                    submitted_before: Some(2.0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "scans_component_submitted",
+                ListQuery {
+                    component_id: s("c"),
+                    before: cursor,
+                    ..Default::default()
+                },
+            ),
+            (
+                "scans_assessment_submitted",
+                ListQuery {
+                    assessment_id: s("a"),
+                    ..Default::default()
+                },
+            ),
+            (
+                "scans_profile_submitted",
+                ListQuery {
+                    profile: s("p"),
+                    ..Default::default()
+                },
+            ),
+            (
+                "scans_status_submitted",
+                ListQuery {
+                    status: Some(JobState::Failed),
+                    before: cursor,
+                    ..Default::default()
+                },
+            ),
+            (
+                "scans_workspace_status_submitted",
+                ListQuery {
+                    workspace_id: s("w"),
+                    status: Some(JobState::Failed),
+                    submitted_before: Some(2.0),
+                    before: cursor,
+                    ..Default::default()
+                },
+            ),
+            (
+                "scans_workspace_component_submitted",
+                ListQuery {
+                    workspace_id: s("w"),
+                    component_id: s("c"),
+                    before: cursor,
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (index, mut query) in cases {
+            query.limit = 51;
+            let (sql, params) = list_statement(&query);
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(params), |r| {
+                    r.get::<_, String>(3)
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let plan = plan.join(" | ");
+            assert!(
+                plan.contains(&format!("USING INDEX {index} ")) && plan.starts_with("SEARCH")
+                    || index == "scans_submitted" && plan.contains(&format!("INDEX {index}")),
+                "{query:?}: expected a range of {index}, got {plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "{query:?} sorts: {plan}");
+        }
+    }
+
+    #[test]
+    fn claims_take_the_oldest_queued_scan_by_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db")).unwrap();
+        let conn = store.conn.lock().unwrap();
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT seq FROM scans WHERE status = 'QUEUED' ORDER BY submitted_at, seq LIMIT 1",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("scans_status_submitted"), "{plan}");
+        // The per-workspace cap counts a workspace's active scans through an index prefix.
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT count(*) FROM scans WHERE workspace_id = 'w' AND status IN ('QUEUED', 'RUNNING')",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(
+            plan.contains("scans_workspace_status_submitted (workspace_id=? AND status=?)"),
+            "{plan}"
+        );
     }
 }

@@ -19,6 +19,7 @@ mod postgres;
 mod prometheus;
 mod properties;
 mod scanning;
+mod security_access;
 mod stream;
 mod traces;
 mod upload;

@@ -230,3 +230,58 @@ async fn real_responses_validate_against_the_document() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn with_tokens_the_document_stays_open_and_refusals_match_it() {
+    const SECRET: &str = "alpha-submit-openapi-000000000001";
+    let file = format!(
+        "[[tokens]]\nname = \"alpha-submit\"\nrole = \"submit\"\nworkspaces = [\"alpha\"]\nsha256 = \"{}\"\n",
+        certus_assurance::auth::hash_token(SECRET)
+    );
+    let tokens = certus_assurance::auth::TokenSet::parse(&file, false).expect("tokens parse");
+    let tokens = certus_assurance::auth::TokenSet::from_tokens(tokens).unwrap();
+    let app =
+        crate::helpers::spawn_app_with(|c| c.api_tokens = Some(std::sync::Arc::new(tokens))).await;
+    assert_eq!(app.get_json("/openapi.json").await, document());
+
+    let mut cases = Vec::new();
+    let (status, body) = send(&app, "GET", "/v1/security-scans").await;
+    assert_eq!(status, 401, "{body}");
+    cases.push(case("GET", "/v1/security-scans", status, body));
+
+    let submission = |workspace: &str| {
+        json!({"workspace_id": workspace, "component_id": "c", "assessment_id": "a",
+               "git_url": "https://example.com/org/repo.git"})
+    };
+    let post = |path: &str, body: Value| {
+        app.client
+            .post(app.url(path))
+            .bearer_auth(SECRET)
+            .json(&body)
+            .send()
+    };
+    let response = post("/v1/security-scans", submission("beta"))
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    assert_eq!(status, 403);
+    cases.push(case(
+        "POST",
+        "/v1/security-scans",
+        status,
+        response.json().await.unwrap(),
+    ));
+    let batch = json!({"scans": [submission("beta")]});
+    let response = post("/v1/security-scans/batch", batch).await.unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["results"][0]["status"], 403, "{body}");
+    cases.push(case("POST", "/v1/security-scans/batch", status, body));
+
+    let dir = tempfile::tempdir().unwrap();
+    let cases_file = dir.path().join("cases.json");
+    std::fs::write(&cases_file, serde_json::to_vec(&cases).unwrap()).unwrap();
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/openapi.json");
+    let (ok, text) = validate_schemas(&["openapi".into(), doc.into(), cases_file.into()]);
+    assert!(ok, "responses do not match the document:\n{text}");
+}

@@ -9,7 +9,7 @@ use certus_assurance::jobs::state::{FailureReason, JobState, UploadStatus};
 use certus_assurance::storage::postgres::PgStore;
 use certus_assurance::storage::sqlite::SqliteStore;
 use certus_assurance::storage::{
-    Completion, JobStore, LeaseState, ListQuery, PrunePolicy, ScanRecord,
+    Completion, JobStore, LeaseState, ListCursor, ListQuery, PrunePolicy, ScanRecord,
 };
 use serde_json::{json, Value};
 
@@ -57,12 +57,25 @@ impl PgSchema {
 }
 
 impl Drop for PgSchema {
+    /// Ends the sessions still using the schema first: an app of the test may still be running
+    /// a transaction on this very thread's runtime (its tasks cannot finish while this blocks),
+    /// and `DROP SCHEMA` would wait for its locks for ever.
     fn drop(&mut self) {
-        psql(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        let name = &self.name;
+        psql(&format!(
+            "SET lock_timeout = '10s';
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+              WHERE pid <> pg_backend_pid() AND query NOT ILIKE '%pg_terminate_backend%'
+                AND pid IN (SELECT l.pid FROM pg_locks l
+                              JOIN pg_class c ON c.oid = l.relation
+                              JOIN pg_namespace n ON n.oid = c.relnamespace
+                             WHERE n.nspname = '{name}');
+             DROP SCHEMA IF EXISTS {name} CASCADE"
+        ));
     }
 }
 
-fn record(id: &str, workspace: &str, submitted_at: f64) -> ScanRecord {
+pub fn record(id: &str, workspace: &str, submitted_at: f64) -> ScanRecord {
     ScanRecord {
         test_id: id.to_string(),
         workspace_id: workspace.to_string(),
@@ -248,7 +261,10 @@ async fn store_contract(store: Arc<dyn JobStore>) {
     let page = store
         .list(ListQuery {
             limit: 10,
-            before_seq: Some(all[0].0),
+            before: Some(ListCursor {
+                submitted_at: all[0].1.submitted_at,
+                seq: all[0].0,
+            }),
             workspace_id: Some("a".into()),
             ..Default::default()
         })
@@ -667,4 +683,53 @@ async fn a_killed_replica_loses_its_scans_to_the_others() {
         )
         .await;
     }
+}
+
+/// Credentials in a git_url live only in the memory of the replica that accepted the scan: other
+/// replicas leave such a scan to it while it is alive, and fail it with a clear message (instead
+/// of leaving it queued forever) once it has stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_with_url_credentials_stay_with_the_replica_that_holds_them() {
+    let git = GitServer::start();
+    git.create_repo("r", &[("a.txt", "hello\n")]);
+    let schema = PgSchema::create();
+    let artifacts = tempfile::tempdir().unwrap();
+    let mk = |workers: usize, id: &'static str| {
+        let url = schema.url();
+        let shared = artifacts.path().to_path_buf();
+        move |c: &mut certus_assurance::Config| {
+            c.postgres_url = Some(url);
+            c.artifact_root = shared;
+            c.replica_id = id.to_string();
+            c.max_workers = workers;
+            c.lease = Duration::from_secs(2);
+            c.reconcile_interval = Duration::from_millis(300);
+        }
+    };
+    let mut front = spawn_app_with(mk(0, "front")).await;
+    let runner = spawn_app_with(mk(1, "runner")).await;
+
+    let secret_url = git.url("r").replacen("://", "://deploy:s3cr3t-t0ken@", 1);
+    let pinned = front.submit_scan(scan_body(&secret_url)).await;
+    let plain = front.submit_scan(scan_body(&git.url("r"))).await;
+    // The runner takes the later, plain scan and leaves the earlier, pinned one alone.
+    let done = runner.wait_for_terminal(&plain).await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let waiting = runner.scan(&pinned).await;
+    assert_eq!(waiting["status"], "QUEUED", "{waiting}");
+    assert!(!waiting.to_string().contains("s3cr3t"), "{waiting}");
+
+    // The accepting replica stops: once its liveness runs out, the runner fails the scan.
+    front.stop().await;
+    let failed = runner
+        .wait_for_state(&pinned, &["FAILED"], Duration::from_secs(30))
+        .await;
+    assert_eq!(failed["failure_reason"], "clone_failed", "{failed}");
+    let errors = failed["errors"].to_string();
+    assert!(
+        errors.contains("replica that accepted the scan"),
+        "{errors}"
+    );
+    assert!(!failed.to_string().contains("s3cr3t"), "{failed}");
 }
