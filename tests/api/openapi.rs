@@ -94,6 +94,21 @@ fn case(method: &str, path: &str, status: u16, body: Value) -> Value {
     json!({"method": method, "path": path, "status": status, "body": body})
 }
 
+/// Validates every observed response against the document's schema for its operation and
+/// status (and the document's own examples), with `tests/validate_schemas.py openapi`.
+fn assert_responses_match(cases: &[Value]) {
+    let dir = tempfile::tempdir().unwrap();
+    let cases_file = dir.path().join("cases.json");
+    std::fs::write(&cases_file, serde_json::to_vec(cases).unwrap()).unwrap();
+    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/openapi.json");
+    let (ok, text) = validate_schemas(&["openapi".into(), doc.into(), cases_file.into()]);
+    assert!(ok, "responses do not match the document:\n{text}");
+    assert!(
+        text.contains(&format!("{} responses valid", cases.len())),
+        "{text}"
+    );
+}
+
 fn small_tar() -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     let content = b"print('hello')\n";
@@ -219,16 +234,7 @@ async fn real_responses_validate_against_the_document() {
     assert_eq!(status, 201, "{body}");
     record("POST", "/v1/security-scans/upload-archive", status, body);
 
-    let dir = tempfile::tempdir().unwrap();
-    let cases_file = dir.path().join("cases.json");
-    std::fs::write(&cases_file, serde_json::to_vec(&cases).unwrap()).unwrap();
-    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/openapi.json");
-    let (ok, text) = validate_schemas(&["openapi".into(), doc.into(), cases_file.into()]);
-    assert!(ok, "responses do not match the document:\n{text}");
-    assert!(
-        text.contains(&format!("{} responses valid", cases.len())),
-        "{text}"
-    );
+    assert_responses_match(&cases);
 }
 
 #[tokio::test]
@@ -278,10 +284,5 @@ async fn with_tokens_the_document_stays_open_and_refusals_match_it() {
     assert_eq!(body["results"][0]["status"], 403, "{body}");
     cases.push(case("POST", "/v1/security-scans/batch", status, body));
 
-    let dir = tempfile::tempdir().unwrap();
-    let cases_file = dir.path().join("cases.json");
-    std::fs::write(&cases_file, serde_json::to_vec(&cases).unwrap()).unwrap();
-    let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/openapi.json");
-    let (ok, text) = validate_schemas(&["openapi".into(), doc.into(), cases_file.into()]);
-    assert!(ok, "responses do not match the document:\n{text}");
+    assert_responses_match(&cases);
 }
