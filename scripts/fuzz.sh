@@ -40,6 +40,8 @@ echo "== cargo fuzz build (target dir $target_dir)"
 cargo +nightly fuzz build --target-dir "$target_dir"
 
 work="$(mktemp -d)"
+# An interrupted run leaves nothing behind; a failed one keeps its logs and reproducers.
+trap 'rm -rf "$work"; exit 130' INT TERM
 failed=()
 for t in "${targets[@]}"; do
   [ -d "fuzz/corpus/$t" ] || { echo "no seed corpus fuzz/corpus/$t" >&2; exit 1; }
