@@ -191,11 +191,39 @@ impl ScanFailure {
 
     fn internal(err: anyhow::Error) -> Self {
         tracing::error!(error = ?err, "scan pipeline failed");
+        if is_disk_full(&err) {
+            return ScanFailure::new(
+                FailureKind::Internal,
+                "the server's disk is full: the scan's results could not be written to the \
+                 artifact directory (CERTUS_ASSURANCE_ARTIFACT_ROOT) or its workspace \
+                 (CERTUS_ASSURANCE_DATA_DIR); free space there (or delete old scans), then \
+                 submit the scan again",
+            );
+        }
         ScanFailure::new(
             FailureKind::Internal,
             "the service could not write the scan's results; see the server log",
         )
     }
+}
+
+/// Whether `err` (anywhere in its chain) says the file system is full or over quota.
+pub fn is_disk_full(err: &anyhow::Error) -> bool {
+    use std::io::ErrorKind;
+    err.chain().any(|cause| {
+        let kind = cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| {
+                cause
+                    .downcast_ref::<serde_json::Error>()
+                    .and_then(serde_json::Error::io_error_kind)
+            });
+        matches!(
+            kind,
+            Some(ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+        )
+    })
 }
 
 /// Everything a scan run needs from the service, built once at start-up.
@@ -1219,4 +1247,46 @@ fn prepare_bundle_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("logs"))
         .with_context(|| format!("creating the bundle directory {}", dir.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer on a full file system.
+    struct FullDisk;
+
+    impl std::io::Write for FullDisk {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from_raw_os_error(28))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_other_write_failures() {
+        let io = anyhow::Error::new(std::io::Error::from_raw_os_error(28)).context("writing x");
+        assert!(is_disk_full(&io));
+        let json = serde_json::to_writer(FullDisk, &json!({"a": 1})).unwrap_err();
+        assert!(is_disk_full(&anyhow::Error::new(json).context("writing y")));
+        let denied = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert!(!is_disk_full(&denied));
+
+        let failure = ScanFailure::internal(io);
+        assert_eq!(failure.kind, FailureKind::Internal);
+        assert!(
+            failure.message.contains("disk is full"),
+            "{}",
+            failure.message
+        );
+        assert!(
+            failure.message.contains("free space"),
+            "{}",
+            failure.message
+        );
+        let other = ScanFailure::internal(denied);
+        assert!(!other.message.contains("disk"), "{}", other.message);
+    }
 }
