@@ -191,7 +191,7 @@ impl ScanFailure {
 
     fn internal(err: anyhow::Error) -> Self {
         tracing::error!(error = ?err, "scan pipeline failed");
-        if is_disk_full(&err) {
+        if crate::error::is_disk_full(&err) {
             return ScanFailure::new(
                 FailureKind::Internal,
                 "the server's disk is full: the scan's results could not be written to the \
@@ -207,23 +207,18 @@ impl ScanFailure {
     }
 }
 
-/// Whether `err` (anywhere in its chain) says the file system is full or over quota.
-pub fn is_disk_full(err: &anyhow::Error) -> bool {
-    use std::io::ErrorKind;
-    err.chain().any(|cause| {
-        let kind = cause
-            .downcast_ref::<std::io::Error>()
-            .map(std::io::Error::kind)
-            .or_else(|| {
-                cause
-                    .downcast_ref::<serde_json::Error>()
-                    .and_then(serde_json::Error::io_error_kind)
-            });
-        matches!(
-            kind,
-            Some(ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
-        )
-    })
+/// `text` (a libgit2 message, which names the files it failed on) without the server path of
+/// the scan's workspace.
+fn scrub_workspace(text: &str, workspace: &Path) -> String {
+    match workspace.to_str() {
+        Some(path) if !path.is_empty() => text.replace(path, "<workspace>"),
+        _ => text.to_string(),
+    }
+}
+
+/// Whether an error message (libgit2 only hands back text) is the OS saying the disk is full.
+fn is_disk_full_message(message: &str) -> bool {
+    message.contains("No space left on device") || message.contains("Disk quota exceeded")
 }
 
 /// Everything a scan run needs from the service, built once at start-up.
@@ -482,7 +477,7 @@ impl Pipeline {
                     reporter.emit(ScanEvent::Log {
                         tool: "git".into(),
                         stream: "stderr".into(),
-                        line,
+                        line: scrub_workspace(&line, workspace),
                     });
                 }
                 let checkout: Checkout = match result {
@@ -494,10 +489,24 @@ impl Pipeline {
                         ))
                     }
                     Err(CloneError::Invalid(m)) => {
-                        return Err(ScanFailure::new(FailureKind::SourceInvalid, m))
+                        return Err(ScanFailure::new(
+                            FailureKind::SourceInvalid,
+                            scrub_workspace(&m, workspace),
+                        ))
+                    }
+                    Err(CloneError::Failed(m)) if is_disk_full_message(&m) => {
+                        return Err(ScanFailure::new(
+                            FailureKind::CloneFailed,
+                            "the server's disk is full: the clone could not be written to the \
+                             scan's workspace (under CERTUS_ASSURANCE_DATA_DIR); free space there, \
+                             then submit the scan again",
+                        ))
                     }
                     Err(CloneError::Failed(m)) => {
-                        return Err(ScanFailure::new(FailureKind::CloneFailed, m))
+                        return Err(ScanFailure::new(
+                            FailureKind::CloneFailed,
+                            scrub_workspace(&m, workspace),
+                        ))
                     }
                 };
                 reporter.emit(ScanEvent::Phase {
@@ -1268,11 +1277,12 @@ mod tests {
     #[test]
     fn a_full_disk_is_told_apart_from_other_write_failures() {
         let io = anyhow::Error::new(std::io::Error::from_raw_os_error(28)).context("writing x");
-        assert!(is_disk_full(&io));
+        assert!(crate::error::is_disk_full(&io));
         let json = serde_json::to_writer(FullDisk, &json!({"a": 1})).unwrap_err();
-        assert!(is_disk_full(&anyhow::Error::new(json).context("writing y")));
+        let json = anyhow::Error::new(json).context("writing y");
+        assert!(crate::error::is_disk_full(&json));
         let denied = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
-        assert!(!is_disk_full(&denied));
+        assert!(!crate::error::is_disk_full(&denied));
 
         let failure = ScanFailure::internal(io);
         assert_eq!(failure.kind, FailureKind::Internal);
@@ -1288,5 +1298,20 @@ mod tests {
         );
         let other = ScanFailure::internal(denied);
         assert!(!other.message.contains("disk"), "{}", other.message);
+
+        let git = "cannot extend packfile '/data/work/test_1-x/src/.git/objects/pack/p': No space left on device";
+        assert!(is_disk_full_message(git));
+        assert!(!is_disk_full_message("early EOF"));
+    }
+
+    #[test]
+    fn clone_messages_do_not_show_the_workspace_path() {
+        let workspace = Path::new("/data/work/test_1-x");
+        let message = "failed to write '/data/work/test_1-x/src/.git/config': read-only";
+        let scrubbed = scrub_workspace(message, workspace);
+        assert_eq!(
+            scrubbed,
+            "failed to write '<workspace>/src/.git/config': read-only"
+        );
     }
 }
