@@ -486,6 +486,20 @@ impl Tmpfs {
         Ok(Tmpfs { dir })
     }
 
+    /// [`Tmpfs::mount`], or `None` after a loud message that `test` is skipped and why.
+    fn mount_or_skip(size: &str, test: &str) -> Option<Tmpfs> {
+        match Tmpfs::mount(size) {
+            Ok(t) => Some(t),
+            Err(why) => {
+                eprintln!(
+                    "\n!!!!!!!! SKIPPED {test}:\n\
+                     !!!!!!!! mounting a tmpfs is not permitted here ({why}); run the tests as root\n"
+                );
+                None
+            }
+        }
+    }
+
     fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -530,15 +544,11 @@ fn noisy_repo(git: &GitServer, name: &str) {
 /// again once space is freed, and the store stays consistent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_artifact_disk_fails_the_scan_clearly_and_scans_resume_once_space_is_freed() {
-    let tmpfs = match Tmpfs::mount("2m") {
-        Ok(t) => t,
-        Err(why) => {
-            eprintln!(
-                "\n!!!!!!!! SKIPPED a_full_artifact_disk_fails_the_scan_clearly_and_scans_resume_once_space_is_freed:\n\
-                 !!!!!!!! mounting a tmpfs is not permitted here ({why}); run the tests as root\n"
-            );
-            return;
-        }
+    let Some(tmpfs) = Tmpfs::mount_or_skip(
+        "2m",
+        "a_full_artifact_disk_fails_the_scan_clearly_and_scans_resume_once_space_is_freed",
+    ) else {
+        return;
     };
     let artifacts: PathBuf = tmpfs.path().to_path_buf();
     let git = GitServer::start();
@@ -584,6 +594,101 @@ async fn a_full_artifact_disk_fails_the_scan_clearly_and_scans_resume_once_space
         stats["scans_by_status"],
         json!({"queued": 0, "running": 0, "succeeded": 1, "failed": 2})
     );
+    drop(service);
+    drop(tmpfs);
+}
+
+/// The data directory (SQLite database, workspaces, bundles) on a full tmpfs: submissions answer
+/// 507 with a detail that says the disk is full, nothing half-stored; reads keep working; once
+/// space is freed, submissions are accepted and run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_data_disk_refuses_submissions_with_507_and_recovers_once_space_is_freed() {
+    let Some(tmpfs) = Tmpfs::mount_or_skip(
+        "8m",
+        "a_full_data_disk_refuses_submissions_with_507_and_recovers_once_space_is_freed",
+    ) else {
+        return;
+    };
+    let git = GitServer::start();
+    git.create_repo("small", &[("README.md", "# small\n")]);
+    let mut service = Service::start_in(tmpfs.path(), &[]);
+    let first = service.submit(scan_body(&git.url("small"))).await;
+    assert_eq!(
+        service.wait_for_terminal(&first).await["status"],
+        "SUCCEEDED"
+    );
+
+    let filler = tmpfs.path().join("filler");
+    let free = fs_free_bytes(tmpfs.path());
+    std::fs::write(&filler, vec![0u8; free as usize]).unwrap();
+    for _ in 0..3 {
+        let (status, answer) = service
+            .post("/v1/security-scans", &scan_body(&git.url("small")))
+            .await;
+        assert_eq!(status, 507, "{answer}");
+        let detail = answer["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("disk is full") && detail.contains("free space"),
+            "{detail}"
+        );
+    }
+    let (status, health) = service.get("/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(service.scan(&first).await["status"], "SUCCEEDED");
+    let stats = service.assert_nothing_lost().await;
+    assert_eq!(stats["total_scans"], 1);
+
+    std::fs::remove_file(&filler).unwrap();
+    let again = service.submit(scan_body(&git.url("small"))).await;
+    assert_eq!(
+        service.wait_for_terminal(&again).await["status"],
+        "SUCCEEDED"
+    );
+    let stats = service.assert_nothing_lost().await;
+    assert_eq!(stats["scans_by_status"]["succeeded"], 2);
+    drop(service);
+    drop(tmpfs);
+}
+
+/// The data disk fills up while a scan clones: the scan fails as `clone_failed` with a message
+/// that says the disk is full (and shows no server path), its workspace is removed, and scans
+/// run again once space is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_disk_filling_up_during_a_clone_fails_the_scan_clearly() {
+    let Some(tmpfs) = Tmpfs::mount_or_skip(
+        "8m",
+        "a_data_disk_filling_up_during_a_clone_fails_the_scan_clearly",
+    ) else {
+        return;
+    };
+    let git = GitServer::start();
+    large_repo(&git, "large");
+    git.create_repo("small", &[("README.md", "# small\n")]);
+    let slow = GitProxy::start(git.port, 4096, Duration::from_millis(20), u64::MAX).await;
+    let mut service = Service::start_in(tmpfs.path(), &[]);
+    let id = service.submit(scan_body(&slow.url("large"))).await;
+    slow.wait_for_bytes(64 * 1024).await;
+
+    let filler = tmpfs.path().join("filler");
+    std::fs::write(&filler, vec![0u8; fs_free_bytes(tmpfs.path()) as usize]).unwrap();
+    let scan = service.wait_for_terminal(&id).await;
+    assert_eq!(scan["status"], "FAILED", "{scan}");
+    assert_eq!(scan["failure_reason"], "clone_failed", "{scan}");
+    let errors = errors_of(&scan);
+    assert!(
+        errors.contains("disk is full") && errors.contains("free space"),
+        "{errors}"
+    );
+    assert!(!errors.contains(tmpfs.path().to_str().unwrap()), "{errors}");
+    service.assert_nothing_lost().await;
+
+    std::fs::remove_file(&filler).unwrap();
+    let again = service.submit(scan_body(&git.url("small"))).await;
+    assert_eq!(
+        service.wait_for_terminal(&again).await["status"],
+        "SUCCEEDED"
+    );
+    service.assert_nothing_lost().await;
     drop(service);
     drop(tmpfs);
 }

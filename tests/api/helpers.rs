@@ -574,7 +574,9 @@ pub fn assert_counts_agree(stats: &Value, text: &str, data_dir: &Path) -> Value 
 /// The service binary as a real process on a data directory that outlives it, plus the id of
 /// every submission it accepted: what the fault-injection and load tests drive and check.
 pub struct Service {
-    pub data: TempDir,
+    /// The data directory (SQLite file, `work/`, artifacts unless configured elsewhere).
+    pub data: PathBuf,
+    _data: Option<TempDir>,
     env: Vec<(String, String)>,
     pub process: ServiceProcess,
     pub client: reqwest::Client,
@@ -588,14 +590,22 @@ const SERVICE_WAIT: Duration = Duration::from_secs(90);
 impl Service {
     /// Starts the binary on a new data directory with `env` (on top of [`ServiceProcess`]'s).
     pub fn start(env: &[(&str, &str)]) -> Service {
-        let data = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut service = Service::start_in(dir.path(), env);
+        service._data = Some(dir);
+        service
+    }
+
+    /// Starts the binary on the data directory `data` (which the caller keeps).
+    pub fn start_in(data: &Path, env: &[(&str, &str)]) -> Service {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let process = Service::spawn(data.path(), &env);
+        let process = Service::spawn(data, &env);
         Service {
-            data,
+            data: data.to_path_buf(),
+            _data: None,
             env,
             process,
             client: reqwest::Client::builder()
@@ -614,7 +624,7 @@ impl Service {
     /// SIGKILL, then a new process on the same data directory and settings.
     pub fn kill9_and_restart(&mut self) {
         self.process.kill9();
-        self.process = Service::spawn(self.data.path(), &self.env);
+        self.process = Service::spawn(&self.data, &self.env);
     }
 
     pub fn address(&self) -> &str {
@@ -631,7 +641,7 @@ impl Service {
             .iter()
             .find(|(k, _)| k == "CERTUS_ASSURANCE_ARTIFACT_ROOT")
             .map(|(_, v)| PathBuf::from(v))
-            .unwrap_or_else(|| self.data.path().join("artifacts"))
+            .unwrap_or_else(|| self.data.join("artifacts"))
     }
 
     /// GET, answering status and JSON body (Null when the body is not JSON).
@@ -735,8 +745,7 @@ impl Service {
                 None => break,
             }
         }
-        let conn =
-            rusqlite::Connection::open(self.data.path().join("certus-assurance.db")).unwrap();
+        let conn = rusqlite::Connection::open(self.data.join("certus-assurance.db")).unwrap();
         let stored: HashSet<String> = conn
             .prepare("SELECT test_id FROM scans")
             .unwrap()
@@ -767,11 +776,11 @@ impl Service {
             .text()
             .await
             .unwrap();
-        let stats = assert_counts_agree(&stats, &text, self.data.path());
+        let stats = assert_counts_agree(&stats, &text, &self.data);
         assert_eq!(stats["total_scans"].as_u64().unwrap(), stored.len() as u64);
 
         // A stopped clone removes its workspace a moment after the scan is recorded.
-        let work = self.data.path().join("work");
+        let work = self.data.join("work");
         let leftovers = || -> Vec<PathBuf> {
             std::fs::read_dir(&work)
                 .map(|rd| rd.map(|e| e.unwrap().path()).collect())
