@@ -693,6 +693,70 @@ async fn a_data_disk_filling_up_during_a_clone_fails_the_scan_clearly() {
     drop(tmpfs);
 }
 
+/// Only the database on a tmpfs that fills up while a scan runs: the outcome, which cannot be
+/// stored while the disk is full, is stored once space is freed; the scan does not stay RUNNING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_ending_while_the_database_disk_is_full_is_recorded_once_space_is_freed() {
+    let Some(tmpfs) = Tmpfs::mount_or_skip(
+        "8m",
+        "a_scan_ending_while_the_database_disk_is_full_is_recorded_once_space_is_freed",
+    ) else {
+        return;
+    };
+    // Workspaces and bundles elsewhere: only the store runs out of space.
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::create_dir(elsewhere.path().join("work")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path().join("work"), tmpfs.path().join("work")).unwrap();
+    let artifacts = elsewhere.path().join("artifacts");
+    let git = GitServer::start();
+    large_repo(&git, "large");
+    let slow = GitProxy::start(git.port, 4096, Duration::from_millis(20), u64::MAX).await;
+    let mut service = Service::start_in(
+        tmpfs.path(),
+        &[(
+            "CERTUS_ASSURANCE_ARTIFACT_ROOT",
+            artifacts.to_str().unwrap(),
+        )],
+    );
+    let id = service.submit(scan_body(&slow.url("large"))).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{}/v1/security-scans/{id}/stream",
+        service.address().trim_start_matches("http://")
+    ))
+    .await
+    .unwrap();
+    slow.wait_for_bytes(64 * 1024).await;
+    let filler = tmpfs.path().join("filler");
+    std::fs::write(&filler, vec![0u8; fs_free_bytes(tmpfs.path()) as usize]).unwrap();
+
+    // The terminal event goes out before the outcome is stored.
+    let mut ended = None;
+    while let Some(Ok(message)) = futures_util::StreamExt::next(&mut ws).await {
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            let event: Value = serde_json::from_str(&text).unwrap();
+            if event["type"] == "scan_complete" {
+                ended = Some(event);
+                break;
+            }
+        }
+    }
+    let ended = ended.expect("scan_complete");
+    // Longer than the few retries after which a scan was once left RUNNING for good.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let scan = service.scan(&id).await;
+    assert_eq!(
+        scan["status"], "RUNNING",
+        "the store took the outcome on a full disk: {scan}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let scan = service.wait_for_terminal(&id).await;
+    assert_eq!(scan["status"], ended["status"], "{scan}");
+    service.assert_nothing_lost().await;
+    drop(service);
+    drop(tmpfs);
+}
+
 /// Free bytes on the file system holding `dir` (from `df`).
 fn fs_free_bytes(dir: &Path) -> u64 {
     let out = Command::new("df")
