@@ -108,6 +108,31 @@ pub fn spec(name: &str) -> Option<&'static ToolSpec> {
     TOOLS.iter().find(|t| t.name == name)
 }
 
+/// Makes the kernel kill the tool when the service dies. `kill_on_drop` covers every way a scan
+/// ends inside a living service; after a kill -9 (or any crash) nothing is dropped, and the tool
+/// would run on, orphaned, in a workspace the next start removes.
+///
+/// The death signal is tied to the thread that spawns the child: tools are spawned from the
+/// runtime's worker threads, which live as long as the service (nothing here uses
+/// `block_in_place`, which could retire such a thread).
+fn die_with_service(cmd: &mut tokio::process::Command) {
+    let service = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec the closure only makes async-signal-safe system calls
+    // (prctl, getppid, _exit) and touches no memory shared with other threads.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The service may have died before the signal was armed.
+            if libc::getppid() != service {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The executable `binary` on `path` (a `PATH`-style list), if any.
 pub fn find_on_path(binary: &str, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
@@ -306,6 +331,7 @@ pub async fn run_tool(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    die_with_service(&mut cmd);
     cmd.env("PATH", child_path(run.path.as_deref()));
     // Tools installed with pyenv run through shims that need to find their interpreter.
     for var in ["PYENV_ROOT", "PYENV_VERSION"] {
