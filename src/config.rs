@@ -161,6 +161,17 @@ pub struct Settings {
     #[arg(long, global = true, env = "CERTUS_ASSURANCE_ALLOW_LOCAL_SOURCES", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
     pub allow_local_sources: bool,
 
+    /// Network schemes allowed in `git_url`, comma-separated: https, ssh, git, http (plain http
+    /// also needs CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS=true).
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_GIT_SCHEMES",
+        default_value = "https,ssh,git",
+        value_name = "LIST"
+    )]
+    pub git_schemes: String,
+
     /// Private key file used for `ssh://` and `user@host:path` git URLs [default: the ssh agent].
     #[arg(
         long,
@@ -409,6 +420,8 @@ pub struct Config {
     pub allow_private_networks: bool,
     /// `file://` URLs and local paths are allowed as git sources.
     pub allow_local_sources: bool,
+    /// Network schemes allowed in git URLs.
+    pub git_schemes: crate::pipeline::source::GitSchemes,
     /// Private key for ssh git URLs.
     pub git_ssh_key_file: Option<PathBuf>,
     /// How long shutdown waits for running scans.
@@ -501,6 +514,11 @@ impl Config {
                 );
             }
         }
+        let git_schemes = crate::pipeline::source::GitSchemes::parse(&s.git_schemes)
+            .map_err(|e| anyhow::anyhow!("CERTUS_ASSURANCE_GIT_SCHEMES: {e}"))?;
+        if git_schemes.http && !s.allow_private_networks {
+            bail!("CERTUS_ASSURANCE_GIT_SCHEMES: http needs CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS=true (plain http connections cannot be checked when they connect, so they are only for internal git servers)");
+        }
         let mut source_roots = Vec::new();
         for root in &s.source_roots {
             if root.as_os_str().is_empty() {
@@ -574,6 +592,7 @@ impl Config {
             clone_stall_timeout: Duration::from_secs(s.clone_stall_timeout_seconds),
             allow_private_networks: s.allow_private_networks,
             allow_local_sources: s.allow_local_sources,
+            git_schemes,
             git_ssh_key_file: s.git_ssh_key_file.clone(),
             shutdown_grace: Duration::from_secs(s.shutdown_grace_seconds),
             recover_running: s.recover_running,
@@ -608,6 +627,15 @@ impl Config {
         config
     }
 
+    /// What git sources are allowed (submit-time checks and clones).
+    pub fn source_policy(&self) -> crate::pipeline::source::SourcePolicy {
+        crate::pipeline::source::SourcePolicy {
+            allow_private_networks: self.allow_private_networks,
+            allow_local_sources: self.allow_local_sources,
+            schemes: self.git_schemes,
+        }
+    }
+
     /// Directory of temporary scan workspaces (cleared at start-up).
     pub fn work_dir(&self) -> PathBuf {
         self.data_dir.join("work")
@@ -635,6 +663,7 @@ impl Settings {
             clone_stall_timeout_seconds: 20,
             allow_private_networks: false,
             allow_local_sources: false,
+            git_schemes: "https,ssh,git".into(),
             git_ssh_key_file: None,
             shutdown_grace_seconds: 30,
             recover_running: RecoverRunning::Fail,

@@ -17,6 +17,7 @@ mod ops;
 mod postgres;
 mod prometheus;
 mod scanning;
+mod source_safety;
 mod stream;
 mod traces;
 mod upload;
