@@ -1364,6 +1364,24 @@ mod tests {
             &|s| s.upload.signing_key_file = Some("/nonexistent/key.pem".into()),
             "CERTUS_ASSURANCE_SIGNING_KEY_FILE",
         );
+        bad(
+            &|s| s.git_schemes = "https,ftp".into(),
+            "CERTUS_ASSURANCE_GIT_SCHEMES",
+        );
+        bad(
+            &|s| s.git_schemes = "".into(),
+            "CERTUS_ASSURANCE_GIT_SCHEMES",
+        );
+        bad(
+            &|s| s.git_schemes = "https,http".into(),
+            "CERTUS_ASSURANCE_GIT_SCHEMES",
+        );
+
+        let mut s = Settings::parse_from_defaults();
+        s.git_schemes = "https,http".into();
+        s.allow_private_networks = true;
+        let policy = Config::from_settings(&s).unwrap().source_policy();
+        assert!(policy.schemes.http && !policy.schemes.git);
 
         let mut s = Settings::parse_from_defaults();
         s.upload.enable_s3_upload = true;

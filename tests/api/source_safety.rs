@@ -339,3 +339,31 @@ async fn scanners_see_no_service_credentials_and_directory_scans_stay_in_their_r
         );
     }
 }
+
+#[tokio::test]
+async fn archive_paths_name_only_archives_that_upload_archive_stored() {
+    let app = spawn_app_with(|c| c.max_workers = 0).await;
+    let sha = "a".repeat(64);
+    for bad in [
+        format!("uploads/{sha}.tar.gz/../../../etc/passwd"),
+        format!("uploads/../uploads/{sha}.tar.gz"),
+        format!("uploads/{}.tar.gz", "A".repeat(64)),
+        format!("uploads/{sha}.exe"),
+        format!("uploads/{sha}.tar\u{0}.gz"),
+        format!("./uploads/{sha}.zip"),
+        format!("{}/uploads/{sha}.zip", app.data_dir.display()),
+        "uploads/%2e%2e/%2e%2e/etc/passwd".to_string(),
+        format!("uploads/{sha}.zip"), // well-formed, but never stored
+    ] {
+        let body = json!({
+            "workspace_id": "ws", "component_id": "c", "assessment_id": "a",
+            "source_type": "archive", "archive_path": bad,
+        });
+        let (status, detail) = detail_of(&app, &body).await;
+        assert_eq!(status, 422, "{bad:?}: {detail}");
+        assert!(
+            detail.contains("archive_path") && detail.contains("upload-archive"),
+            "{bad:?}: {detail}"
+        );
+    }
+}
