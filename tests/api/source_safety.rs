@@ -367,3 +367,90 @@ async fn archive_paths_name_only_archives_that_upload_archive_stored() {
         );
     }
 }
+
+/// A child process killed when the test ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `git http-backend` over TLS on a loopback port (tests/https_git_server.py), with a
+/// self-signed certificate for 127.0.0.1 that the service is told to trust.
+fn start_https_git_server(root: &Path, dir: &Path) -> (u16, std::path::PathBuf, Killed) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs");
+    assert!(status.success());
+    let port_file = dir.join("port");
+    let server = Killed(
+        std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/https_git_server.py"
+            ))
+            .args([root, &cert, &key, &port_file])
+            .spawn()
+            .expect("python3 runs"),
+    );
+    for _ in 0..400 {
+        if let Ok(port) = std::fs::read_to_string(&port_file) {
+            return (port.trim().parse().unwrap(), cert, server);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the https git server did not start");
+}
+
+/// The success path of the proxy with real TLS: libgit2 connects through the clone's CONNECT
+/// proxy (https always does), verifies the server end to end, and follows a first redirect.
+#[tokio::test]
+async fn https_clones_run_through_the_clone_proxy_and_follow_a_first_redirect() {
+    let git = GitServer::start();
+    let commit = git.create_repo("web", &[("app.py", "print(1)\n")]);
+    let dir = tempfile::tempdir().unwrap();
+    let (port, cert, _server) = start_https_git_server(git.root.path(), dir.path());
+    let cert = cert.display().to_string();
+    let service = ServiceProcess::start(&dir.path().join("data"), &[("SSL_CERT_FILE", &cert)]);
+    let client = reqwest::Client::new();
+    for url in [
+        format!("https://127.0.0.1:{port}/web"),
+        format!("https://127.0.0.1:{port}/moved/web"),
+    ] {
+        let response = client
+            .post(format!("{}/v1/security-scans", service.address))
+            .json(&scan_body(&url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let accepted: Value = response.json().await.unwrap();
+        let scan = service
+            .wait_for_state(
+                accepted["test_id"].as_str().unwrap(),
+                &["SUCCEEDED", "FAILED"],
+                Duration::from_secs(120),
+            )
+            .await;
+        assert_eq!(scan["status"], "SUCCEEDED", "{url}: {scan}");
+        assert_eq!(scan["resolved_commit"], commit, "{url}");
+    }
+}
