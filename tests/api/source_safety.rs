@@ -381,25 +381,7 @@ impl Drop for Killed {
 /// `git http-backend` over TLS on a loopback port (tests/https_git_server.py), with a
 /// self-signed certificate for 127.0.0.1 that the service is told to trust.
 fn start_https_git_server(root: &Path, dir: &Path) -> (u16, std::path::PathBuf, Killed) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl runs");
-    assert!(status.success());
+    let (cert, key) = crate::upload_helpers::self_signed_cert(dir);
     let port_file = dir.join("port");
     let server = Killed(
         std::process::Command::new("python3")
