@@ -20,7 +20,7 @@ use crate::jobs::state::JobState;
 use crate::jobs::{is_test_id, CancelOutcome, NewScan, SubmitError};
 use crate::pipeline::local_source::resolve_directory;
 use crate::pipeline::profile::{self, Profile, BUILTIN_PROFILES};
-use crate::pipeline::source::{parse_git_url, SourcePolicy};
+use crate::pipeline::source::parse_git_url;
 use crate::pipeline::stored_archive;
 use crate::storage::{ListCursor, ListQuery, ScanRecord};
 
@@ -244,10 +244,7 @@ fn validate_submission(state: &AppState, value: &Value) -> Result<NewScan, ApiEr
         ));
     }
     let is_git = source_type == "git";
-    let policy = SourcePolicy {
-        allow_private_networks: state.config.allow_private_networks,
-        allow_local_sources: state.config.allow_local_sources,
-    };
+    let policy = state.config.source_policy();
     let git = match f.string("git_url", is_git, 2048) {
         Some(_) if !is_git => {
             f.invalid(

@@ -6,6 +6,7 @@ pub mod archive;
 pub mod artifacts;
 pub mod attestation;
 pub mod checkout;
+pub mod egress;
 pub mod local_source;
 pub mod osv;
 pub mod profile;
@@ -231,6 +232,8 @@ pub struct Pipeline {
     pub clone_timeout: Duration,
     pub clone_max_bytes: u64,
     pub source_policy: SourcePolicy,
+    /// Resolves git hosts when a clone connects (the system resolver outside tests).
+    pub resolver: Arc<dyn egress::Resolver>,
     pub ssh_key: Option<PathBuf>,
     pub metrics: Metrics,
     pub scanners: Arc<Vec<Arc<dyn Scanner>>>,
@@ -358,10 +361,8 @@ impl Pipeline {
             artifact_root,
             clone_timeout: Duration::from_secs(300),
             clone_max_bytes: 2 * 1024 * 1024 * 1024,
-            source_policy: SourcePolicy {
-                allow_private_networks: true,
-                allow_local_sources: true,
-            },
+            source_policy: SourcePolicy::OPEN,
+            resolver: Arc::new(egress::SystemResolver),
             ssh_key: None,
             metrics,
             scanners: Arc::new(scanners),
@@ -460,6 +461,7 @@ impl Pipeline {
                             policy: this.source_policy,
                             ssh_key: this.ssh_key.as_deref(),
                             cancel: &cancel,
+                            resolver: this.resolver.clone(),
                         };
                         let result =
                             checkout::clone_repository(&clone_spec, &dest, &mut |l| lines.push(l));

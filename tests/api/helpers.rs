@@ -484,6 +484,30 @@ impl ServiceProcess {
         }
     }
 
+    /// Polls the scan until it is in one of `states`; returns it.
+    pub async fn wait_for_state(&self, id: &str, states: &[&str], timeout: Duration) -> Value {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let scan: Value = client
+                .get(format!("{}/v1/security-scans/{id}", self.address))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if states.iter().any(|s| scan["status"] == *s) {
+                return scan;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "scan {id} not in {states:?}: {scan}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// SIGKILL: nothing is drained or cleaned up.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

@@ -20,6 +20,7 @@ mod postgres;
 mod prometheus;
 mod scanning;
 mod security_access;
+mod source_safety;
 mod stream;
 mod traces;
 mod upload;

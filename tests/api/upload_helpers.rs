@@ -4,7 +4,7 @@
 //! service speaking its HTTP contract (permit, deny, 500, garbage, hang).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -512,6 +512,32 @@ impl Drop for TrustStandIn {
     }
 }
 
+/// A self-signed certificate and key for 127.0.0.1 in `dir` (`cert.pem`, `key.pem`).
+pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let key = dir.join("key.pem");
+    let cert = dir.join("cert.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl runs (run scripts/install-test-deps.sh)");
+    assert!(made.success(), "openssl req failed");
+    (cert, key)
+}
+
 /// `openssl s_server` with a self-signed certificate for 127.0.0.1: an HTTPS server whose
 /// certificate no trust store accepts. Stopped on drop.
 pub struct UntrustedTlsServer {
@@ -523,27 +549,7 @@ pub struct UntrustedTlsServer {
 impl UntrustedTlsServer {
     pub fn start() -> UntrustedTlsServer {
         let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("key.pem");
-        let cert = dir.path().join("cert.pem");
-        let made = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ])
-            .args([
-                "-subj",
-                "/CN=127.0.0.1",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl runs (run scripts/install-test-deps.sh)");
-        assert!(made.success(), "openssl req failed");
+        let (cert, key) = self_signed_cert(dir.path());
         let port = free_port();
         let child = Command::new("openssl")
             .args([
