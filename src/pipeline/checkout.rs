@@ -14,7 +14,7 @@ use git2::{
 };
 
 use super::egress::{self, ConnectProxy, Denial, ProxyTimeouts, Resolver};
-use super::source::{redact_text, GitScheme, GitUrl, HostCheck, SourcePolicy};
+use super::source::{neutralize_controls, redact_text, GitScheme, GitUrl, HostCheck, SourcePolicy};
 
 /// Limits and inputs of one clone.
 pub struct CloneSpec<'a> {
@@ -284,7 +284,7 @@ fn clone_once(
             // Keep the final line of each progress counter, not every percentage step.
             let keep = |l: &&str| !l.is_empty() && (!l.contains('%') || l.ends_with("done."));
             for line in text.split(['\r', '\n']).map(str::trim).filter(keep) {
-                lines.push(line.to_string());
+                lines.push(neutralize_controls(line));
             }
         }
         !cancel.load(Ordering::Relaxed)

@@ -394,9 +394,29 @@ pub fn redact_url(url: &Url) -> String {
 
 /// Replaces every occurrence of the credentialed URL (and its user-info) in `text` with the
 /// display form; used on error messages coming back from git.
-pub fn redact_text(text: &str, git: &GitUrl) -> String {
-    if !git.has_credentials() {
+/// Text from a remote server (git's error messages quote what the server sent) with control
+/// characters written as escapes (`\n`, `\u{1b}`): such text ends up in logs, events and stored
+/// errors, and a newline or a terminal escape in it must not forge a log line or repaint a
+/// terminal.
+pub fn neutralize_controls(text: &str) -> String {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
         return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub fn redact_text(text: &str, git: &GitUrl) -> String {
+    let text = neutralize_controls(text);
+    if !git.has_credentials() {
+        return text;
     }
     let mut out = text.replace(&git.clone_url, &git.display_url);
     if let Ok(url) = Url::parse(&git.clone_url) {
@@ -448,6 +468,19 @@ mod tests {
         }
         assert!(parse_git_url("git://127.0.0.1:9418/repo", OPEN).is_ok());
         assert!(parse_git_url("file:///tmp/repo", OPEN).unwrap().is_local);
+    }
+
+    #[test]
+    fn control_characters_from_servers_are_escaped() {
+        let git = parse_git_url("https://git.example.com/r.git", SourcePolicy::STRICT).unwrap();
+        let hostile = "remote error: no\n{\"level\":\"ERROR\",\"fields\":{}}\r\u{1b}[2J\u{7}\tend";
+        let out = redact_text(hostile, &git);
+        assert!(!out.chars().any(|c| c.is_control() && c != '\t'), "{out:?}");
+        assert_eq!(
+            out,
+            "remote error: no\\n{\"level\":\"ERROR\",\"fields\":{}}\\r\\u{1b}[2J\\u{7}\tend"
+        );
+        assert_eq!(neutralize_controls("plain text"), "plain text");
     }
 
     #[test]
