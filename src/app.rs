@@ -14,7 +14,6 @@ use crate::config::{Config, RecoverRunning};
 use crate::jobs::{worker, JobManager, JobSettings};
 use crate::metrics::Metrics;
 use crate::pipeline::profile::PROFILE_LABELS;
-use crate::pipeline::source::SourcePolicy;
 use crate::pipeline::{builtin_scanners_with, Pipeline, BUILTIN_SCANNERS};
 use crate::shutdown::Shutdown;
 use crate::storage::postgres::PgStore;
@@ -102,10 +101,8 @@ impl App {
             artifact_root: config.artifact_root.clone(),
             clone_timeout: config.clone_timeout,
             clone_max_bytes: config.clone_max_bytes,
-            source_policy: SourcePolicy {
-                allow_private_networks: config.allow_private_networks,
-                allow_local_sources: config.allow_local_sources,
-            },
+            source_policy: config.source_policy(),
+            resolver: Arc::new(crate::pipeline::egress::SystemResolver),
             ssh_key: config.git_ssh_key_file.clone(),
             metrics: metrics.clone(),
             scanners: Arc::new(scanners),

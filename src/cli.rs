@@ -176,14 +176,8 @@ pub async fn run_scan(args: &ScanArgs, config: &Config) -> anyhow::Result<u8> {
     pipeline.upload_dir = work.path().join("uploads");
 
     let source = if looks_like_git_url(&args.target) {
-        let url = parse_git_url(
-            &args.target,
-            SourcePolicy {
-                allow_private_networks: true,
-                allow_local_sources: true,
-            },
-        )
-        .map_err(|e| anyhow::anyhow!(e))?;
+        let url =
+            parse_git_url(&args.target, SourcePolicy::OPEN).map_err(|e| anyhow::anyhow!(e))?;
         ScanSource::Git {
             url,
             branch: args.branch.clone(),

@@ -182,6 +182,17 @@ pub struct Settings {
     #[arg(long, global = true, env = "CERTUS_ASSURANCE_ALLOW_LOCAL_SOURCES", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
     pub allow_local_sources: bool,
 
+    /// Network schemes allowed in `git_url`, comma-separated: https, ssh, git, http (plain http
+    /// also needs CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS=true).
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_GIT_SCHEMES",
+        default_value = "https,ssh,git",
+        value_name = "LIST"
+    )]
+    pub git_schemes: String,
+
     /// Private key file used for `ssh://` and `user@host:path` git URLs [default: the ssh agent].
     #[arg(
         long,
@@ -505,6 +516,8 @@ pub struct Config {
     pub allow_private_networks: bool,
     /// `file://` URLs and local paths are allowed as git sources.
     pub allow_local_sources: bool,
+    /// Network schemes allowed in git URLs.
+    pub git_schemes: crate::pipeline::source::GitSchemes,
     /// Private key for ssh git URLs.
     pub git_ssh_key_file: Option<PathBuf>,
     /// How long shutdown waits for running scans.
@@ -607,6 +620,11 @@ impl Config {
                 );
             }
         }
+        let git_schemes = crate::pipeline::source::GitSchemes::parse(&s.git_schemes)
+            .map_err(|e| anyhow::anyhow!("CERTUS_ASSURANCE_GIT_SCHEMES: {e}"))?;
+        if git_schemes.http && !s.allow_private_networks {
+            bail!("CERTUS_ASSURANCE_GIT_SCHEMES: http needs CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS=true (plain http connections cannot be checked when they connect, so they are only for internal git servers)");
+        }
         let mut source_roots = Vec::new();
         for root in &s.source_roots {
             if root.as_os_str().is_empty() {
@@ -704,6 +722,7 @@ impl Config {
             clone_stall_timeout: Duration::from_secs(s.clone_stall_timeout_seconds),
             allow_private_networks: s.allow_private_networks,
             allow_local_sources: s.allow_local_sources,
+            git_schemes,
             git_ssh_key_file: s.git_ssh_key_file.clone(),
             shutdown_grace: Duration::from_secs(s.shutdown_grace_seconds),
             recover_running: s.recover_running,
@@ -741,6 +760,15 @@ impl Config {
         config.postgres_url = None;
         config.data_dir = data_dir;
         config
+    }
+
+    /// What git sources are allowed (submit-time checks and clones).
+    pub fn source_policy(&self) -> crate::pipeline::source::SourcePolicy {
+        crate::pipeline::source::SourcePolicy {
+            allow_private_networks: self.allow_private_networks,
+            allow_local_sources: self.allow_local_sources,
+            schemes: self.git_schemes,
+        }
     }
 
     /// Directory of temporary scan workspaces (cleared at start-up).
@@ -781,6 +809,7 @@ impl Settings {
             clone_stall_timeout_seconds: 20,
             allow_private_networks: false,
             allow_local_sources: false,
+            git_schemes: "https,ssh,git".into(),
             git_ssh_key_file: None,
             shutdown_grace_seconds: 30,
             recover_running: RecoverRunning::Fail,
@@ -1488,6 +1517,24 @@ mod tests {
             &|s| s.upload.signing_key_file = Some("/nonexistent/key.pem".into()),
             "CERTUS_ASSURANCE_SIGNING_KEY_FILE",
         );
+        bad(
+            &|s| s.git_schemes = "https,ftp".into(),
+            "CERTUS_ASSURANCE_GIT_SCHEMES",
+        );
+        bad(
+            &|s| s.git_schemes = "".into(),
+            "CERTUS_ASSURANCE_GIT_SCHEMES",
+        );
+        bad(
+            &|s| s.git_schemes = "https,http".into(),
+            "CERTUS_ASSURANCE_GIT_SCHEMES",
+        );
+
+        let mut s = Settings::parse_from_defaults();
+        s.git_schemes = "https,http".into();
+        s.allow_private_networks = true;
+        let policy = Config::from_settings(&s).unwrap().source_policy();
+        assert!(policy.schemes.http && !policy.schemes.git);
 
         let mut s = Settings::parse_from_defaults();
         s.upload.enable_s3_upload = true;

@@ -86,10 +86,42 @@ pub enum ApiError {
     /// the setting to change.
     #[error("{0}")]
     NotConfigured(String),
-    /// 500: details are logged here, once, and never sent to the client.
+    /// 500: details are logged here, once, and never sent to the client. A cause that is a full
+    /// disk (see [`is_disk_full`]) answers 507 with a detail that says so instead.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
+
+/// Whether `err` (anywhere in its chain) says the storage is full: a file system out of space
+/// or over quota, SQLite's `SQLITE_FULL`, or PostgreSQL's `disk_full`.
+pub fn is_disk_full(err: &anyhow::Error) -> bool {
+    use std::io::ErrorKind;
+    err.chain().any(|cause| {
+        let io_kind = cause
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
+            .or_else(|| {
+                cause
+                    .downcast_ref::<serde_json::Error>()
+                    .and_then(serde_json::Error::io_error_kind)
+            });
+        matches!(
+            io_kind,
+            Some(ErrorKind::StorageFull | ErrorKind::QuotaExceeded)
+        ) || cause
+            .downcast_ref::<rusqlite::Error>()
+            .and_then(rusqlite::Error::sqlite_error_code)
+            == Some(rusqlite::ErrorCode::DiskFull)
+            || cause
+                .downcast_ref::<tokio_postgres::Error>()
+                .and_then(tokio_postgres::Error::code)
+                == Some(&tokio_postgres::error::SqlState::DISK_FULL)
+    })
+}
+
+/// The detail of a request that failed on a full disk.
+const DISK_FULL_DETAIL: &str = "the server's disk is full, so nothing was stored; free space in \
+     the data directory (CERTUS_ASSURANCE_DATA_DIR) or the database, then retry";
 
 impl ApiError {
     pub fn status(&self) -> StatusCode {
@@ -105,6 +137,7 @@ impl ApiError {
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(err) if is_disk_full(err) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -119,6 +152,10 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = match &self {
             ApiError::Validation(errors) => json!({ "detail": errors }),
+            ApiError::Internal(err) if is_disk_full(err) => {
+                tracing::error!(error = ?err, "request failed: the disk is full");
+                json!({ "detail": DISK_FULL_DETAIL })
+            }
             ApiError::Internal(err) => {
                 tracing::error!(error = ?err, "request failed with an internal error");
                 json!({ "detail": "Internal server error; the failure was logged. Retry, and report it if it persists." })
@@ -165,6 +202,37 @@ mod tests {
         let err = ApiError::invalid("git_url", "missing", "Field required");
         let response = err.into_response();
         assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+
+    #[test]
+    fn a_full_disk_answers_507_with_a_detail_that_says_so() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("database or disk is full".into()),
+        );
+        let err = ApiError::Internal(anyhow::Error::new(full).context("inserting a scan"));
+        assert_eq!(err.status(), StatusCode::INSUFFICIENT_STORAGE);
+        let io = std::io::Error::from_raw_os_error(28);
+        let err = ApiError::Internal(anyhow::Error::new(io).context("/secret/path"));
+        assert_eq!(err.status(), StatusCode::INSUFFICIENT_STORAGE);
+        let body = err.into_response().into_body();
+        let bytes = futures_util::FutureExt::now_or_never(axum::body::to_bytes(body, 4096))
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            text.contains("disk is full") && text.contains("free space"),
+            "{text}"
+        );
+        assert!(!text.contains("/secret/path"), "{text}");
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        assert_eq!(
+            ApiError::Internal(busy.into()).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 
     #[test]

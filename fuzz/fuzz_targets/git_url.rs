@@ -6,20 +6,11 @@
 use certus_assurance::pipeline::source::{is_internal, parse_git_url, redact_text, SourcePolicy};
 use libfuzzer_sys::fuzz_target;
 
-const STRICT: SourcePolicy = SourcePolicy {
-    allow_private_networks: false,
-    allow_local_sources: false,
-};
-const OPEN: SourcePolicy = SourcePolicy {
-    allow_private_networks: true,
-    allow_local_sources: true,
-};
-
 fuzz_target!(|data: &[u8]| {
     let Ok(raw) = std::str::from_utf8(data) else {
         return;
     };
-    for policy in [STRICT, OPEN] {
+    for policy in [SourcePolicy::STRICT, SourcePolicy::OPEN] {
         let Ok(git) = parse_git_url(raw, policy) else {
             continue;
         };

@@ -16,10 +16,7 @@ fn policy() -> &'static SubmissionPolicy {
     POLICY.get_or_init(|| {
         let tmp = std::env::temp_dir().canonicalize().expect("temp dir");
         SubmissionPolicy {
-            source: SourcePolicy {
-                allow_private_networks: false,
-                allow_local_sources: false,
-            },
+            source: SourcePolicy::STRICT,
             source_roots: vec![tmp.clone()],
             upload_dir: tmp.join("certus-fuzz-uploads"),
             default_timeout_seconds: 600,

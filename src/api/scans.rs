@@ -219,10 +219,7 @@ pub struct SubmissionPolicy {
 impl SubmissionPolicy {
     pub fn from_config(config: &Config) -> SubmissionPolicy {
         SubmissionPolicy {
-            source: SourcePolicy {
-                allow_private_networks: config.allow_private_networks,
-                allow_local_sources: config.allow_local_sources,
-            },
+            source: config.source_policy(),
             source_roots: config.source_roots.clone(),
             upload_dir: config.upload_dir(),
             default_timeout_seconds: config.scan_timeout.as_secs(),

@@ -414,22 +414,36 @@ async fn finish_failed(
     record_end(jobs, record, done).await;
 }
 
-/// Records a scan's outcome, retrying a failing store a few times: an outcome that is never
-/// written would leave the scan RUNNING until the next restart.
+/// Longest pause between two attempts to record an outcome.
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Records a scan's outcome, retrying a failing store (a full disk, a database restarting) until
+/// it succeeds: an outcome given up on would leave the scan RUNNING until the next start. Once
+/// the service shuts down it stops trying; the next start then recovers the scan.
 async fn record_end(jobs: &JobManager, record: &ScanRecord, done: Completion) -> bool {
     let mut delay = Duration::from_millis(200);
-    for attempt in 1..=5 {
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
         match jobs.finish(record, done.clone()).await {
-            Ok(_) => return true,
-            Err(err) if attempt < 5 => {
-                tracing::warn!(error = ?err, attempt, "could not record the end of a scan; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+            Ok(_) => {
+                if attempt > 1 {
+                    tracing::info!(attempt, "recorded the end of the scan after retrying");
+                }
+                return true;
+            }
+            Err(err) if jobs.is_draining() => {
+                tracing::error!(error = ?err, "could not record the end of a scan while shutting down; the next start recovers it");
+                return false;
             }
             Err(err) => {
-                tracing::error!(error = ?err, "could not record the end of a scan; it stays RUNNING until the next restart")
+                // The first failures, then every tenth: a full disk can last a while.
+                if attempt <= 3 || attempt % 10 == 0 {
+                    tracing::warn!(error = ?err, attempt, "could not record the end of a scan; retrying");
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(RECORD_RETRY_MAX);
             }
         }
     }
-    false
 }

@@ -25,15 +25,20 @@ pub fn write_json(dir: &Path, rel: &str, value: &serde_json::Value) -> anyhow::R
     let parent = path.parent().expect("bundle paths have a parent");
     fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let tmp = path.with_extension("tmp");
-    {
+    let written = (|| -> anyhow::Result<()> {
         let mut file = fs::File::create(&tmp).with_context(|| format!("creating {rel}"))?;
         serde_json::to_writer_pretty(&mut file, value).with_context(|| format!("writing {rel}"))?;
-        file.write_all(b"\n")?;
+        file.write_all(b"\n")
+            .with_context(|| format!("writing {rel}"))?;
         file.sync_data()
             .with_context(|| format!("flushing {rel}"))?;
+        fs::rename(&tmp, &path).with_context(|| format!("renaming {rel} into place"))
+    })();
+    if written.is_err() {
+        // A half-written file (a full disk) would hold on to the space it took.
+        let _ = fs::remove_file(&tmp);
     }
-    fs::rename(&tmp, &path).with_context(|| format!("renaming {rel} into place"))?;
-    Ok(())
+    written
 }
 
 /// Every regular file under `dir`, as sorted relative paths with `/` separators.

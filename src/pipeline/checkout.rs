@@ -4,13 +4,17 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use git2::build::{CheckoutBuilder, RepoBuilder};
-use git2::{Cred, CredentialType, ErrorClass, FetchOptions, RemoteCallbacks, Repository};
+use git2::{
+    Cred, CredentialType, ErrorClass, FetchOptions, ProxyOptions, RemoteCallbacks, RemoteRedirect,
+    Repository,
+};
 
-use super::source::{check_resolved_host, redact_text, GitUrl, HostCheck, SourcePolicy};
+use super::egress::{self, ConnectProxy, Denial, ProxyTimeouts, Resolver};
+use super::source::{neutralize_controls, redact_text, GitScheme, GitUrl, HostCheck, SourcePolicy};
 
 /// Limits and inputs of one clone.
 pub struct CloneSpec<'a> {
@@ -23,6 +27,8 @@ pub struct CloneSpec<'a> {
     /// Private key for ssh URLs, when configured.
     pub ssh_key: Option<&'a Path>,
     pub cancel: &'a AtomicBool,
+    /// Resolves git hosts when the clone connects.
+    pub resolver: Arc<dyn Resolver>,
 }
 
 /// What the clone resolved to.
@@ -61,42 +67,83 @@ pub fn init_git_timeouts(stall: Duration) {
 
 /// Clones `spec.url` into `dest` (which must not exist or be empty) and checks out the requested
 /// branch or commit. Transient network failures are retried a few times with backoff.
+///
+/// Hosts are checked where the clone connects ([`egress`]): https goes through a CONNECT proxy
+/// this clone owns (so redirects are checked too); git:// and ssh:// URLs are pinned to the
+/// address that was checked.
 pub fn clone_repository(
     spec: &CloneSpec<'_>,
     dest: &Path,
     log: &mut dyn FnMut(String),
 ) -> Result<Checkout, CloneError> {
     let started = Instant::now();
+    let proxy = match spec.url.scheme {
+        Some(GitScheme::Https) => Some(
+            ConnectProxy::start(
+                spec.policy,
+                spec.resolver.clone(),
+                ProxyTimeouts {
+                    handshake: Duration::from_secs(10),
+                    idle: spec.timeout,
+                },
+            )
+            .map_err(|e| {
+                CloneError::Failed(format!("could not start the clone's connection proxy: {e}"))
+            })?,
+        ),
+        _ => None,
+    };
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        if let (Some(host), false) = (&spec.url.host, spec.url.is_local) {
-            match check_resolved_host(host, spec.url.port.unwrap_or(443), spec.policy) {
-                Ok(()) => {}
-                Err(HostCheck::Refused(message)) => return Err(CloneError::Invalid(message)),
-                // DNS may be down for a moment: retry like any transient network failure.
-                Err(HostCheck::Unresolved(message)) => {
-                    if attempt < CLONE_ATTEMPTS && !spec.cancel.load(Ordering::Relaxed) {
-                        log(format!("{message}; retrying"));
-                        std::thread::sleep(backoff(attempt));
-                        continue;
-                    }
-                    return Err(CloneError::Failed(format!(
-                        "{message}. Check the host name and the server's DNS"
-                    )));
+        // A transient failure (DNS, network) is retried a few times within the time limit.
+        let retry_or_fail = |message: String, log: &mut dyn FnMut(String)| {
+            if attempt < CLONE_ATTEMPTS
+                && started.elapsed() < spec.timeout
+                && !spec.cancel.load(Ordering::Relaxed)
+            {
+                let wait = backoff(attempt);
+                log(format!(
+                    "clone attempt {attempt} failed ({message}); retrying in {wait:?}"
+                ));
+                std::thread::sleep(wait);
+                if spec.cancel.load(Ordering::Relaxed) {
+                    return Err(CloneError::Cancelled);
                 }
+                return Ok(());
             }
-        }
+            Err(CloneError::Failed(format!(
+                "{message}. Check the host name, the server's DNS and network access"
+            )))
+        };
+        let pinned = match pin_to_checked_address(spec) {
+            Ok(pinned) => pinned,
+            Err(HostCheck::Refused(message)) => return Err(CloneError::Invalid(message)),
+            Err(HostCheck::Unresolved(message)) => {
+                retry_or_fail(message, log)?;
+                continue;
+            }
+        };
+        let url = pinned.as_ref().unwrap_or(spec.url);
         if dest.exists() {
             let _ = std::fs::remove_dir_all(dest);
         }
-        match clone_once(spec, dest, started, log) {
+        let proxy_url = proxy.as_ref().map(ConnectProxy::url);
+        match clone_once(spec, url, proxy_url.as_deref(), dest, started, log) {
             Ok(repo) => return checkout(spec, &repo),
             Err(err) => {
                 if spec.cancel.load(Ordering::Relaxed) {
                     return Err(CloneError::Cancelled);
                 }
-                let message = redact_text(err.message(), spec.url);
+                match proxy.as_ref().and_then(ConnectProxy::take_denial) {
+                    Some(Denial::Refused(message)) => return Err(CloneError::Invalid(message)),
+                    Some(Denial::Unresolved(message) | Denial::Unreachable(message)) => {
+                        retry_or_fail(message, log)?;
+                        continue;
+                    }
+                    None => {}
+                }
+                let message = redact_text(err.message(), url);
                 let transient = matches!(
                     err.class(),
                     ErrorClass::Net | ErrorClass::Os | ErrorClass::Http
@@ -105,20 +152,39 @@ pub fn clone_repository(
                     return Err(limit);
                 }
                 if transient && attempt < CLONE_ATTEMPTS && started.elapsed() < spec.timeout {
-                    let wait = backoff(attempt);
-                    log(format!(
-                        "clone attempt {attempt} failed ({message}); retrying in {wait:?}"
-                    ));
-                    std::thread::sleep(wait);
-                    if spec.cancel.load(Ordering::Relaxed) {
-                        return Err(CloneError::Cancelled);
-                    }
+                    retry_or_fail(message, log)?;
                     continue;
                 }
                 return Err(classify(spec, &message));
             }
         }
     }
+}
+
+/// For git:// and ssh:// URLs with private networks refused: the URL with its host replaced by
+/// the address that passed the check (libgit2 has no proxy support for these transports).
+/// `None`: use the URL as it is (https goes through the proxy; local sources; private networks
+/// allowed, where nothing is refused and a name may matter to the server).
+fn pin_to_checked_address(spec: &CloneSpec<'_>) -> Result<Option<GitUrl>, HostCheck> {
+    let (Some(host), Some(scheme)) = (&spec.url.host, spec.url.scheme) else {
+        return Ok(None);
+    };
+    if spec.policy.allow_private_networks || !matches!(scheme, GitScheme::Git | GitScheme::Ssh) {
+        return Ok(None);
+    }
+    let default_port = if scheme == GitScheme::Git { 9418 } else { 22 };
+    let port = spec.url.port.unwrap_or(default_port);
+    let addrs = egress::resolve_checked(host, port, spec.policy, spec.resolver.as_ref())?;
+    let pinned = egress::pin_url(&spec.url.clone_url, addrs[0].ip()).ok_or_else(|| {
+        HostCheck::Refused(format!(
+            "the git URL {} cannot be pinned to the address of its host",
+            spec.url.display_url
+        ))
+    })?;
+    Ok(Some(GitUrl {
+        clone_url: pinned,
+        ..spec.url.clone()
+    }))
 }
 
 /// Attempts of one clone (the first plus retries of transient network failures).
@@ -185,6 +251,8 @@ fn classify(spec: &CloneSpec<'_>, message: &str) -> CloneError {
 
 fn clone_once(
     spec: &CloneSpec<'_>,
+    url: &GitUrl,
+    proxy_url: Option<&str>,
     dest: &Path,
     started: Instant,
     log: &mut dyn FnMut(String),
@@ -216,7 +284,7 @@ fn clone_once(
             // Keep the final line of each progress counter, not every percentage step.
             let keep = |l: &&str| !l.is_empty() && (!l.contains('%') || l.ends_with("done."));
             for line in text.split(['\r', '\n']).map(str::trim).filter(keep) {
-                lines.push(line.to_string());
+                lines.push(neutralize_controls(line));
             }
         }
         !cancel.load(Ordering::Relaxed)
@@ -244,9 +312,18 @@ fn clone_once(
 
     let mut fetch = FetchOptions::new();
     fetch.remote_callbacks(callbacks);
+    // Redirects are followed on the first request only (libgit2's default, set here so that it
+    // stays so): a server can move a repository, but not send later requests elsewhere. Every
+    // connection, redirected or not, goes through the proxy and is checked there.
+    fetch.follow_redirects(RemoteRedirect::Initial);
+    if let Some(proxy_url) = proxy_url {
+        let mut proxy = ProxyOptions::new();
+        proxy.url(proxy_url);
+        fetch.proxy_options(proxy);
+    }
     // A shallow clone is enough unless a specific commit must be found in the history; the
     // local transport does not support shallow fetches.
-    if spec.commit.is_none() && !spec.url.is_local {
+    if spec.commit.is_none() && !url.is_local {
         fetch.depth(1);
     }
     let mut builder = RepoBuilder::new();
@@ -254,9 +331,9 @@ fn clone_once(
     if let Some(branch) = spec.branch {
         builder.branch(branch);
     }
-    let source = match spec.url.clone_url.strip_prefix("file://") {
-        Some(path) if spec.url.is_local => path.to_string(),
-        _ => spec.url.clone_url.clone(),
+    let source = match url.clone_url.strip_prefix("file://") {
+        Some(path) if url.is_local => path.to_string(),
+        _ => url.clone_url.clone(),
     };
     let result = builder.clone(&source, dest);
     for line in remote_lines.borrow_mut().drain(..) {

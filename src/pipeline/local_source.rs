@@ -143,6 +143,44 @@ mod tests {
     }
 
     #[test]
+    fn a_root_that_is_a_link_confines_to_its_target() {
+        let base = tempfile::tempdir().unwrap();
+        let real = base.path().join("real");
+        let sibling = base.path().join("sibling");
+        std::fs::create_dir_all(real.join("proj/sub")).unwrap();
+        std::fs::create_dir_all(&sibling).unwrap();
+        let link = base.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        // The configuration canonicalizes roots, as here.
+        let roots = vec![link.canonicalize().unwrap()];
+        let expected = real.join("proj").canonicalize().unwrap();
+        for ok in [
+            link.join("proj").to_string_lossy().into_owned(),
+            real.join("proj").to_string_lossy().into_owned(),
+            link.join("proj/sub/..").to_string_lossy().into_owned(),
+            "proj".to_string(),
+            "./proj/".to_string(),
+        ] {
+            assert_eq!(resolve_directory(&ok, &roots).unwrap(), expected, "{ok}");
+        }
+        for bad in [
+            link.join("../sibling").to_string_lossy().into_owned(),
+            link.join("proj/../../sibling")
+                .to_string_lossy()
+                .into_owned(),
+            "../sibling".to_string(),
+            "..".to_string(),
+            "proj/\0".to_string(),
+            link.join("proj/sub/a.txt").to_string_lossy().into_owned(),
+        ] {
+            assert!(resolve_directory(&bad, &roots).is_err(), "{bad:?}");
+        }
+        // The root itself may be scanned; its parent may not.
+        assert!(resolve_directory(link.to_str().unwrap(), &roots).is_ok());
+        assert!(resolve_directory(base.path().to_str().unwrap(), &roots).is_err());
+    }
+
+    #[test]
     fn content_hash_is_stable_and_content_sensitive() {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();

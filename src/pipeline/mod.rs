@@ -6,6 +6,7 @@ pub mod archive;
 pub mod artifacts;
 pub mod attestation;
 pub mod checkout;
+pub mod egress;
 pub mod local_source;
 pub mod osv;
 pub mod profile;
@@ -191,11 +192,34 @@ impl ScanFailure {
 
     fn internal(err: anyhow::Error) -> Self {
         tracing::error!(error = ?err, "scan pipeline failed");
+        if crate::error::is_disk_full(&err) {
+            return ScanFailure::new(
+                FailureKind::Internal,
+                "the server's disk is full: the scan's results could not be written to the \
+                 artifact directory (CERTUS_ASSURANCE_ARTIFACT_ROOT) or its workspace \
+                 (CERTUS_ASSURANCE_DATA_DIR); free space there (or delete old scans), then \
+                 submit the scan again",
+            );
+        }
         ScanFailure::new(
             FailureKind::Internal,
             "the service could not write the scan's results; see the server log",
         )
     }
+}
+
+/// `text` (a libgit2 message, which names the files it failed on) without the server path of
+/// the scan's workspace.
+fn scrub_workspace(text: &str, workspace: &Path) -> String {
+    match workspace.to_str() {
+        Some(path) if !path.is_empty() => text.replace(path, "<workspace>"),
+        _ => text.to_string(),
+    }
+}
+
+/// Whether an error message (libgit2 only hands back text) is the OS saying the disk is full.
+fn is_disk_full_message(message: &str) -> bool {
+    message.contains("No space left on device") || message.contains("Disk quota exceeded")
 }
 
 /// Everything a scan run needs from the service, built once at start-up.
@@ -208,6 +232,8 @@ pub struct Pipeline {
     pub clone_timeout: Duration,
     pub clone_max_bytes: u64,
     pub source_policy: SourcePolicy,
+    /// Resolves git hosts when a clone connects (the system resolver outside tests).
+    pub resolver: Arc<dyn egress::Resolver>,
     pub ssh_key: Option<PathBuf>,
     pub metrics: Metrics,
     pub scanners: Arc<Vec<Arc<dyn Scanner>>>,
@@ -335,10 +361,8 @@ impl Pipeline {
             artifact_root,
             clone_timeout: Duration::from_secs(300),
             clone_max_bytes: 2 * 1024 * 1024 * 1024,
-            source_policy: SourcePolicy {
-                allow_private_networks: true,
-                allow_local_sources: true,
-            },
+            source_policy: SourcePolicy::OPEN,
+            resolver: Arc::new(egress::SystemResolver),
             ssh_key: None,
             metrics,
             scanners: Arc::new(scanners),
@@ -437,6 +461,7 @@ impl Pipeline {
                             policy: this.source_policy,
                             ssh_key: this.ssh_key.as_deref(),
                             cancel: &cancel,
+                            resolver: this.resolver.clone(),
                         };
                         let result =
                             checkout::clone_repository(&clone_spec, &dest, &mut |l| lines.push(l));
@@ -454,7 +479,7 @@ impl Pipeline {
                     reporter.emit(ScanEvent::Log {
                         tool: "git".into(),
                         stream: "stderr".into(),
-                        line,
+                        line: scrub_workspace(&line, workspace),
                     });
                 }
                 let checkout: Checkout = match result {
@@ -466,10 +491,24 @@ impl Pipeline {
                         ))
                     }
                     Err(CloneError::Invalid(m)) => {
-                        return Err(ScanFailure::new(FailureKind::SourceInvalid, m))
+                        return Err(ScanFailure::new(
+                            FailureKind::SourceInvalid,
+                            scrub_workspace(&m, workspace),
+                        ))
+                    }
+                    Err(CloneError::Failed(m)) if is_disk_full_message(&m) => {
+                        return Err(ScanFailure::new(
+                            FailureKind::CloneFailed,
+                            "the server's disk is full: the clone could not be written to the \
+                             scan's workspace (under CERTUS_ASSURANCE_DATA_DIR); free space there, \
+                             then submit the scan again",
+                        ))
                     }
                     Err(CloneError::Failed(m)) => {
-                        return Err(ScanFailure::new(FailureKind::CloneFailed, m))
+                        return Err(ScanFailure::new(
+                            FailureKind::CloneFailed,
+                            scrub_workspace(&m, workspace),
+                        ))
                     }
                 };
                 reporter.emit(ScanEvent::Phase {
@@ -1219,4 +1258,62 @@ fn prepare_bundle_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("logs"))
         .with_context(|| format!("creating the bundle directory {}", dir.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer on a full file system.
+    struct FullDisk;
+
+    impl std::io::Write for FullDisk {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::from_raw_os_error(28))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_other_write_failures() {
+        let io = anyhow::Error::new(std::io::Error::from_raw_os_error(28)).context("writing x");
+        assert!(crate::error::is_disk_full(&io));
+        let json = serde_json::to_writer(FullDisk, &json!({"a": 1})).unwrap_err();
+        let json = anyhow::Error::new(json).context("writing y");
+        assert!(crate::error::is_disk_full(&json));
+        let denied = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert!(!crate::error::is_disk_full(&denied));
+
+        let failure = ScanFailure::internal(io);
+        assert_eq!(failure.kind, FailureKind::Internal);
+        assert!(
+            failure.message.contains("disk is full"),
+            "{}",
+            failure.message
+        );
+        assert!(
+            failure.message.contains("free space"),
+            "{}",
+            failure.message
+        );
+        let other = ScanFailure::internal(denied);
+        assert!(!other.message.contains("disk"), "{}", other.message);
+
+        let git = "cannot extend packfile '/data/work/test_1-x/src/.git/objects/pack/p': No space left on device";
+        assert!(is_disk_full_message(git));
+        assert!(!is_disk_full_message("early EOF"));
+    }
+
+    #[test]
+    fn clone_messages_do_not_show_the_workspace_path() {
+        let workspace = Path::new("/data/work/test_1-x");
+        let message = "failed to write '/data/work/test_1-x/src/.git/config': read-only";
+        let scrubbed = scrub_workspace(message, workspace);
+        assert_eq!(
+            scrubbed,
+            "failed to write '<workspace>/src/.git/config': read-only"
+        );
+    }
 }

@@ -1,8 +1,12 @@
 //! Source locations as callers give them: git URL syntax, scheme and address checks, and the
 //! redaction of credentials embedded in URLs. Pure functions, no I/O except name resolution in
-//! [`check_resolved_host`], which runs when a clone connects.
+//! [`check_resolved_host`]. Names are checked where a clone connects ([`super::egress`]), not
+//! here: a submit is accepted while DNS is down, and a name checked early could be rebound.
+//!
+//! Public entry points: [`parse_git_url`] (submit-time check of a `git_url`), [`is_internal`]
+//! (the address classifier), [`GitSchemes::parse`] and [`redact_url`] / [`redact_text`].
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr};
 
 use url::Url;
 
@@ -13,6 +17,141 @@ pub struct SourcePolicy {
     pub allow_private_networks: bool,
     /// `file://` URLs and local paths are allowed.
     pub allow_local_sources: bool,
+    /// Network schemes allowed (`CERTUS_ASSURANCE_GIT_SCHEMES`).
+    pub schemes: GitSchemes,
+}
+
+impl SourcePolicy {
+    /// The defaults: public hosts only, no local sources, https, ssh and git.
+    pub const STRICT: SourcePolicy = SourcePolicy {
+        allow_private_networks: false,
+        allow_local_sources: false,
+        schemes: GitSchemes::DEFAULT,
+    };
+    /// Everything allowed (the local `scan` command, which runs as the user who calls it).
+    pub const OPEN: SourcePolicy = SourcePolicy {
+        allow_private_networks: true,
+        allow_local_sources: true,
+        schemes: GitSchemes::ALL,
+    };
+}
+
+impl Default for SourcePolicy {
+    fn default() -> Self {
+        SourcePolicy::STRICT
+    }
+}
+
+/// The network schemes of git URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitScheme {
+    Https,
+    /// Plain http: only with private networks allowed (it cannot go through the checking proxy).
+    Http,
+    /// `ssh://` and scp-like `user@host:path`.
+    Ssh,
+    /// The git daemon protocol, `git://`.
+    Git,
+}
+
+impl GitScheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            GitScheme::Https => "https",
+            GitScheme::Http => "http",
+            GitScheme::Ssh => "ssh",
+            GitScheme::Git => "git",
+        }
+    }
+}
+
+/// The set of allowed network schemes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GitSchemes {
+    pub https: bool,
+    pub http: bool,
+    pub ssh: bool,
+    pub git: bool,
+}
+
+impl GitSchemes {
+    /// `https,ssh,git`.
+    pub const DEFAULT: GitSchemes = GitSchemes {
+        https: true,
+        http: false,
+        ssh: true,
+        git: true,
+    };
+    pub const ALL: GitSchemes = GitSchemes {
+        https: true,
+        http: true,
+        ssh: true,
+        git: true,
+    };
+
+    /// Parses a comma-separated list such as `https,ssh`. `file` is not a value: local sources
+    /// are switched by `CERTUS_ASSURANCE_ALLOW_LOCAL_SOURCES`.
+    pub fn parse(list: &str) -> Result<GitSchemes, String> {
+        let mut set = GitSchemes {
+            https: false,
+            http: false,
+            ssh: false,
+            git: false,
+        };
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match item.to_ascii_lowercase().as_str() {
+                "https" => set.https = true,
+                "http" => set.http = true,
+                "ssh" => set.ssh = true,
+                "git" => set.git = true,
+                "file" => return Err("`file` is not a git scheme setting; local sources are enabled by CERTUS_ASSURANCE_ALLOW_LOCAL_SOURCES=true".into()),
+                other => return Err(format!("unknown git scheme `{other}`; use a comma-separated list of https, ssh, git and http")),
+            }
+        }
+        if set
+            == (GitSchemes {
+                https: false,
+                http: false,
+                ssh: false,
+                git: false,
+            })
+        {
+            return Err("at least one git scheme is needed (https, ssh, git or http)".into());
+        }
+        Ok(set)
+    }
+
+    pub fn allows(self, scheme: GitScheme) -> bool {
+        match scheme {
+            GitScheme::Https => self.https,
+            GitScheme::Http => self.http,
+            GitScheme::Ssh => self.ssh,
+            GitScheme::Git => self.git,
+        }
+    }
+
+    /// `https, ssh, git` (for messages).
+    pub fn list(self) -> String {
+        [
+            GitScheme::Https,
+            GitScheme::Ssh,
+            GitScheme::Git,
+            GitScheme::Http,
+        ]
+        .into_iter()
+        .filter(|s| self.allows(*s))
+        .map(GitScheme::name)
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
+}
+
+fn scheme_refused(scheme: GitScheme, policy: SourcePolicy) -> String {
+    format!(
+        "git_url scheme `{}` is not allowed on this server; use {} (allowed schemes are set by CERTUS_ASSURANCE_GIT_SCHEMES)",
+        scheme.name(),
+        policy.schemes.list()
+    )
 }
 
 /// A git URL that passed submit-time checks.
@@ -27,6 +166,8 @@ pub struct GitUrl {
     pub port: Option<u16>,
     /// True for `file://` URLs and local paths.
     pub is_local: bool,
+    /// The network scheme (`None` for local sources).
+    pub scheme: Option<GitScheme>,
 }
 
 impl GitUrl {
@@ -64,6 +205,9 @@ pub fn parse_git_url(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> 
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"._-/~".contains(&b));
             if !userhost.contains('/') && host_ok && path_ok {
+                if !policy.schemes.ssh {
+                    return Err(scheme_refused(GitScheme::Ssh, policy));
+                }
                 check_literal_host(host, policy)?;
                 return Ok(GitUrl {
                     clone_url: raw.to_string(),
@@ -71,6 +215,7 @@ pub fn parse_git_url(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> 
                     host: Some(host.to_string()),
                     port: Some(22),
                     is_local: false,
+                    scheme: Some(GitScheme::Ssh),
                 });
             }
         }
@@ -84,6 +229,7 @@ pub fn parse_git_url(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> 
                 host: None,
                 port: None,
                 is_local: true,
+                scheme: None,
             });
         }
         return Err(
@@ -93,8 +239,11 @@ pub fn parse_git_url(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> 
     }
     let url = Url::parse(raw).map_err(|e| format!("git_url is not a valid URL: {e}"))?;
     let display_url = redact_url(&url);
-    match url.scheme() {
-        "https" | "http" | "ssh" | "git" => {}
+    let scheme = match url.scheme() {
+        "https" => GitScheme::Https,
+        "http" => GitScheme::Http,
+        "ssh" => GitScheme::Ssh,
+        "git" => GitScheme::Git,
         "file" => {
             if !policy.allow_local_sources {
                 return Err("file:// URLs are not allowed on this server (set CERTUS_ASSURANCE_ALLOW_LOCAL_SOURCES=true to enable them)".into());
@@ -105,16 +254,21 @@ pub fn parse_git_url(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> 
                 host: None,
                 port: None,
                 is_local: true,
+                scheme: None,
             });
         }
         other => {
             return Err(format!(
-                "git_url scheme `{other}` is not allowed; use https, ssh or git"
+                "git_url scheme `{other}` is not allowed; use {}",
+                policy.schemes.list()
             ))
         }
+    };
+    if scheme == GitScheme::Http && !(policy.schemes.http && policy.allow_private_networks) {
+        return Err("plain http git URLs are not allowed; use https (plain http is accepted only for internal git servers, with CERTUS_ASSURANCE_GIT_SCHEMES including http and CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS=true)".into());
     }
-    if url.scheme() == "http" && !policy.allow_private_networks {
-        return Err("plain http git URLs are not allowed; use https (plain http is accepted only with CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS=true, for internal git servers)".into());
+    if !policy.schemes.allows(scheme) {
+        return Err(scheme_refused(scheme, policy));
     }
     let host = url
         .host_str()
@@ -134,6 +288,7 @@ pub fn parse_git_url(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> 
         port: url.port_or_known_default(),
         host: Some(host),
         is_local: false,
+        scheme: Some(scheme),
     })
 }
 
@@ -167,40 +322,45 @@ pub enum HostCheck {
     Unresolved(String),
 }
 
-/// Resolves `host` and refuses it if any address is internal (called when the clone connects).
+/// Resolves `host` with the system resolver and refuses it if any address is internal. The
+/// clone itself does not use this (it would resolve again when connecting): see
+/// [`super::egress::resolve_checked`], which returns the checked addresses to connect to.
 pub fn check_resolved_host(host: &str, port: u16, policy: SourcePolicy) -> Result<(), HostCheck> {
-    if policy.allow_private_networks {
-        return Ok(());
-    }
-    let addrs = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| HostCheck::Unresolved(format!("could not resolve git host `{host}`: {e}")))?;
-    for addr in addrs {
-        if is_internal(addr.ip()) {
-            return Err(HostCheck::Refused(format!(
-                "git host `{host}` resolves to an internal address; internal hosts are refused unless CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS=true"
-            )));
-        }
-    }
-    Ok(())
+    super::egress::resolve_checked(host, port, policy, &super::egress::SystemResolver).map(|_| ())
 }
 
-/// Loopback, private, link-local, shared (CGNAT), unspecified, multicast, documentation and
-/// unique-local addresses: anything that is not a public unicast address.
+/// Loopback, private, link-local, shared (CGNAT), unspecified, multicast, reserved,
+/// documentation, benchmarking and unique-local addresses, cloud metadata endpoints, and IPv6
+/// forms that embed one of those IPv4 addresses (mapped, compatible, NAT64, 6to4): anything
+/// that is not a public unicast address.
 pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_internal_v4(v4),
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, which includes :: and ::1).
+            if let Some(v4) = v6.to_ipv4() {
                 return is_internal_v4(v4);
             }
-            let seg0 = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
+            let seg = v6.segments();
+            let embedded = |hi: u16, lo: u16| Ipv4Addr::from(((hi as u32) << 16) | lo as u32);
+            // NAT64 (64:ff9b::/96, 64:ff9b:1::/48) reaches the embedded IPv4 address.
+            if seg[0] == 0x64 && seg[1] == 0xff9b {
+                return seg[2] != 0 || is_internal_v4(embedded(seg[6], seg[7]));
+            }
+            // 6to4 (2002::/16) tunnels to the IPv4 address in bits 16..48.
+            if seg[0] == 0x2002 {
+                return is_internal_v4(embedded(seg[1], seg[2]));
+            }
+            v6.is_unspecified()
+                || v6.is_loopback()
                 || v6.is_multicast()
-                || (seg0 & 0xfe00) == 0xfc00 // unique local
-                || (seg0 & 0xffc0) == 0xfe80 // link local
-                || v6 == Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0)
+                || (seg[0] & 0xfe00) == 0xfc00 // unique local (fd00:ec2::254 is EC2's metadata)
+                || (seg[0] & 0xffc0) == 0xfe80 // link local
+                || (seg[0] & 0xffc0) == 0xfec0 // site local (deprecated)
+                || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
+                || (seg[0] == 0x2001 && seg[1] == 0) // Teredo: tunnels to anything
+                || (seg[0] == 0x0100 && seg[1..4] == [0, 0, 0]) // discard-only 100::/64
+                || (seg[0] & 0xe000) != 0x2000 // outside global unicast 2000::/3
         }
     }
 }
@@ -209,14 +369,16 @@ fn is_internal_v4(v4: Ipv4Addr) -> bool {
     let o = v4.octets();
     v4.is_loopback()
         || v4.is_private()
-        || v4.is_link_local()
+        || v4.is_link_local() // 169.254.0.0/16, including 169.254.169.254 (metadata)
         || v4.is_unspecified()
         || v4.is_broadcast()
         || v4.is_multicast()
         || v4.is_documentation()
         || o[0] == 0
-        || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10 shared address space
+        || o[0] >= 240 // 240.0.0.0/4 reserved
+        || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10 shared (CGNAT; Alibaba metadata)
         || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15 benchmarking
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0.0/24 protocol assignments
 }
 
 /// The URL with its user-info (user and password) replaced by `***`.
@@ -232,9 +394,29 @@ pub fn redact_url(url: &Url) -> String {
 
 /// Replaces every occurrence of the credentialed URL (and its user-info) in `text` with the
 /// display form; used on error messages coming back from git.
-pub fn redact_text(text: &str, git: &GitUrl) -> String {
-    if !git.has_credentials() {
+/// Text from a remote server (git's error messages quote what the server sent) with control
+/// characters written as escapes (`\n`, `\u{1b}`): such text ends up in logs, events and stored
+/// errors, and a newline or a terminal escape in it must not forge a log line or repaint a
+/// terminal.
+pub fn neutralize_controls(text: &str) -> String {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
         return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub fn redact_text(text: &str, git: &GitUrl) -> String {
+    let text = neutralize_controls(text);
+    if !git.has_credentials() {
+        return text;
     }
     let mut out = text.replace(&git.clone_url, &git.display_url);
     if let Ok(url) = Url::parse(&git.clone_url) {
@@ -251,14 +433,8 @@ pub fn redact_text(text: &str, git: &GitUrl) -> String {
 mod tests {
     use super::*;
 
-    const STRICT: SourcePolicy = SourcePolicy {
-        allow_private_networks: false,
-        allow_local_sources: false,
-    };
-    const OPEN: SourcePolicy = SourcePolicy {
-        allow_private_networks: true,
-        allow_local_sources: true,
-    };
+    const STRICT: SourcePolicy = SourcePolicy::STRICT;
+    const OPEN: SourcePolicy = SourcePolicy::OPEN;
 
     #[test]
     fn accepts_public_urls() {
@@ -295,6 +471,19 @@ mod tests {
     }
 
     #[test]
+    fn control_characters_from_servers_are_escaped() {
+        let git = parse_git_url("https://git.example.com/r.git", SourcePolicy::STRICT).unwrap();
+        let hostile = "remote error: no\n{\"level\":\"ERROR\",\"fields\":{}}\r\u{1b}[2J\u{7}\tend";
+        let out = redact_text(hostile, &git);
+        assert!(!out.chars().any(|c| c.is_control() && c != '\t'), "{out:?}");
+        assert_eq!(
+            out,
+            "remote error: no\\n{\"level\":\"ERROR\",\"fields\":{}}\\r\\u{1b}[2J\\u{7}\tend"
+        );
+        assert_eq!(neutralize_controls("plain text"), "plain text");
+    }
+
+    #[test]
     fn credentials_are_redacted() {
         let url =
             parse_git_url("https://user:s3cr3t-token@example.com/org/repo.git", STRICT).unwrap();
@@ -308,19 +497,153 @@ mod tests {
     }
 
     #[test]
-    fn internal_ranges() {
-        for ip in [
-            "100.64.1.1",
+    fn address_classifier_table() {
+        let internal = [
+            "127.0.0.1",
+            "127.255.255.254",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
             "192.168.1.1",
-            "::ffff:127.0.0.1",
-            "fd00::1",
-            "fe80::1",
+            "169.254.169.254", // AWS, GCP, Azure metadata
+            "169.254.0.1",
+            "100.64.0.1",      // CGNAT
+            "100.100.100.200", // Alibaba metadata (CGNAT range)
+            "100.127.255.255",
+            "0.0.0.0",
             "0.1.2.3",
+            "255.255.255.255",
+            "240.0.0.1",
+            "224.0.0.1",
+            "239.255.255.250",
+            "192.0.2.1",
+            "198.51.100.1",
+            "203.0.113.1",
+            "198.18.0.1",
+            "192.0.0.170",
+            "::",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "fd00::1",
+            "fd00:ec2::254", // AWS metadata over IPv6
+            "fc00::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "2001:db8::1",
+            "2001:0:4136:e378::1", // Teredo
+            "64:ff9b::7f00:1",     // NAT64 of 127.0.0.1
+            "64:ff9b::a9fe:a9fe",  // NAT64 of 169.254.169.254
+            "64:ff9b:1::1",
+            "2002:7f00:1::1", // 6to4 of 127.0.0.1
+            "2002:a00:1::1",  // 6to4 of 10.0.0.1
+            "100::1",
+            "::2:3:4:5:6", // outside 2000::/3
+        ];
+        for ip in internal {
+            assert!(is_internal(ip.parse().unwrap()), "{ip} should be internal");
+        }
+        let public = [
+            "8.8.8.8",
+            "1.1.1.1",
+            "93.184.216.34",
+            "100.63.255.255",
+            "100.128.0.1",
+            "172.32.0.1",
+            "192.0.1.1",
+            "223.255.255.254",
+            "2606:4700::1111",
+            "2a00:1450:4001::200e",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808", // NAT64 of 8.8.8.8
+            "2002:808:808::1",  // 6to4 of 8.8.8.8
+        ];
+        for ip in public {
+            assert!(!is_internal(ip.parse().unwrap()), "{ip} should be public");
+        }
+    }
+
+    #[test]
+    fn schemes_follow_the_configuration() {
+        assert_eq!(
+            GitSchemes::parse("https,ssh,git").unwrap(),
+            GitSchemes::DEFAULT
+        );
+        assert_eq!(
+            GitSchemes::parse(" HTTPS , http,ssh,git ").unwrap(),
+            GitSchemes::ALL
+        );
+        for bad in ["", ",", "ftp", "file", "https,gopher"] {
+            assert!(GitSchemes::parse(bad).is_err(), "{bad:?}");
+        }
+        let https_only = SourcePolicy {
+            schemes: GitSchemes::parse("https").unwrap(),
+            ..SourcePolicy::STRICT
+        };
+        assert!(parse_git_url("https://example.com/org/repo.git", https_only).is_ok());
+        for refused in [
+            "git://example.com/repo",
+            "ssh://git@example.com/org/repo.git",
+            "git@example.com:org/repo.git",
         ] {
-            assert!(is_internal(ip.parse().unwrap()), "{ip}");
+            let err = parse_git_url(refused, https_only).unwrap_err();
+            assert!(
+                err.contains("CERTUS_ASSURANCE_GIT_SCHEMES"),
+                "{refused}: {err}"
+            );
+            assert!(err.contains("use https"), "{refused}: {err}");
         }
-        for ip in ["8.8.8.8", "2606:4700::1111"] {
-            assert!(!is_internal(ip.parse().unwrap()), "{ip}");
+        // Plain http needs both the scheme and private networks.
+        let url = "http://git.internal/org/repo.git";
+        assert!(parse_git_url(url, STRICT).unwrap_err().contains("https"));
+        let http_public = SourcePolicy {
+            schemes: GitSchemes::ALL,
+            ..SourcePolicy::STRICT
+        };
+        assert!(parse_git_url(url, http_public).is_err());
+        let private_no_http = SourcePolicy {
+            allow_private_networks: true,
+            ..SourcePolicy::STRICT
+        };
+        assert!(parse_git_url(url, private_no_http).is_err());
+        assert_eq!(
+            parse_git_url(url, OPEN).unwrap().scheme,
+            Some(GitScheme::Http)
+        );
+        // Local sources are switched separately, whatever the schemes.
+        assert!(
+            parse_git_url(
+                "file:///srv/repo",
+                SourcePolicy {
+                    allow_local_sources: true,
+                    ..SourcePolicy::STRICT
+                }
+            )
+            .unwrap()
+            .is_local
+        );
+    }
+
+    #[test]
+    fn literal_internal_addresses_are_refused_at_submit_naming_the_setting() {
+        for url in [
+            "git://127.0.0.1/repo",
+            "https://[::ffff:127.0.0.1]/repo.git",
+            "https://[fd00:ec2::254]/latest",
+            "https://0.0.0.0/repo.git",
+            "git@10.0.0.1:org/repo.git",
+        ] {
+            let err = parse_git_url(url, STRICT).unwrap_err();
+            assert!(
+                err.contains("CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS"),
+                "{url}: {err}"
+            );
         }
+        // Names are not resolved at submit: a name that resolves to loopback passes here and
+        // is refused where the clone connects.
+        assert!(parse_git_url("https://vm.nip.io/org/repo.git", STRICT).is_ok());
     }
 }

@@ -5,6 +5,10 @@
 //! with a size cap. Reports become SARIF 2.1.0: native SARIF is kept (with code snippets
 //! removed, since a snippet can hold a secret in clear); tools without a SARIF mode (bandit,
 //! detect-secrets) are converted with the shared writer.
+//!
+//! Each tool runs in a process group of its own. When the tool exits, is cancelled or reaches
+//! the time limit, the whole group is killed: a helper process it left behind (which would also
+//! hold its output pipes open) does not outlive it.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -106,6 +110,31 @@ pub const TOOLS: [ToolSpec; 7] = [
 
 pub fn spec(name: &str) -> Option<&'static ToolSpec> {
     TOOLS.iter().find(|t| t.name == name)
+}
+
+/// Makes the kernel kill the tool when the service dies. `kill_on_drop` covers every way a scan
+/// ends inside a living service; after a kill -9 (or any crash) nothing is dropped, and the tool
+/// would run on, orphaned, in a workspace the next start removes.
+///
+/// The death signal is tied to the thread that spawns the child: tools are spawned from the
+/// runtime's worker threads, which live as long as the service (nothing here uses
+/// `block_in_place`, which could retire such a thread).
+fn die_with_service(cmd: &mut tokio::process::Command) {
+    let service = std::process::id() as libc::pid_t;
+    // SAFETY: between fork and exec the closure only makes async-signal-safe system calls
+    // (prctl, getppid, _exit) and touches no memory shared with other threads.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The service may have died before the signal was armed.
+            if libc::getppid() != service {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
 }
 
 /// The executable `binary` on `path` (a `PATH`-style list), if any.
@@ -305,7 +334,9 @@ pub async fn run_tool(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
+    die_with_service(&mut cmd);
     cmd.env("PATH", child_path(run.path.as_deref()));
     // Tools installed with pyenv run through shims that need to find their interpreter.
     for var in ["PYENV_ROOT", "PYENV_VERSION"] {
@@ -316,6 +347,9 @@ pub async fn run_tool(
     let mut child = cmd
         .spawn()
         .map_err(|e| ToolError::Failed(format!("could not start `{}`: {e}", exe.display())))?;
+    // Killed when this function returns, whichever way (declared after `child`, so it is
+    // dropped first, while the group leader may still be unreaped).
+    let group = ProcessGroup(child.id());
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
     let capture_stdout = tool.report == Report::DetectSecretsStdout;
@@ -333,8 +367,15 @@ pub async fn run_tool(
         }
     };
     let stderr_task = forward_lines(stderr, "stderr", on_line);
+    let exited = async {
+        let status = child.wait().await;
+        // Whatever the tool left running is stopped now; that also closes the output pipes
+        // those processes inherited, so reading the output can finish.
+        group.kill();
+        status
+    };
     let wait = async {
-        let (out, err, status) = tokio::join!(stdout_task, stderr_task, child.wait());
+        let (out, err, status) = tokio::join!(stdout_task, stderr_task, exited);
         let _ = err;
         (out, status)
     };
@@ -396,6 +437,29 @@ pub async fn run_tool(
         counts,
         skipped: None,
     })
+}
+
+/// The process group of one tool run (its id is the tool's pid).
+struct ProcessGroup(Option<u32>);
+
+impl ProcessGroup {
+    /// SIGKILL to every process of the group. Until the last member is gone the kernel keeps
+    /// the group id reserved, so this cannot reach an unrelated process while any of the
+    /// tool's processes remain; with none left it finds nothing (ESRCH).
+    fn kill(&self) {
+        if let Some(pgid) = self.0.and_then(|p| libc::pid_t::try_from(p).ok()) {
+            // SAFETY: killpg has no memory-safety preconditions.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 async fn forward_lines<R: AsyncRead + Unpin>(
@@ -852,5 +916,181 @@ mod tests {
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(find_on_path("tool", Some(&path)), Some(exe));
         assert!(find_on_path("other", Some(&path)).is_none());
+    }
+
+    /// A fake `bandit` in a directory of its own: `body` is shell run with `$REPORT` set to the
+    /// report path (bandit's last argument).
+    fn fake_bandit(body: &str) -> tempfile::TempDir {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("bandit");
+        std::fs::write(
+            &exe,
+            format!("#!/bin/sh\nfor a; do REPORT=\"$a\"; done\n{body}\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    }
+
+    async fn run_fake(
+        tools: &Path,
+        deadline: Duration,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<ToolOutput, ToolError> {
+        let source = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let run = ToolRun {
+            source: source.path(),
+            scratch: scratch.path(),
+            path: Some(tools.as_os_str().to_owned()),
+            deadline: Instant::now() + deadline,
+            cancel,
+        };
+        run_tool(spec("bandit").unwrap(), &run, &|_, _| {}).await
+    }
+
+    /// Whether `pid` has ended (gone, or a zombie waiting for its new parent), waiting for it
+    /// for a while: a SIGKILLed process takes a moment to be torn down.
+    fn ended(pid: &str) -> bool {
+        let stat = format!("/proc/{}/stat", pid.trim());
+        for _ in 0..200 {
+            match std::fs::read_to_string(&stat) {
+                Err(_) => return true,
+                Ok(s)
+                    if s.rsplit_once(") ")
+                        .is_some_and(|(_, rest)| rest.starts_with('Z')) =>
+                {
+                    return true
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        false
+    }
+
+    fn read_pid(path: &Path) -> String {
+        for _ in 0..400 {
+            if let Ok(pid) = std::fs::read_to_string(path) {
+                if pid.ends_with('\n') {
+                    return pid;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the fake tool did not write {}", path.display());
+    }
+
+    #[tokio::test]
+    async fn a_process_the_tool_leaves_behind_is_killed_when_it_exits() {
+        let pids = tempfile::tempdir().unwrap();
+        let pidfile = pids.path().join("grandchild");
+        let tools = fake_bandit(&format!(
+            "sleep 1000 &\necho $! > {}\necho '{{\"results\": []}}' > \"$REPORT\"\nexit 0",
+            pidfile.display()
+        ));
+        let cancel = Arc::new(AtomicBool::new(false));
+        // The grandchild holds the tool's stdout open: without killing the group, the run
+        // would only end at the deadline, as Stopped.
+        let out = run_fake(tools.path(), Duration::from_secs(600), &cancel)
+            .await
+            .expect("the tool run completes");
+        assert_eq!(out.exit_code, 0);
+        assert!(
+            ended(&read_pid(&pidfile)),
+            "the grandchild is still running"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_whole_process_group_is_killed_on_timeout_and_on_cancel() {
+        let pids = tempfile::tempdir().unwrap();
+        let tool_pid = pids.path().join("tool");
+        let grandchild_pid = pids.path().join("grandchild");
+        let tools = fake_bandit(&format!(
+            "echo $$ > {}\nsleep 1000 &\necho $! > {}\nsleep 1000",
+            tool_pid.display(),
+            grandchild_pid.display()
+        ));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let err = run_fake(tools.path(), Duration::from_secs(2), &cancel)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ToolError::Stopped), "{err}");
+        assert!(ended(&read_pid(&tool_pid)), "the tool is still running");
+        assert!(
+            ended(&read_pid(&grandchild_pid)),
+            "the grandchild is still running"
+        );
+
+        for f in [&tool_pid, &grandchild_pid] {
+            std::fs::remove_file(f).unwrap();
+        }
+        let flag = cancel.clone();
+        let watch = grandchild_pid.clone();
+        let canceller = tokio::task::spawn_blocking(move || {
+            let pid = read_pid(&watch);
+            flag.store(true, Ordering::Relaxed);
+            pid
+        });
+        let err = run_fake(tools.path(), Duration::from_secs(600), &cancel)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ToolError::Stopped), "{err}");
+        let grandchild = canceller.await.unwrap();
+        assert!(ended(&read_pid(&tool_pid)), "the tool is still running");
+        assert!(ended(&grandchild), "the grandchild is still running");
+    }
+
+    #[tokio::test]
+    async fn the_tool_sees_only_its_minimal_environment() {
+        let dump = tempfile::tempdir().unwrap();
+        let env_file = dump.path().join("env");
+        let tools = fake_bandit(&format!(
+            "env > {}\necho '{{\"results\": []}}' > \"$REPORT\"",
+            env_file.display()
+        ));
+        let cancel = Arc::new(AtomicBool::new(false));
+        run_fake(tools.path(), Duration::from_secs(600), &cancel)
+            .await
+            .unwrap();
+        let allowed = [
+            "HOME",
+            "TMPDIR",
+            "LANG",
+            "LC_ALL",
+            "NO_COLOR",
+            "PYTHONDONTWRITEBYTECODE",
+            "SEMGREP_SEND_METRICS",
+            "SEMGREP_ENABLE_VERSION_CHECK",
+            "TRIVY_NO_PROGRESS",
+            "PATH",
+            "PYENV_ROOT",
+            "PYENV_VERSION",
+            // set by the shell itself
+            "PWD",
+            "OLDPWD",
+            "SHLVL",
+            "_",
+        ];
+        let env = std::fs::read_to_string(&env_file).unwrap();
+        for line in env.lines() {
+            let name = line.split('=').next().unwrap();
+            assert!(
+                allowed.contains(&name),
+                "unexpected variable in the tool's environment: {name}"
+            );
+        }
+        assert!(env.contains("HOME="), "{env}");
+    }
+
+    #[tokio::test]
+    async fn a_report_over_the_size_cap_is_refused() {
+        let tools = fake_bandit(&format!("truncate -s {} \"$REPORT\"", MAX_REPORT_BYTES + 1));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let err = run_fake(tools.path(), Duration::from_secs(600), &cancel)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("larger than 64 MiB"), "{err}");
     }
 }

@@ -140,6 +140,27 @@ pub enum UploadFailure {
     Verification { uri: String, message: String },
     #[error("the upload was interrupted by a shutdown; request it again")]
     Interrupted,
+    /// A scan id or bundle path that cannot be part of an object key (never produced by the
+    /// service itself; checked so that no key can leave its scan's prefix).
+    #[error("`{0}` cannot be used in an object key")]
+    InvalidKey(String),
+}
+
+/// A scan id as an object-key segment: `[A-Za-z0-9_-]`, 1 to 64 characters.
+fn valid_key_segment(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A bundle path inside a key: relative, `/`-separated, no empty, `.` or `..` segment, and only
+/// printable ASCII without `\`.
+fn valid_key_path(p: &str) -> bool {
+    !p.is_empty()
+        && p.len() <= 512
+        && p.bytes().all(|b| b.is_ascii_graphic() && b != b'\\')
+        && p.split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
 /// The upload client. Cheap to share behind an `Arc`.
@@ -305,6 +326,12 @@ impl Uploader {
         progress: &dyn ProgressReport,
         cancel: &CancellationToken,
     ) -> Result<RemoteArtifacts, UploadFailure> {
+        if !valid_key_segment(&subject.test_id) {
+            return Err(UploadFailure::InvalidKey(subject.test_id.clone()));
+        }
+        if let Some(bad) = files.iter().find(|f| !valid_key_path(&f.name)) {
+            return Err(UploadFailure::InvalidKey(bad.name.clone()));
+        }
         let t = &self.targets;
         let raw_dir = t.raw_dir(&subject.test_id);
         let golden_dir = t.golden_dir(&subject.test_id);
@@ -690,6 +717,35 @@ pub fn load_signing_key(path: &Path) -> anyhow::Result<Ed25519KeyPair> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn object_keys_accept_only_plain_ids_and_bundle_paths() {
+        assert!(valid_key_segment("test_0123456789ab"));
+        for bad in ["", "..", "a/b", "a\u{0}b", "t\u{ff0e}", &"a".repeat(65)] {
+            assert!(!valid_key_segment(bad), "{bad:?}");
+        }
+        for ok in [
+            "scan.json",
+            "reports/sast/bandit.sarif.json",
+            "logs/runner.log",
+        ] {
+            assert!(valid_key_path(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "reports/../../x",
+            "reports//x",
+            "./x",
+            "a\\b",
+            "a b",
+            "a\u{0}b",
+            "r\u{e9}port",
+        ] {
+            assert!(!valid_key_path(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn canonical_list_is_sorted_and_line_based() {

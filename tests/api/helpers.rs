@@ -213,24 +213,7 @@ impl TestApp {
 
     /// Counts per status and upload status read straight from the SQLite file.
     pub fn store_counts(&self) -> (HashMap<String, i64>, HashMap<String, i64>) {
-        let conn = rusqlite::Connection::open(self.data_dir.join("certus-assurance.db")).unwrap();
-        let mut by_status = HashMap::new();
-        let mut stmt = conn
-            .prepare("SELECT lower(status), COUNT(*) FROM scans GROUP BY status")
-            .unwrap();
-        for row in stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap() {
-            let (k, v): (String, i64) = row.unwrap();
-            by_status.insert(k, v);
-        }
-        let mut by_upload = HashMap::new();
-        let mut stmt = conn
-            .prepare("SELECT upload_status, COUNT(*) FROM scans GROUP BY upload_status")
-            .unwrap();
-        for row in stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap() {
-            let (k, v): (String, i64) = row.unwrap();
-            by_upload.insert(k, v);
-        }
-        (by_status, by_upload)
+        store_counts_at(&self.data_dir)
     }
 
     pub fn artifact_dir(&self, id: &str) -> PathBuf {
@@ -501,6 +484,30 @@ impl ServiceProcess {
         }
     }
 
+    /// Polls the scan until it is in one of `states`; returns it.
+    pub async fn wait_for_state(&self, id: &str, states: &[&str], timeout: Duration) -> Value {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let scan: Value = client
+                .get(format!("{}/v1/security-scans/{id}", self.address))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if states.iter().any(|s| scan["status"] == *s) {
+                return scan;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "scan {id} not in {states:?}: {scan}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// SIGKILL: nothing is drained or cleaned up.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
@@ -523,16 +530,44 @@ impl Drop for ServiceProcess {
     }
 }
 
+/// Counts per status and upload status read straight from the SQLite file of `data_dir`.
+pub fn store_counts_at(data_dir: &Path) -> (HashMap<String, i64>, HashMap<String, i64>) {
+    let conn = rusqlite::Connection::open(data_dir.join("certus-assurance.db")).unwrap();
+    let mut by_status = HashMap::new();
+    let mut stmt = conn
+        .prepare("SELECT lower(status), COUNT(*) FROM scans GROUP BY status")
+        .unwrap();
+    for row in stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap() {
+        let (k, v): (String, i64) = row.unwrap();
+        by_status.insert(k, v);
+    }
+    let mut by_upload = HashMap::new();
+    let mut stmt = conn
+        .prepare("SELECT upload_status, COUNT(*) FROM scans GROUP BY upload_status")
+        .unwrap();
+    for row in stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap() {
+        let (k, v): (String, i64) = row.unwrap();
+        by_upload.insert(k, v);
+    }
+    (by_status, by_upload)
+}
+
 /// Asserts `/stats`, `/metrics` and the store agree on every scan and upload count.
 pub async fn assert_stats_match_metrics_and_store(app: &TestApp) -> Value {
     let stats = app.stats().await;
     let text = app.metrics_text().await;
-    let (store, uploads) = app.store_counts();
+    assert_counts_agree(&stats, &text, &app.data_dir)
+}
+
+/// Asserts that `stats` (a `/stats` answer), `text` (a `/metrics` answer) and the SQLite store
+/// in `data_dir` agree on every scan and upload count; returns `stats`.
+pub fn assert_counts_agree(stats: &Value, text: &str, data_dir: &Path) -> Value {
+    let (store, uploads) = store_counts_at(data_dir);
     let mut total = 0;
     for status in ["queued", "running", "succeeded", "failed"] {
         let from_stats = stats["scans_by_status"][status].as_i64().unwrap();
         let from_metrics =
-            sample(&text, "certus_assurance_scans", &[("status", status)]).unwrap() as i64;
+            sample(text, "certus_assurance_scans", &[("status", status)]).unwrap() as i64;
         let from_store = store.get(status).copied().unwrap_or(0);
         assert_eq!(from_stats, from_metrics, "{status}: /stats vs /metrics");
         assert_eq!(from_stats, from_store, "{status}: /stats vs store");
@@ -542,7 +577,7 @@ pub async fn assert_stats_match_metrics_and_store(app: &TestApp) -> Value {
     for status in ["pending", "permitted", "uploaded", "denied", "failed"] {
         let from_stats = stats["upload_stats"][status].as_i64().unwrap();
         let from_metrics =
-            sample(&text, "certus_assurance_uploads", &[("status", status)]).unwrap() as i64;
+            sample(text, "certus_assurance_uploads", &[("status", status)]).unwrap() as i64;
         assert_eq!(
             from_stats, from_metrics,
             "upload {status}: /stats vs /metrics"
@@ -555,9 +590,266 @@ pub async fn assert_stats_match_metrics_and_store(app: &TestApp) -> Value {
     }
     assert_eq!(
         stats["active_streams"].as_f64().unwrap(),
-        sample(&text, "certus_assurance_active_streams", &[]).unwrap()
+        sample(text, "certus_assurance_active_streams", &[]).unwrap()
     );
-    stats
+    stats.clone()
+}
+
+/// The service binary as a real process on a data directory that outlives it, plus the id of
+/// every submission it accepted: what the fault-injection and load tests drive and check.
+pub struct Service {
+    /// The data directory (SQLite file, `work/`, artifacts unless configured elsewhere).
+    pub data: PathBuf,
+    _data: Option<TempDir>,
+    env: Vec<(String, String)>,
+    pub process: ServiceProcess,
+    pub client: reqwest::Client,
+    /// Every `test_id` a submission got 202 for.
+    pub accepted: Vec<String>,
+}
+
+/// Polls at most this long for a scan (or upload) to reach an expected state.
+const SERVICE_WAIT: Duration = Duration::from_secs(90);
+
+impl Service {
+    /// Starts the binary on a new data directory with `env` (on top of [`ServiceProcess`]'s).
+    pub fn start(env: &[(&str, &str)]) -> Service {
+        let dir = tempfile::tempdir().unwrap();
+        let mut service = Service::start_in(dir.path(), env);
+        service._data = Some(dir);
+        service
+    }
+
+    /// Starts the binary on the data directory `data` (which the caller keeps).
+    pub fn start_in(data: &Path, env: &[(&str, &str)]) -> Service {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let process = Service::spawn(data, &env);
+        Service {
+            data: data.to_path_buf(),
+            _data: None,
+            env,
+            process,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            accepted: Vec::new(),
+        }
+    }
+
+    fn spawn(data: &Path, env: &[(String, String)]) -> ServiceProcess {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        ServiceProcess::start(data, &env)
+    }
+
+    /// SIGKILL, then a new process on the same data directory and settings.
+    pub fn kill9_and_restart(&mut self) {
+        self.process.kill9();
+        self.process = Service::spawn(&self.data, &self.env);
+    }
+
+    pub fn address(&self) -> &str {
+        &self.process.address
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
+    }
+
+    /// Where bundles go: `CERTUS_ASSURANCE_ARTIFACT_ROOT` if set, else `<data>/artifacts`.
+    pub fn artifact_root(&self) -> PathBuf {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "CERTUS_ASSURANCE_ARTIFACT_ROOT")
+            .map(|(_, v)| PathBuf::from(v))
+            .unwrap_or_else(|| self.data.join("artifacts"))
+    }
+
+    /// GET, answering status and JSON body (Null when the body is not JSON).
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POST a JSON body, answering status and JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.address()))
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Submits a scan, asserts 202 and remembers the id.
+    pub async fn submit(&mut self, body: Value) -> String {
+        let (status, answer) = self.post("/v1/security-scans", &body).await;
+        assert_eq!(status, 202, "submit answered {status}: {answer}");
+        let id = answer["test_id"].as_str().expect("test_id").to_string();
+        self.accepted.push(id.clone());
+        id
+    }
+
+    pub async fn scan(&self, id: &str) -> Value {
+        let (status, scan) = self.get(&format!("/v1/security-scans/{id}")).await;
+        assert_eq!(status, 200, "GET scan {id}: {status} {scan}");
+        scan
+    }
+
+    /// Polls the scan until `done` holds; `what` names the awaited state in the failure.
+    pub async fn wait_for(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + SERVICE_WAIT;
+        loop {
+            let scan = self.scan(id).await;
+            if done(&scan) {
+                return scan;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "scan {id} never reached {what}: {scan}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_for_terminal(&self, id: &str) -> Value {
+        self.wait_for(id, "a terminal state", is_terminal).await
+    }
+
+    /// Polls until `path` exists (a marker a fault scenario waits for).
+    pub async fn wait_for_path(&self, path: &Path, what: &str) {
+        let deadline = Instant::now() + SERVICE_WAIT;
+        while !path.exists() {
+            assert!(Instant::now() < deadline, "{what} never happened");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What must hold after any fault: every accepted scan is found by GET, in the list and in
+    /// the store, and reaches a terminal state (scans still progressing are waited for);
+    /// `/stats` equals `/metrics` and the store; no workspace and no half-written bundle file
+    /// is left behind. Returns the final `/stats`.
+    pub async fn assert_nothing_lost(&self) -> Value {
+        use futures_util::StreamExt;
+        use std::collections::HashSet;
+
+        futures_util::stream::iter(self.accepted.iter())
+            .map(|id| self.wait_for_terminal(id))
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+
+        let mut listed = HashSet::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/v1/security-scans?limit=500&cursor={c}"),
+                None => "/v1/security-scans?limit=500".to_string(),
+            };
+            let (status, page) = self.get(&path).await;
+            assert_eq!(status, 200, "list: {page}");
+            for scan in page["scans"].as_array().unwrap() {
+                assert!(is_terminal(scan), "listed scan not terminal: {scan}");
+                listed.insert(scan["test_id"].as_str().unwrap().to_string());
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => break,
+            }
+        }
+        let conn = rusqlite::Connection::open(self.data.join("certus-assurance.db")).unwrap();
+        let stored: HashSet<String> = conn
+            .prepare("SELECT test_id FROM scans")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for id in &self.accepted {
+            assert!(
+                listed.contains(id),
+                "accepted scan {id} missing from the list"
+            );
+            assert!(
+                stored.contains(id),
+                "accepted scan {id} missing from the store"
+            );
+        }
+        assert_eq!(listed, stored, "the list and the store disagree");
+
+        let (status, stats) = self.get("/stats").await;
+        assert_eq!(status, 200, "/stats: {stats}");
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.address()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let stats = assert_counts_agree(&stats, &text, &self.data);
+        assert_eq!(stats["total_scans"].as_u64().unwrap(), stored.len() as u64);
+
+        // A stopped clone removes its workspace a moment after the scan is recorded.
+        let work = self.data.join("work");
+        let leftovers = || -> Vec<PathBuf> {
+            std::fs::read_dir(&work)
+                .map(|rd| rd.map(|e| e.unwrap().path()).collect())
+                .unwrap_or_default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !leftovers().is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "workspaces left behind: {:?}",
+                leftovers()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let half_written = files_under(&self.artifact_root())
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
+            .collect::<Vec<_>>();
+        assert!(
+            half_written.is_empty(),
+            "half-written files: {half_written:?}"
+        );
+        stats
+    }
+}
+
+pub fn is_terminal(scan: &Value) -> bool {
+    scan["status"] == "SUCCEEDED" || scan["status"] == "FAILED"
+}
+
+/// Every regular file under `dir` (none when it does not exist).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => todo.push(path),
+                Ok(t) if t.is_file() => out.push(path),
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 /// Runs `tests/validate_schemas.py` with `args`; returns (success, output).

@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 use certus_assurance::api::scans::{validate_submission_json, SubmissionPolicy};
 use certus_assurance::error::ApiError;
 use certus_assurance::pipeline::archive::{extract, inspect, ArchiveFormat, Limits};
-use certus_assurance::pipeline::source::{parse_git_url, redact_text, SourcePolicy};
+use certus_assurance::pipeline::source::{parse_git_url, redact_text, GitSchemes, SourcePolicy};
 use serde_json::{json, Map, Value};
 
 /// xorshift64*: deterministic, good enough to pick cases.
@@ -313,10 +313,7 @@ fn random_submission(rng: &mut Rng) -> Value {
 fn random_submissions_are_accepted_only_when_every_field_is_valid() {
     let tmp = std::env::temp_dir().canonicalize().unwrap();
     let policy = SubmissionPolicy {
-        source: SourcePolicy {
-            allow_private_networks: false,
-            allow_local_sources: false,
-        },
+        source: SourcePolicy::STRICT,
         source_roots: vec![tmp.clone()],
         upload_dir: tmp.join("certus-property-uploads"),
         default_timeout_seconds: 600,
@@ -377,7 +374,8 @@ fn random_submissions_are_accepted_only_when_every_field_is_valid() {
 fn credentials_in_random_git_urls_never_reach_the_display_form_or_messages() {
     let policy = SourcePolicy {
         allow_private_networks: true,
-        allow_local_sources: false,
+        schemes: GitSchemes::ALL,
+        ..SourcePolicy::STRICT
     };
     let alphabet = b"abcXYZ019-._~!$&'()*+,;=%:@/?#[]";
     let mut rng = Rng::new(3);

@@ -54,7 +54,7 @@ fn with_tokens(config: &mut Config) {
 
 /// A submission into `workspace` that stays QUEUED (the test apps run no workers).
 fn body_in(workspace: &str) -> Value {
-    let mut body = scan_body("http://127.0.0.1:9/never-cloned.git");
+    let mut body = scan_body("git://127.0.0.1:9/never-cloned.git");
     body["workspace_id"] = json!(workspace);
     body
 }

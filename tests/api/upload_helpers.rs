@@ -4,7 +4,7 @@
 //! service speaking its HTTP contract (permit, deny, 500, garbage, hang).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,7 +49,11 @@ pub struct MotoServer {
 
 impl MotoServer {
     pub fn start() -> MotoServer {
-        let port = free_port();
+        MotoServer::start_on(free_port())
+    }
+
+    /// A moto server on `port` (to bring S3 back where the service expects it); empty.
+    pub fn start_on(port: u16) -> MotoServer {
         let child = Command::new(moto_python())
             .args([
                 "-m",
@@ -210,6 +214,8 @@ struct ProxyState {
     upstream: u16,
     sent: AtomicU64,
     cut_after: AtomicU64,
+    /// Once this many bytes went upstream, forwarding stops and S3 stalls (see `stalled`).
+    stall_after: AtomicU64,
     down: AtomicBool,
     /// New connections are held open and never forwarded.
     stalled: AtomicBool,
@@ -239,6 +245,7 @@ impl S3Proxy {
             upstream,
             sent: AtomicU64::new(0),
             cut_after: AtomicU64::new(u64::MAX),
+            stall_after: AtomicU64::new(u64::MAX),
             down: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
             drop_next: AtomicU64::new(0),
@@ -276,6 +283,7 @@ impl S3Proxy {
                     let (mut cr, mut cw) = client.into_split();
                     let (mut sr, mut sw) = server.into_split();
                     let up_state = state.clone();
+                    let held = cut.clone();
                     let up = async move {
                         let mut buf = vec![0u8; 64 * 1024];
                         loop {
@@ -287,6 +295,11 @@ impl S3Proxy {
                                 up_state.sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
                             if total > up_state.cut_after.load(Ordering::SeqCst) {
                                 up_state.cut();
+                                break;
+                            }
+                            if total > up_state.stall_after.load(Ordering::SeqCst) {
+                                up_state.stalled.store(true, Ordering::SeqCst);
+                                held.cancelled().await;
                                 break;
                             }
                             if sw.write_all(&buf[..n]).await.is_err() {
@@ -317,6 +330,18 @@ impl S3Proxy {
         self.state.cut_after.store(sent + bytes, Ordering::SeqCst);
     }
 
+    /// S3 stalls once `bytes` more bytes went upstream: the request under way and every later
+    /// one are held open and never answered, as if S3 hung in the middle of an upload.
+    pub fn stall_after(&self, bytes: u64) {
+        let sent = self.state.sent.load(Ordering::SeqCst);
+        self.state.stall_after.store(sent + bytes, Ordering::SeqCst);
+    }
+
+    /// Bytes forwarded to S3 so far.
+    pub fn sent_upstream(&self) -> u64 {
+        self.state.sent.load(Ordering::SeqCst)
+    }
+
     pub fn is_down(&self) -> bool {
         self.state.down.load(Ordering::SeqCst)
     }
@@ -336,6 +361,7 @@ impl S3Proxy {
     /// S3 is back.
     pub fn restore(&self) {
         self.state.cut_after.store(u64::MAX, Ordering::SeqCst);
+        self.state.stall_after.store(u64::MAX, Ordering::SeqCst);
         self.state.stalled.store(false, Ordering::SeqCst);
         self.state.down.store(false, Ordering::SeqCst);
         self.state.close_all();
@@ -486,6 +512,32 @@ impl Drop for TrustStandIn {
     }
 }
 
+/// A self-signed certificate and key for 127.0.0.1 in `dir` (`cert.pem`, `key.pem`).
+pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let key = dir.join("key.pem");
+    let cert = dir.join("cert.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl runs (run scripts/install-test-deps.sh)");
+    assert!(made.success(), "openssl req failed");
+    (cert, key)
+}
+
 /// `openssl s_server` with a self-signed certificate for 127.0.0.1: an HTTPS server whose
 /// certificate no trust store accepts. Stopped on drop.
 pub struct UntrustedTlsServer {
@@ -497,27 +549,7 @@ pub struct UntrustedTlsServer {
 impl UntrustedTlsServer {
     pub fn start() -> UntrustedTlsServer {
         let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("key.pem");
-        let cert = dir.path().join("cert.pem");
-        let made = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ])
-            .args([
-                "-subj",
-                "/CN=127.0.0.1",
-                "-addext",
-                "subjectAltName=IP:127.0.0.1",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl runs (run scripts/install-test-deps.sh)");
-        assert!(made.success(), "openssl req failed");
+        let (cert, key) = self_signed_cert(dir.path());
         let port = free_port();
         let child = Command::new("openssl")
             .args([
