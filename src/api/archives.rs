@@ -65,9 +65,9 @@ pub async fn upload_archive(
         )
     })?;
     let dir = state.config.upload_dir();
-    tokio::fs::create_dir_all(&dir)
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("creating {}: {e}", dir.display())))?;
+    tokio::fs::create_dir_all(&dir).await.map_err(|e| {
+        ApiError::Internal(anyhow::Error::new(e).context(format!("creating {}", dir.display())))
+    })?;
     let limit = state.config.archive_max_bytes;
     loop {
         let field = multipart
@@ -88,9 +88,9 @@ pub async fn upload_archive(
             path: dir.join(format!(".upload-{}.part", crate::jobs::new_test_id())),
             keep: false,
         };
-        let mut out = tokio::fs::File::create(&part.path)
-            .await
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("creating an upload file: {e}")))?;
+        let mut out = tokio::fs::File::create(&part.path).await.map_err(|e| {
+            ApiError::Internal(anyhow::Error::new(e).context("creating an upload file"))
+        })?;
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
         let mut head: Vec<u8> = Vec::with_capacity(512);
@@ -110,13 +110,13 @@ pub async fn upload_archive(
                 head.extend_from_slice(&chunk[..take]);
             }
             hasher.update(&chunk);
-            out.write_all(&chunk)
-                .await
-                .map_err(|e| ApiError::Internal(anyhow::anyhow!("writing an upload: {e}")))?;
+            out.write_all(&chunk).await.map_err(|e| {
+                ApiError::Internal(anyhow::Error::new(e).context("writing an upload"))
+            })?;
         }
         out.flush()
             .await
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("writing an upload: {e}")))?;
+            .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("writing an upload")))?;
         drop(out);
         if size == 0 {
             return Err(ApiError::invalid(
@@ -140,7 +140,9 @@ pub async fn upload_archive(
         let inspected =
             tokio::task::spawn_blocking(move || archive::inspect(&path, format, limits))
                 .await
-                .map_err(|e| ApiError::Internal(anyhow::anyhow!("inspecting an upload: {e}")))?;
+                .map_err(|e| {
+                    ApiError::Internal(anyhow::Error::new(e).context("inspecting an upload"))
+                })?;
         let stats = inspected.map_err(|e| {
             ApiError::invalid(
                 "file",
@@ -153,9 +155,9 @@ pub async fn upload_archive(
         let stored = dir.join(&name);
         let mut part = part;
         if tokio::fs::metadata(&stored).await.is_err() {
-            tokio::fs::rename(&part.path, &stored)
-                .await
-                .map_err(|e| ApiError::Internal(anyhow::anyhow!("storing an upload: {e}")))?;
+            tokio::fs::rename(&part.path, &stored).await.map_err(|e| {
+                ApiError::Internal(anyhow::Error::new(e).context("storing an upload"))
+            })?;
             part.keep = true;
         }
         tracing::info!(archive.sha256 = %sha, archive.bytes = size, archive.files = stats.files, "archive stored");

@@ -631,6 +631,34 @@ async fn a_full_data_disk_refuses_submissions_with_507_and_recovers_once_space_i
             "{detail}"
         );
     }
+    // An archive upload on the full disk answers 507 as well.
+    let mut archive = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(6);
+    header.set_mode(0o644);
+    header.set_cksum();
+    archive
+        .append_data(&mut header, "app.py", &b"x = 1\n"[..])
+        .unwrap();
+    let (content_type, body) =
+        crate::scanning::multipart(&archive.into_inner().unwrap(), "src.tar");
+    let response = service
+        .client
+        .post(format!(
+            "{}/v1/security-scans/upload-archive",
+            service.address()
+        ))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 507);
+    let answer: Value = response.json().await.unwrap();
+    assert!(
+        answer["detail"].as_str().unwrap().contains("disk is full"),
+        "{answer}"
+    );
     let (status, health) = service.get("/health").await;
     assert_eq!(status, 200, "{health}");
     assert_eq!(service.scan(&first).await["status"], "SUCCEEDED");

@@ -80,7 +80,7 @@ fn tool_dir(names: &[&str]) -> tempfile::TempDir {
     dir
 }
 
-fn multipart(bytes: &[u8], filename: &str) -> (String, Vec<u8>) {
+pub(crate) fn multipart(bytes: &[u8], filename: &str) -> (String, Vec<u8>) {
     let boundary = "certus-test-boundary-7d2f";
     let mut body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
