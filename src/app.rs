@@ -227,15 +227,11 @@ impl App {
         }
         if jobs.is_shared() {
             // Alive before the first claim, so scans pinned to this replica are not taken.
-            if let Err(err) = jobs
-                .heartbeat(liveness(config.reconcile_interval, &config))
-                .await
-            {
+            if let Err(err) = jobs.heartbeat(liveness(&config)).await {
                 tracing::warn!(error = ?err, "recording this replica as alive failed; retrying at the next reconcile");
             }
             shutdown.workers.spawn(run_reconciler(
                 jobs.clone(),
-                config.reconcile_interval,
                 config.clone(),
                 shutdown.stop_claiming.clone(),
             ));
@@ -312,24 +308,24 @@ async fn run_retention(
 
 /// How long a heartbeat keeps this replica alive in the shared store: three reconcile intervals,
 /// and at least one lease, so a replica busy for a moment is not taken for dead.
-fn liveness(interval: std::time::Duration, config: &Config) -> std::time::Duration {
-    (interval * 3).max(config.lease)
+fn liveness(config: &Config) -> std::time::Duration {
+    (config.reconcile_interval * 3).max(config.lease)
 }
 
 /// Shared store: renews this replica's liveness, reclaims scans of dead replicas and refreshes
 /// the cluster-wide gauges.
 async fn run_reconciler(
     jobs: JobManager,
-    interval: std::time::Duration,
     config: std::sync::Arc<Config>,
     stop: tokio_util::sync::CancellationToken,
 ) {
+    let interval = config.reconcile_interval;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        if let Err(err) = jobs.heartbeat(liveness(interval, &config)).await {
+        if let Err(err) = jobs.heartbeat(liveness(&config)).await {
             tracing::warn!(error = ?err, "recording this replica as alive failed; retrying at the next interval");
         }
         if let Err(err) = jobs.reconcile_cluster().await {

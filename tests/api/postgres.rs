@@ -478,6 +478,27 @@ async fn three_replicas_share_the_queue_and_run_each_scan_once() {
     }
 }
 
+/// The configuration of one replica of a test cluster: the schema's store, a shared artifact
+/// root, `workers` workers, a lease of `lease` seconds and a reconcile pass every sixth of it.
+fn replica(
+    schema: &PgSchema,
+    artifacts: &std::path::Path,
+    workers: usize,
+    id: &'static str,
+    lease: f64,
+) -> impl FnOnce(&mut certus_assurance::Config) {
+    let url = schema.url();
+    let shared = artifacts.to_path_buf();
+    move |c: &mut certus_assurance::Config| {
+        c.postgres_url = Some(url);
+        c.artifact_root = shared;
+        c.replica_id = id.to_string();
+        c.max_workers = workers;
+        c.lease = Duration::from_secs_f64(lease);
+        c.reconcile_interval = Duration::from_secs_f64(lease / 6.0);
+    }
+}
+
 /// A scan submitted on one replica streams, and is cancelled, through another.
 #[tokio::test]
 async fn streams_and_cancellation_work_from_any_replica() {
@@ -486,18 +507,7 @@ async fn streams_and_cancellation_work_from_any_replica() {
     let stall = StallingServer::start();
     let schema = PgSchema::create();
     let artifacts = tempfile::tempdir().unwrap();
-    let mk = |workers: usize, id: &'static str| {
-        let url = schema.url();
-        let shared = artifacts.path().to_path_buf();
-        move |c: &mut certus_assurance::Config| {
-            c.postgres_url = Some(url);
-            c.artifact_root = shared;
-            c.replica_id = id.to_string();
-            c.max_workers = workers;
-            c.lease = Duration::from_secs(3);
-            c.reconcile_interval = Duration::from_millis(500);
-        }
-    };
+    let mk = |workers, id| replica(&schema, artifacts.path(), workers, id, 3.0);
     let runner = spawn_app_with(mk(1, "runner")).await;
     let front = spawn_app_with(mk(0, "front")).await;
 
@@ -694,18 +704,7 @@ async fn scans_with_url_credentials_stay_with_the_replica_that_holds_them() {
     git.create_repo("r", &[("a.txt", "hello\n")]);
     let schema = PgSchema::create();
     let artifacts = tempfile::tempdir().unwrap();
-    let mk = |workers: usize, id: &'static str| {
-        let url = schema.url();
-        let shared = artifacts.path().to_path_buf();
-        move |c: &mut certus_assurance::Config| {
-            c.postgres_url = Some(url);
-            c.artifact_root = shared;
-            c.replica_id = id.to_string();
-            c.max_workers = workers;
-            c.lease = Duration::from_secs(2);
-            c.reconcile_interval = Duration::from_millis(300);
-        }
-    };
+    let mk = |workers, id| replica(&schema, artifacts.path(), workers, id, 2.0);
     let mut front = spawn_app_with(mk(0, "front")).await;
     let runner = spawn_app_with(mk(1, "runner")).await;
 
