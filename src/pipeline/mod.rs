@@ -10,6 +10,7 @@ pub mod egress;
 pub mod local_source;
 pub mod osv;
 pub mod profile;
+pub mod redact;
 pub mod sarif;
 pub mod sbom;
 pub mod scanners;

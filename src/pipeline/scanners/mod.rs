@@ -136,6 +136,7 @@ pub struct SideReports {
     files: Mutex<Vec<(String, serde_json::Value)>>,
     warnings: Mutex<Vec<String>>,
     skipped: Mutex<Option<String>>,
+    incomplete: Mutex<Option<String>>,
 }
 
 impl SideReports {
@@ -158,6 +159,27 @@ impl SideReports {
     /// failure of the scan (nothing to compare against), and says what would enable it.
     pub fn skip(&self, reason: impl Into<String>) {
         *self.skipped.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.into());
+    }
+
+    /// Marks the run as incomplete: the scanner ran and its findings stand, but it could not
+    /// look at everything it should have (data missing for some ecosystems, data older than the
+    /// configured age). The run counts as `failed` for the policy unless the profile makes the
+    /// scanner optional; `reason` says what is missing and how to get it.
+    pub fn incomplete(&self, reason: impl Into<String>) {
+        let reason = reason.into();
+        let mut slot = self.incomplete.lock().unwrap_or_else(|p| p.into_inner());
+        *slot = Some(match slot.take() {
+            Some(earlier) => format!("{earlier}; {reason}"),
+            None => reason,
+        });
+    }
+
+    /// Why the run was incomplete, if it was.
+    pub fn incomplete_reason(&self) -> Option<String> {
+        self.incomplete
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn take_files(&self) -> Vec<(String, serde_json::Value)> {
