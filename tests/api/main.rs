@@ -12,6 +12,7 @@ mod collection;
 mod corpus;
 mod dashboards;
 mod deploy;
+mod docs;
 mod faults;
 mod hostile_input;
 mod lifecycle;
