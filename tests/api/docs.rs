@@ -445,3 +445,90 @@ fn the_architecture_map_names_every_file_under_src() {
          for files that do not exist {stale:?}"
     );
 }
+
+/// GitHub's anchor of a heading: lower case, punctuation other than `-` and `_` removed, spaces
+/// as `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The anchors of a markdown file's headings (outside code fences), with GitHub's `-1`, `-2`
+/// suffixes for repeated headings.
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut out = BTreeSet::new();
+    let mut in_fence = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
+            continue;
+        }
+        if in_fence {
+            continue;
+        }
+        if let Some(heading) = line.strip_prefix('#') {
+            let base = anchor(heading.trim_start_matches('#'));
+            let n = seen.entry(base.clone()).or_insert(0);
+            out.insert(if *n == 0 {
+                base.clone()
+            } else {
+                format!("{base}-{n}")
+            });
+            *n += 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn every_relative_link_in_the_docs_resolves() {
+    let mut files = vec![repo().join("README.md")];
+    for entry in std::fs::read_dir(repo().join("docs")).expect("docs/") {
+        let path = entry.expect("an entry").path();
+        if path.extension().is_some_and(|e| e == "md") {
+            files.push(path);
+        }
+    }
+    let link = regex::Regex::new(r"\]\(([^)\s]+)\)").expect("link pattern");
+    let mut problems = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("a markdown file");
+        let name = file.strip_prefix(repo()).unwrap().display().to_string();
+        let fences = text.matches("\n```").count() + usize::from(text.starts_with("```"));
+        if fences % 2 == 1 {
+            problems.push(format!("{name}: a code fence is not closed"));
+        }
+        for caps in link.captures_iter(&text) {
+            let target = &caps[1];
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (path, fragment) = target.split_once('#').unwrap_or((target, ""));
+            let resolved = if path.is_empty() {
+                file.clone()
+            } else {
+                file.parent().unwrap().join(path)
+            };
+            if !resolved.exists() {
+                problems.push(format!("{name}: link to {target}: no such file"));
+                continue;
+            }
+            if !fragment.is_empty() && resolved.extension().is_some_and(|e| e == "md") {
+                let target_text = std::fs::read_to_string(&resolved).unwrap();
+                if !anchors(&target_text).contains(fragment) {
+                    problems.push(format!("{name}: link to {target}: no such heading"));
+                }
+            }
+        }
+    }
+    report(&problems, "links in README.md and docs/");
+}
