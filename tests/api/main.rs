@@ -17,6 +17,7 @@ mod faults;
 mod hostile_input;
 mod lifecycle;
 mod load;
+mod never_in_clear;
 mod openapi;
 mod ops;
 mod postgres;
