@@ -378,7 +378,7 @@ impl Metrics {
         #[cfg(target_os = "linux")]
         m.registry
             .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
+                crate::process_metrics::ProcessCollector::for_self(),
             ))
             .expect("process collector registers once");
 

@@ -55,7 +55,7 @@ pub fn required_permission(
 }
 
 /// Whether the route submits scans (its refusals count in `scan_submissions_rejected_total`).
-fn is_submission(method: &Method, route: Option<&str>) -> bool {
+pub(super) fn is_submission(method: &Method, route: Option<&str>) -> bool {
     method == Method::POST
         && matches!(
             route,

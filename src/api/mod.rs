@@ -1,5 +1,6 @@
-//! The router and its middleware order: trace, metrics, access (authentication, rate limit,
-//! role), body size, timeout, body limit. Holds no state of its own beyond the shared
+//! The router and its middleware order: trace, metrics, same-origin checks (JSON bodies; Host
+//! and Origin while authentication is off), access (authentication, rate limit, role), body
+//! size, timeout, body limit. Holds no state of its own beyond the shared
 //! [`AppState`].
 
 pub mod archives;
@@ -7,6 +8,7 @@ pub mod auth;
 pub mod body_limit;
 pub mod ops;
 pub mod rate_limit;
+pub mod same_origin;
 pub mod scans;
 pub mod stream;
 pub mod uploads;
@@ -93,6 +95,10 @@ pub fn router(state: AppState) -> Router {
             body_limit::limit_body_size,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            same_origin::guard,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             track_http_metrics,
