@@ -136,6 +136,37 @@ pub struct PageRequest<'a> {
 
 /// Reads one page of `bundle/reports/findings.json`.
 pub fn read_page(bundle: &Path, request: &PageRequest<'_>) -> Result<FindingsPage, ReadError> {
+    let mut findings = Vec::new();
+    let (mut total, mut more) = (0, false);
+    let test_id = for_each_finding(bundle, |position, finding| {
+        if !request.filter.matches(&finding) {
+            return;
+        }
+        total += 1;
+        if position <= request.after {
+            return;
+        }
+        if findings.len() < request.limit {
+            findings.push((position, finding));
+        } else {
+            more = true;
+        }
+    })?;
+    Ok(FindingsPage {
+        test_id,
+        findings,
+        more,
+        total,
+    })
+}
+
+/// Streams every finding of `bundle/reports/findings.json` to `visit` with its 1-based position,
+/// one at a time; returns the file's `test_id`. The file is checked whole (version, shape,
+/// nothing after it), so `visit` may have seen findings of a file that turns out invalid.
+pub fn for_each_finding(
+    bundle: &Path,
+    mut visit: impl FnMut(u64, Value),
+) -> Result<Option<String>, ReadError> {
     let path = bundle.join(FINDINGS_JSON);
     let file = match std::fs::File::open(&path) {
         Ok(f) => f,
@@ -149,48 +180,46 @@ pub fn read_page(bundle: &Path, request: &PageRequest<'_>) -> Result<FindingsPag
     // The file may grow between the check and the read: never read past the cap.
     let reader = std::io::BufReader::new(file.take(MAX_FINDINGS_FILE_BYTES + 1));
     let mut de = serde_json::Deserializer::from_reader(reader);
-    let page = FileSeed { request }
+    FileSeed { visit: &mut visit }
         .deserialize(&mut de)
-        .and_then(|page| de.end().map(|()| page))
+        .and_then(|test_id| de.end().map(|()| test_id))
         .map_err(|e| match e.io_error_kind() {
             Some(_) => ReadError::Io(std::io::Error::other(e.to_string())),
             None => ReadError::Invalid(e.to_string()),
-        })?;
-    Ok(page)
+        })
 }
 
 /// Decodes the top-level object, checking `version` and streaming `findings`.
-struct FileSeed<'r, 'a> {
-    request: &'r PageRequest<'a>,
+struct FileSeed<'v> {
+    visit: &'v mut dyn FnMut(u64, Value),
 }
 
-impl<'de> DeserializeSeed<'de> for FileSeed<'_, '_> {
-    type Value = FindingsPage;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<FindingsPage, D::Error> {
+impl<'de> DeserializeSeed<'de> for FileSeed<'_> {
+    type Value = Option<String>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de> Visitor<'de> for FileSeed<'_, '_> {
-    type Value = FindingsPage;
+impl<'de> Visitor<'de> for FileSeed<'_> {
+    type Value = Option<String>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object with version, test_id and findings")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FindingsPage, A::Error> {
-        let mut page = FindingsPage::default();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<String>, A::Error> {
+        let mut test_id = None;
         let mut version = None;
         let mut findings_seen = false;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
                 "version" => version = Some(map.next_value::<u64>()?),
-                "test_id" => page.test_id = map.next_value::<Option<String>>()?,
+                "test_id" => test_id = map.next_value::<Option<String>>()?,
                 "findings" => {
                     findings_seen = true;
                     map.next_value_seed(FindingsSeed {
-                        request: self.request,
-                        page: &mut page,
+                        visit: &mut *self.visit,
                     })?;
                 }
                 _ => {
@@ -206,24 +235,23 @@ impl<'de> Visitor<'de> for FileSeed<'_, '_> {
         if !findings_seen {
             return Err(de::Error::missing_field("findings"));
         }
-        Ok(page)
+        Ok(test_id)
     }
 }
 
-/// Streams the `findings` array: counts every match, keeps those of the page.
-struct FindingsSeed<'p, 'r, 'a> {
-    request: &'r PageRequest<'a>,
-    page: &'p mut FindingsPage,
+/// Streams the `findings` array, one finding at a time.
+struct FindingsSeed<'v> {
+    visit: &'v mut dyn FnMut(u64, Value),
 }
 
-impl<'de> DeserializeSeed<'de> for FindingsSeed<'_, '_, '_> {
+impl<'de> DeserializeSeed<'de> for FindingsSeed<'_> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_seq(self)
     }
 }
 
-impl<'de> Visitor<'de> for FindingsSeed<'_, '_, '_> {
+impl<'de> Visitor<'de> for FindingsSeed<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -239,18 +267,7 @@ impl<'de> Visitor<'de> for FindingsSeed<'_, '_, '_> {
                     "finding {position} is not an object"
                 )));
             }
-            if !self.request.filter.matches(&finding) {
-                continue;
-            }
-            self.page.total += 1;
-            if position <= self.request.after {
-                continue;
-            }
-            if self.page.findings.len() < self.request.limit {
-                self.page.findings.push((position, finding));
-            } else {
-                self.page.more = true;
-            }
+            (self.visit)(position, finding);
         }
         Ok(())
     }
