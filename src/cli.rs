@@ -274,19 +274,7 @@ pub async fn run_scan(args: &ScanArgs, config: &Config) -> anyhow::Result<u8> {
             serde_json::to_writer_pretty(&mut out, &report.summary)?;
             writeln!(out)?;
         }
-        OutputFormat::Sarif => match std::fs::File::open(bundle.join(FINDINGS_SARIF)) {
-            Ok(mut file) => {
-                std::io::copy(&mut file, &mut out)
-                    .with_context(|| format!("writing {FINDINGS_SARIF}"))?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                serde_json::to_writer_pretty(&mut out, &merged_sarif(&bundle)?)?;
-                writeln!(out)?;
-            }
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!("reading {FINDINGS_SARIF}")))
-            }
-        },
+        OutputFormat::Sarif => write_sarif(&mut out, &bundle)?,
     }
     Ok(if report.policy.passed { 0 } else { 1 })
 }
@@ -506,6 +494,22 @@ fn write_policy_findings(
             out,
             "  … and {more} more (every finding: {FINDINGS_JSON} in the bundle)"
         )?;
+    }
+    Ok(())
+}
+
+/// Writes the bundle's merged SARIF: `reports/findings.sarif.json` as the pipeline wrote it, or,
+/// for a bundle without it, the per-scanner reports merged by [`merged_sarif`].
+pub fn write_sarif(out: &mut impl Write, bundle: &Path) -> anyhow::Result<()> {
+    match std::fs::File::open(bundle.join(FINDINGS_SARIF)) {
+        Ok(mut file) => {
+            std::io::copy(&mut file, out).with_context(|| format!("writing {FINDINGS_SARIF}"))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            serde_json::to_writer_pretty(&mut *out, &merged_sarif(bundle)?)?;
+            writeln!(out)?;
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {FINDINGS_SARIF}"))),
     }
     Ok(())
 }
@@ -770,6 +774,28 @@ mod tests {
             err.to_string().contains("has no reports/findings.json"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn sarif_output_is_the_bundle_merged_log_when_there_is_one() {
+        let bundle = tempfile::tempdir().unwrap();
+        let run = |tool: &str| json!({"tool": {"driver": {"name": tool}}, "results": []});
+        crate::pipeline::artifacts::write_json(
+            bundle.path(),
+            &crate::pipeline::artifacts::sarif_path("secrets"),
+            &json!({"version": "2.1.0", "runs": [run("secrets")]}),
+        )
+        .unwrap();
+        let written = |bundle: &Path| {
+            let mut out = Vec::new();
+            write_sarif(&mut out, bundle).unwrap();
+            serde_json::from_slice::<Value>(&out).unwrap()
+        };
+        // Without findings.sarif.json: the per-scanner reports merged.
+        assert_eq!(written(bundle.path())["runs"], json!([run("secrets")]));
+        let merged = json!({"version": "2.1.0", "runs": [run("secrets"), run("bandit")]});
+        crate::pipeline::artifacts::write_json(bundle.path(), FINDINGS_SARIF, &merged).unwrap();
+        assert_eq!(written(bundle.path()), merged);
     }
 
     #[test]

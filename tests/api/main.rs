@@ -13,6 +13,7 @@ mod corpus;
 mod dashboards;
 mod deploy;
 mod faults;
+mod findings;
 mod hostile_input;
 mod lifecycle;
 mod load;
