@@ -439,6 +439,9 @@ async fn artifact_paths_cannot_leave_the_bundle() {
         assert!(!text.contains("OUTSIDE-THE-BUNDLE"), "{target}: {text}");
         assert!(!text.contains("root:"), "{target}: {text}");
     }
+    // A path that is not UTF-8 once decoded is refused before the handler.
+    let (status, text) = raw_get(&app, &format!("{prefix}/%ff%fe.json")).await;
+    assert_eq!(status, 400, "{text}");
     // The listing does not show the symlinks.
     let (_, listing) = get(&app, &prefix).await;
     let text = listing.to_string();
