@@ -70,6 +70,9 @@ pub enum Command {
     /// Scan a directory, archive or git URL once, without the server; exits 1 when the
     /// policy fails and 2 when the scan cannot run.
     Scan(crate::cli::ScanArgs),
+    /// Write a baseline file (the fingerprints of every finding of a scan's bundle) that later
+    /// scans read to mark those findings suppressed.
+    Baseline(crate::cli::BaselineArgs),
     /// Read an API token on standard input and print its SHA-256, the value to put in the
     /// token file's `sha256` field or in CERTUS_ASSURANCE_ADMIN_TOKEN_SHA256.
     HashToken,

@@ -20,6 +20,15 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if let Some(Command::Baseline(args)) = &cli.command {
+        return match certus_assurance::cli::run_baseline(args) {
+            Ok(code) => std::process::ExitCode::from(code),
+            Err(err) => {
+                eprintln!("certus-assurance: {err:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let config = match Config::from_settings(&cli.settings) {
         Ok(c) => c,
         Err(err) => {
@@ -78,7 +87,9 @@ fn main() -> std::process::ExitCode {
                     .map(|()| 0)
             }
             Command::Scan(args) => certus_assurance::cli::run_scan(&args, &config).await,
-            Command::HashToken => unreachable!("answered before the configuration is read"),
+            Command::HashToken | Command::Baseline(_) => {
+                unreachable!("answered before the configuration is read")
+            }
         }
     });
     if let Err(err) = &result {

@@ -4,8 +4,10 @@
 //! [`AppState`].
 
 pub mod archives;
+pub mod artifacts;
 pub mod auth;
 pub mod body_limit;
+pub mod findings;
 pub mod ops;
 pub mod rate_limit;
 pub mod same_origin;
@@ -81,6 +83,18 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/security-scans/{test_id}/stream",
             get(stream::stream_scan_events),
+        )
+        .route(
+            "/v1/security-scans/{test_id}/findings",
+            get(findings::list_findings),
+        )
+        .route(
+            "/v1/security-scans/{test_id}/artifacts",
+            get(artifacts::list_artifacts),
+        )
+        .route(
+            "/v1/security-scans/{test_id}/artifacts/{*path}",
+            get(artifacts::get_artifact),
         )
         .route(
             "/v1/security-scans/{test_id}/upload-request",

@@ -14,6 +14,7 @@ mod dashboards;
 mod deploy;
 mod docs;
 mod faults;
+mod findings;
 mod hostile_input;
 mod lifecycle;
 mod load;
