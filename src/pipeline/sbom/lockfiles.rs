@@ -622,7 +622,7 @@ fn gemfile_lock(text: &str) -> Parsed {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn names(pins: &[Pinned]) -> Vec<String> {

@@ -590,3 +590,725 @@ pub fn package_json(text: &str) -> anyhow::Result<Parsed> {
     parsed.unpinned = unpinned;
     Ok(parsed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::sbom::lockfiles::tests::{direct, edge_names, scopes};
+
+    fn none(_: &str) -> Option<String> {
+        None
+    }
+
+    /// The shape `uv lock` writes (flask's own lock, trimmed): a project with groups and
+    /// extras, registry packages, a git package, a dependency with an extra.
+    const UV_LOCK: &str = r#"version = 1
+revision = 2
+requires-python = ">=3.9"
+
+[[package]]
+name = "asgiref"
+version = "3.8.1"
+source = { registry = "https://pypi.org/simple" }
+dependencies = [
+    { name = "typing-extensions", marker = "python_full_version < '3.11'" },
+]
+sdist = { url = "https://files.pythonhosted.org/packages/29/38/b3395cc9ad1b56d2ddac9970bc8f4141312dbaec28bc7c8e2f2ec5e4f62f/asgiref-3.8.1.tar.gz", hash = "sha256:c343bd80a0bec947a9860adb4c432ffa7db769836c64238fc34bdc3fec84d590", size = 35186 }
+wheels = [
+    { url = "https://files.pythonhosted.org/packages/39/e3/893e8757be2612e6c266d9bb58ad2e3651524b5b40cf56761e985a28b13e/asgiref-3.8.1-py3-none-any.whl", hash = "sha256:3e1e3ecc849832fe52ccf2cb6686b7a55f82bb1d6aee72a58826471390335e47", size = 23828 },
+]
+
+[[package]]
+name = "blinker"
+version = "1.9.0"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "click"
+version = "8.1.8"
+source = { registry = "https://pypi.org/simple" }
+dependencies = [
+    { name = "colorama", marker = "sys_platform == 'win32'" },
+]
+
+[[package]]
+name = "colorama"
+version = "0.4.6"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "flask"
+source = { editable = "." }
+dependencies = [
+    { name = "blinker" },
+    { name = "click" },
+    { name = "werkzeug" },
+]
+
+[package.optional-dependencies]
+async = [
+    { name = "asgiref" },
+]
+
+[package.dev-dependencies]
+tests = [
+    { name = "httpx", extra = ["http2"] },
+    { name = "pytest" },
+]
+
+[package.metadata]
+requires-dist = [
+    { name = "asgiref", marker = "extra == 'async'", specifier = ">=3.2" },
+    { name = "blinker", specifier = ">=1.9" },
+]
+
+[[package]]
+name = "h2"
+version = "4.1.0"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "httpx"
+version = "0.28.1"
+source = { registry = "https://pypi.org/simple" }
+
+[package.optional-dependencies]
+http2 = [
+    { name = "h2" },
+]
+
+[[package]]
+name = "markupsafe"
+version = "3.0.2"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "pytest"
+version = "8.3.4"
+source = { registry = "https://pypi.org/simple" }
+dependencies = [
+    { name = "colorama", marker = "sys_platform == 'win32'" },
+]
+
+[[package]]
+name = "typing-extensions"
+version = "4.12.2"
+source = { registry = "https://pypi.org/simple" }
+
+[[package]]
+name = "werkzeug"
+version = "3.1.0.dev0"
+source = { git = "https://github.com/pallets/werkzeug?rev=main#6a1a3cae5bd3bbd8dbd1b6d9f0ec1c8d1e5f1c1e" }
+dependencies = [
+    { name = "markupsafe" },
+]
+"#;
+
+    #[test]
+    fn uv_lock_components_scopes_and_graph() {
+        let parsed = uv_lock(UV_LOCK).unwrap();
+        assert_eq!(
+            scopes(&parsed),
+            vec![
+                "asgiref@3.8.1=optional",
+                "blinker@1.9.0=required",
+                "click@8.1.8=required",
+                "colorama@0.4.6=required",
+                "h2@4.1.0=dev",
+                "httpx@0.28.1=dev",
+                "markupsafe@3.0.2=required",
+                "pytest@8.3.4=dev",
+                "typing-extensions@4.12.2=optional",
+            ]
+        );
+        assert_eq!(
+            edge_names(&parsed),
+            vec![
+                "asgiref@3.8.1->typing-extensions@4.12.2",
+                "click@8.1.8->colorama@0.4.6",
+                "httpx@0.28.1->h2@4.1.0",
+                "pytest@8.3.4->colorama@0.4.6",
+            ]
+        );
+        // markupsafe comes through the git package werkzeug: the project's own dependency.
+        assert_eq!(
+            direct(&parsed),
+            vec![
+                "asgiref",
+                "blinker",
+                "click",
+                "httpx",
+                "markupsafe",
+                "pytest"
+            ]
+        );
+        assert_eq!(parsed.pins[0].line, 5);
+        assert!(uv_lock("[[package]\n").is_err());
+    }
+
+    #[test]
+    fn poetry_lock_v1_categories() {
+        let text = r#"[[package]]
+name = "jinja2"
+version = "2.10"
+description = "A small but fast and easy to use stand-alone template engine written in pure python."
+category = "main"
+optional = false
+python-versions = "*"
+
+[package.dependencies]
+MarkupSafe = ">=0.23"
+
+[package.extras]
+i18n = ["Babel (>=0.8)"]
+
+[[package]]
+name = "markupsafe"
+version = "1.1.1"
+description = "Safely add untrusted strings to HTML/XML markup."
+category = "main"
+optional = false
+python-versions = ">=2.7, !=3.0.*, !=3.1.*, !=3.2.*, !=3.3.*"
+
+[[package]]
+name = "mylib"
+version = "0.1.0"
+description = ""
+category = "main"
+optional = false
+python-versions = "*"
+
+[package.source]
+type = "directory"
+url = "../mylib"
+
+[[package]]
+name = "pytest"
+version = "6.2.5"
+description = "pytest: simple powerful testing with Python"
+category = "dev"
+optional = false
+python-versions = ">=3.6"
+
+[[package]]
+name = "pyyaml"
+version = "5.4.1"
+description = "YAML parser and emitter for Python"
+category = "main"
+optional = true
+python-versions = ">=2.7, !=3.0.*, !=3.1.*, !=3.2.*, !=3.3.*, !=3.4.*, !=3.5.*"
+
+[metadata]
+lock-version = "1.1"
+python-versions = "^3.8"
+content-hash = "c2f0e6a3bbc5a6b0a0e9d2c0bb0e4e3f0c1f1b5ca0a3c5e1d1a9f4e0b3b2a1c0"
+"#;
+        let parsed = poetry_lock(text, &none).unwrap();
+        assert_eq!(
+            scopes(&parsed),
+            vec![
+                "jinja2@2.10=required",
+                "markupsafe@1.1.1=required",
+                "pytest@6.2.5=dev",
+                "pyyaml@5.4.1=optional",
+            ]
+        );
+        // `MarkupSafe` in the dependencies names the `markupsafe` package.
+        assert_eq!(edge_names(&parsed), vec!["jinja2@2.10->markupsafe@1.1.1"]);
+    }
+
+    /// Lock format 2.0 says nothing about groups: the pyproject.toml beside it does.
+    #[test]
+    fn poetry_lock_v2_groups_from_pyproject() {
+        let lock = r#"# This file is automatically @generated by Poetry 1.8.3 and should not be changed by hand.
+
+[[package]]
+name = "certifi"
+version = "2024.2.2"
+description = "Python package for providing Mozilla's CA Bundle."
+optional = false
+python-versions = ">=3.6"
+files = [
+    {file = "certifi-2024.2.2-py3-none-any.whl", hash = "sha256:dc383c07b76109f368f6106eee2b593b04a011ea4d55f652c6ca24a754d1cdd1"},
+]
+
+[[package]]
+name = "iniconfig"
+version = "2.0.0"
+description = "brain-dead simple config-ini parsing"
+optional = false
+python-versions = ">=3.7"
+
+[[package]]
+name = "pytest"
+version = "8.1.1"
+description = "pytest: simple powerful testing with Python"
+optional = false
+python-versions = ">=3.8"
+
+[package.dependencies]
+iniconfig = "*"
+
+[[package]]
+name = "requests"
+version = "2.31.0"
+description = "Python HTTP for Humans."
+optional = false
+python-versions = ">=3.7"
+
+[package.dependencies]
+certifi = ">=2017.4.17"
+PySocks = {version = ">=1.5.6,<1.5.7 || >1.5.7", optional = true}
+
+[package.extras]
+socks = ["PySocks (>=1.5.6,!=1.5.7)"]
+
+[[package]]
+name = "pysocks"
+version = "1.7.1"
+description = "A Python SOCKS client module."
+optional = true
+python-versions = ">=2.7, !=3.0.*, !=3.1.*, !=3.2.*, !=3.3.*, !=3.4.*"
+
+[metadata]
+lock-version = "2.0"
+python-versions = "^3.10"
+content-hash = "0d1a4e1b2c3f4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b"
+"#;
+        let pyproject = r#"[tool.poetry]
+name = "svc"
+version = "0.1.0"
+description = ""
+authors = ["Dev <dev@example.com>"]
+
+[tool.poetry.dependencies]
+python = "^3.10"
+requests = {extras = ["socks"], version = "^2.31.0"}
+
+[tool.poetry.group.test.dependencies]
+pytest = "^8.1.1"
+"#;
+        let sibling = |name: &str| (name == "pyproject.toml").then(|| pyproject.to_string());
+        let parsed = poetry_lock(lock, &sibling).unwrap();
+        assert_eq!(
+            scopes(&parsed),
+            vec![
+                "certifi@2024.2.2=required",
+                "iniconfig@2.0.0=dev",
+                "pysocks@1.7.1=optional",
+                "pytest@8.1.1=dev",
+                "requests@2.31.0=required",
+            ]
+        );
+        assert_eq!(direct(&parsed), vec!["pytest", "requests"]);
+        // Without the pyproject.toml the scope is unknown: required.
+        let parsed = poetry_lock(lock, &none).unwrap();
+        assert!(parsed.pins.iter().all(|p| p.scope == Scope::Required));
+    }
+
+    #[test]
+    fn poetry_lock_v2_1_groups() {
+        let lock = r#"[[package]]
+name = "click"
+version = "8.1.7"
+description = "Composable command line interface toolkit"
+optional = false
+python-versions = ">=3.7"
+groups = ["main", "dev"]
+
+[[package]]
+name = "ruff"
+version = "0.4.4"
+description = "An extremely fast Python linter and code formatter, written in Rust."
+optional = false
+python-versions = ">=3.7"
+groups = ["dev"]
+
+[metadata]
+lock-version = "2.1"
+python-versions = ">=3.9"
+content-hash = "aa"
+"#;
+        let parsed = poetry_lock(lock, &none).unwrap();
+        assert_eq!(
+            scopes(&parsed),
+            vec!["click@8.1.7=required", "ruff@0.4.4=dev"]
+        );
+    }
+
+    #[test]
+    fn pnpm_lock_v6() {
+        let text = r#"lockfileVersion: '6.0'
+
+settings:
+  autoInstallPeers: true
+  excludeLinksFromLockfile: false
+
+dependencies:
+  react-dom:
+    specifier: ^18.2.0
+    version: 18.2.0(react@18.2.0)
+  react:
+    specifier: ^18.2.0
+    version: 18.2.0
+
+optionalDependencies:
+  fsevents:
+    specifier: ^2.3.3
+    version: 2.3.3
+
+devDependencies:
+  '@types/react':
+    specifier: ^18.2.0
+    version: 18.2.0
+  local-tool:
+    specifier: link:../tool
+    version: link:../tool
+
+packages:
+
+  /@types/react@18.2.0:
+    resolution: {integrity: sha512-0FLj93y5USLHdnhIhABk83rm8XEGA7kH3cr+YUlvxoUGp1xNt/DINUMvqPxLyOQMzLmZe8i4RTHbvb8MC7NmrA==}
+    dependencies:
+      csstype: 3.1.3
+    dev: true
+
+  /csstype@3.1.3:
+    resolution: {integrity: sha512-M1uQkMl8rQK/szD0LNhtqxIPLpimGm8sOBwU7lLnCpSbTyY3yeU1Vc7l4KT5zT4s/yOxHH5O7tIuuLOCnLADRw==}
+    dev: true
+
+  /fsevents@2.3.3:
+    resolution: {integrity: sha512-5xoDfX+fL7faATnagmWPpbFtwh/R77WmMMqqHGS65C3vvB0YHrgF+B1YmZ3441tMj5n63k0212XNoJwzlhffQw==}
+    engines: {node: ^8.16.0 || ^10.6.0 || >=11.0.0}
+    os: [darwin]
+    requiresBuild: true
+    dev: false
+    optional: true
+
+  /js-tokens@4.0.0:
+    resolution: {integrity: sha512-RdJUflcE3cUzKiMqQgsCu06FPu9UdIJO0beYbPhHN4k6apgJtifcoCtT9bcxOpYBtpD2kCM6Sbzg4CausW/PKQ==}
+    dev: false
+
+  /loose-envify@1.4.0:
+    resolution: {integrity: sha512-lyuxPGr/Wfhrlem2CL/UcnUc1zcqKAImBDzukY7Y5F/yQiNdko6+fRLevlw1HgMySw7f611UIY408EtxRSoK3Q==}
+    hasBin: true
+    dependencies:
+      js-tokens: 4.0.0
+    dev: false
+
+  /react-dom@18.2.0(react@18.2.0):
+    resolution: {integrity: sha512-6IMTriUmvsjHUjNtEDudZfuDQUoWXVxKHhlEGSk81n4YFS+r/Kl99wXiwlVXtPBtJenozv2P+hxDsw9eA7Xo6g==}
+    peerDependencies:
+      react: ^18.2.0
+    dependencies:
+      loose-envify: 1.4.0
+      react: 18.2.0
+      scheduler: 0.23.0
+    dev: false
+
+  /react@18.2.0:
+    resolution: {integrity: sha512-/3IjMdb2L9QbBdWiW5e3P2/npwMBaU9mHCSCUzNln0ZCYbcfTsGbTJrU/kGemdH2IWmB2ioZ+zkxtmq6g09fGQ==}
+    engines: {node: '>=0.10.0'}
+    dependencies:
+      loose-envify: 1.4.0
+    dev: false
+
+  /scheduler@0.23.0:
+    resolution: {integrity: sha512-CtuThmgHNg7zIZWAXi3AsyIzA3n4xx7aNyjwC2VJldO2LMVDhFK+63xGqq6CNJiqtFbWyLymGgIQyD5gLfCZMw==}
+    dependencies:
+      loose-envify: 1.4.0
+    dev: false
+"#;
+        let parsed = pnpm_lock(text).unwrap();
+        assert_eq!(
+            scopes(&parsed),
+            vec![
+                "@types/react@18.2.0=dev",
+                "csstype@3.1.3=dev",
+                "fsevents@2.3.3=optional",
+                "js-tokens@4.0.0=required",
+                "loose-envify@1.4.0=required",
+                "react-dom@18.2.0=required",
+                "react@18.2.0=required",
+                "scheduler@0.23.0=required",
+            ]
+        );
+        assert_eq!(
+            edge_names(&parsed),
+            vec![
+                "@types/react@18.2.0->csstype@3.1.3",
+                "loose-envify@1.4.0->js-tokens@4.0.0",
+                "react-dom@18.2.0->loose-envify@1.4.0",
+                "react-dom@18.2.0->react@18.2.0",
+                "react-dom@18.2.0->scheduler@0.23.0",
+                "react@18.2.0->loose-envify@1.4.0",
+                "scheduler@0.23.0->loose-envify@1.4.0",
+            ]
+        );
+        assert_eq!(
+            direct(&parsed),
+            vec!["@types/react", "fsevents", "react", "react-dom"]
+        );
+        let line = |name: &str| parsed.pins.iter().find(|p| p.name == name).unwrap().line;
+        assert_eq!(line("@types/react"), 30);
+        assert_eq!(line("react-dom"), 59);
+    }
+
+    /// Format 9: a workspace; `packages` keyed `name@version`, dependencies under `snapshots`;
+    /// no dev flags, so scope comes from the importers.
+    #[test]
+    fn pnpm_lock_v9_workspace() {
+        let text = r#"lockfileVersion: '9.0'
+
+settings:
+  autoInstallPeers: true
+  excludeLinksFromLockfile: false
+
+importers:
+
+  .:
+    devDependencies:
+      typescript:
+        specifier: ^5.4.5
+        version: 5.4.5
+
+  packages/api:
+    dependencies:
+      '@scope/shared':
+        specifier: workspace:*
+        version: link:../shared
+      express:
+        specifier: ^4.19.2
+        version: 4.19.2
+      string-width-cjs:
+        specifier: npm:string-width@^4.2.0
+        version: string-width@4.2.3
+    optionalDependencies:
+      bufferutil:
+        specifier: ^4.0.8
+        version: 4.0.8
+    devDependencies:
+      debug:
+        specifier: 2.6.9
+        version: 2.6.9
+
+packages:
+
+  bufferutil@4.0.8:
+    resolution: {integrity: sha512-4T53u4PdgsXqKaIctwF8ifXlRTTmEPJ8iEPWFdGZvcf7sbwYo6FKFEX9eNNAnzFZ7EzJAQ3CJeOtCRA4rDp7Pw==}
+    engines: {node: '>=6.14.2'}
+
+  debug@2.6.9:
+    resolution: {integrity: sha512-bC7ElrdJaJnPbAP+1EotYvqZsb3ecl5wi6Bfi6BJTUcNowp6cvspg0jXznRTKDjm/E7AdgFBVeAPVMNcKGsHMA==}
+
+  express@4.19.2:
+    resolution: {integrity: sha512-5T6nhjsT+EOMzuck8JjBHARTHfMht0POzlA60WV2pMD3gyXw2LZnZ+ueGdNxG+0calOJcWKbpFcuzLZ91YWq9Q==}
+    engines: {node: '>= 0.10.0'}
+
+  ms@2.0.0:
+    resolution: {integrity: sha512-Tpp60P6IUJDTuOq/5Z8cdskzJujfwqfOTkrwIwj7IRISpnkJnT6SyJ4PCPnGMoFjC9ddhal5KVIYtAt97ix05A==}
+
+  string-width@4.2.3:
+    resolution: {integrity: sha512-wKyQRQpjJ0sIp62ErSZdGsjMJWsap5oRNihHhu6G7JVO/9jIB6UyevL+tXuOqrng8j/cxKTWyWUwvSTriiZz/g==}
+    engines: {node: '>=8'}
+
+snapshots:
+
+  bufferutil@4.0.8:
+    dependencies:
+      node-gyp-build: 4.8.1
+    optional: true
+
+  debug@2.6.9:
+    dependencies:
+      ms: 2.0.0
+
+  express@4.19.2:
+    dependencies:
+      debug: 2.6.9
+
+  ms@2.0.0: {}
+
+  node-gyp-build@4.8.1:
+    optional: true
+
+  string-width@4.2.3: {}
+
+  typescript@5.4.5: {}
+"#;
+        let parsed = pnpm_lock(text).unwrap();
+        assert_eq!(
+            scopes(&parsed),
+            vec![
+                "bufferutil@4.0.8=optional",
+                "debug@2.6.9=required",
+                "express@4.19.2=required",
+                "ms@2.0.0=required",
+                "node-gyp-build@4.8.1=optional",
+                "string-width@4.2.3=required",
+                "typescript@5.4.5=dev",
+            ]
+        );
+        assert_eq!(
+            edge_names(&parsed),
+            vec![
+                "bufferutil@4.0.8->node-gyp-build@4.8.1",
+                "debug@2.6.9->ms@2.0.0",
+                "express@4.19.2->debug@2.6.9",
+            ]
+        );
+        assert_eq!(
+            direct(&parsed),
+            vec![
+                "bufferutil",
+                "debug",
+                "express",
+                "string-width",
+                "typescript"
+            ]
+        );
+    }
+
+    #[test]
+    fn pnpm_lock_v5_keys() {
+        assert_eq!(
+            pnpm_key("/@babel/core/7.0.0_react@18.2.0", true),
+            Some(("@babel/core".into(), "7.0.0".into()))
+        );
+        assert_eq!(
+            pnpm_key("/@babel/core@7.0.0(react@18.2.0)", false),
+            Some(("@babel/core".into(), "7.0.0".into()))
+        );
+        assert!(pnpm_lock("packages: {}\n").is_err());
+    }
+
+    #[test]
+    fn composer_lock_packages_and_dev() {
+        let lock = r#"{
+    "_readme": [
+        "This file locks the dependencies of your project to a known state",
+        "This file is @generated automatically"
+    ],
+    "content-hash": "d1f0bcd5d3e1e4f1bd3c43a0c6a3a5b1",
+    "packages": [
+        {
+            "name": "monolog/monolog",
+            "version": "3.6.0",
+            "source": {
+                "type": "git",
+                "url": "https://github.com/Seldaek/monolog.git",
+                "reference": "4b18b21a5527a3d5ffdac2fd35d3ab25a9597654"
+            },
+            "require": {
+                "php": ">=8.1",
+                "psr/log": "^2.0 || ^3.0"
+            },
+            "type": "library"
+        },
+        {
+            "name": "psr/log",
+            "version": "3.0.0",
+            "require": {
+                "php": ">=8.0.0"
+            },
+            "type": "library"
+        },
+        {
+            "name": "symfony/polyfill-mbstring",
+            "version": "v1.29.0",
+            "require": {
+                "php": ">=7.1"
+            },
+            "type": "library"
+        },
+        {
+            "name": "acme/internal",
+            "version": "dev-main",
+            "dist": {
+                "type": "path",
+                "url": "../internal"
+            },
+            "require": {
+                "symfony/polyfill-mbstring": "^1.0"
+            }
+        }
+    ],
+    "packages-dev": [
+        {
+            "name": "phpunit/phpunit",
+            "version": "10.5.20",
+            "require": {
+                "ext-dom": "*",
+                "php": ">=8.1",
+                "psr/log": "^3.0"
+            },
+            "type": "library"
+        }
+    ],
+    "aliases": [],
+    "minimum-stability": "stable",
+    "platform": {
+        "php": ">=8.1"
+    }
+}"#;
+        let manifest = r#"{"require": {"php": ">=8.1", "monolog/monolog": "^3.0", "acme/internal": "*"}, "require-dev": {"phpunit/phpunit": "^10.5"}}"#;
+        let sibling = |name: &str| (name == "composer.json").then(|| manifest.to_string());
+        let parsed = composer_lock(lock, &sibling).unwrap();
+        assert_eq!(
+            scopes(&parsed),
+            vec![
+                "monolog/monolog@3.6.0=required",
+                "phpunit/phpunit@10.5.20=dev",
+                "psr/log@3.0.0=required",
+                "symfony/polyfill-mbstring@v1.29.0=required",
+            ]
+        );
+        assert_eq!(
+            edge_names(&parsed),
+            vec![
+                "monolog/monolog@3.6.0->psr/log@3.0.0",
+                "phpunit/phpunit@10.5.20->psr/log@3.0.0",
+            ]
+        );
+        // polyfill-mbstring is required by the path package acme/internal.
+        assert_eq!(
+            direct(&parsed),
+            vec![
+                "monolog/monolog",
+                "phpunit/phpunit",
+                "symfony/polyfill-mbstring"
+            ]
+        );
+        assert_eq!(parsed.pins[0].line, 9);
+        assert_eq!(
+            crate::pipeline::sbom::purl(
+                Ecosystem::Packagist,
+                "Symfony/Polyfill-Mbstring",
+                "v1.29.0"
+            ),
+            "pkg:composer/symfony/polyfill-mbstring@v1.29.0"
+        );
+        assert!(composer_lock("{}", &none).is_err());
+    }
+
+    #[test]
+    fn package_json_exact_versions_and_ranges() {
+        let text = r#"{
+  "name": "web",
+  "dependencies": { "express": "^4.18.2", "lodash": "4.17.21", "left-pad": "=1.3.0", "local": "file:../local" },
+  "optionalDependencies": { "fsevents": "2.3.3" },
+  "devDependencies": { "jest": "latest", "typescript": "~5.4.0" }
+}"#;
+        let parsed = package_json(text).unwrap();
+        assert_eq!(
+            scopes(&parsed),
+            vec![
+                "fsevents@2.3.3=optional",
+                "left-pad@1.3.0=required",
+                "lodash@4.17.21=required",
+            ]
+        );
+        assert_eq!(parsed.unpinned, 3);
+        assert!(!parsed.has_graph);
+    }
+}
