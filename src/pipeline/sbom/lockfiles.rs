@@ -305,8 +305,8 @@ fn resolve_node_module(from: &str, name: &str, nodes: &HashMap<&str, usize>) -> 
             return None;
         }
         base = match base.rfind("node_modules/") {
-            Some(0) | None => String::new(),
-            Some(idx) => base[..idx - 1].to_string(),
+            Some(idx) => base[..idx].trim_end_matches('/').to_string(),
+            None => String::new(),
         };
     }
 }
@@ -1006,5 +1006,64 @@ source = "registry+https://github.com/rust-lang/crates.io-index"
         assert_eq!(names(&parsed.pins), vec!["Django@4.2.8:1"]);
         // requests, flask, numpy, bar (a wildcard) and the direct URL reference.
         assert_eq!(parsed.unpinned, 5);
+    }
+
+    const ALL_KINDS: [Kind; 13] = [
+        Kind::CargoLock,
+        Kind::PackageLock,
+        Kind::YarnLock,
+        Kind::Requirements,
+        Kind::PoetryLock,
+        Kind::PipfileLock,
+        Kind::GoMod,
+        Kind::GoSum,
+        Kind::GemfileLock,
+        Kind::UvLock,
+        Kind::PnpmLock,
+        Kind::ComposerLock,
+        Kind::PackageJson,
+    ];
+
+    /// The fuzz target's invariants (fuzz/fuzz_targets/lockfiles.rs) on its seed corpus and on
+    /// prefixes of every seed: each parser refuses the text or returns pins with lines inside
+    /// it, and a graph that points at pins.
+    #[test]
+    fn every_parser_holds_on_the_fuzz_seeds_and_their_prefixes() {
+        let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/lockfiles");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&seeds).expect("the fuzz seed corpus") {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let cuts: Vec<usize> = (0..=text.len())
+                .step_by(13)
+                .chain([text.len()])
+                .filter(|&i| text.is_char_boundary(i))
+                .collect();
+            for cut in cuts {
+                let text = &text[..cut];
+                // A non-ASCII byte before `node_modules/` and in keys.
+                let variants = [
+                    text.to_string(),
+                    text.replace("node_modules/", "é/node_modules/"),
+                ];
+                for text in &variants {
+                    let lines = text.split('\n').count() as u32;
+                    let sibling = |_: &str| Some(text.clone());
+                    for kind in ALL_KINDS {
+                        let Ok(parsed) = parse(kind, text, &sibling) else {
+                            continue;
+                        };
+                        checked += 1;
+                        for pin in &parsed.pins {
+                            assert!(!pin.name.is_empty() && !pin.version.is_empty());
+                            assert!((1..=lines).contains(&pin.line), "{kind:?} {pin:?}");
+                        }
+                        let n = parsed.pins.len();
+                        assert!(parsed.edges.iter().all(|&(f, t)| f < n && t < n && f != t));
+                        assert!(parsed.direct.iter().all(|&d| d < n));
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "only {checked} parses succeeded");
     }
 }
