@@ -23,6 +23,9 @@ pub struct Parsed {
     pub has_graph: bool,
     /// Requirements the file names without an exact version (only manifests have these).
     pub unpinned: usize,
+    /// Problems that did not stop the parse (a manifest beside the lockfile that could not be
+    /// read, so scopes or direct dependencies are unknown).
+    pub warnings: Vec<String>,
 }
 
 impl Parsed {
@@ -59,10 +62,6 @@ impl Builder {
         self.nodes.len() - 1
     }
 
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
     pub fn edge(&mut self, from: usize, to: usize, kind: Scope) {
         if from != to {
             self.edges.push((from, to, kind));
@@ -72,11 +71,6 @@ impl Builder {
     /// The project itself requires `to` as `kind` (a dependency, an optional one, a dev one).
     pub fn root(&mut self, to: usize, kind: Scope) {
         self.roots.push((to, kind));
-    }
-
-    /// Whether `node` is a registry package.
-    pub fn is_pin(&self, node: usize) -> bool {
-        self.nodes[node].pin.is_some()
     }
 
     pub fn finish(self) -> Parsed {
@@ -167,6 +161,7 @@ impl Builder {
             direct: direct.into_iter().collect(),
             has_graph: true,
             unpinned: 0,
+            warnings: Vec::new(),
         }
     }
 }

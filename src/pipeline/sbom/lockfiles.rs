@@ -589,7 +589,7 @@ fn gemfile_lock(text: &str) -> Parsed {
             }
             continue;
         }
-        if !(raw.starts_with("    ") && !raw.starts_with("     ")) {
+        if !raw.starts_with("    ") || raw.starts_with("     ") {
             continue;
         }
         let Some((name, rest)) = entry.split_once(" (") else {

@@ -3,8 +3,10 @@
 //! that describe them. Pure data and file reading; no network.
 //!
 //! [`discover`] walks the tree (the same skips as the secrets scanner: VCS metadata, vendored
-//! dependency directories and build output are not descended into) and hands each known lockfile
-//! to its parser in [`lockfiles`]; [`documents`] renders the result.
+//! dependency directories and build output are not descended into; `.gitignore` and
+//! `.certusignore` files are honoured) and hands each known lockfile to its parser in
+//! [`lockfiles`], which reports each package's scope and, where the file records it, the
+//! dependency [`graph`]; the inventory merges them and [`documents`] renders the result.
 
 pub mod documents;
 pub mod graph;
@@ -335,6 +337,9 @@ pub fn discover(root: &Path, cancel: &AtomicBool) -> anyhow::Result<Inventory> {
             }
         };
         inventory.files.push(rel.clone());
+        for warning in &parsed.warnings {
+            inventory.warnings.push(format!("{rel}: {warning}"));
+        }
         if parsed.unpinned > 0 {
             inventory.warnings.push(format!(
                 "{rel}: {} requirement{} without an exact version; what {} is unknown and \

@@ -69,7 +69,8 @@ pub fn poetry_lock(text: &str, sibling: Sibling<'_>) -> anyhow::Result<Parsed> {
             (Some(_), _) => Some(Scope::Dev),
             (None, Some(c)) if c == "dev" => Some(Scope::Dev),
             (None, Some(_)) => Some(runtime),
-            (None, None) => None,
+            // Lock format 2.0: only extras are marked; groups come from the pyproject.toml.
+            (None, None) => p.optional.then_some(Scope::Optional),
         };
         let node = b.node(
             registry.then(|| pin(Ecosystem::PyPI, &p.name, &p.version, line)),
@@ -103,14 +104,24 @@ pub fn poetry_lock(text: &str, sibling: Sibling<'_>) -> anyhow::Result<Parsed> {
             }
         }
     }
+    let mut warnings = Vec::new();
     if let Some(pyproject) = sibling("pyproject.toml") {
-        for (name, kind) in pyproject_requirements(&pyproject)? {
-            for &to in by_name.get(&name).map(Vec::as_slice).unwrap_or_default() {
-                b.root(to, kind);
+        match pyproject_requirements(&pyproject) {
+            Ok(requirements) => {
+                for (name, kind) in requirements {
+                    for &to in by_name.get(&name).map(Vec::as_slice).unwrap_or_default() {
+                        b.root(to, kind);
+                    }
+                }
             }
+            Err(err) => warnings.push(format!(
+                "{err:#}; the scope of packages the lock does not mark is unknown (required)"
+            )),
         }
     }
-    Ok(b.finish())
+    let mut parsed = b.finish();
+    parsed.warnings = warnings;
+    Ok(parsed)
 }
 
 /// The project's requirements in a `pyproject.toml`, by normalised name: PEP 621
@@ -346,9 +357,11 @@ pub fn pnpm_lock(text: &str) -> anyhow::Result<Parsed> {
         let pinned = pnpm_key(key, v5)
             .filter(|(_, v)| v.bytes().next().is_some_and(|c| c.is_ascii_digit()))
             .map(|(name, v)| {
+                // Format 9 lists the package (without peers) under `packages`, before its
+                // snapshots.
                 let line = lines
-                    .get(key.as_str())
-                    .or_else(|| lines.get(key.split('(').next().unwrap_or(key)))
+                    .get(key.split('(').next().unwrap_or(key))
+                    .or_else(|| lines.get(key.as_str()))
                     .copied()
                     .unwrap_or(1);
                 pin(Ecosystem::Npm, &name, &v, line)
@@ -527,9 +540,18 @@ pub fn composer_lock(text: &str, sibling: Sibling<'_>) -> anyhow::Result<Parsed>
             }
         }
     }
-    if let Some(manifest) = sibling("composer.json") {
-        let manifest: Value =
-            serde_json::from_str(&manifest).context("composer.json: invalid JSON")?;
+    let mut warnings = Vec::new();
+    let manifest = sibling("composer.json").and_then(|text| {
+        serde_json::from_str::<Value>(&text)
+            .map_err(|err| {
+                warnings.push(format!(
+                    "composer.json beside it is not valid JSON ({err}); the project's direct \
+                     dependencies are unknown"
+                ))
+            })
+            .ok()
+    });
+    if let Some(manifest) = manifest {
         for (section, kind) in [("require", Scope::Required), ("require-dev", Scope::Dev)] {
             for dep in manifest
                 .get(section)
@@ -543,7 +565,9 @@ pub fn composer_lock(text: &str, sibling: Sibling<'_>) -> anyhow::Result<Parsed>
             }
         }
     }
-    Ok(b.finish())
+    let mut parsed = b.finish();
+    parsed.warnings = warnings;
+    Ok(parsed)
 }
 
 // ----- JavaScript: package.json without a lockfile -------------------------------------------
@@ -901,9 +925,24 @@ pytest = "^8.1.1"
             ]
         );
         assert_eq!(direct(&parsed), vec!["pytest", "requests"]);
-        // Without the pyproject.toml the scope is unknown: required.
+        // Without the pyproject.toml the scope is unknown: required, but extras are marked.
         let parsed = poetry_lock(lock, &none).unwrap();
-        assert!(parsed.pins.iter().all(|p| p.scope == Scope::Required));
+        assert_eq!(
+            scopes(&parsed),
+            vec![
+                "certifi@2024.2.2=required",
+                "iniconfig@2.0.0=required",
+                "pysocks@1.7.1=optional",
+                "pytest@8.1.1=required",
+                "requests@2.31.0=required",
+            ]
+        );
+        // A broken pyproject.toml does not lose the lock's packages; it is a warning.
+        let broken = |_: &str| Some("[tool.poetry\n".to_string());
+        let parsed = poetry_lock(lock, &broken).unwrap();
+        assert_eq!(parsed.pins.len(), 5);
+        assert_eq!(parsed.warnings.len(), 1, "{:?}", parsed.warnings);
+        assert!(parsed.warnings[0].starts_with("pyproject.toml: invalid TOML"));
     }
 
     #[test]
