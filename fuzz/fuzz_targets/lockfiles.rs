@@ -8,7 +8,7 @@ use certus_assurance::pipeline::sbom::lockfiles::{parse, Kind};
 use certus_assurance::pipeline::sbom::purl;
 use libfuzzer_sys::fuzz_target;
 
-const KINDS: [Kind; 13] = [
+const KINDS: [Kind; 14] = [
     Kind::CargoLock,
     Kind::PackageLock,
     Kind::YarnLock,
@@ -22,6 +22,7 @@ const KINDS: [Kind; 13] = [
     Kind::PnpmLock,
     Kind::ComposerLock,
     Kind::PackageJson,
+    Kind::PythonManifest,
 ];
 
 fuzz_target!(|data: &[u8]| {

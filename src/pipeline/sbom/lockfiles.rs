@@ -34,6 +34,9 @@ pub enum Kind {
     ComposerLock,
     /// Read only where no npm, yarn or pnpm lockfile covers its directory.
     PackageJson,
+    /// `pyproject.toml` and `Pipfile`, read only where no Python lockfile or requirements file
+    /// sits beside them.
+    PythonManifest,
 }
 
 impl Kind {
@@ -51,6 +54,7 @@ impl Kind {
             "pnpm-lock.yaml" => Kind::PnpmLock,
             "composer.lock" => Kind::ComposerLock,
             "package.json" => Kind::PackageJson,
+            "pyproject.toml" | "Pipfile" => Kind::PythonManifest,
             n if n.starts_with("requirements") && n.ends_with(".txt") => Kind::Requirements,
             _ => return None,
         })
@@ -59,6 +63,15 @@ impl Kind {
     /// The JavaScript lockfiles (which make a `package.json` beside or below them redundant).
     pub fn is_js_lockfile(self) -> bool {
         matches!(self, Kind::PackageLock | Kind::YarnLock | Kind::PnpmLock)
+    }
+
+    /// The Python files that say what gets installed (which make a `pyproject.toml` or
+    /// `Pipfile` beside them redundant).
+    pub fn is_python_lock(self) -> bool {
+        matches!(
+            self,
+            Kind::PoetryLock | Kind::UvLock | Kind::PipfileLock | Kind::Requirements
+        )
     }
 }
 
@@ -77,6 +90,7 @@ pub fn parse(kind: Kind, text: &str, sibling: Sibling<'_>) -> anyhow::Result<Par
         Kind::PnpmLock => more_lockfiles::pnpm_lock(text),
         Kind::ComposerLock => more_lockfiles::composer_lock(text, sibling),
         Kind::PackageJson => more_lockfiles::package_json(text),
+        Kind::PythonManifest => more_lockfiles::python_manifest(text),
     }
 }
 
@@ -1008,7 +1022,7 @@ source = "registry+https://github.com/rust-lang/crates.io-index"
         assert_eq!(parsed.unpinned, 5);
     }
 
-    const ALL_KINDS: [Kind; 13] = [
+    const ALL_KINDS: [Kind; 14] = [
         Kind::CargoLock,
         Kind::PackageLock,
         Kind::YarnLock,
@@ -1022,6 +1036,7 @@ source = "registry+https://github.com/rust-lang/crates.io-index"
         Kind::PnpmLock,
         Kind::ComposerLock,
         Kind::PackageJson,
+        Kind::PythonManifest,
     ];
 
     /// The fuzz target's invariants (fuzz/fuzz_targets/lockfiles.rs) on its seed corpus and on

@@ -298,6 +298,13 @@ pub fn discover(root: &Path, cancel: &AtomicBool) -> anyhow::Result<Inventory> {
         .filter(|(_, _, k)| k.is_js_lockfile())
         .map(|(rel, _, _)| parent_of(rel))
         .collect();
+    // pyproject.toml and Pipfile are only read where no Python lockfile or requirements file
+    // sits beside them.
+    let python_lock_dirs: HashSet<String> = found
+        .iter()
+        .filter(|(_, _, k)| k.is_python_lock())
+        .map(|(rel, _, _)| parent_of(rel))
+        .collect();
 
     let mut inventory = Inventory::default();
     let mut merged: BTreeMap<Key, (Component, Scope)> = BTreeMap::new();
@@ -311,6 +318,9 @@ pub fn discover(root: &Path, cancel: &AtomicBool) -> anyhow::Result<Inventory> {
         if kind == lockfiles::Kind::PackageJson
             && ancestors(&parent_of(&rel)).any(|d| js_lock_dirs.contains(&d))
         {
+            continue;
+        }
+        if kind == lockfiles::Kind::PythonManifest && python_lock_dirs.contains(&parent_of(&rel)) {
             continue;
         }
         let Some(text) = read_text(&path, &rel, &mut inventory.warnings) else {
@@ -627,6 +637,32 @@ mod tests {
             vec![
                 "standalone/package.json: 2 requirements without an exact version; what they \
                  install is unknown and not in the SBOM. Pin exact versions or commit a lockfile"
+            ]
+        );
+    }
+
+    #[test]
+    fn pyproject_counts_only_without_a_python_lockfile() {
+        let dir = tempfile::tempdir().unwrap();
+        let pyproject =
+            "[project]\nname = \"x\"\ndependencies = [\"flask>=3\", \"click==8.1.7\"]\n";
+        write_tree(
+            dir.path(),
+            &[
+                ("lib/pyproject.toml", pyproject),
+                ("app/pyproject.toml", pyproject),
+                ("app/uv.lock", "version = 1\nrequires-python = \">=3.9\"\n"),
+            ],
+        );
+        let inv = discover(dir.path(), &AtomicBool::new(false)).unwrap();
+        let names: Vec<_> = inv.components.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["click"]);
+        assert_eq!(inv.files, vec!["app/uv.lock", "lib/pyproject.toml"]);
+        assert_eq!(
+            inv.warnings,
+            vec![
+                "lib/pyproject.toml: 1 requirement without an exact version; what it installs \
+                 is unknown and not in the SBOM. Pin exact versions or commit a lockfile"
             ]
         );
     }

@@ -615,6 +615,163 @@ pub fn package_json(text: &str) -> anyhow::Result<Parsed> {
     Ok(parsed)
 }
 
+// ----- Python: pyproject.toml and Pipfile without a lockfile ---------------------------------
+
+/// A `pyproject.toml` or `Pipfile` no lockfile or requirements file sits beside: exact pins
+/// (`name==1.0` in PEP 508, `"==1.0"` in a Pipfile, `"1.0"` in Poetry's tables) are components,
+/// the rest is counted as unpinned. Path, git and URL entries are neither. Sections: PEP 621
+/// `[project] dependencies` and `optional-dependencies`, PEP 735 `[dependency-groups]`, Poetry's
+/// `[tool.poetry.dependencies]`, `dev-dependencies` and groups, Pipfile `[packages]` and
+/// `[dev-packages]`.
+pub fn python_manifest(text: &str) -> anyhow::Result<Parsed> {
+    let doc: toml::Table = toml::from_str(text).context("invalid TOML")?;
+    let mut pins = Vec::new();
+    let mut unpinned = 0;
+    let line_of = |needle: &str| -> u32 {
+        text.lines()
+            .position(|l| l.contains(needle))
+            .map(|i| (i + 1) as u32)
+            .unwrap_or(1)
+    };
+    // PEP 508 strings.
+    let mut pep508 = |item: &toml::Value, scope: Scope| {
+        let Some(s) = item.as_str() else {
+            return; // `{include-group = "..."}`
+        };
+        let req = s.split(';').next().unwrap_or("").trim();
+        let end = req
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+            .unwrap_or(req.len());
+        if end == 0 {
+            return;
+        }
+        let name = &req[..end];
+        let spec = req[end..].trim_start();
+        let spec = match spec.strip_prefix('[') {
+            Some(rest) => rest.split_once(']').map(|(_, r)| r).unwrap_or("").trim(),
+            None => spec,
+        };
+        let version = spec
+            .strip_prefix("===")
+            .or_else(|| spec.strip_prefix("=="))
+            .map(str::trim);
+        match version {
+            Some(v) if !v.is_empty() && !v.contains([',', '*', ' ']) => {
+                let mut p = pin(Ecosystem::PyPI, name, v, line_of(s));
+                p.scope = scope;
+                pins.push(p);
+            }
+            _ => unpinned += 1,
+        }
+    };
+    let project = doc.get("project");
+    for item in project
+        .and_then(|p| p.get("dependencies"))
+        .and_then(|d| d.as_array())
+        .into_iter()
+        .flatten()
+    {
+        pep508(item, Scope::Required);
+    }
+    for (section, scope) in [
+        (
+            project.and_then(|p| p.get("optional-dependencies")),
+            Scope::Optional,
+        ),
+        (doc.get("dependency-groups"), Scope::Dev),
+    ] {
+        for list in section
+            .and_then(|d| d.as_table())
+            .into_iter()
+            .flat_map(|t| t.values())
+        {
+            for item in list.as_array().into_iter().flatten() {
+                pep508(item, scope);
+            }
+        }
+    }
+    // Tables of name = spec: Poetry (`"1.0"` is exact) and Pipfile (`"==1.0"`).
+    let mut tables: Vec<(&toml::Value, Scope, bool)> = Vec::new();
+    let poetry = doc.get("tool").and_then(|t| t.get("poetry"));
+    if let Some(deps) = poetry.and_then(|p| p.get("dependencies")) {
+        tables.push((deps, Scope::Required, true));
+    }
+    if let Some(deps) = poetry.and_then(|p| p.get("dev-dependencies")) {
+        tables.push((deps, Scope::Dev, true));
+    }
+    for (group, body) in poetry
+        .and_then(|p| p.get("group"))
+        .and_then(|g| g.as_table())
+        .into_iter()
+        .flatten()
+    {
+        if let Some(deps) = body.get("dependencies") {
+            let scope = if group == "main" {
+                Scope::Required
+            } else {
+                Scope::Dev
+            };
+            tables.push((deps, scope, true));
+        }
+    }
+    if let Some(deps) = doc.get("packages") {
+        tables.push((deps, Scope::Required, false));
+    }
+    if let Some(deps) = doc.get("dev-packages") {
+        tables.push((deps, Scope::Dev, false));
+    }
+    for (table, scope, poetry_style) in tables {
+        for (name, spec) in table.as_table().into_iter().flatten() {
+            if name == "python" {
+                continue;
+            }
+            let version = match spec {
+                toml::Value::String(v) => Some(v.as_str()),
+                toml::Value::Table(t) => {
+                    if ["path", "git", "url", "file", "editable"]
+                        .iter()
+                        .any(|k| t.contains_key(*k))
+                    {
+                        continue;
+                    }
+                    t.get("version").and_then(|v| v.as_str())
+                }
+                _ => None,
+            };
+            let optional = spec.get("optional").and_then(|o| o.as_bool()) == Some(true);
+            let exact = version.and_then(|v| {
+                let v = v.trim();
+                let v = match v.strip_prefix("==") {
+                    Some(rest) => rest.trim(),
+                    None if poetry_style => v.strip_prefix('=').unwrap_or(v).trim(),
+                    None => return None,
+                };
+                let plain = v.bytes().next().is_some_and(|b| b.is_ascii_digit())
+                    && v.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'!')
+                    });
+                plain.then_some(v)
+            });
+            match exact {
+                Some(v) => {
+                    let line = line_of(&format!("{name} ="));
+                    let mut p = pin(Ecosystem::PyPI, name, v, line);
+                    p.scope = if optional && scope == Scope::Required {
+                        Scope::Optional
+                    } else {
+                        scope
+                    };
+                    pins.push(p);
+                }
+                None => unpinned += 1,
+            }
+        }
+    }
+    let mut parsed = Parsed::flat(pins);
+    parsed.unpinned = unpinned;
+    Ok(parsed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1349,5 +1506,79 @@ snapshots:
         );
         assert_eq!(parsed.unpinned, 3);
         assert!(!parsed.has_graph);
+    }
+
+    #[test]
+    fn python_manifests_exact_pins_and_unpinned() {
+        let pyproject = r#"[project]
+name = "svc"
+version = "0.1.0"
+dependencies = [
+    "flask>=3.0",
+    "requests==2.31.0",
+    "uvicorn[standard]==0.29.0 ; python_version >= '3.9'",
+    "mylib @ https://example.com/mylib-1.0.tar.gz",
+]
+
+[project.optional-dependencies]
+redis = ["redis==5.0.4"]
+
+[dependency-groups]
+dev = ["pytest~=8.1", {include-group = "lint"}]
+lint = ["ruff==0.4.4"]
+
+[tool.poetry.dependencies]
+python = "^3.10"
+django = "4.2.8"
+pydantic = "^2.7"
+local = {path = "../local"}
+celery = {version = "==5.4.0", optional = true}
+"#;
+        let parsed = python_manifest(pyproject).unwrap();
+        assert_eq!(
+            scopes(&parsed),
+            vec![
+                "celery@5.4.0=optional",
+                "django@4.2.8=required",
+                "redis@5.0.4=optional",
+                "requests@2.31.0=required",
+                "ruff@0.4.4=dev",
+                "uvicorn@0.29.0=required",
+            ]
+        );
+        // flask, the URL requirement, pytest and pydantic.
+        assert_eq!(parsed.unpinned, 4);
+        let line = |name: &str| parsed.pins.iter().find(|p| p.name == name).unwrap().line;
+        assert_eq!(line("requests"), 6);
+        assert_eq!(line("django"), 20);
+
+        let pipfile = r#"[[source]]
+url = "https://pypi.org/simple"
+verify_ssl = true
+name = "pypi"
+
+[packages]
+flask = "==2.3.3"
+requests = "*"
+mylib = {path = ".", editable = true}
+gunicorn = {version = "==21.2.0"}
+
+[dev-packages]
+pytest = "==7.4.0"
+black = ">=23"
+
+[requires]
+python_version = "3.11"
+"#;
+        let parsed = python_manifest(pipfile).unwrap();
+        assert_eq!(
+            scopes(&parsed),
+            vec![
+                "flask@2.3.3=required",
+                "gunicorn@21.2.0=required",
+                "pytest@7.4.0=dev",
+            ]
+        );
+        assert_eq!(parsed.unpinned, 2);
     }
 }
