@@ -247,7 +247,28 @@ type Key = (Ecosystem, String, String);
 
 /// Finds and parses every known lockfile under `root`.
 pub fn discover(root: &Path, cancel: &AtomicBool) -> anyhow::Result<Inventory> {
+    discover_excluding(root, cancel, &[])
+}
+
+/// [`discover`], leaving out the paths that match `excludes` (gitignore-syntax globs relative
+/// to `root`, such as a profile's or manifest's path excludes) as well as those a
+/// `.certusignore` or `.gitignore` matches.
+pub fn discover_excluding(
+    root: &Path,
+    cancel: &AtomicBool,
+    excludes: &[String],
+) -> anyhow::Result<Inventory> {
+    let mut overrides = ignore::overrides::OverrideBuilder::new(root);
+    for glob in excludes {
+        overrides
+            .add(&format!("!{glob}"))
+            .map_err(|err| anyhow!("path exclude `{glob}` is not a valid glob: {err}"))?;
+    }
+    let overrides = overrides
+        .build()
+        .map_err(|err| anyhow!("path excludes could not be compiled: {err}"))?;
     let walker = WalkBuilder::new(root)
+        .overrides(overrides)
         .hidden(false)
         .parents(false)
         .git_global(false)
@@ -604,6 +625,28 @@ mod tests {
         let names: Vec<_> = inv.components.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, vec!["flask"]);
         assert_eq!(inv.files, vec!["requirements.txt"]);
+    }
+
+    #[test]
+    fn path_excludes_keep_lockfiles_out() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tree(
+            dir.path(),
+            &[
+                ("requirements.txt", "flask==3.1.0\n"),
+                ("tests/data/requirements.txt", "django==1.11.0\n"),
+                ("docs/examples/app/requirements.txt", "requests==2.0.0\n"),
+            ],
+        );
+        let cancel = AtomicBool::new(false);
+        let excludes = vec!["tests/data/**".to_string(), "examples/".to_string()];
+        let inv = discover_excluding(dir.path(), &cancel, &excludes).unwrap();
+        assert_eq!(inv.files, vec!["requirements.txt"]);
+        let err = discover_excluding(dir.path(), &cancel, &["a/{b".to_string()]).unwrap_err();
+        assert!(
+            err.to_string().contains("`a/{b` is not a valid glob"),
+            "{err}"
+        );
     }
 
     #[test]
