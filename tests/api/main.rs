@@ -24,6 +24,7 @@ mod ops;
 mod postgres;
 mod prometheus;
 mod properties;
+mod sbom;
 mod scanning;
 mod security_access;
 mod source_safety;
