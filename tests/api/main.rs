@@ -12,6 +12,7 @@ mod collection;
 mod corpus;
 mod dashboards;
 mod deploy;
+mod external_tools;
 mod faults;
 mod hostile_input;
 mod lifecycle;
