@@ -193,7 +193,8 @@ pub struct ToolOutput {
     pub exit_code: i32,
     pub sarif: Value,
     pub counts: SeverityCounts,
-    /// Why the tool did nothing useful although installed (no rules for semgrep).
+    /// Why the tool did nothing useful although installed (no adapter reports this today: semgrep
+    /// always has the rules the service ships).
     pub skipped: Option<String>,
 }
 
@@ -1044,7 +1045,7 @@ mod tests {
         "hunter2hunter2",
         "Fj3kLm8nPq2rSt6u",
         "Yt5uIo9pAs3dFg7h",
-        "AKIAZ7VQX4MBR2KD6TWN",
+        "AKIAIOSFODNN7EXAMPLE",
         "pk9Xw2LqR7tVn4ZsB8yH3mJc6",
         "DB_TOKEN",
     ];
@@ -1247,14 +1248,14 @@ mod tests {
 
     #[tokio::test]
     async fn forwarded_log_lines_are_masked() {
-        let input = b"app.py:8 password=\"hunter2hunter2\" key AKIAZ7VQX4MBR2KD6TWN\nplain line\n";
+        let input = b"app.py:8 password=\"hunter2hunter2\" key AKIAIOSFODNN7EXAMPLE\nplain line\n";
         let lines = std::sync::Mutex::new(Vec::new());
         let collect = |_: &str, l: String| lines.lock().unwrap().push(l);
         forward_lines(&input[..], "stdout", &collect).await.unwrap();
         let lines = lines.into_inner().unwrap();
         assert_eq!(lines.len(), 2);
         assert!(!lines[0].contains("hunter2"), "{}", lines[0]);
-        assert!(!lines[0].contains("AKIAZ7VQX4MBR2KD6TWN"), "{}", lines[0]);
+        assert!(!lines[0].contains("AKIAIOSFODNN7EXAMPLE"), "{}", lines[0]);
         assert_eq!(lines[1], "plain line");
     }
 
