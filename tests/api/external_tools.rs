@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{
-    planted_aws_key, planted_github_token, scan_body, spawn_app_with, GitServer, TestApp,
+    planted_aws_key, planted_github_token, scan_body, spawn_app_with, validate_schemas, GitServer,
+    TestApp,
 };
 
 /// Where scripts/install-test-deps.sh puts semgrep (a virtualenv of its own).
@@ -313,6 +314,15 @@ async fn planted_secrets_never_leave_the_standard_profile_in_clear() {
             "ruff reports {rule}"
         );
     }
+    let mut args = vec![std::ffi::OsString::from("sarif")];
+    for tool in ["bandit", "detect-secrets", "ruff", "semgrep"] {
+        args.push(
+            dir.join(format!("reports/sast/{tool}.sarif.json"))
+                .into_os_string(),
+        );
+    }
+    let (ok, out) = validate_schemas(&args);
+    assert!(ok, "SARIF schema violations:\n{out}");
     let ds = read_json(&dir.join("reports/sast/detect-secrets.sarif.json"));
     let ds_rules: Vec<String> = results(&ds)
         .iter()
@@ -369,4 +379,31 @@ async fn planted_secrets_never_leave_the_standard_profile_in_clear() {
             }
         }
     }
+}
+
+/// gitleaks, trivy and osv-scanner cannot be installed here: their adapters are checked against
+/// reports recorded after each tool's documented SARIF output (tests/data/tool-reports/).
+#[test]
+fn recorded_reports_of_tools_not_installable_here_become_schema_valid_sarif() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tool-reports");
+    let out_dir = tempfile::tempdir().unwrap();
+    let mut args = vec![std::ffi::OsString::from("sarif")];
+    for tool in ["gitleaks", "trivy", "osv-scanner", "ruff"] {
+        let raw = std::fs::read(data.join(format!("{tool}.sarif.json"))).unwrap();
+        let source = if tool == "ruff" {
+            "/tmp/certus-semgrep/src"
+        } else {
+            "/work/scan/src"
+        };
+        let (sarif, counts) =
+            certus_assurance::pipeline::tools::tool_sarif(Some(tool), &raw, Path::new(source))
+                .unwrap_or_else(|e| panic!("{tool}: {e:#}"));
+        assert_eq!(counts.total, results(&sarif).len() as u64, "{tool}");
+        assert!(counts.total >= 2, "{tool}");
+        let path = out_dir.path().join(format!("{tool}.sarif.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&sarif).unwrap()).unwrap();
+        args.push(path.into_os_string());
+    }
+    let (ok, out) = validate_schemas(&args);
+    assert!(ok, "SARIF schema violations:\n{out}");
 }
