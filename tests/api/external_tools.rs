@@ -407,3 +407,32 @@ fn recorded_reports_of_tools_not_installable_here_become_schema_valid_sarif() {
     let (ok, out) = validate_schemas(&args);
     assert!(ok, "SARIF schema violations:\n{out}");
 }
+
+#[tokio::test]
+async fn an_invalid_semgrep_rule_in_the_tree_fails_semgrep_saying_what_is_wrong() {
+    let git = GitServer::start();
+    git.create_repo(
+        "badrules",
+        &[
+            ("a.py", "foo(1)\n"),
+            (".semgrep.yml", "rules:\n  - id: x\n    pattern: foo(...)\n"),
+        ],
+    );
+    let tools = tool_dir(&["semgrep"]);
+    let app = spawn_with_tools(&tools).await;
+    let mut body = scan_body(&git.url("badrules"));
+    body["profile"] = json!("sem");
+    body["manifest"] = json!({"profiles": {"sem": {"extends": "light", "scanners": ["semgrep"], "required": ["semgrep"]}}});
+    let id = app.submit_scan(body).await;
+    let scan = app
+        .wait_for_state(&id, &["SUCCEEDED", "FAILED"], Duration::from_secs(300))
+        .await;
+    assert_eq!(scan["status"], "FAILED", "{scan}");
+    assert_eq!(scan["failure_reason"], "scanner_failed", "{scan}");
+    let error = scan["errors"][0].as_str().unwrap();
+    assert!(
+        error.contains("tool `semgrep` failed")
+            && error.contains(".semgrep.yml: One of these properties is missing: 'message'"),
+        "{error}"
+    );
+}

@@ -410,8 +410,15 @@ pub async fn run_tool(
         status.map_err(|e| ToolError::Failed(format!("waiting for the tool failed: {e}")))?;
     let exit_code = status.code().unwrap_or(-1);
     if !tool.ok_exit_codes.contains(&exit_code) {
+        // semgrep says why in its JSON report (an invalid rule of the tree, …), not on stderr.
+        let why = (tool.report == Report::SemgrepJson)
+            .then(|| read_capped(&report_path).ok())
+            .flatten()
+            .and_then(|raw| semgrep::error_summary(&raw))
+            .map(|w| format!(": {w}"))
+            .unwrap_or_default();
         return Err(ToolError::Failed(format!(
-            "`{}` exited with {} (see its log lines in the stream and logs/runner.log)",
+            "`{}` exited with {}{why} (see its log lines in the stream and logs/runner.log)",
             tool.name,
             status
                 .code()

@@ -133,6 +133,35 @@ pub fn findings(
     Ok(out)
 }
 
+/// What semgrep's JSON report says went wrong (its `errors` of level `error`, at most three,
+/// with the file they are about), masked; `None` when it says nothing.
+pub fn error_summary(raw: &[u8]) -> Option<String> {
+    let doc: Value = serde_json::from_slice(raw).ok()?;
+    let parts: Vec<String> = doc
+        .get("errors")?
+        .as_array()?
+        .iter()
+        .filter(|e| e["level"].as_str().unwrap_or("error") == "error")
+        .take(3)
+        .filter_map(|e| {
+            let text = e["long_msg"]
+                .as_str()
+                .or_else(|| e["message"].as_str())
+                .or_else(|| e["short_msg"].as_str())?;
+            let file = e
+                .pointer("/spans/0/file")
+                .or_else(|| e.get("path"))
+                .and_then(|f| f.as_str());
+            let text: String = text.chars().take(300).collect();
+            Some(match file {
+                Some(f) => format!("{}: {}", clean_path(f), mask_secrets(&text)),
+                None => mask_secrets(&text),
+            })
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +208,18 @@ mod tests {
             .unwrap()
             .contains("Zq8xN2vLw4Kp9rTy"));
         assert!(super::findings(b"[]", None, "").is_err());
+    }
+
+    #[test]
+    fn errors_of_a_failed_run_are_summarised() {
+        // Recorded from semgrep 1.185.0 with a tree rule that has no `message`.
+        let raw = br#"{"version":"1.185.0","results":[],"errors":[{"code":4,"level":"error","type":"InvalidRuleSchemaError","long_msg":"One of these properties is missing: 'message'","short_msg":"Invalid rule schema","spans":[{"file":".semgrep.yml","start":{"line":2,"col":5,"offset":-1},"end":{"line":4,"col":1,"offset":-1}}]},{"code":7,"level":"error","type":"SemgrepError","message":"invalid configuration file found (1 configs were invalid)"}],"paths":{"scanned":[]}}"#;
+        assert_eq!(
+            error_summary(raw).unwrap(),
+            ".semgrep.yml: One of these properties is missing: 'message'; invalid configuration file found (1 configs were invalid)"
+        );
+        assert_eq!(error_summary(br#"{"errors": []}"#), None);
+        assert_eq!(error_summary(b"not json"), None);
     }
 
     #[test]
