@@ -663,7 +663,7 @@ pub fn native_sarif(raw: &[u8], source: &Path) -> anyhow::Result<(Value, Severit
 /// the matched text) replaced by one of ours (sha256 of tool, rule, location and masked
 /// message), locations relative to `SRCROOT` with a `startLine` (1 where the tool gives none),
 /// other base URIs dropped (they hold server paths), each result's `properties.severity` set
-/// from the tool's table in [`severity`]; results counted by severity.
+/// from the tool's table in [`severity`] and its `level` to match; results counted by severity.
 pub fn tool_sarif(
     tool: Option<&str>,
     raw: &[u8],
@@ -825,6 +825,8 @@ pub fn tool_sarif(
                     *props = json!({});
                 }
                 props["severity"] = json!(sev.as_str());
+                // The level follows the service's severity (ruff says `error` for everything).
+                obj.insert("level".into(), json!(sev.sarif_level()));
             }
         }
     }
@@ -1024,6 +1026,7 @@ mod tests {
         for r in sarif_results(sarif) {
             assert!(r["ruleId"].is_string(), "{r}");
             assert!(r["message"]["text"].is_string(), "{r}");
+            assert!(r["level"].is_string(), "{r}");
             let sev = r["properties"]["severity"].as_str().unwrap_or("");
             assert!(
                 ["critical", "high", "medium", "low", "info"].contains(&sev),
@@ -1131,6 +1134,8 @@ mod tests {
         assert_eq!(sev_of("S105"), "medium");
         assert_eq!(sev_of("S101"), "low");
         assert_eq!(sev_of("S324"), "medium");
+        let s101 = results.iter().find(|r| r["ruleId"] == "S101").unwrap();
+        assert_eq!(s101["level"], "note", "the level follows the severity");
         let s105 = results.iter().find(|r| r["ruleId"] == "S105").unwrap();
         assert_eq!(
             s105["message"]["text"],
