@@ -77,8 +77,7 @@ pub const TOOLS: [ToolSpec; 7] = [
     ToolSpec {
         name: "semgrep",
         binary: "semgrep",
-        install_hint:
-            "pip install semgrep (scripts/install-test-deps.sh installs the pinned version)",
+        install_hint: "pip install semgrep",
         report: Report::SemgrepJson,
         ok_exit_codes: &[0, 1],
     },
