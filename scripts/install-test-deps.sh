@@ -86,11 +86,12 @@ else
 fi
 
 if [ -x "$MOTO_VENV/bin/moto_server" ]; then "$MOTO_VENV/bin/python3" -c 'from importlib.metadata import version; print("moto", version("moto"))'; else python3 -c 'from importlib.metadata import version; print("moto", version("moto"))'; fi
-# Python packages: bandit and detect-secrets (external scanners the tests run for real) and
+# Python packages: bandit, detect-secrets and ruff (external scanners the tests run for real) and
 # jsonschema (validates bundle reports against the schemas vendored in tests/data/schemas).
 py_need=()
 command -v bandit >/dev/null 2>&1 || py_need+=("bandit==1.9.4")
 command -v detect-secrets >/dev/null 2>&1 || py_need+=("detect-secrets==1.5.0")
+command -v ruff >/dev/null 2>&1 || py_need+=("ruff==0.17.6")
 python3 -c 'import jsonschema, referencing' >/dev/null 2>&1 || py_need+=("jsonschema>=4.18")
 if [ ${#py_need[@]} -gt 0 ]; then
   echo "installing Python test dependencies: ${py_need[*]}"
@@ -103,6 +104,16 @@ if [ ${#py_need[@]} -gt 0 ]; then
   python3 -m pip install -q "${py_need[@]}" 2>/dev/null \
     || python3 -m pip install -q --break-system-packages "${py_need[@]}"
   if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+fi
+# semgrep (external scanner the tests run for real, offline, with the rules of rules/semgrep/), in
+# a virtualenv of its own under the cache directory, which the tests look at first: it pins
+# jsonschema and OpenTelemetry versions that conflict with the other Python test dependencies.
+SEMGREP_VENV="${CERTUS_TEST_SEMGREP_VENV:-$HOME/.cache/certus-assurance/semgrep-venv}"
+if [ ! -x "$SEMGREP_VENV/bin/semgrep" ] || [ "$("$SEMGREP_VENV/bin/semgrep" --version 2>/dev/null)" != "1.185.0" ]; then
+  echo "installing semgrep==1.185.0 (external scanner of the test suite)"
+  rm -rf "$SEMGREP_VENV"
+  python3 -m venv "$SEMGREP_VENV"
+  "$SEMGREP_VENV/bin/python3" -m pip install --quiet --disable-pip-version-check 'semgrep==1.185.0'
 fi
 # schemathesis (scripts/api-fuzz.sh: schema-driven requests against /openapi.json), for the current
 # python3, or where pip may not install into it (PEP 668), into a virtualenv under the cache
@@ -124,4 +135,6 @@ fi
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
 bandit --version 2>&1 | head -1
 detect-secrets --version
+ruff --version
+echo "semgrep $("$SEMGREP_VENV/bin/semgrep" --version)"
 git --version

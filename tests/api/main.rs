@@ -13,6 +13,7 @@ mod corpus;
 mod dashboards;
 mod deploy;
 mod docs;
+mod external_tools;
 mod faults;
 mod findings;
 mod hostile_input;

@@ -1,10 +1,14 @@
 //! Adapters for external scanners: bandit, semgrep, detect-secrets, ruff, gitleaks, trivy and
 //! osv-scanner. Each runs when its executable is on `PATH`, as a `tokio::process` child with a
 //! minimal environment (no service settings or credentials), inside the scan's time limit, with
-//! its stdout/stderr streamed line by line as `log` events (bounded) and its report read back
-//! with a size cap. Reports become SARIF 2.1.0: native SARIF is kept (with code snippets
-//! removed, since a snippet can hold a secret in clear); tools without a SARIF mode (bandit,
-//! detect-secrets) are converted with the shared writer.
+//! its stdout/stderr streamed line by line as `log` events (bounded, every line masked with
+//! [`mask_secrets`]) and its report read back with a size cap. Reports become SARIF 2.1.0:
+//! native SARIF is kept with code snippets removed, every message masked, tool fingerprints
+//! replaced by our own and each result's `properties.severity` set from the tool's table in
+//! [`severity`]; tools whose own format says more (bandit, detect-secrets, semgrep) are
+//! converted with the shared writer. No secret value a tool hands back reaches a report or a log
+//! line in clear: bandit's B105–B107 and ruff's S105–S107 messages lose the quoted value
+//! entirely, semgrep's messages are the rules' templates (no interpolated metavariables).
 //!
 //! Each tool runs in a process group of its own. When the tool exits, is cancelled or reaches
 //! the time limit, the whole group is killed: a helper process it left behind (which would also
@@ -23,8 +27,12 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
 use super::profile::SeverityCounts;
+use super::redact::mask_secrets;
 use super::sarif::{build_sarif, SarifTool};
 use super::scanners::{Finding, Severity};
+
+pub mod semgrep;
+pub mod severity;
 
 /// Largest report (file or captured stdout) read back from a tool.
 pub const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
@@ -42,6 +50,8 @@ enum Report {
     BanditJson,
     /// detect-secrets' JSON baseline on stdout.
     DetectSecretsStdout,
+    /// semgrep's JSON report, with its SARIF report of the same run beside it (`.sarif`).
+    SemgrepJson,
 }
 
 /// One external tool.
@@ -68,7 +78,7 @@ pub const TOOLS: [ToolSpec; 7] = [
         name: "semgrep",
         binary: "semgrep",
         install_hint: "pip install semgrep",
-        report: Report::SarifFile,
+        report: Report::SemgrepJson,
         ok_exit_codes: &[0, 1],
     },
     ToolSpec {
@@ -182,7 +192,8 @@ pub struct ToolOutput {
     pub exit_code: i32,
     pub sarif: Value,
     pub counts: SeverityCounts,
-    /// Why the tool did nothing useful although installed (no rules for semgrep).
+    /// Why the tool did nothing useful although installed (no adapter reports this today: semgrep
+    /// always has the rules the service ships).
     pub skipped: Option<String>,
 }
 
@@ -223,29 +234,32 @@ pub async fn run_tool(
             args.push(report_path.clone().into());
         }
         "semgrep" => {
-            let config = [".semgrep.yml", ".semgrep.yaml", ".semgrep"]
-                .into_iter()
-                .find(|c| run.source.join(c).exists());
-            let Some(config) = config else {
-                return Ok(ToolOutput {
-                    exit_code: 0,
-                    sarif: Value::Null,
-                    counts: SeverityCounts::default(),
-                    skipped: Some("semgrep: no rules in the tree (.semgrep.yml, .semgrep.yaml or .semgrep/); the service has no network access to the Semgrep registry, so add rules to the repository to run it".into()),
-                });
-            };
+            // The shipped rules, plus the tree's own configuration where it has one. No
+            // registry configuration (`--config auto`, `p/...`): the service runs offline.
+            push(&mut args, "scan");
+            let rules_dir = out_dir.join("rules");
+            let rule_files = semgrep::write_builtin_rules(&rules_dir)
+                .map_err(|e| ToolError::Failed(format!("cannot write the semgrep rules: {e}")))?;
+            for file in rule_files {
+                push(&mut args, "--config");
+                args.push(file.into());
+            }
+            if let Some(config) = semgrep::tree_config(run.source) {
+                push(&mut args, "--config");
+                push(&mut args, config);
+            }
             for a in [
-                "scan",
-                "--config",
-                config,
-                "--sarif",
+                "--json",
                 "--metrics=off",
                 "--disable-version-check",
                 "--quiet",
-                "--output",
             ] {
                 push(&mut args, a);
             }
+            let mut sarif_arg = OsString::from("--sarif-output=");
+            sarif_arg.push(report_path.with_extension("sarif"));
+            args.push(sarif_arg);
+            push(&mut args, "--output");
             args.push(report_path.clone().into());
             args.push(".".into());
         }
@@ -395,8 +409,15 @@ pub async fn run_tool(
         status.map_err(|e| ToolError::Failed(format!("waiting for the tool failed: {e}")))?;
     let exit_code = status.code().unwrap_or(-1);
     if !tool.ok_exit_codes.contains(&exit_code) {
+        // semgrep says why in its JSON report (an invalid rule of the tree, …), not on stderr.
+        let why = (tool.report == Report::SemgrepJson)
+            .then(|| read_capped(&report_path).ok())
+            .flatten()
+            .and_then(|raw| semgrep::error_summary(&raw))
+            .map(|w| format!(": {w}"))
+            .unwrap_or_default();
         return Err(ToolError::Failed(format!(
-            "`{}` exited with {} (see its log lines in the stream and logs/runner.log)",
+            "`{}` exited with {}{why} (see its log lines in the stream and logs/runner.log)",
             tool.name,
             status
                 .code()
@@ -409,7 +430,7 @@ pub async fn run_tool(
     let (sarif, counts) = match tool.report {
         Report::SarifFile => {
             let raw = read_capped(&report_path)?;
-            native_sarif(&raw, run.source)
+            tool_sarif(Some(tool.name), &raw, run.source)
                 .map_err(|e| ToolError::Failed(format!("{}: {e:#}", tool.name)))?
         }
         Report::BanditJson => {
@@ -417,6 +438,16 @@ pub async fn run_tool(
             let findings =
                 bandit_findings(&raw).map_err(|e| ToolError::Failed(format!("bandit: {e:#}")))?;
             converted("bandit", &["security", "sast"], findings)
+        }
+        Report::SemgrepJson => {
+            let raw = read_capped(&report_path)?;
+            // The SARIF half only supplies message templates; without it the messages are
+            // masked instead.
+            let sarif = read_capped(&report_path.with_extension("sarif")).ok();
+            let prefix = semgrep::rule_prefix(&out_dir.join("rules"));
+            let findings = semgrep::findings(&raw, sarif.as_deref(), &prefix)
+                .map_err(|e| ToolError::Failed(format!("semgrep: {e:#}")))?;
+            converted("semgrep", &["security", "sast"], findings)
         }
         Report::DetectSecretsStdout => {
             let raw = captured.unwrap_or_default();
@@ -503,7 +534,9 @@ async fn forward_lines<R: AsyncRead + Unpin>(
                 .chars()
                 .take(MAX_LINE_CHARS)
                 .collect();
-            on_line(stream, line);
+            // Tools print what they found (semgrep's and gitleaks' text reports, verbose
+            // modes): every token-like value is masked before the line goes anywhere.
+            on_line(stream, mask_secrets(&line));
             sent += 1;
         } else {
             dropped += 1;
@@ -531,38 +564,6 @@ fn read_capped(path: &Path) -> Result<Vec<u8>, ToolError> {
     std::fs::read(path).map_err(|e| ToolError::Failed(format!("reading the tool's report: {e}")))
 }
 
-/// Severity of a SARIF result: `security-severity` of the result or its rule, else its level.
-fn sarif_result_severity(result: &Value, rules: &[Value]) -> Severity {
-    let score = |v: &Value| -> Option<f64> {
-        let s = v.pointer("/properties/security-severity")?;
-        s.as_str()
-            .and_then(|s| s.parse().ok())
-            .or_else(|| s.as_f64())
-    };
-    let rule = result
-        .get("ruleIndex")
-        .and_then(|i| i.as_u64())
-        .and_then(|i| rules.get(i as usize))
-        .or_else(|| {
-            let id = result.get("ruleId")?.as_str()?;
-            rules.iter().find(|r| r["id"] == id)
-        });
-    if let Some(score) = score(result).or_else(|| rule.and_then(score)) {
-        return super::osv::severity_for_score(score);
-    }
-    let level = result
-        .get("level")
-        .and_then(|l| l.as_str())
-        .or_else(|| rule.and_then(|r| r.pointer("/defaultConfiguration/level")?.as_str()))
-        .unwrap_or("warning");
-    match level {
-        "error" => Severity::High,
-        "warning" => Severity::Medium,
-        "note" => Severity::Low,
-        _ => Severity::Info,
-    }
-}
-
 /// Rewrites an absolute `file://` URI under the scanned tree as a path relative to `SRCROOT`,
 /// so reports do not carry the server's workspace paths.
 fn relativize(location: &mut Value, roots: &[String]) {
@@ -583,9 +584,90 @@ fn relativize(location: &mut Value, roots: &[String]) {
     }
 }
 
-/// Checks a tool's own SARIF, removes code snippets, makes locations relative to the tree, and
-/// counts its results by severity.
+/// Which adapter wrote a SARIF log, from its `tool.driver.name` (`Trivy`, `ruff`, …).
+fn tool_of_driver(run: &Value) -> String {
+    let name = run
+        .pointer("/tool/driver/name")
+        .and_then(|n| n.as_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    TOOLS
+        .iter()
+        .map(|t| t.name)
+        .find(|t| name.starts_with(t))
+        .unwrap_or("sarif")
+        .to_string()
+}
+
+/// The message of a result with what a tool quotes from the code taken out: ruff's S105–S107
+/// name the variable or argument that holds a password (a dictionary key can be anything), and
+/// trivy's secret results end with a `Match:` line holding the matched text. Every token-like
+/// value left is masked.
+pub fn scrub_message(tool: &str, rule_id: &str, text: &str) -> String {
+    let fixed = match (tool, rule_id) {
+        ("ruff", "S105") => Some("Possible hardcoded password assigned to a variable"),
+        ("ruff", "S106") => Some("Possible hardcoded password assigned to an argument"),
+        ("ruff", "S107") => Some("Possible hardcoded password assigned to a function default"),
+        _ => None,
+    };
+    if let Some(fixed) = fixed {
+        return fixed.to_string();
+    }
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("Match:"))
+        .collect();
+    mask_secrets(&kept.join("\n"))
+}
+
+/// Removes code snippets and masks every message-like string (`text`, `markdown`) under `value`;
+/// with `all_strings`, every string at all (a result's `properties`).
+fn scrub_value(value: &mut Value, all_strings: bool) {
+    match value {
+        Value::Object(map) => {
+            map.remove("snippet");
+            map.remove("contextRegion");
+            for (key, v) in map.iter_mut() {
+                match v {
+                    Value::String(s) if all_strings || key == "text" || key == "markdown" => {
+                        *s = mask_secrets(s);
+                    }
+                    _ => scrub_value(v, all_strings || key == "properties"),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                if let Value::String(s) = v {
+                    if all_strings {
+                        *s = mask_secrets(s);
+                    }
+                } else {
+                    scrub_value(v, all_strings);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Checks a tool's own SARIF and makes it safe and uniform (see [`tool_sarif`]); the tool is
+/// recognised by `tool.driver.name`.
 pub fn native_sarif(raw: &[u8], source: &Path) -> anyhow::Result<(Value, SeverityCounts)> {
+    tool_sarif(None, raw, source)
+}
+
+/// Checks `tool`'s own SARIF and makes it safe and uniform: code snippets removed, messages
+/// scrubbed ([`scrub_message`]) and masked, the tool's fingerprints (which can be derived from
+/// the matched text) replaced by one of ours (sha256 of tool, rule, location and masked
+/// message), locations relative to `SRCROOT` with a `startLine` (1 where the tool gives none),
+/// other base URIs dropped (they hold server paths), each result's `properties.severity` set
+/// from the tool's table in [`severity`] and its `level` to match; results counted by severity.
+pub fn tool_sarif(
+    tool: Option<&str>,
+    raw: &[u8],
+    source: &Path,
+) -> anyhow::Result<(Value, SeverityCounts)> {
     let mut roots = vec![source.to_string_lossy().into_owned()];
     if let Ok(real) = source.canonicalize() {
         roots.push(real.to_string_lossy().into_owned());
@@ -600,6 +682,9 @@ pub fn native_sarif(raw: &[u8], source: &Path) -> anyhow::Result<(Value, Severit
         bail!("the SARIF log has no runs");
     };
     for run in runs {
+        let tool = tool
+            .map(str::to_string)
+            .unwrap_or_else(|| tool_of_driver(run));
         for artifact in run
             .get_mut("artifacts")
             .and_then(|a| a.as_array_mut())
@@ -609,16 +694,41 @@ pub fn native_sarif(raw: &[u8], source: &Path) -> anyhow::Result<(Value, Severit
             if let Some(location) = artifact.get_mut("location") {
                 relativize(location, &roots);
             }
+            scrub_value(artifact, false);
         }
-        let has_base = run.pointer("/originalUriBaseIds/SRCROOT").is_some();
-        if !has_base {
-            if let Some(obj) = run.as_object_mut() {
-                let bases = obj.entry("originalUriBaseIds").or_insert_with(|| json!({}));
-                if let Some(b) = bases.as_object_mut() {
-                    b.insert(
-                        "SRCROOT".into(),
-                        json!({"description": {"text": "Root of the scanned source tree"}}),
-                    );
+        if let Some(obj) = run.as_object_mut() {
+            obj.insert(
+                "originalUriBaseIds".into(),
+                json!({"SRCROOT": {"description": {"text": "Root of the scanned source tree"}}}),
+            );
+        }
+        for invocation in run
+            .get_mut("invocations")
+            .and_then(|a| a.as_array_mut())
+            .into_iter()
+            .flatten()
+        {
+            scrub_value(invocation, false);
+        }
+        // Rules are the tool's own text, except where a tool puts the match into its rule:
+        // trivy's secret rules carry the matched line as `fullDescription`.
+        if let Some(rules) = run
+            .pointer_mut("/tool/driver/rules")
+            .and_then(|r| r.as_array_mut())
+        {
+            for rule in rules.iter_mut() {
+                if tool == "trivy" && rule.get("name").and_then(|n| n.as_str()) == Some("Secret") {
+                    if let Some(obj) = rule.as_object_mut() {
+                        let short = obj.get("shortDescription").cloned();
+                        obj.remove("help");
+                        match short {
+                            Some(s) => obj.insert("fullDescription".into(), s),
+                            None => obj.remove("fullDescription"),
+                        };
+                    }
+                }
+                if tool == "trivy" || tool == "gitleaks" {
+                    scrub_value(rule, false);
                 }
             }
         }
@@ -633,15 +743,30 @@ pub fn native_sarif(raw: &[u8], source: &Path) -> anyhow::Result<(Value, Severit
             .into_iter()
             .flatten()
         {
-            let sev = sarif_result_severity(result, &rules);
+            let rule = result
+                .get("ruleIndex")
+                .and_then(|i| i.as_u64())
+                .and_then(|i| rules.get(i as usize))
+                .or_else(|| {
+                    let id = result.get("ruleId")?.as_str()?;
+                    rules.iter().find(|r| r["id"] == id)
+                });
+            let sev = severity::sarif_result(&tool, result, rule);
             counts.add(sev, 1);
-            if let Some(props) = result
-                .as_object_mut()
-                .map(|o| o.entry("properties").or_insert_with(|| json!({})))
-                .and_then(|p| p.as_object_mut())
-            {
-                props.insert("severity".into(), json!(sev.as_str()));
+            let rule_id = result
+                .get("ruleId")
+                .and_then(|r| r.as_str())
+                .unwrap_or("")
+                .to_string();
+            if let Some(text) = result.pointer_mut("/message/text") {
+                let scrubbed = scrub_message(&tool, &rule_id, text.as_str().unwrap_or(""));
+                *text = json!(scrubbed);
             }
+            if let Some(obj) = result.as_object_mut() {
+                obj.remove("fingerprints");
+                obj.remove("partialFingerprints");
+            }
+            scrub_value(result, false);
             for loc in result
                 .get_mut("locations")
                 .and_then(|l| l.as_array_mut())
@@ -650,17 +775,57 @@ pub fn native_sarif(raw: &[u8], source: &Path) -> anyhow::Result<(Value, Severit
             {
                 if let Some(artifact) = loc.pointer_mut("/physicalLocation/artifactLocation") {
                     relativize(artifact, &roots);
+                    let relative = artifact
+                        .get("uri")
+                        .and_then(|u| u.as_str())
+                        .is_some_and(|u| !u.contains(':') && !u.starts_with('/'));
+                    if relative {
+                        artifact["uriBaseId"] = json!("SRCROOT");
+                    } else if let Some(a) = artifact.as_object_mut() {
+                        a.remove("uriBaseId");
+                    }
                 }
                 if let Some(phys) = loc
                     .get_mut("physicalLocation")
                     .and_then(|p| p.as_object_mut())
                 {
-                    for key in ["region", "contextRegion"] {
-                        if let Some(region) = phys.get_mut(key).and_then(|r| r.as_object_mut()) {
-                            region.remove("snippet");
-                        }
+                    let region = phys.entry("region").or_insert_with(|| json!({}));
+                    let line = region
+                        .get("startLine")
+                        .and_then(|l| l.as_u64())
+                        .unwrap_or(0);
+                    if line == 0 {
+                        region["startLine"] = json!(1);
                     }
                 }
+            }
+            let location = result.pointer("/locations/0/physicalLocation");
+            let uri = location
+                .and_then(|l| l.pointer("/artifactLocation/uri"))
+                .and_then(|u| u.as_str())
+                .unwrap_or("");
+            let line = location
+                .and_then(|l| l.pointer("/region/startLine"))
+                .and_then(|u| u.as_u64())
+                .unwrap_or(1)
+                .to_string();
+            let message = result
+                .pointer("/message/text")
+                .and_then(|t| t.as_str())
+                .unwrap_or("");
+            let fp = fingerprint(&[&tool, &rule_id, uri, &line, message]);
+            if let Some(obj) = result.as_object_mut() {
+                obj.insert(
+                    "partialFingerprints".into(),
+                    json!({ format!("{tool}Fingerprint/v1"): fp }),
+                );
+                let props = obj.entry("properties").or_insert_with(|| json!({}));
+                if !props.is_object() {
+                    *props = json!({});
+                }
+                props["severity"] = json!(sev.as_str());
+                // The level follows the service's severity (ruff says `error` for everything).
+                obj.insert("level".into(), json!(sev.sarif_level()));
             }
         }
     }
@@ -717,8 +882,22 @@ fn position(value: &Value, offset: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// Bandit's JSON report as findings. The code excerpt is not kept: for the hard-coded password
-/// checks it holds the password.
+/// bandit's `issue_text` without what it quotes from the code: the hard-coded password checks
+/// (B105–B107) end with the password itself ("Possible hardcoded password: '…'"), which is cut
+/// off; every other message is masked.
+fn bandit_message(test_id: &str, text: &str) -> String {
+    match test_id {
+        "B105" | "B106" | "B107" => text
+            .split_once(':')
+            .map(|(head, _)| head)
+            .unwrap_or("Possible hardcoded password")
+            .to_string(),
+        _ => mask_secrets(text),
+    }
+}
+
+/// Bandit's JSON report as findings, with the service's severity ([`severity::bandit`]). The
+/// code excerpt is not kept: for the hard-coded password checks it holds the password.
 pub fn bandit_findings(raw: &[u8]) -> anyhow::Result<Vec<Finding>> {
     let doc: Value = serde_json::from_slice(raw).context("the report is not JSON")?;
     let results = doc
@@ -732,13 +911,12 @@ pub fn bandit_findings(raw: &[u8]) -> anyhow::Result<Vec<Finding>> {
         let path = clean_path(r["filename"].as_str().unwrap_or(""));
         let line = position(&r["line_number"], 0);
         let column = position(&r["col_offset"], 1);
-        let severity = match r["issue_severity"].as_str().unwrap_or("") {
-            "HIGH" => Severity::High,
-            "MEDIUM" => Severity::Medium,
-            "LOW" => Severity::Low,
-            _ => Severity::Info,
-        };
-        let text = r["issue_text"].as_str().unwrap_or("");
+        let severity = severity::bandit(
+            test_id,
+            r["issue_severity"].as_str().unwrap_or(""),
+            r["issue_confidence"].as_str().unwrap_or(""),
+        );
+        let text = bandit_message(test_id, r["issue_text"].as_str().unwrap_or(""));
         out.push(Finding {
             rule_id: test_id.to_string(),
             severity,
@@ -776,8 +954,8 @@ pub fn detect_secrets_findings(raw: &[u8]) -> anyhow::Result<Vec<Finding>> {
             let hashed = r["hashed_secret"].as_str().unwrap_or("");
             out.push(Finding {
                 rule_id: rule_id.clone(),
-                severity: Severity::High,
-                message: format!("Potential secret: {kind}"),
+                severity: severity::detect_secrets(kind),
+                message: format!("Potential secret: {}", mask_secrets(kind)),
                 path: path.clone(),
                 line,
                 column: 1,
@@ -792,6 +970,8 @@ pub fn detect_secrets_findings(raw: &[u8]) -> anyhow::Result<Vec<Finding>> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]
@@ -824,6 +1004,270 @@ mod tests {
         assert_eq!(findings[0].rule_id, "aws-access-key");
         assert_eq!(findings[0].severity, Severity::High);
         assert!(detect_secrets_findings(b"not json").is_err());
+    }
+
+    fn recorded(name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/tool-reports")
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    fn sarif_results(sarif: &Value) -> Vec<Value> {
+        sarif["runs"][0]["results"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// What every SARIF result must carry (CONTRACT A), and no snippet, no tool fingerprint.
+    fn assert_contract(sarif: &Value) {
+        for r in sarif_results(sarif) {
+            assert!(r["ruleId"].is_string(), "{r}");
+            assert!(r["message"]["text"].is_string(), "{r}");
+            assert!(r["level"].is_string(), "{r}");
+            let sev = r["properties"]["severity"].as_str().unwrap_or("");
+            assert!(
+                ["critical", "high", "medium", "low", "info"].contains(&sev),
+                "{r}"
+            );
+            let loc = &r["locations"][0]["physicalLocation"];
+            assert_eq!(loc["artifactLocation"]["uriBaseId"], "SRCROOT", "{r}");
+            assert!(loc["region"]["startLine"].as_u64().unwrap_or(0) >= 1, "{r}");
+            assert!(r.get("fingerprints").is_none(), "{r}");
+            let fps = r["partialFingerprints"].as_object().unwrap();
+            assert!(!fps.is_empty());
+            for v in fps.values() {
+                let v = v.as_str().unwrap();
+                assert!(
+                    v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "{v}"
+                );
+            }
+        }
+    }
+
+    /// The made-up credentials of the recorded reports (tests/data/tool-reports/README.md).
+    const RECORDED_SECRETS: [&str; 8] = [
+        "Zq8xN2vLw4Kp9rTy",
+        "Wq7rTz2mKx9pLs4v",
+        "hunter2hunter2",
+        "Fj3kLm8nPq2rSt6u",
+        "Yt5uIo9pAs3dFg7h",
+        "AKIAIOSFODNN7EXAMPLE",
+        "pk9Xw2LqR7tVn4ZsB8yH3mJc6",
+        "DB_TOKEN",
+    ];
+
+    fn assert_no_recorded_secret(tool: &str, sarif: &Value) {
+        let text = sarif.to_string();
+        for secret in RECORDED_SECRETS {
+            assert!(!text.contains(secret), "{tool}: {secret} in clear");
+        }
+        assert!(
+            !text.contains("/tmp/certus-semgrep"),
+            "{tool}: a server path"
+        );
+        assert!(!text.contains("/work/scan"), "{tool}: a server path");
+    }
+
+    #[test]
+    fn recorded_bandit_run_gets_the_table_severities_and_no_password() {
+        let findings = bandit_findings(&recorded("bandit.json")).unwrap();
+        let sev = |id: &str| {
+            findings
+                .iter()
+                .filter(|f| f.rule_id == id)
+                .map(|f| f.severity)
+                .collect::<Vec<_>>()
+        };
+        // HIGH x HIGH, LOW x HIGH, LOW x MEDIUM, LOW x HIGH (assert), MEDIUM x LOW.
+        assert_eq!(sev("B602"), vec![Severity::High]);
+        assert_eq!(sev("B605"), vec![Severity::High]);
+        assert_eq!(sev("B404"), vec![Severity::Low]);
+        assert!(sev("B105").iter().all(|s| *s == Severity::Low));
+        assert_eq!(sev("B101"), vec![Severity::Low]);
+        assert!(sev("B113").iter().all(|s| *s == Severity::Low));
+        let b105 = findings.iter().find(|f| f.rule_id == "B105").unwrap();
+        assert_eq!(
+            b105.message,
+            "hardcoded_password_string: Possible hardcoded password"
+        );
+        let (sarif, counts) = converted("bandit", &["security"], findings);
+        assert_eq!(counts.total, sarif_results(&sarif).len() as u64);
+        assert_contract(&sarif);
+        assert_no_recorded_secret("bandit", &sarif);
+    }
+
+    #[test]
+    fn recorded_detect_secrets_run_keeps_only_hashes() {
+        let findings = detect_secrets_findings(&recorded("detect-secrets.json")).unwrap();
+        assert!(!findings.is_empty());
+        assert!(findings
+            .iter()
+            .all(|f| f.rule_id == "secret-keyword" && f.severity == Severity::Medium));
+        let (sarif, _) = converted("detect-secrets", &["security", "secret"], findings);
+        assert_contract(&sarif);
+        assert_no_recorded_secret("detect-secrets", &sarif);
+    }
+
+    #[test]
+    fn recorded_ruff_run_is_rated_by_rule_family_and_names_no_variable() {
+        let (sarif, counts) = tool_sarif(
+            Some("ruff"),
+            &recorded("ruff.sarif.json"),
+            Path::new("/tmp/certus-semgrep/src"),
+        )
+        .unwrap();
+        assert_contract(&sarif);
+        assert_no_recorded_secret("ruff", &sarif);
+        let results = sarif_results(&sarif);
+        let sev_of = |id: &str| {
+            results
+                .iter()
+                .find(|r| r["ruleId"] == id)
+                .map(|r| r["properties"]["severity"].as_str().unwrap().to_string())
+                .unwrap()
+        };
+        assert_eq!(sev_of("S602"), "high");
+        assert_eq!(sev_of("S105"), "medium");
+        assert_eq!(sev_of("S101"), "low");
+        assert_eq!(sev_of("S324"), "medium");
+        let s101 = results.iter().find(|r| r["ruleId"] == "S101").unwrap();
+        assert_eq!(s101["level"], "note", "the level follows the severity");
+        let s105 = results.iter().find(|r| r["ruleId"] == "S105").unwrap();
+        assert_eq!(
+            s105["message"]["text"],
+            "Possible hardcoded password assigned to a variable"
+        );
+        assert_eq!(
+            s105["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+            "creds.py"
+        );
+        assert_eq!(counts.total, results.len() as u64);
+        assert_eq!(counts.high, 2, "S602 and S605");
+        assert!(!sarif.to_string().contains("snippet"));
+    }
+
+    #[test]
+    fn recorded_gitleaks_report_loses_its_snippets_and_rates_keys() {
+        let (sarif, counts) = tool_sarif(
+            Some("gitleaks"),
+            &recorded("gitleaks.sarif.json"),
+            Path::new("/work/scan/src"),
+        )
+        .unwrap();
+        assert_contract(&sarif);
+        assert_no_recorded_secret("gitleaks", &sarif);
+        assert_eq!((counts.critical, counts.high), (1, 2));
+        assert!(!sarif.to_string().contains("snippet"));
+        // The same report recognised by its driver name.
+        let (again, _) = native_sarif(
+            &recorded("gitleaks.sarif.json"),
+            Path::new("/work/scan/src"),
+        )
+        .unwrap();
+        assert_eq!(again, sarif);
+    }
+
+    #[test]
+    fn recorded_trivy_report_uses_its_severity_and_drops_the_match() {
+        let (sarif, counts) = tool_sarif(
+            Some("trivy"),
+            &recorded("trivy.sarif.json"),
+            Path::new("/work/scan/src"),
+        )
+        .unwrap();
+        assert_contract(&sarif);
+        assert_no_recorded_secret("trivy", &sarif);
+        // MEDIUM (score 6.1), HIGH (score 5.4: the tag wins), CRITICAL secret.
+        assert_eq!((counts.critical, counts.high, counts.medium), (1, 1, 1));
+        let text = sarif.to_string();
+        assert!(!text.contains("Match:"), "{text}");
+        assert!(
+            !text.contains("ROOTPATH"),
+            "the base URI with the server path is gone"
+        );
+        let vuln = &sarif_results(&sarif)[0];
+        assert!(vuln["message"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Installed Version: 2.25.0"));
+    }
+
+    #[test]
+    fn recorded_osv_scanner_report_gets_lines_and_relative_paths() {
+        let (sarif, counts) = tool_sarif(
+            Some("osv-scanner"),
+            &recorded("osv-scanner.sarif.json"),
+            Path::new("/work/scan/src"),
+        )
+        .unwrap();
+        assert_contract(&sarif);
+        assert_no_recorded_secret("osv-scanner", &sarif);
+        // No score in osv-scanner's SARIF: its `warning` level.
+        assert_eq!(counts.medium, 2);
+        let results = sarif_results(&sarif);
+        assert_eq!(
+            results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+            "requirements.txt"
+        );
+        let fps: BTreeSet<String> = results
+            .iter()
+            .map(|r| r["partialFingerprints"]["osv-scannerFingerprint/v1"].to_string())
+            .collect();
+        assert_eq!(
+            fps.len(),
+            2,
+            "two packages in one lockfile: two fingerprints"
+        );
+        // The advisory texts stay readable.
+        assert!(results[0]["message"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("GHSA-j8r2-6x86-q33q"));
+        // Where a rule has a CVSS-like score, it decides.
+        let mut scored: Value =
+            serde_json::from_slice(&recorded("osv-scanner.sarif.json")).unwrap();
+        scored["runs"][0]["tool"]["driver"]["rules"][0]["properties"] =
+            json!({"security-severity": "9.8"});
+        let (_, counts) = tool_sarif(
+            Some("osv-scanner"),
+            scored.to_string().as_bytes(),
+            Path::new("/work/scan/src"),
+        )
+        .unwrap();
+        assert_eq!((counts.critical, counts.medium), (1, 1));
+    }
+
+    #[test]
+    fn messages_quoting_code_are_scrubbed() {
+        assert_eq!(
+            bandit_message("B106", "Possible hardcoded password: 'hunter2'"),
+            "Possible hardcoded password"
+        );
+        assert!(!bandit_message("B608", "query: token=Zq8xN2vLw4Kp9rTy").contains("Zq8x"));
+        let trivy = scrub_message(
+            "trivy",
+            "aws-access-key-id",
+            "Artifact: a.py\nSeverity: CRITICAL\nMatch: key=\"hunter2\"",
+        );
+        assert_eq!(trivy, "Artifact: a.py\nSeverity: CRITICAL");
+        let sem = scrub_message("semgrep", "x", "Hard-coded secret Zq8xN2vLw4Kp9rTy");
+        assert!(!sem.contains("Zq8x"), "{sem}");
+    }
+
+    #[tokio::test]
+    async fn forwarded_log_lines_are_masked() {
+        let input = b"app.py:8 password=\"hunter2hunter2\" key AKIAIOSFODNN7EXAMPLE\nplain line\n";
+        let lines = std::sync::Mutex::new(Vec::new());
+        let collect = |_: &str, l: String| lines.lock().unwrap().push(l);
+        forward_lines(&input[..], "stdout", &collect).await.unwrap();
+        let lines = lines.into_inner().unwrap();
+        assert_eq!(lines.len(), 2);
+        assert!(!lines[0].contains("hunter2"), "{}", lines[0]);
+        assert!(!lines[0].contains("AKIAIOSFODNN7EXAMPLE"), "{}", lines[0]);
+        assert_eq!(lines[1], "plain line");
     }
 
     /// Inputs that fail the `tool_reports` fuzz target's 1-based-position invariant: a line
