@@ -27,7 +27,7 @@ fn semgrep_venv() -> PathBuf {
 
 /// A directory holding wrappers for the named tools only, used as the service's tool PATH.
 /// semgrep is looked for in its virtualenv first, then on PATH.
-fn tool_dir(names: &[&str]) -> tempfile::TempDir {
+pub fn tool_dir(names: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let path = std::env::var_os("PATH").unwrap_or_default();
     for name in names {

@@ -205,23 +205,11 @@ async fn wait_uploaded(client: &reqwest::Client, base: &str, id: &str) -> Value 
     }
 }
 
-/// The external tools the suite installs: a run without them would not test their adapters.
-fn require_tools(names: &[&str]) {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let missing: Vec<&&str> = names
-        .iter()
-        .filter(|n| !std::env::split_paths(&path).any(|d| d.join(n).is_file()))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "{missing:?} not on PATH: run scripts/install-test-deps.sh (this test must run every \
-         installed tool over the planted secrets)"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_any_output_of_any_profile() {
-    require_tools(&["bandit", "detect-secrets"]);
+    // Every external tool the suite installs (a missing one fails here, saying how to get it).
+    let tools = crate::external_tools::tool_dir(&["bandit", "detect-secrets", "ruff", "semgrep"]);
+    let tool_path = tools.path().display().to_string();
     let secrets = planted();
     let git = GitServer::start();
     let mut files: Vec<(String, String)> = Vec::new();
@@ -250,6 +238,7 @@ async fn no_secret_reaches_any_output_of_any_profile() {
         &data_dir,
         &[
             ("CERTUS_ASSURANCE_LOG_LEVEL", "debug"),
+            ("CERTUS_ASSURANCE_TOOL_PATH", &tool_path),
             ("CERTUS_ASSURANCE_ENABLE_S3_UPLOAD", "true"),
             ("CERTUS_ASSURANCE_TRUST_BASE_URL", &trust.url),
             ("CERTUS_ASSURANCE_TRUST_TIMEOUT_SECONDS", "10"),
@@ -298,7 +287,7 @@ async fn no_secret_reaches_any_output_of_any_profile() {
                 .unwrap();
                 summary["scanners"].as_array().cloned().unwrap_or_default()
             });
-            for tool in ["bandit", "detect-secrets"] {
+            for tool in ["bandit", "detect-secrets", "ruff", "semgrep"] {
                 let ran = scanners.iter().any(|s| {
                     s["name"] == tool && (s["status"] == "succeeded" || s["status"] == "success")
                 });
@@ -399,6 +388,7 @@ async fn no_secret_reaches_any_output_of_any_profile() {
         let output = Command::new(env!("CARGO_BIN_EXE_certus-assurance"))
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CERTUS_ASSURANCE_TOOL_PATH", &tool_path)
             .args(["scan", checkout.to_str().unwrap(), "--profile", "standard"])
             .args(["--out", out.to_str().unwrap(), "--format", format])
             .output()
