@@ -20,6 +20,10 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if let Some(Command::Osv(command)) = &cli.command {
+        // Before the configuration: the sync creates the directory the service requires.
+        return certus_assurance::pipeline::osv::sync::main(command, &cli.settings);
+    }
     let config = match Config::from_settings(&cli.settings) {
         Ok(c) => c,
         Err(err) => {
@@ -78,7 +82,9 @@ fn main() -> std::process::ExitCode {
                     .map(|()| 0)
             }
             Command::Scan(args) => certus_assurance::cli::run_scan(&args, &config).await,
-            Command::HashToken => unreachable!("answered before the configuration is read"),
+            Command::HashToken | Command::Osv(_) => {
+                unreachable!("answered before the configuration is read")
+            }
         }
     });
     if let Err(err) = &result {
