@@ -17,6 +17,7 @@ mod hostile_input;
 mod lifecycle;
 mod load;
 mod openapi;
+mod osv;
 mod ops;
 mod postgres;
 mod prometheus;

@@ -1014,4 +1014,82 @@ mod tests {
         std::fs::write(dir.path().join("npm/C.json"), rec("C")).unwrap();
         assert_eq!(store.get().unwrap().records, 3, "reloaded after a change");
     }
+
+    #[test]
+    fn ecosystem_counts_and_newest_modified() {
+        let db = db(&[
+            json!({"id": "A", "modified": "2026-01-02T03:04:05Z", "affected": [
+                {"package": {"ecosystem": "PyPI", "name": "x"}, "versions": ["1"]},
+                {"package": {"ecosystem": "PyPI", "name": "y"}, "versions": ["1"]},
+                {"package": {"ecosystem": "npm", "name": "x"}, "versions": ["1"]}]}),
+            json!({"id": "B", "modified": "2026-03-01T00:00:00.123456Z", "withdrawn": "2026-03-01T00:00:00Z",
+                "affected": [{"package": {"ecosystem": "PyPI", "name": "x"}, "versions": ["1"]}]}),
+            json!({"id": "C", "affected": [{"package": {"ecosystem": "Maven", "name": "x"}, "versions": ["1"]}]}),
+        ]);
+        let pypi = db.ecosystems[&Ecosystem::PyPI];
+        assert_eq!(pypi.records, 2);
+        assert_eq!(
+            pypi.newest_modified,
+            Some(humantime::parse_rfc3339("2026-03-01T00:00:00.123456Z").unwrap())
+        );
+        assert_eq!(db.ecosystems[&Ecosystem::Npm].records, 1);
+        assert!(!db.ecosystems.contains_key(&Ecosystem::Go));
+        assert_eq!(db.records, 3);
+    }
+
+    #[test]
+    fn freshness_prefers_the_sync_state_and_a_swapped_file_is_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |path: &Path, ids: &[&str]| {
+            let tmp = path.with_extension("tmp");
+            let f = std::fs::File::create(&tmp).unwrap();
+            let mut zip = zip::ZipWriter::new(f);
+            for id in ids {
+                zip.start_file(format!("{id}.json"), zip::write::SimpleFileOptions::default())
+                    .unwrap();
+                let rec = json!({"id": id, "modified": "2026-01-01T00:00:00Z",
+                    "affected": [{"package": {"ecosystem": "PyPI", "name": "x"}, "versions": ["1.0"]}]});
+                std::io::Write::write_all(&mut zip, rec.to_string().as_bytes()).unwrap();
+            }
+            zip.finish().unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        };
+        let pypi = dir.path().join("PyPI");
+        std::fs::create_dir_all(&pypi).unwrap();
+        write(&pypi.join("all.zip"), &["A-1"]);
+        let store = OsvStore::new(dir.path().to_path_buf());
+        let db = store.get().unwrap();
+        let f = store.freshness(&db);
+        assert_eq!(f[&Ecosystem::PyPI].records, 1);
+        assert_eq!(f[&Ecosystem::PyPI].source, Some(AgeSource::Records));
+        assert_eq!(
+            f[&Ecosystem::PyPI].updated_at,
+            Some(humantime::parse_rfc3339("2026-01-01T00:00:00Z").unwrap())
+        );
+        assert_eq!(f[&Ecosystem::Npm].records, 0);
+        assert_eq!(f[&Ecosystem::Npm].updated_at, None);
+
+        std::fs::write(
+            pypi.join(sync::STATE_FILE),
+            json!({"url": "http://x/PyPI/all.zip", "etag": null, "last_modified": null,
+                "downloaded_at": 1_780_000_000u64, "checked_at": 1_790_000_000u64,
+                "records": 1, "bytes": 1, "sha256": "00"})
+            .to_string(),
+        )
+        .unwrap();
+        let f = store.freshness(&db);
+        assert_eq!(f[&Ecosystem::PyPI].source, Some(AgeSource::Sync));
+        assert_eq!(
+            f[&Ecosystem::PyPI].updated_at,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000))
+        );
+        assert!(Arc::ptr_eq(&db, &store.get().unwrap()), "the state file is not data");
+
+        // Same size, swapped by rename (as `osv sync` does): a new inode, reloaded.
+        write(&pypi.join("all.zip"), &["B-1"]);
+        let db2 = store.get().unwrap();
+        assert!(!Arc::ptr_eq(&db, &db2));
+        let m = db2.match_components(&[component(Ecosystem::PyPI, "x", "1.0")]);
+        assert_eq!(m[0].advisory.id, "B-1");
+    }
 }

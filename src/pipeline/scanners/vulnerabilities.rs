@@ -331,3 +331,151 @@ fn to_findings(components: &[Component], matches: &[VulnMatch]) -> (Vec<Finding>
     });
     rows.into_iter().unzip()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::scanners::{SharedFacts, SideReports};
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    fn write_db(dir: &std::path::Path, modified: &str) {
+        let pypi = dir.join("PyPI");
+        std::fs::create_dir_all(&pypi).unwrap();
+        let rec = json!({"id": "PYSEC-2018-66", "modified": modified, "aliases": ["CVE-2018-1000656"],
+            "summary": "Denial of service in flask",
+            "affected": [{"package": {"ecosystem": "PyPI", "name": "flask"},
+                "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "0.12.3"}]}]}]});
+        std::fs::write(pypi.join("PYSEC-2018-66.json"), rec.to_string()).unwrap();
+    }
+
+    fn run(
+        tree: &std::path::Path,
+        db: &std::path::Path,
+        max_age: Option<Duration>,
+    ) -> (ScannerOutput, SideReports) {
+        let store = Arc::new(OsvStore::new(db.to_path_buf()).with_max_age(max_age));
+        let scanner = VulnerabilityScanner::new(Some(store));
+        let cancel = AtomicBool::new(false);
+        let shared = SharedFacts::new("t", "run");
+        let reports = SideReports::default();
+        let out = scanner
+            .run(&ScanContext {
+                source_root: tree,
+                cancel: &cancel,
+                shared: &shared,
+                reports: &reports,
+            })
+            .unwrap();
+        (out, reports)
+    }
+
+    #[test]
+    fn one_result_per_component_and_advisory_with_every_lockfile() {
+        let tree = tempfile::tempdir().unwrap();
+        for d in ["", "docs", "examples/app"] {
+            std::fs::create_dir_all(tree.path().join(d)).unwrap();
+            std::fs::write(
+                tree.path().join(d).join("requirements.txt"),
+                "Flask==0.12.2\nrequests==2.31.0\n",
+            )
+            .unwrap();
+        }
+        let db = tempfile::tempdir().unwrap();
+        let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        write_db(db.path(), &now);
+        let (out, reports) = run(tree.path(), db.path(), Some(Duration::from_secs(3600)));
+        assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
+        assert_eq!(out.findings[0].path, "docs/requirements.txt");
+        let results = out.sarif["runs"][0]["results"].as_array().unwrap();
+        assert_eq!(results.len(), 1);
+        let uris: Vec<&str> = results[0]["locations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                l["physicalLocation"]["artifactLocation"]["uri"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            uris,
+            vec![
+                "docs/requirements.txt",
+                "examples/app/requirements.txt",
+                "requirements.txt"
+            ]
+        );
+        assert_eq!(
+            results[0]["properties"]["lockfiles"],
+            json!(uris),
+            "the paths are listed as a property too"
+        );
+        assert!(results[0]["partialFingerprints"][VULN_FINGERPRINT_KEY].is_string());
+        // PyPI has fresh data and is the only ecosystem of the SBOM: complete.
+        assert_eq!(reports.incomplete_reason(), None);
+        let props = &out.sarif["runs"][0]["properties"]["osv"];
+        assert_eq!(props["sbom_ecosystems"], json!(["PyPI"]));
+        assert_eq!(props["missing_ecosystems"], json!([]));
+        assert_eq!(props["data"]["PyPI"]["records"], 1);
+        assert_eq!(props["data"]["PyPI"]["age_source"], "records");
+        assert_eq!(props["max_age_seconds"], 3600);
+    }
+
+    #[test]
+    fn missing_and_stale_data_make_the_run_incomplete() {
+        let tree = tempfile::tempdir().unwrap();
+        std::fs::write(tree.path().join("requirements.txt"), "flask==0.12.2\n").unwrap();
+        std::fs::write(
+            tree.path().join("Gemfile.lock"),
+            "GEM\n  remote: https://rubygems.org/\n  specs:\n    rack (2.2.3)\n\nPLATFORMS\n  ruby\n\nDEPENDENCIES\n  rack\n",
+        )
+        .unwrap();
+        let db = tempfile::tempdir().unwrap();
+        write_db(db.path(), "2024-01-01T00:00:00Z");
+        let (out, reports) = run(tree.path(), db.path(), Some(Duration::from_secs(168 * 3600)));
+        // Findings stand.
+        assert_eq!(out.findings.len(), 1);
+        let reason = reports.incomplete_reason().expect("incomplete");
+        assert!(reason.contains("no records for RubyGems"), "{reason}");
+        assert!(reason.contains("osv sync --ecosystems RubyGems"), "{reason}");
+        assert!(reason.contains("PyPI (") && reason.contains("h old"), "{reason}");
+        assert!(reason.contains("CERTUS_ASSURANCE_OSV_MAX_AGE_HOURS=168"), "{reason}");
+        let warnings = reports.take_warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        let props = &out.sarif["runs"][0]["properties"]["osv"];
+        assert_eq!(props["missing_ecosystems"], json!(["RubyGems"]));
+        assert_eq!(props["stale_ecosystems"], json!(["PyPI"]));
+        assert_eq!(props["data"]["RubyGems"]["records"], 0);
+        assert!(props["data"]["PyPI"]["age_seconds"].as_u64().unwrap() > 168 * 3600);
+
+        // No limit: old data is accepted; the missing ecosystem is still reported.
+        let (_, reports) = run(tree.path(), db.path(), None);
+        let reason = reports.incomplete_reason().expect("incomplete");
+        assert!(!reason.contains("older than"), "{reason}");
+    }
+
+    #[test]
+    fn no_database_or_an_empty_one_is_skipped_with_how_to_get_one() {
+        let tree = tempfile::tempdir().unwrap();
+        let empty = tempfile::tempdir().unwrap();
+        let (out, reports) = run(tree.path(), empty.path(), None);
+        assert!(out.sarif.is_null());
+        assert!(reports.skipped().unwrap().contains("osv sync"));
+        let scanner = VulnerabilityScanner::new(None);
+        let cancel = AtomicBool::new(false);
+        let shared = SharedFacts::new("t", "run");
+        let reports = SideReports::default();
+        scanner
+            .run(&ScanContext {
+                source_root: tree.path(),
+                cancel: &cancel,
+                shared: &shared,
+                reports: &reports,
+            })
+            .unwrap();
+        assert!(reports.skipped().unwrap().contains("osv sync"));
+        assert_eq!(reports.incomplete_reason(), None);
+    }
+}
