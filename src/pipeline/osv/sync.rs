@@ -57,7 +57,7 @@ pub struct SyncArgs {
 /// Caps on what a download may be.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Largest `all.zip` accepted (npm's export is about 210 MB).
+    /// Largest `all.zip` accepted.
     pub max_bytes: u64,
     /// Most entries in the zip.
     pub max_entries: usize,
