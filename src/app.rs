@@ -61,12 +61,9 @@ impl App {
         config: Config,
         replacements: Vec<Arc<dyn crate::pipeline::scanners::Scanner>>,
     ) -> anyhow::Result<App> {
-        let osv = config
-            .osv_db_dir
-            .clone()
-            .map(|dir| {
-                Arc::new(crate::pipeline::osv::OsvStore::new(dir).with_max_age(config.osv_max_age))
-            });
+        let osv = config.osv_db_dir.clone().map(|dir| {
+            Arc::new(crate::pipeline::osv::OsvStore::new(dir).with_max_age(config.osv_max_age))
+        });
         let mut scanners = builtin_scanners_with(osv.clone());
         for r in replacements {
             scanners.retain(|s| s.name() != r.name());

@@ -223,8 +223,14 @@ async fn osv_sync_downloads_checks_and_swaps_atomically_and_asks_conditionally()
     let o = osv_sync(&base, &db, "PyPI,npm");
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("PyPI:") && err.contains("not a readable zip"), "{err}");
-    assert!(err.contains("npm:") && err.contains("not an OSV record"), "{err}");
+    assert!(
+        err.contains("PyPI:") && err.contains("not a readable zip"),
+        "{err}"
+    );
+    assert!(
+        err.contains("npm:") && err.contains("not an OSV record"),
+        "{err}"
+    );
     assert!(err.contains("previous data is kept"), "{err}");
     assert_eq!(std::fs::read(db.join("PyPI/all.zip")).unwrap(), pypi_v1);
     assert_eq!(
@@ -234,7 +240,10 @@ async fn osv_sync_downloads_checks_and_swaps_atomically_and_asks_conditionally()
     );
     let after: Value =
         serde_json::from_slice(&std::fs::read(db.join("PyPI/all.zip.state")).unwrap()).unwrap();
-    assert_eq!(after["sha256"], state["sha256"], "the state still describes the old data");
+    assert_eq!(
+        after["sha256"], state["sha256"],
+        "the state still describes the old data"
+    );
 
     // A good new export replaces the old one.
     let pypi_v2 = export_zip(&[
@@ -294,7 +303,11 @@ async fn scan_tree(app: &TestApp, tree: &Path) -> (Value, Value, Value) {
         serde_json::from_slice(&std::fs::read(dir.join(p)).unwrap_or_else(|e| panic!("{p}: {e}")))
             .unwrap()
     };
-    (scan, read("scan.json"), read("reports/sast/vulnerabilities.sarif.json"))
+    (
+        scan,
+        read("scan.json"),
+        read("reports/sast/vulnerabilities.sarif.json"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -351,12 +364,20 @@ async fn the_service_picks_up_a_synced_database_and_reports_coverage_and_age() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
-        sample(&metrics, "certus_assurance_osv_records", &[("ecosystem", "PyPI")]),
+        sample(
+            &metrics,
+            "certus_assurance_osv_records",
+            &[("ecosystem", "PyPI")]
+        ),
         Some(1.0),
         "{metrics}"
     );
     assert_eq!(
-        sample(&metrics, "certus_assurance_osv_records", &[("ecosystem", "npm")]),
+        sample(
+            &metrics,
+            "certus_assurance_osv_records",
+            &[("ecosystem", "npm")]
+        ),
         Some(0.0)
     );
     let age = sample(
@@ -412,7 +433,10 @@ async fn the_service_picks_up_a_synced_database_and_reports_coverage_and_age() {
         json!(["requirements.txt", "services/api/requirements.txt"])
     );
     assert_eq!(results[0]["locations"].as_array().unwrap().len(), 2);
-    assert_eq!(sarif["runs"][0]["properties"]["osv"]["data"]["PyPI"]["records"], 2);
+    assert_eq!(
+        sarif["runs"][0]["properties"]["osv"]["data"]["PyPI"]["records"],
+        2
+    );
     let summary: Value = serde_json::from_slice(
         &std::fs::read(
             app.artifact_dir(scan["test_id"].as_str().unwrap())
@@ -422,8 +446,12 @@ async fn the_service_picks_up_a_synced_database_and_reports_coverage_and_age() {
     )
     .unwrap();
     assert_eq!(
-        summary["findings"]["by_scanner"]["vulnerabilities"]["total"],
-        1,
+        summary["findings"]["by_scanner"]["vulnerabilities"]["total"], 1,
         "{summary}"
     );
+    let report = app
+        .artifact_dir(scan["test_id"].as_str().unwrap())
+        .join("reports/sast/vulnerabilities.sarif.json");
+    let (ok, out) = validate_schemas(&["sarif".into(), report.into_os_string()]);
+    assert!(ok, "SARIF schema violations:\n{out}");
 }

@@ -215,10 +215,13 @@ impl OsvDatabase {
             .filter_map(|a| Ecosystem::from_osv_name(&a.package.as_ref()?.ecosystem))
             .collect();
         for eco in ecosystems {
-            self.ecosystems.entry(eco).or_default().merge(EcosystemData {
-                records: 1,
-                newest_modified: modified,
-            });
+            self.ecosystems
+                .entry(eco)
+                .or_default()
+                .merge(EcosystemData {
+                    records: 1,
+                    newest_modified: modified,
+                });
         }
         if raw.withdrawn.is_some() {
             return Ok(());
@@ -1045,8 +1048,11 @@ mod tests {
             let f = std::fs::File::create(&tmp).unwrap();
             let mut zip = zip::ZipWriter::new(f);
             for id in ids {
-                zip.start_file(format!("{id}.json"), zip::write::SimpleFileOptions::default())
-                    .unwrap();
+                zip.start_file(
+                    format!("{id}.json"),
+                    zip::write::SimpleFileOptions::default(),
+                )
+                .unwrap();
                 let rec = json!({"id": id, "modified": "2026-01-01T00:00:00Z",
                     "affected": [{"package": {"ecosystem": "PyPI", "name": "x"}, "versions": ["1.0"]}]});
                 std::io::Write::write_all(&mut zip, rec.to_string().as_bytes()).unwrap();
@@ -1083,7 +1089,10 @@ mod tests {
             f[&Ecosystem::PyPI].updated_at,
             Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000))
         );
-        assert!(Arc::ptr_eq(&db, &store.get().unwrap()), "the state file is not data");
+        assert!(
+            Arc::ptr_eq(&db, &store.get().unwrap()),
+            "the state file is not data"
+        );
 
         // Same size, swapped by rename (as `osv sync` does): a new inode, reloaded.
         write(&pypi.join("all.zip"), &["B-1"]);

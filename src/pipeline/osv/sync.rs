@@ -349,10 +349,7 @@ async fn sync_one(
     let etag = header(reqwest::header::ETAG);
     let last_modified = header(reqwest::header::LAST_MODIFIED);
 
-    let tmp = dir.join(format!(
-        "{TEMP_PREFIX}{}{TEMP_SUFFIX}",
-        std::process::id()
-    ));
+    let tmp = dir.join(format!("{TEMP_PREFIX}{}{TEMP_SUFFIX}", std::process::id()));
     let result = async {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -652,8 +649,11 @@ mod tests {
         ] {
             assert!(source_url(bad).is_err(), "{bad}");
         }
-        assert!(!format!("{:#}", source_url("https://user:pw@example.com").unwrap_err())
-            .contains("pw@"));
+        assert!(!format!(
+            "{:#}",
+            source_url("https://user:pw@example.com").unwrap_err()
+        )
+        .contains("pw@"));
     }
 
     #[test]

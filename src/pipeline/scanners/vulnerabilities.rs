@@ -130,7 +130,10 @@ impl Scanner for VulnerabilityScanner {
                 .iter()
                 .map(|(e, age)| match age {
                     Some(h) => format!("{} ({h} h old)", e.osv_name()),
-                    None => format!("{} (age unknown: no sync state and no `modified` times)", e.osv_name()),
+                    None => format!(
+                        "{} (age unknown: no sync state and no `modified` times)",
+                        e.osv_name()
+                    ),
                 })
                 .collect();
             let reason = format!(
@@ -195,7 +198,8 @@ impl Scanner for VulnerabilityScanner {
             }
         }
         if let Some(run) = sarif.pointer_mut("/runs/0") {
-            run["properties"] = json!({ "osv": run_properties(&in_sbom, &fresh, &cov, store.max_age(), now) });
+            run["properties"] =
+                json!({ "osv": run_properties(&in_sbom, &fresh, &cov, store.max_age(), now) });
         }
         Ok(ScannerOutput {
             findings,
@@ -244,7 +248,10 @@ type ResultExtra = (
 
 /// One finding per (component, advisory), placed at the component's first lockfile, plus the
 /// SARIF result properties and every location of each.
-fn to_findings(components: &[Component], matches: &[VulnMatch]) -> (Vec<Finding>, Vec<ResultExtra>) {
+fn to_findings(
+    components: &[Component],
+    matches: &[VulnMatch],
+) -> (Vec<Finding>, Vec<ResultExtra>) {
     // Components are unique per (ecosystem, name, version); PyPI spellings of one name share a
     // purl, so merge by (advisory, purl).
     let mut merged: BTreeMap<(&str, &str), (&VulnMatch, Vec<crate::pipeline::sbom::Location>)> =
@@ -319,7 +326,10 @@ fn to_findings(components: &[Component], matches: &[VulnMatch]) -> (Vec<Finding>
         props.insert("severity_source".into(), json!(adv.severity_source));
         props.insert(
             "lockfiles".into(),
-            json!(locations.iter().map(|l| l.path.as_str()).collect::<Vec<_>>()),
+            json!(locations
+                .iter()
+                .map(|l| l.path.as_str())
+                .collect::<Vec<_>>()),
         );
         if let Some(v) = &adv.cvss_vector {
             props.insert("cvss_vector".into(), json!(v));
@@ -434,14 +444,27 @@ mod tests {
         .unwrap();
         let db = tempfile::tempdir().unwrap();
         write_db(db.path(), "2024-01-01T00:00:00Z");
-        let (out, reports) = run(tree.path(), db.path(), Some(Duration::from_secs(168 * 3600)));
+        let (out, reports) = run(
+            tree.path(),
+            db.path(),
+            Some(Duration::from_secs(168 * 3600)),
+        );
         // Findings stand.
         assert_eq!(out.findings.len(), 1);
         let reason = reports.incomplete_reason().expect("incomplete");
         assert!(reason.contains("no records for RubyGems"), "{reason}");
-        assert!(reason.contains("osv sync --ecosystems RubyGems"), "{reason}");
-        assert!(reason.contains("PyPI (") && reason.contains("h old"), "{reason}");
-        assert!(reason.contains("CERTUS_ASSURANCE_OSV_MAX_AGE_HOURS=168"), "{reason}");
+        assert!(
+            reason.contains("osv sync --ecosystems RubyGems"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("PyPI (") && reason.contains("h old"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("CERTUS_ASSURANCE_OSV_MAX_AGE_HOURS=168"),
+            "{reason}"
+        );
         let warnings = reports.take_warnings();
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         let props = &out.sarif["runs"][0]["properties"]["osv"];
