@@ -19,12 +19,14 @@ use crate::helpers::*;
 
 /// One file the mirror serves: body and ETag.
 type Files = HashMap<String, (Vec<u8>, String)>;
+/// (path, If-None-Match) of one request.
+type Request = (String, Option<String>);
 
 #[derive(Clone, Default)]
 struct Mirror {
     files: Arc<Mutex<Files>>,
     /// (path, If-None-Match) of every request.
-    requests: Arc<Mutex<Vec<(String, Option<String>)>>>,
+    requests: Arc<Mutex<Vec<Request>>>,
 }
 
 impl Mirror {
@@ -36,7 +38,7 @@ impl Mirror {
             .insert(path.to_string(), (body, etag));
     }
 
-    fn requests(&self) -> Vec<(String, Option<String>)> {
+    fn requests(&self) -> Vec<Request> {
         std::mem::take(&mut *self.requests.lock().unwrap())
     }
 }
