@@ -26,6 +26,8 @@ pub const DEFAULT_SOURCE_URL: &str = "https://osv-vulnerabilities.storage.google
 pub const ZIP_FILE: &str = "all.zip";
 /// The sync state beside it (JSON; not a `.json` name, so the loader does not read it as a record).
 pub const STATE_FILE: &str = "all.zip.state";
+/// Held (`flock`) by the sync writing a directory.
+const LOCK_FILE: &str = ".osv-sync.lock";
 /// Prefix and suffix of the temporary files of a sync in progress (not read by the loader).
 const TEMP_PREFIX: &str = ".all.zip.";
 const TEMP_SUFFIX: &str = ".part";
@@ -271,6 +273,39 @@ pub async fn sync(
         Ok(c) => c,
         Err(err) => {
             let why = format!("cannot build the HTTP client: {err}");
+            return ecosystems
+                .iter()
+                .map(|e| (*e, Outcome::Failed(why.clone())))
+                .collect();
+        }
+    };
+    // One sync per directory at a time: a second one would delete the first one's temporary
+    // files as leftovers. The lock goes with the process, however it ends.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(db_dir.join(LOCK_FILE))
+        .map_err(|e| {
+            format!(
+                "cannot open {}: {e}; check that the directory is writable",
+                db_dir.join(LOCK_FILE).display()
+            )
+        })
+        .and_then(|f| match f.try_lock() {
+            Ok(()) => Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+                "another `osv sync` is writing {}; let it finish (nothing was changed)",
+                db_dir.display()
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(format!(
+                "cannot lock {}: {e}",
+                db_dir.join(LOCK_FILE).display()
+            )),
+        });
+    let _lock = match lock {
+        Ok(f) => f,
+        Err(why) => {
             return ecosystems
                 .iter()
                 .map(|e| (*e, Outcome::Failed(why.clone())))
@@ -654,6 +689,27 @@ mod tests {
             source_url("https://user:pw@example.com").unwrap_err()
         )
         .contains("pw@"));
+    }
+
+    #[tokio::test]
+    async fn a_second_sync_of_one_directory_waits_for_none_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = std::fs::File::create(dir.path().join(LOCK_FILE)).unwrap();
+        held.lock().unwrap();
+        // The source is never contacted: nothing listens on the port of this URL.
+        let out = sync(
+            dir.path(),
+            "http://127.0.0.1:9",
+            &[Ecosystem::PyPI],
+            Duration::from_secs(5),
+            Limits::default(),
+        )
+        .await;
+        match &out[0].1 {
+            Outcome::Failed(why) => assert!(why.contains("another `osv sync`"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(!dir.path().join("PyPI").exists());
     }
 
     #[test]
