@@ -292,13 +292,13 @@ pub async fn sync(
                 db_dir.join(LOCK_FILE).display()
             )
         })
-        .and_then(|f| match f.try_lock() {
-            Ok(()) => Ok(f),
-            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+        .and_then(|f| match try_lock(&f) {
+            Ok(true) => Ok(f),
+            Ok(false) => Err(format!(
                 "another `osv sync` is writing {}; let it finish (nothing was changed)",
                 db_dir.display()
             )),
-            Err(std::fs::TryLockError::Error(e)) => Err(format!(
+            Err(e) => Err(format!(
                 "cannot lock {}: {e}",
                 db_dir.join(LOCK_FILE).display()
             )),
@@ -548,6 +548,30 @@ pub fn verify_zip(path: &Path, eco: Ecosystem, limits: Limits) -> anyhow::Result
     Ok(records)
 }
 
+/// Takes an exclusive `flock` on `file` without waiting: `Ok(false)` when another process holds
+/// it. Released when the file is closed, however the process ends.
+fn try_lock(file: &std::fs::File) -> std::io::Result<bool> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock only reads the descriptor, which `file` keeps open during the call.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(true);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Ok(false);
+        }
+        Err(err)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        Ok(true)
+    }
+}
+
 /// Removes temporary files a sync that was killed left behind.
 fn remove_leftovers(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -695,7 +719,7 @@ mod tests {
     async fn a_second_sync_of_one_directory_waits_for_none_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let held = std::fs::File::create(dir.path().join(LOCK_FILE)).unwrap();
-        held.lock().unwrap();
+        assert!(try_lock(&held).unwrap());
         // The source is never contacted: nothing listens on the port of this URL.
         let out = sync(
             dir.path(),
