@@ -468,3 +468,37 @@ async fn the_service_picks_up_a_synced_database_and_reports_coverage_and_age() {
     let (ok, out) = validate_schemas(&["sarif".into(), report.into_os_string()]);
     assert!(ok, "SARIF schema violations:\n{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_osv_fixture_covers_every_ecosystem_of_the_lockfile_corpus_and_is_fresh() {
+    // Other tests rely on the fixture for complete vulnerability runs: no ecosystem of the
+    // lockfile corpus may be missing or stale, or their scanner would count as failed.
+    let roots = tempfile::tempdir().unwrap();
+    let tree = roots.path().join("project");
+    crate::corpus::write_tree(&tree, &crate::corpus::lockfile_corpus());
+    let osv = tempfile::tempdir().unwrap();
+    crate::corpus::write_osv_fixture(osv.path());
+    let root = roots.path().canonicalize().unwrap();
+    let osv_dir = osv.path().to_path_buf();
+    let app = spawn_app_with(move |c| {
+        c.source_roots = vec![root];
+        c.osv_db_dir = Some(osv_dir);
+    })
+    .await;
+    let (scan, scan_json, sarif) = scan_tree(&app, &tree).await;
+    assert_eq!(scan["status"], "SUCCEEDED", "{scan}");
+    let props = &sarif["runs"][0]["properties"]["osv"];
+    assert_eq!(
+        props["sbom_ecosystems"],
+        json!(["crates.io", "npm", "PyPI", "Go", "RubyGems"]),
+        "{props}"
+    );
+    assert_eq!(props["missing_ecosystems"], json!([]), "{props}");
+    assert_eq!(props["stale_ecosystems"], json!([]), "{props}");
+    assert_eq!(props["max_age_seconds"], 168 * 3600);
+    assert!(
+        !scan_json["warnings"].to_string().contains("OSV"),
+        "{}",
+        scan_json["warnings"]
+    );
+}
