@@ -5,6 +5,9 @@
 //!
 //! Exit codes: 0 the policy passed, 1 the policy failed, 2 the scan could not run (bad
 //! arguments, unreadable source, a scanner failure).
+//!
+//! `certus-assurance baseline --bundle <DIR> [-o FILE]` writes a baseline file from a bundle's
+//! `reports/findings.json` (exit 0, or 2 when the bundle cannot be read).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -16,6 +19,10 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 
+use crate::api::findings::{
+    for_each_finding, is_suppressed, masked, ReadError, FINDINGS_JSON, FINDINGS_SARIF,
+    FINDINGS_VERSION,
+};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::profile::{self, Profile, SeverityCounts};
@@ -32,7 +39,8 @@ pub enum OutputFormat {
     Table,
     /// The bundle's `summary.json`.
     Json,
-    /// Every SARIF report of the bundle merged into one SARIF 2.1.0 log.
+    /// The bundle's merged SARIF 2.1.0 log (`reports/findings.sarif.json`, with suppressed
+    /// results marked); for a bundle without it, every per-scanner SARIF report merged into one.
     Sarif,
 }
 
@@ -266,10 +274,7 @@ pub async fn run_scan(args: &ScanArgs, config: &Config) -> anyhow::Result<u8> {
             serde_json::to_writer_pretty(&mut out, &report.summary)?;
             writeln!(out)?;
         }
-        OutputFormat::Sarif => {
-            serde_json::to_writer_pretty(&mut out, &merged_sarif(&bundle)?)?;
-            writeln!(out)?;
-        }
+        OutputFormat::Sarif => write_sarif(&mut out, &bundle)?,
     }
     Ok(if report.policy.passed { 0 } else { 1 })
 }
@@ -358,11 +363,154 @@ fn write_table(out: &mut impl Write, summary: &Value, bundle: &Path) -> anyhow::
                 v["threshold"]
             )?;
         }
+        write_policy_findings(out, policy, bundle)?;
     }
     for w in summary["warnings"].as_array().into_iter().flatten() {
         writeln!(out, "warning: {}", w.as_str().unwrap_or_default())?;
     }
     writeln!(out, "bundle: {}", bundle.display())?;
+    Ok(())
+}
+
+/// Most findings the policy table lists; the rest are counted.
+pub const POLICY_TABLE_ROWS: usize = 50;
+
+/// Text for one table cell: control characters (a terminal escape in a scanned file) become
+/// spaces, and at most `max` characters are kept.
+fn cell(text: &str, max: usize) -> String {
+    let clean: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.chars().count() <= max {
+        clean
+    } else {
+        let mut cut: String = clean.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+/// Lists the findings that break the policy: unsuppressed ones whose severity is over its
+/// threshold, from `reports/findings.json`, as severity, file:line, rule, scanners and the
+/// masked snippet (the first [`POLICY_TABLE_ROWS`], then how many more).
+fn write_policy_findings(
+    out: &mut impl Write,
+    policy: &Value,
+    bundle: &Path,
+) -> anyhow::Result<()> {
+    let violated: Vec<&str> = policy["violations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["severity"].as_str())
+        .collect();
+    if violated.is_empty() {
+        return Ok(());
+    }
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    let mut more = 0u64;
+    let read = for_each_finding(bundle, |_, finding| {
+        let breaks = !is_suppressed(&finding)
+            && finding["severity"]
+                .as_str()
+                .is_some_and(|s| violated.contains(&s));
+        if !breaks {
+            return;
+        }
+        if rows.len() >= POLICY_TABLE_ROWS {
+            more += 1;
+            return;
+        }
+        let f = masked(finding);
+        let text = |k: &str| f[k].as_str().unwrap_or_default().to_string();
+        let scanners: Vec<&str> = f["scanners"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let shown = if text("snippet").trim().is_empty() {
+            text("message")
+        } else {
+            text("snippet")
+        };
+        rows.push([
+            cell(&text("severity"), 8),
+            cell(&format!("{}:{}", text("path"), f["line"]), 60),
+            cell(&text("rule_id"), 40),
+            cell(&scanners.join(","), 40),
+            cell(&shown, 100),
+        ]);
+    });
+    match read {
+        Ok(_) => {}
+        Err(ReadError::Missing) => {
+            writeln!(
+                out,
+                "  (this bundle has no {FINDINGS_JSON}; the findings are in reports/sast/*.sarif.json)"
+            )?;
+            return Ok(());
+        }
+        Err(err) => {
+            writeln!(out, "  (the findings cannot be listed: {err})")?;
+            return Ok(());
+        }
+    }
+    let total = rows.len() as u64 + more;
+    writeln!(out)?;
+    writeln!(out, "findings that break the policy ({total}):")?;
+    let header = [
+        "severity".to_string(),
+        "location".to_string(),
+        "rule".to_string(),
+        "scanners".to_string(),
+        "snippet".to_string(),
+    ];
+    let mut widths = [0usize; 4];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, c) in widths.iter_mut().zip(row.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        writeln!(
+            out,
+            "  {:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3],
+        )?;
+    }
+    if more > 0 {
+        writeln!(
+            out,
+            "  … and {more} more (every finding: {FINDINGS_JSON} in the bundle)"
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes the bundle's merged SARIF: `reports/findings.sarif.json` as the pipeline wrote it, or,
+/// for a bundle without it, the per-scanner reports merged by [`merged_sarif`].
+pub fn write_sarif(out: &mut impl Write, bundle: &Path) -> anyhow::Result<()> {
+    match std::fs::File::open(bundle.join(FINDINGS_SARIF)) {
+        Ok(mut file) => {
+            std::io::copy(&mut file, out).with_context(|| format!("writing {FINDINGS_SARIF}"))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            serde_json::to_writer_pretty(&mut *out, &merged_sarif(bundle)?)?;
+            writeln!(out)?;
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {FINDINGS_SARIF}"))),
+    }
     Ok(())
 }
 
@@ -387,6 +535,101 @@ pub fn merged_sarif(bundle: &Path) -> anyhow::Result<Value> {
         "version": "2.1.0",
         "runs": runs,
     }))
+}
+
+/// Arguments of the `baseline` command.
+#[derive(Debug, Clone, Args)]
+pub struct BaselineArgs {
+    /// A scan's bundle directory (the `bundle:` path `scan` prints), holding
+    /// reports/findings.json.
+    #[arg(long, value_name = "DIR")]
+    pub bundle: PathBuf,
+    /// File to write, e.g. .certus-baseline.json at the root of the scanned tree (default:
+    /// standard output).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// The baseline document of a bundle: `{"version": 1, "fingerprints": [...]}`, every
+/// fingerprint of every finding (suppressed or not, so a baseline of a baselined scan is the
+/// same), sorted and unique. Fails when the bundle has no readable `reports/findings.json` or a
+/// fingerprint is not a hex SHA-256.
+pub fn baseline_of(bundle: &Path) -> anyhow::Result<(Value, u64)> {
+    let mut fingerprints = std::collections::BTreeSet::new();
+    let mut bad: Option<String> = None;
+    let mut findings = 0u64;
+    let read = for_each_finding(bundle, |position, finding| {
+        findings += 1;
+        let valid = |v: &Value| {
+            v.as_str()
+                .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(str::to_ascii_lowercase)
+        };
+        // `fingerprint` is required; `fingerprints` (the primary one and the others) may be absent.
+        let listed = finding["fingerprints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for fp in std::iter::once(&finding["fingerprint"]).chain(&listed) {
+            match valid(fp) {
+                Some(h) => {
+                    fingerprints.insert(h);
+                }
+                None => {
+                    bad.get_or_insert_with(|| {
+                        format!("finding {position} has a fingerprint that is not a hex SHA-256")
+                    });
+                }
+            }
+        }
+    });
+    match read {
+        Ok(_) => {}
+        Err(ReadError::Missing) => bail!(
+            "{} has no {FINDINGS_JSON}: give the bundle directory of a scan (the `bundle:` line              `certus-assurance scan` prints), written by this version",
+            bundle.display()
+        ),
+        Err(err) => bail!("{}: {err}", bundle.display()),
+    }
+    if let Some(bad) = bad {
+        bail!("{}/{FINDINGS_JSON}: {bad}", bundle.display());
+    }
+    Ok((
+        json!({"version": FINDINGS_VERSION, "fingerprints": fingerprints}),
+        findings,
+    ))
+}
+
+/// `certus-assurance baseline`: writes the baseline of a bundle; returns the exit code.
+pub fn run_baseline(args: &BaselineArgs) -> anyhow::Result<u8> {
+    let (baseline, findings) = baseline_of(&args.bundle)?;
+    let mut text = serde_json::to_string_pretty(&baseline)?;
+    text.push('\n');
+    let count = baseline["fingerprints"].as_array().map_or(0, Vec::len);
+    match &args.output {
+        None => std::io::stdout()
+            .lock()
+            .write_all(text.as_bytes())
+            .context("writing the baseline to standard output")?,
+        Some(path) => {
+            // Through a temporary file and a rename: a scan never reads half a baseline.
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)
+                .with_context(|| format!("creating a file in {}", dir.display()))?;
+            tmp.write_all(text.as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            tmp.persist(path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "certus-assurance: wrote {count} fingerprints of {findings} findings to {}",
+                path.display()
+            );
+        }
+    }
+    Ok(0)
 }
 
 /// Shortest token `hash-token` accepts: shorter secrets can be guessed.
@@ -427,6 +670,132 @@ mod tests {
         assert!(!looks_like_git_url("/srv/code"));
         assert_eq!(component_name("https://github.com/org/repo.git"), "repo");
         assert_eq!(component_name("/srv/my code/"), "my-code");
+    }
+
+    /// A bundle whose reports/findings.json holds `findings` (the shape the pipeline writes).
+    fn bundle_with(findings: Vec<Value>) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("reports")).unwrap();
+        let doc = json!({"version": 1, "test_id": "test_0123456789ab", "findings": findings});
+        std::fs::write(dir.path().join(FINDINGS_JSON), doc.to_string()).unwrap();
+        dir
+    }
+
+    fn finding(n: u64, severity: &str, suppressed: bool, snippet: &str) -> Value {
+        json!({
+            "id": n, "fingerprint": format!("{n:064x}"),
+            "fingerprints": [format!("{n:064x}"), format!("{:064x}", n + 1000)],
+            "rule_id": "generic-secret", "rules": {"secrets": "generic-secret"},
+            "severity": severity, "message": "a secret", "path": format!("app/f{n}.py"),
+            "line": n, "column": 0, "snippet": snippet, "scanners": ["detect-secrets", "secrets"],
+            "suppressed": suppressed, "suppression": null,
+        })
+    }
+
+    #[test]
+    fn the_policy_table_lists_breaking_findings_masked_and_bounded() {
+        let secret = "ghp_R7xQ2mVt9LkP4sW8nB3cY6dF1hJ5gZ0aE2uK";
+        let mut findings = vec![
+            finding(1, "high", false, &format!("token = \"{secret}\"\u{1b}[2J")),
+            finding(2, "high", true, "suppressed = 1"),
+            finding(3, "low", false, "low = 1"),
+        ];
+        findings.extend((4..=56).map(|n| finding(n, "high", false, "")));
+        let bundle = bundle_with(findings);
+        let policy = json!({"passed": false, "violations": [{"severity": "high", "count": 54, "threshold": 0}]});
+        let mut out = Vec::new();
+        write_policy_findings(&mut out, &policy, bundle.path()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("findings that break the policy (54):"),
+            "{text}"
+        );
+        assert!(text.contains("app/f1.py:1 "), "{text}");
+        assert!(text.contains("detect-secrets,secrets"), "{text}");
+        assert!(!text.contains(secret), "{text}");
+        assert!(!text.contains('\u{1b}'), "no terminal escapes: {text}");
+        assert!(
+            !text.contains("app/f2.py"),
+            "suppressed findings are not listed"
+        );
+        assert!(!text.contains("app/f3.py"), "low is within its threshold");
+        // A finding without a snippet shows its message.
+        assert!(text.contains("a secret"), "{text}");
+        let rows = text.lines().filter(|l| l.contains("app/f")).count();
+        assert_eq!(rows, POLICY_TABLE_ROWS);
+        assert!(text.contains("… and 4 more"), "{text}");
+
+        // A passing policy, or a bundle without findings.json, lists nothing / says so.
+        let mut out = Vec::new();
+        write_policy_findings(
+            &mut out,
+            &json!({"passed": true, "violations": []}),
+            bundle.path(),
+        )
+        .unwrap();
+        assert!(out.is_empty());
+        let empty = tempfile::tempdir().unwrap();
+        let mut out = Vec::new();
+        write_policy_findings(&mut out, &policy, empty.path()).unwrap();
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("has no reports/findings.json"));
+    }
+
+    #[test]
+    fn a_baseline_holds_every_fingerprint_once_sorted() {
+        let bundle = bundle_with(vec![
+            finding(2, "high", false, ""),
+            finding(1, "low", true, ""),
+            finding(2, "high", false, ""),
+        ]);
+        let (baseline, findings) = baseline_of(bundle.path()).unwrap();
+        assert_eq!(findings, 3);
+        assert_eq!(baseline["version"], 1);
+        let fps: Vec<String> = baseline["fingerprints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_string())
+            .collect();
+        let mut expected: Vec<String> = [1u64, 2, 1001, 1002]
+            .iter()
+            .map(|n| format!("{n:064x}"))
+            .collect();
+        expected.sort();
+        assert_eq!(fps, expected, "suppressed ones included, sorted, unique");
+
+        let mut bad = finding(1, "high", false, "");
+        bad["fingerprint"] = json!("AKIA-not-a-digest");
+        let err = baseline_of(bundle_with(vec![bad]).path()).unwrap_err();
+        assert!(err.to_string().contains("finding 1"), "{err}");
+        let err = baseline_of(tempfile::tempdir().unwrap().path()).unwrap_err();
+        assert!(
+            err.to_string().contains("has no reports/findings.json"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn sarif_output_is_the_bundle_merged_log_when_there_is_one() {
+        let bundle = tempfile::tempdir().unwrap();
+        let run = |tool: &str| json!({"tool": {"driver": {"name": tool}}, "results": []});
+        crate::pipeline::artifacts::write_json(
+            bundle.path(),
+            &crate::pipeline::artifacts::sarif_path("secrets"),
+            &json!({"version": "2.1.0", "runs": [run("secrets")]}),
+        )
+        .unwrap();
+        let written = |bundle: &Path| {
+            let mut out = Vec::new();
+            write_sarif(&mut out, bundle).unwrap();
+            serde_json::from_slice::<Value>(&out).unwrap()
+        };
+        // Without findings.sarif.json: the per-scanner reports merged.
+        assert_eq!(written(bundle.path())["runs"], json!([run("secrets")]));
+        let merged = json!({"version": "2.1.0", "runs": [run("secrets"), run("bandit")]});
+        crate::pipeline::artifacts::write_json(bundle.path(), FINDINGS_SARIF, &merged).unwrap();
+        assert_eq!(written(bundle.path()), merged);
     }
 
     #[test]

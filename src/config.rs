@@ -70,6 +70,9 @@ pub enum Command {
     /// Scan a directory, archive or git URL once, without the server; exits 1 when the
     /// policy fails and 2 when the scan cannot run.
     Scan(crate::cli::ScanArgs),
+    /// Write a baseline file (the fingerprints of every finding of a scan's bundle) that later
+    /// scans read to mark those findings suppressed.
+    Baseline(crate::cli::BaselineArgs),
     /// Read an API token on standard input and print its SHA-256, the value to put in the
     /// token file's `sha256` field or in CERTUS_ASSURANCE_ADMIN_TOKEN_SHA256.
     HashToken,
@@ -364,6 +367,31 @@ pub struct Settings {
     )]
     pub metrics_auth: MetricsAuth,
 
+    /// Host names (with or without a port) the service answers to while authentication is off,
+    /// comma-separated; a request with another `Host` gets 421. Default: when listening on
+    /// loopback, loopback names and addresses only (a web page that rebinds its own name to
+    /// 127.0.0.1 cannot reach the service); beyond loopback, any host. `*`: any host.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOSTS"
+    )]
+    pub allowed_hosts: Vec<String>,
+
+    /// Web origins (`scheme://host[:port]`) whose pages may send state-changing requests and open
+    /// event streams while authentication is off, comma-separated. Default: none besides the
+    /// service's own origin; a POST or WebSocket with another `Origin` gets 403.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        value_name = "ORIGINS"
+    )]
+    pub allowed_origins: Vec<String>,
+
     /// Most QUEUED plus RUNNING scans one workspace may have; further submissions into it get
     /// 429 with Retry-After (0: no limit).
     #[arg(
@@ -586,6 +614,10 @@ pub struct Config {
     pub api_tokens: Option<std::sync::Arc<crate::auth::TokenSet>>,
     /// Who may read `/metrics` and `/stats`.
     pub metrics_auth: MetricsAuth,
+    /// `Host` values accepted while authentication is off (lower case); `None`: any host.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Web origins allowed to send POSTs and open streams while authentication is off.
+    pub allowed_origins: Vec<String>,
     /// Cap of QUEUED plus RUNNING scans per workspace (0: none).
     pub max_active_per_workspace: usize,
     /// Cap of open WebSocket streams.
@@ -707,6 +739,38 @@ impl Config {
             s.admin_token_sha256.as_ref().map(Secret::expose),
         )?
         .map(std::sync::Arc::new);
+        let allowed_hosts = if s.allowed_hosts.iter().any(|h| h.trim() == "*") {
+            None
+        } else if !s.allowed_hosts.is_empty() {
+            let mut hosts = Vec::new();
+            for h in &s.allowed_hosts {
+                let h = h.trim().to_ascii_lowercase();
+                if h.is_empty() || h.contains(['/', ' ', '@']) {
+                    bail!("CERTUS_ASSURANCE_ALLOWED_HOSTS: `{h}` is not a host name (e.g. certus.example.com or certus.example.com:8056)");
+                }
+                hosts.push(h);
+            }
+            Some(hosts)
+        } else if s.listen_addr.ip().is_loopback() {
+            Some(vec![
+                "localhost".to_string(),
+                "127.0.0.1".to_string(),
+                "[::1]".to_string(),
+            ])
+        } else {
+            None
+        };
+        let mut allowed_origins = Vec::new();
+        for o in &s.allowed_origins {
+            let o = o.trim().trim_end_matches('/').to_ascii_lowercase();
+            let valid = url::Url::parse(&o)
+                .ok()
+                .is_some_and(|u| u.host_str().is_some() && u.path() == "/");
+            if !valid {
+                bail!("CERTUS_ASSURANCE_ALLOWED_ORIGINS: `{o}` is not an origin (scheme://host[:port], e.g. https://ci.example.com)");
+            }
+            allowed_origins.push(o);
+        }
         if s.metrics_auth == MetricsAuth::Token && api_tokens.is_none() {
             bail!(
                 "CERTUS_ASSURANCE_METRICS_AUTH=token needs tokens: set CERTUS_ASSURANCE_API_TOKENS_FILE \
@@ -774,6 +838,8 @@ impl Config {
             archive_max_files: s.archive_max_files,
             api_tokens,
             metrics_auth: s.metrics_auth,
+            allowed_hosts,
+            allowed_origins,
             max_active_per_workspace: s.max_active_per_workspace,
             max_streams: s.max_streams,
             rate_limit,
@@ -865,6 +931,8 @@ impl Settings {
             api_tokens_file: None,
             admin_token_sha256: None,
             metrics_auth: MetricsAuth::Open,
+            allowed_hosts: vec![],
+            allowed_origins: vec![],
             max_active_per_workspace: 0,
             max_streams: 1000,
             rate_limit_per_second: 0.0,

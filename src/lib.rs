@@ -19,6 +19,8 @@ pub mod jobs;
 pub mod metrics;
 /// One scan run: checkout, scanners, bundle.
 pub mod pipeline;
+/// The standard `process_*` metrics, read from `/proc` at each scrape.
+pub mod process_metrics;
 /// Stop signal and drain ordering.
 pub mod shutdown;
 /// Job store interface and its SQLite backend.

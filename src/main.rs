@@ -24,6 +24,15 @@ fn main() -> std::process::ExitCode {
         // Before the configuration: the sync creates the directory the service requires.
         return certus_assurance::pipeline::osv::sync::main(command, &cli.settings);
     }
+    if let Some(Command::Baseline(args)) = &cli.command {
+        return match certus_assurance::cli::run_baseline(args) {
+            Ok(code) => std::process::ExitCode::from(code),
+            Err(err) => {
+                eprintln!("certus-assurance: {err:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let config = match Config::from_settings(&cli.settings) {
         Ok(c) => c,
         Err(err) => {
@@ -82,7 +91,7 @@ fn main() -> std::process::ExitCode {
                     .map(|()| 0)
             }
             Command::Scan(args) => certus_assurance::cli::run_scan(&args, &config).await,
-            Command::HashToken | Command::Osv(_) => {
+            Command::HashToken | Command::Baseline(_) | Command::Osv(_) => {
                 unreachable!("answered before the configuration is read")
             }
         }

@@ -94,7 +94,7 @@ pub const S3_OPERATIONS: [&str; 9] = [
 pub const S3_OUTCOMES: [&str; 3] = ["success", "error", "timeout"];
 /// Values of the `ecosystem` label of the OSV gauges: the ecosystems the vulnerability scanner
 /// supports, as OSV spells them.
-pub const OSV_ECOSYSTEMS: [&str; 5] = ["crates.io", "npm", "PyPI", "Go", "RubyGems"];
+pub const OSV_ECOSYSTEMS: [&str; 6] = ["crates.io", "npm", "PyPI", "Go", "RubyGems", "Packagist"];
 /// Severity label values of `findings_total`.
 pub const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "info"];
 
@@ -486,7 +486,7 @@ impl Metrics {
         #[cfg(target_os = "linux")]
         m.registry
             .register(Box::new(
-                prometheus::process_collector::ProcessCollector::for_self(),
+                crate::process_metrics::ProcessCollector::for_self(),
             ))
             .expect("process collector registers once");
 
@@ -656,6 +656,15 @@ mod tests {
         assert!(text.contains("certus_assurance_scans{status=\"running\"} 1"));
         assert!(text
             .contains("certus_assurance_scan_transitions_total{from=\"queued\",to=\"running\"} 1"));
+    }
+
+    #[test]
+    fn osv_ecosystem_labels_are_the_scanners_ecosystems() {
+        let names: Vec<&str> = crate::pipeline::sbom::Ecosystem::ALL
+            .iter()
+            .map(|e| e.osv_name())
+            .collect();
+        assert_eq!(names, OSV_ECOSYSTEMS);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `GET /health`, `GET /health/ready`, `GET /openapi.json` | nothing (never rate limited: the health routes) |
 //! | `GET /metrics`, `GET /stats` | nothing with `METRICS_AUTH=open`; role `metrics` or `admin` with `token` |
-//! | `GET /v1/profiles`, `GET /v1/security-scans[/{id}]`, `GET .../{id}/stream` | role `read` |
+//! | `GET /v1/profiles`, `GET /v1/security-scans[/{id}]`, `GET .../{id}/stream`, `GET .../{id}/findings`, `GET .../{id}/artifacts[/{path}]` | role `read` (scoped to the token's workspaces) |
 //! | `POST /v1/security-scans[/batch]`, `POST .../{id}/cancel`, `POST .../{id}/upload-request`, `POST .../upload-archive` | role `submit` |
 //! | any other path | role `read` (then 404/405) |
 //!
@@ -43,6 +43,12 @@ pub fn required_permission(
         Some("/metrics" | "/stats") => {
             (metrics_auth == MetricsAuth::Token).then_some(Permission::Scrape)
         }
+        // Reading a scan's findings and bundle files: workspace-scoped in the handlers.
+        Some(
+            "/v1/security-scans/{test_id}/findings"
+            | "/v1/security-scans/{test_id}/artifacts"
+            | "/v1/security-scans/{test_id}/artifacts/{*path}",
+        ) if method == Method::GET => Some(Permission::Read),
         Some(
             "/v1/security-scans"
             | "/v1/security-scans/batch"
@@ -55,7 +61,7 @@ pub fn required_permission(
 }
 
 /// Whether the route submits scans (its refusals count in `scan_submissions_rejected_total`).
-fn is_submission(method: &Method, route: Option<&str>) -> bool {
+pub(super) fn is_submission(method: &Method, route: Option<&str>) -> bool {
     method == Method::POST
         && matches!(
             route,
@@ -218,6 +224,24 @@ mod tests {
             (
                 &get,
                 "/v1/security-scans/{test_id}/stream",
+                open,
+                Some(Permission::Read),
+            ),
+            (
+                &get,
+                "/v1/security-scans/{test_id}/findings",
+                open,
+                Some(Permission::Read),
+            ),
+            (
+                &get,
+                "/v1/security-scans/{test_id}/artifacts",
+                open,
+                Some(Permission::Read),
+            ),
+            (
+                &get,
+                "/v1/security-scans/{test_id}/artifacts/{*path}",
                 open,
                 Some(Permission::Read),
             ),

@@ -1,12 +1,16 @@
-//! The router and its middleware order: trace, metrics, access (authentication, rate limit,
-//! role), body size, timeout, body limit. Holds no state of its own beyond the shared
+//! The router and its middleware order: trace, metrics, same-origin checks (JSON bodies; Host
+//! and Origin while authentication is off), access (authentication, rate limit, role), body
+//! size, timeout, body limit. Holds no state of its own beyond the shared
 //! [`AppState`].
 
 pub mod archives;
+pub mod artifacts;
 pub mod auth;
 pub mod body_limit;
+pub mod findings;
 pub mod ops;
 pub mod rate_limit;
+pub mod same_origin;
 pub mod scans;
 pub mod stream;
 pub mod uploads;
@@ -81,6 +85,18 @@ pub fn router(state: AppState) -> Router {
             get(stream::stream_scan_events),
         )
         .route(
+            "/v1/security-scans/{test_id}/findings",
+            get(findings::list_findings),
+        )
+        .route(
+            "/v1/security-scans/{test_id}/artifacts",
+            get(artifacts::list_artifacts),
+        )
+        .route(
+            "/v1/security-scans/{test_id}/artifacts/{*path}",
+            get(artifacts::get_artifact),
+        )
+        .route(
             "/v1/security-scans/{test_id}/upload-request",
             post(uploads::request_upload),
         )
@@ -93,6 +109,10 @@ pub fn router(state: AppState) -> Router {
             body_limit::limit_body_size,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            same_origin::guard,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             track_http_metrics,

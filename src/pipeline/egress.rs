@@ -48,9 +48,10 @@ pub fn resolve_checked(
     resolver: &dyn Resolver,
 ) -> Result<Vec<SocketAddr>, HostCheck> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs = match bare.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => resolver.resolve(bare, port).map_err(|e| {
+    // The same reading of address literals as the submit-time check (`127.1`, `0x7f.1`, …).
+    let addrs = match super::source::literal_ip(bare) {
+        Some(ip) => vec![SocketAddr::new(ip, port)],
+        None => resolver.resolve(bare, port).map_err(|e| {
             HostCheck::Unresolved(format!("could not resolve git host `{bare}`: {e}"))
         })?,
     };

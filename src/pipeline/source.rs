@@ -192,6 +192,12 @@ pub fn parse_git_url(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> 
     if raw.starts_with('-') {
         return Err("git_url must not start with '-'".into());
     }
+    // A backslash is a path separator to the URL parser of https URLs and part of the user
+    // name to git: `https://example.com\@127.0.0.1/` would be checked as one host and cloned
+    // from another.
+    if raw.contains('\\') {
+        return Err("git_url must not contain a backslash; use / in paths".into());
+    }
     // scp-like ssh syntax: user@host:path
     if !raw.contains("://") {
         if let Some((userhost, path)) = raw.split_once(':') {
@@ -199,7 +205,7 @@ pub fn parse_git_url(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> 
             let host_ok = !host.is_empty()
                 && host
                     .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
             let path_ok = !path.is_empty()
                 && path
                     .bytes()
@@ -292,21 +298,92 @@ pub fn parse_git_url(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> 
     })
 }
 
-/// Refuses literal internal addresses and `localhost` unless private networks are allowed.
+/// The address a host literal stands for, read the way resolvers and libgit2 read it, so that
+/// the submit-time check and the connect-time check see the same host: IPv6 in brackets or not,
+/// IPv4 in every form `inet_aton` accepts (one to four parts, each decimal, octal with a leading
+/// `0` or hexadecimal with `0x`: `127.1`, `0`, `2130706433`, `0x7f.1`, `0177.0.0.1`), with an
+/// optional trailing dot. `None` for a name.
+pub fn literal_ip(host: &str) -> Option<IpAddr> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    let bare = bare.strip_suffix('.').unwrap_or(bare);
+    let parts: Vec<&str> = bare.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut values = Vec::with_capacity(parts.len());
+    for part in &parts {
+        let (digits, radix) =
+            if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+                (hex, 16)
+            } else if part.len() > 1 && part.starts_with('0') {
+                (&part[1..], 8)
+            } else {
+                (*part, 10)
+            };
+        if digits.is_empty() && radix != 16 {
+            return None;
+        }
+        let value = if digits.is_empty() {
+            0
+        } else {
+            u64::from_str_radix(digits, radix).ok()?
+        };
+        values.push(value);
+    }
+    // The last part fills the bytes the earlier parts left (a.b.c.d, a.b.c16, a.b24, a32).
+    let (last, init) = values.split_last()?;
+    if init.iter().any(|&v| v > 255) {
+        return None;
+    }
+    let last_bits = 8 * (4 - init.len() as u32);
+    if *last >= 1u64 << last_bits {
+        return None;
+    }
+    let mut addr: u64 = 0;
+    for (i, v) in init.iter().enumerate() {
+        addr |= v << (24 - 8 * i as u32);
+    }
+    addr |= last;
+    Some(IpAddr::V4(Ipv4Addr::from(addr as u32)))
+}
+
+/// Refuses what cannot be a git host (empty, starting with `-`, which a command line would read
+/// as an option, or characters no host name has), then, unless private networks are allowed,
+/// literal internal addresses in any spelling ([`literal_ip`]) and loopback names (`localhost`,
+/// `*.localhost`, with or without a trailing dot).
 fn check_literal_host(host: &str, policy: SourcePolicy) -> Result<(), String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.is_empty() {
+        return Err("git_url must name a host".into());
+    }
+    if bare.starts_with('-') {
+        return Err(format!("git host `{host}` must not start with '-'"));
+    }
+    if !bare
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b".-_:%".contains(&b))
+    {
+        return Err(format!(
+            "git host `{host}` is not a valid host name or address"
+        ));
+    }
     if policy.allow_private_networks {
         return Ok(());
     }
-    let lower = host.to_ascii_lowercase();
-    if lower == "localhost" || lower.ends_with(".localhost") {
+    let lower = bare.to_ascii_lowercase();
+    let name = lower.strip_suffix('.').unwrap_or(&lower);
+    if name == "localhost" || name.ends_with(".localhost") {
         return Err(format!(
             "git host `{host}` is a loopback name; internal hosts are refused unless CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS=true"
         ));
     }
-    if let Ok(ip) = lower.parse::<IpAddr>() {
+    if let Some(ip) = literal_ip(&lower) {
         if is_internal(ip) {
             return Err(format!(
-                "git host `{host}` is an internal address; internal hosts are refused unless CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS=true"
+                "git host `{host}` is an internal address ({ip}); internal hosts are refused unless CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS=true"
             ));
         }
     }
@@ -645,5 +722,75 @@ mod tests {
         // Names are not resolved at submit: a name that resolves to loopback passes here and
         // is refused where the clone connects.
         assert!(parse_git_url("https://vm.nip.io/org/repo.git", STRICT).is_ok());
+    }
+
+    #[test]
+    fn every_spelling_of_an_internal_address_is_refused_at_submit_for_every_scheme() {
+        for host in [
+            "127.1",
+            "0",
+            "2130706433",
+            "0x7f.1",
+            "0x7f000001",
+            "0177.0.0.1",
+            "127.0.0.1.",
+            "localhost.",
+            "LOCALHOST",
+            "a.localhost.",
+            "10.1",
+            "169.254.169.254.",
+        ] {
+            for url in [
+                format!("git://{host}/repo"),
+                format!("ssh://git@{host}/org/repo.git"),
+                format!("git@{host}:org/repo.git"),
+                format!("https://{host}/org/repo.git"),
+            ] {
+                let err = parse_git_url(&url, STRICT)
+                    .err()
+                    .unwrap_or_else(|| panic!("{url} was accepted"));
+                assert!(
+                    err.contains("CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS"),
+                    "{url}: {err}"
+                );
+            }
+        }
+        // Public addresses in the same spellings pass.
+        for url in [
+            "git://8.8.8.8/repo",
+            "git://0x8080808/repo",
+            "git@134744072:org/r.git",
+        ] {
+            assert!(parse_git_url(url, STRICT).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn hosts_that_are_options_or_hide_another_host_are_refused() {
+        for url in [
+            "ssh://-oProxyCommand=x/repo",
+            "git://-x/repo",
+            "https://example.com\\@127.0.0.1/repo.git",
+            "git://example.com\\@127.0.0.1/repo",
+        ] {
+            assert!(parse_git_url(url, SourcePolicy::OPEN).is_err(), "{url}");
+        }
+    }
+
+    #[test]
+    fn address_literals_read_as_resolvers_read_them() {
+        let v4 = |s: &str| literal_ip(s).map(|ip| ip.to_string());
+        assert_eq!(v4("127.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(v4("0").as_deref(), Some("0.0.0.0"));
+        assert_eq!(v4("2130706433").as_deref(), Some("127.0.0.1"));
+        assert_eq!(v4("0x7f.1").as_deref(), Some("127.0.0.1"));
+        assert_eq!(v4("0177.0.0.01").as_deref(), Some("127.0.0.1"));
+        assert_eq!(v4("10.0.258").as_deref(), Some("10.0.1.2"));
+        assert_eq!(v4("[::1]").as_deref(), Some("::1"));
+        assert_eq!(v4("256.1.1.1"), None);
+        assert_eq!(v4("1.2.3.4.5"), None);
+        assert_eq!(v4("08.1.1.1"), None);
+        assert_eq!(v4("github.com"), None);
+        assert_eq!(v4("deadbeef.com"), None);
     }
 }

@@ -210,3 +210,105 @@ fn the_scan_command_reads_archives_git_urls_manifests_and_the_osv_database() {
     );
     assert!(stdout(&o).contains("policy (lenient): PASSED"));
 }
+
+fn baseline(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_certus-assurance"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .arg("baseline")
+        .args(args)
+        .output()
+        .expect("the binary runs")
+}
+
+/// A bundle holding a reports/findings.json of the pipeline's shape (contract B).
+fn bundle_with_findings(dir: &Path, findings: Value) -> std::path::PathBuf {
+    let bundle = dir.join("test_0123456789ab");
+    std::fs::create_dir_all(bundle.join("reports")).unwrap();
+    let doc =
+        serde_json::json!({"version": 1, "test_id": "test_0123456789ab", "findings": findings});
+    std::fs::write(bundle.join("reports/findings.json"), doc.to_string()).unwrap();
+    bundle
+}
+
+#[test]
+fn the_baseline_command_writes_every_fingerprint_of_a_bundle() {
+    let work = tempfile::tempdir().unwrap();
+    let fp = |n: u32| format!("{n:064x}");
+    let finding = |n: u32, others: &[u32], suppressed: bool| {
+        serde_json::json!({
+            "id": n, "fingerprint": fp(n),
+            "fingerprints": std::iter::once(n).chain(others.iter().copied()).map(fp).collect::<Vec<_>>(),
+            "rule_id": "generic-secret", "rules": {"secrets": "generic-secret"}, "severity": "high",
+            "message": "m", "path": "a.py", "line": n, "column": 0, "snippet": "",
+            "scanners": ["secrets"], "suppressed": suppressed,
+            "suppression": if suppressed { serde_json::json!({"kind": "baseline", "detail": ".certus-baseline.json"}) } else { Value::Null },
+        })
+    };
+    let bundle = bundle_with_findings(
+        work.path(),
+        serde_json::json!([
+            finding(9, &[3], false),
+            finding(2, &[], true),
+            finding(9, &[], false)
+        ]),
+    );
+    let out = work.path().join("tree/.certus-baseline.json");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+
+    let o = baseline(&[
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("wrote 3 fingerprints of 3 findings"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let written = std::fs::read(&out).unwrap();
+    let doc: Value = serde_json::from_slice(&written).unwrap();
+    // Contract D: version 1, sorted and unique, suppressed findings included.
+    assert_eq!(
+        doc,
+        serde_json::json!({"version": 1, "fingerprints": [fp(2), fp(3), fp(9)]})
+    );
+    // Stable: the same bundle gives the same bytes, on standard output too.
+    let o = baseline(&["--bundle", bundle.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(o.stdout, written);
+
+    // Unusable bundles: exit 2 with what to do.
+    let o = baseline(&["--bundle", work.path().join("missing").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("has no reports/findings.json"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::write(
+        bundle.join("reports/findings.json"),
+        r#"{"version": 7, "findings": []}"#,
+    )
+    .unwrap();
+    let o = baseline(&[
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("version 7"));
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        written,
+        "a failed run leaves the file alone"
+    );
+}

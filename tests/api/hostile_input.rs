@@ -190,3 +190,149 @@ async fn text_from_a_hostile_git_server_cannot_forge_log_lines_or_escape_sequenc
         "{log:?}"
     );
 }
+
+/// The number of scans the service has stored, from `/stats`.
+async fn total_scans(app: &TestApp) -> i64 {
+    app.stats().await["total_scans"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn a_body_that_is_not_declared_json_is_refused_with_415() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::new();
+    let body = scan_body("git://127.0.0.1:9/repo.git").to_string();
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        None,
+    ] {
+        for path in ["/v1/security-scans", "/v1/security-scans/batch"] {
+            let mut request = client.post(app.url(path)).body(body.clone());
+            if let Some(ct) = content_type {
+                request = request.header("content-type", ct);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 415, "{path} with {content_type:?}");
+            let answer: Value = response.json().await.unwrap();
+            assert!(
+                answer["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("application/json"),
+                "{answer}"
+            );
+        }
+    }
+    assert_eq!(total_scans(&app).await, 0, "a refused body created a scan");
+    // JSON with parameters is JSON; a POST without a body (cancel) needs no content type.
+    let response = client
+        .post(app.url("/v1/security-scans"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let id: Value = response.json().await.unwrap();
+    let response = client
+        .post(app.url(&format!(
+            "/v1/security-scans/{}/cancel",
+            id["test_id"].as_str().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+#[tokio::test]
+async fn with_authentication_off_other_hosts_and_origins_are_refused() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::new();
+    let body = scan_body("git://127.0.0.1:9/repo.git");
+
+    // DNS rebinding: the page's own name now points at 127.0.0.1.
+    let response = client
+        .post(app.url("/v1/security-scans"))
+        .header("host", "rebound.attacker.example:8056")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 421);
+    let response = client
+        .get(app.url("/v1/security-scans"))
+        .header("host", "rebound.attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 421);
+
+    // A page of another origin posting to the service.
+    let response = client
+        .post(app.url("/v1/security-scans"))
+        .header("origin", "https://attacker.example")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(total_scans(&app).await, 0);
+
+    // ... or opening an event stream.
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+            app.ws_url("/v1/security-scans/test_000000000000/stream"),
+        )
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("origin", "https://attacker.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        other => panic!("a foreign origin opened a stream: {:?}", other.map(|_| ())),
+    }
+
+    // Programs send no Origin; the service's own origin and loopback names are fine.
+    let own = app.url("/").trim_end_matches('/').to_string();
+    for origin in [None, Some(own.as_str())] {
+        let mut request = client.post(app.url("/v1/security-scans")).json(&body);
+        if let Some(o) = origin {
+            request = request.header("origin", o);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 202, "{origin:?}");
+    }
+    let port = own.rsplit(':').next().unwrap();
+    let response = client
+        .get(app.url("/health"))
+        .header("host", format!("localhost:{port}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn listed_hosts_and_origins_are_accepted() {
+    let app = spawn_app_with(|c| {
+        c.allowed_hosts = Some(vec!["certus.example.com".into()]);
+        c.allowed_origins = vec!["https://ci.example.com".into()];
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(app.url("/v1/security-scans"))
+        .header("host", "certus.example.com:8056")
+        .header("origin", "https://ci.example.com")
+        .json(&scan_body("git://127.0.0.1:9/repo.git"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    // The list replaces the loopback default.
+    let response = client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(response.status(), 421);
+}

@@ -16,7 +16,7 @@ const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
 const UNKNOWN_SCAN: &str = "test_0123456789ab";
 
 /// The route paths the router declares, read from `src/api/mod.rs`, in OpenAPI's `{param}` form
-/// (which axum 0.8 uses too).
+/// (which axum 0.8 uses too; its catch-all `{*param}` is OpenAPI's `{param}`).
 fn router_paths() -> BTreeSet<String> {
     let source =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api/mod.rs"))
@@ -27,7 +27,7 @@ fn router_paths() -> BTreeSet<String> {
         rest = &rest[at + ".route(".len()..];
         let start = rest.find('"').expect("route path literal") + 1;
         let end = start + rest[start..].find('"').expect("closing quote");
-        paths.insert(rest[start..end].to_string());
+        paths.insert(rest[start..end].replace("{*", "{"));
     }
     paths
 }
@@ -63,7 +63,9 @@ async fn every_route_is_documented_with_the_methods_it_answers() {
     );
 
     for (template, item) in doc["paths"].as_object().unwrap() {
-        let path = template.replace("{test_id}", UNKNOWN_SCAN);
+        let path = template
+            .replace("{test_id}", UNKNOWN_SCAN)
+            .replace("{path}", "summary.json");
         for method in METHODS {
             let is_documented = item.get(method.to_ascii_lowercase()).is_some();
             let (status, body) = send(&app, method, &path).await;
@@ -187,6 +189,60 @@ async fn real_responses_validate_against_the_document() {
     for query in ["?limit=1", "?workspace_id=ws&status=SUCCEEDED", "?limit=0"] {
         let (status, body) = send(&app, "GET", &format!("/v1/security-scans{query}")).await;
         record("GET", "/v1/security-scans", status, body);
+    }
+
+    // Findings and bundle files of the finished scan (a findings.json of the pipeline's shape).
+    let finding = json!({
+        "id": 1, "fingerprint": "ab".repeat(32), "fingerprints": ["ab".repeat(32)],
+        "rule_id": "generic-secret", "rules": {"secrets": "generic-secret"}, "severity": "high",
+        "message": "Generic secret", "path": "README.md", "line": 1, "column": 0, "snippet": "",
+        "scanners": ["secrets"], "suppressed": false, "suppression": null,
+    });
+    let findings_file = app.artifact_dir(&id).join("reports/findings.json");
+    std::fs::create_dir_all(findings_file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &findings_file,
+        json!({"version": 1, "test_id": id, "findings": [finding]}).to_string(),
+    )
+    .unwrap();
+    let findings_route = "/v1/security-scans/{test_id}/findings";
+    for query in ["", "?severity=high&limit=1", "?cursor=bad"] {
+        let (status, body) = send(
+            &app,
+            "GET",
+            &format!("/v1/security-scans/{id}/findings{query}"),
+        )
+        .await;
+        record("GET", findings_route, status, body);
+    }
+    let (status, body) = send(
+        &app,
+        "GET",
+        &format!("/v1/security-scans/{UNKNOWN_SCAN}/findings"),
+    )
+    .await;
+    record("GET", findings_route, status, body);
+    let (status, body) = send(&app, "GET", &format!("/v1/security-scans/{id}/artifacts")).await;
+    assert_eq!(status, 200, "{body}");
+    record(
+        "GET",
+        "/v1/security-scans/{test_id}/artifacts",
+        status,
+        body,
+    );
+    for file in ["summary.json", "missing.json"] {
+        let (status, body) = send(
+            &app,
+            "GET",
+            &format!("/v1/security-scans/{id}/artifacts/{file}"),
+        )
+        .await;
+        record(
+            "GET",
+            "/v1/security-scans/{test_id}/artifacts/{path}",
+            status,
+            body,
+        );
     }
 
     let (status, body) = send(&app, "POST", &format!("/v1/security-scans/{id}/cancel")).await;

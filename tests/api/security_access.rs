@@ -562,7 +562,7 @@ async fn oversized_bodies_get_413_with_a_json_detail_on_every_route() {
     }
     // A WebSocket upgrade with a body.
     let head = format!(
-        "GET /v1/security-scans/{id}/stream HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\n\
+        "GET /v1/security-scans/{id}/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, close\r\n\
          Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
          Content-Length: {}\r\n\r\n",
         big.len()
@@ -572,7 +572,8 @@ async fn oversized_bodies_get_413_with_a_json_detail_on_every_route() {
     expect_413(413, &serde_json::from_str(&body).unwrap(), "stream upgrade");
     // A chunked body declares no length; it is cut when read, still with a JSON detail.
     let chunk = format!("{:x}\r\n{big}\r\n0\r\n\r\n", big.len());
-    let head = "POST /v1/security-scans HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+    let head =
+        "POST /v1/security-scans HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
                 Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
     let (status, body) = raw_request(&app, head, chunk.as_bytes()).await;
     assert!(status.contains(" 413 "), "{status}");

@@ -44,7 +44,7 @@ pub enum OsvCommand {
 #[derive(Debug, Clone, clap::Args)]
 pub struct SyncArgs {
     /// Ecosystems to download, comma-separated, as OSV spells them (crates.io, npm, PyPI, Go,
-    /// RubyGems) [default: all five].
+    /// RubyGems, Packagist) [default: all of them].
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub ecosystems: Vec<String>,
     /// Directory to write (created if missing) [default: CERTUS_ASSURANCE_OSV_DB_DIR].
@@ -694,7 +694,7 @@ mod tests {
             vec![Ecosystem::PyPI, Ecosystem::Npm]
         );
         let err = parse_ecosystems(&["Maven".into()]).unwrap_err().to_string();
-        assert!(err.contains("Maven") && err.contains("crates.io, npm, PyPI, Go, RubyGems"));
+        assert!(err.contains("Maven") && err.contains("crates.io, npm, PyPI, Go, RubyGems, Packagist"));
 
         assert_eq!(source_url(DEFAULT_SOURCE_URL).unwrap(), DEFAULT_SOURCE_URL);
         assert_eq!(

@@ -19,7 +19,7 @@ pub enum EcoVersion {
 impl EcoVersion {
     pub fn parse(ecosystem: Ecosystem, text: &str) -> Option<EcoVersion> {
         match ecosystem {
-            Ecosystem::Cargo | Ecosystem::Npm | Ecosystem::Go => {
+            Ecosystem::Cargo | Ecosystem::Npm | Ecosystem::Go | Ecosystem::Packagist => {
                 parse_semver(text).map(EcoVersion::Semver)
             }
             Ecosystem::PyPI => Pep440::parse(text).map(EcoVersion::Pep440),

@@ -1,12 +1,21 @@
 //! Lockfile and manifest parsers: each turns one file's text into the packages it pins, with the
-//! line of each entry. Only exact pins are reported (a range in a requirements file says nothing
-//! about what is installed); local, path, git and workspace entries are not third-party packages
-//! from the ecosystem's registry and are left out.
+//! line of each entry, its scope and, where the file records them, the dependencies between
+//! entries. Only exact pins are reported (a range in a requirements file says nothing about what
+//! is installed; such lines are counted as unpinned); local, path, git and workspace entries are
+//! not third-party packages from the ecosystem's registry and are left out.
+
+use std::collections::HashMap;
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use super::{Ecosystem, Pinned};
+use super::graph::{Builder, Parsed};
+use super::more_lockfiles;
+use super::{Ecosystem, Pinned, Scope};
+
+/// Reads a file beside the lockfile (`pyproject.toml` beside `poetry.lock`, `composer.json`
+/// beside `composer.lock`), if there is one.
+pub type Sibling<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// File kinds the SBOM reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -20,6 +29,14 @@ pub enum Kind {
     GoMod,
     GoSum,
     GemfileLock,
+    UvLock,
+    PnpmLock,
+    ComposerLock,
+    /// Read only where no npm, yarn or pnpm lockfile covers its directory.
+    PackageJson,
+    /// `pyproject.toml` and `Pipfile`, read only where no Python lockfile or requirements file
+    /// sits beside them.
+    PythonManifest,
 }
 
 impl Kind {
@@ -33,38 +50,63 @@ impl Kind {
             "go.mod" => Kind::GoMod,
             "go.sum" => Kind::GoSum,
             "Gemfile.lock" | "gems.locked" => Kind::GemfileLock,
+            "uv.lock" => Kind::UvLock,
+            "pnpm-lock.yaml" => Kind::PnpmLock,
+            "composer.lock" => Kind::ComposerLock,
+            "package.json" => Kind::PackageJson,
+            "pyproject.toml" | "Pipfile" => Kind::PythonManifest,
             n if n.starts_with("requirements") && n.ends_with(".txt") => Kind::Requirements,
             _ => return None,
         })
     }
-}
 
-pub fn parse(kind: Kind, text: &str) -> anyhow::Result<Vec<Pinned>> {
-    match kind {
-        Kind::CargoLock => cargo_lock(text),
-        Kind::PackageLock => package_lock(text),
-        Kind::YarnLock => Ok(yarn_lock(text)),
-        Kind::Requirements => Ok(requirements(text)),
-        Kind::PoetryLock => poetry_lock(text),
-        Kind::PipfileLock => pipfile_lock(text),
-        Kind::GoMod => Ok(go_mod(text)),
-        Kind::GoSum => Ok(go_sum(text)),
-        Kind::GemfileLock => Ok(gemfile_lock(text)),
+    /// The JavaScript lockfiles (which make a `package.json` beside or below them redundant).
+    pub fn is_js_lockfile(self) -> bool {
+        matches!(self, Kind::PackageLock | Kind::YarnLock | Kind::PnpmLock)
+    }
+
+    /// The Python files that say what gets installed (which make a `pyproject.toml` or
+    /// `Pipfile` beside them redundant).
+    pub fn is_python_lock(self) -> bool {
+        matches!(
+            self,
+            Kind::PoetryLock | Kind::UvLock | Kind::PipfileLock | Kind::Requirements
+        )
     }
 }
 
-fn pin(ecosystem: Ecosystem, name: &str, version: &str, line: u32) -> Pinned {
+pub fn parse(kind: Kind, text: &str, sibling: Sibling<'_>) -> anyhow::Result<Parsed> {
+    match kind {
+        Kind::CargoLock => cargo_lock(text),
+        Kind::PackageLock => package_lock(text),
+        Kind::YarnLock => Ok(Parsed::flat(yarn_lock(text))),
+        Kind::Requirements => Ok(requirements(text)),
+        Kind::PoetryLock => more_lockfiles::poetry_lock(text, sibling),
+        Kind::PipfileLock => pipfile_lock(text).map(Parsed::flat),
+        Kind::GoMod => Ok(Parsed::flat(go_mod(text))),
+        Kind::GoSum => Ok(Parsed::flat(go_sum(text))),
+        Kind::GemfileLock => Ok(gemfile_lock(text)),
+        Kind::UvLock => more_lockfiles::uv_lock(text),
+        Kind::PnpmLock => more_lockfiles::pnpm_lock(text),
+        Kind::ComposerLock => more_lockfiles::composer_lock(text, sibling),
+        Kind::PackageJson => more_lockfiles::package_json(text),
+        Kind::PythonManifest => more_lockfiles::python_manifest(text),
+    }
+}
+
+pub(super) fn pin(ecosystem: Ecosystem, name: &str, version: &str, line: u32) -> Pinned {
     Pinned {
         ecosystem,
         name: name.to_string(),
         version: version.to_string(),
         line,
+        scope: Scope::Required,
     }
 }
 
 /// The 1-based line where each JSON object key first appears at the start of a line
 /// (`"key": ...`), for pointing findings at lockfile entries. serde_json does not keep positions.
-fn key_lines(text: &str) -> std::collections::HashMap<&str, u32> {
+pub(super) fn key_lines(text: &str) -> std::collections::HashMap<&str, u32> {
     let mut out = std::collections::HashMap::new();
     for (i, line) in text.lines().enumerate() {
         let t = line.trim_start();
@@ -78,7 +120,7 @@ fn key_lines(text: &str) -> std::collections::HashMap<&str, u32> {
 }
 
 /// 1-based line of every `[[package]]` header, in order (TOML lockfiles).
-fn package_table_lines(text: &str) -> Vec<u32> {
+pub(super) fn package_table_lines(text: &str) -> Vec<u32> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| l.trim() == "[[package]]")
@@ -87,102 +129,74 @@ fn package_table_lines(text: &str) -> Vec<u32> {
 }
 
 #[derive(Deserialize)]
-struct TomlLock {
+struct CargoLock {
     #[serde(default)]
-    package: Vec<TomlPackage>,
+    package: Vec<CargoPackage>,
 }
 
 #[derive(Deserialize)]
-struct TomlPackage {
+struct CargoPackage {
     name: String,
     version: String,
-    /// Cargo: `registry+https://...` for registry crates; absent for workspace members.
+    /// `registry+https://...` for registry crates; absent for workspace members.
     #[serde(default)]
-    source: Option<toml::Value>,
+    source: Option<String>,
+    /// `name`, `name version` or `name version (source)`.
+    #[serde(default)]
+    dependencies: Vec<String>,
 }
 
-fn cargo_lock(text: &str) -> anyhow::Result<Vec<Pinned>> {
-    let lock: TomlLock = toml::from_str(text).context("invalid TOML")?;
+fn cargo_lock(text: &str) -> anyhow::Result<Parsed> {
+    let lock: CargoLock = toml::from_str(text).context("invalid TOML")?;
     let lines = package_table_lines(text);
-    Ok(lock
-        .package
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| {
-            p.source
-                .as_ref()
-                .and_then(|s| s.as_str())
-                .is_some_and(|s| s.starts_with("registry+") || s.starts_with("sparse+"))
-        })
-        .map(|(i, p)| {
-            pin(
-                Ecosystem::Cargo,
-                &p.name,
-                &p.version,
-                lines.get(i).copied().unwrap_or(1),
-            )
-        })
-        .collect())
+    let mut b = Builder::default();
+    let mut by_name: HashMap<&str, Vec<(usize, &str)>> = HashMap::new();
+    for (i, p) in lock.package.iter().enumerate() {
+        let registry = p
+            .source
+            .as_deref()
+            .is_some_and(|s| s.starts_with("registry+") || s.starts_with("sparse+"));
+        let line = lines.get(i).copied().unwrap_or(1);
+        let node = b.node(
+            registry.then(|| pin(Ecosystem::Cargo, &p.name, &p.version, line)),
+            None,
+        );
+        by_name.entry(&p.name).or_default().push((node, &p.version));
+    }
+    for (i, p) in lock.package.iter().enumerate() {
+        for dep in &p.dependencies {
+            let mut parts = dep.split_whitespace();
+            let name = parts.next().unwrap_or("");
+            let version = parts.next();
+            let Some(candidates) = by_name.get(name) else {
+                continue;
+            };
+            let target = match version {
+                Some(v) => candidates.iter().find(|(_, cv)| *cv == v),
+                None if candidates.len() == 1 => candidates.first(),
+                None => None,
+            };
+            if let Some(&(to, _)) = target {
+                b.edge(i, to, Scope::Required);
+            }
+        }
+    }
+    // Workspace members (no `source`) are the project: what they depend on is direct.
+    // Cargo.lock does not say which dependencies are dev-dependencies: every crate is required.
+    Ok(b.finish())
 }
 
-fn poetry_lock(text: &str) -> anyhow::Result<Vec<Pinned>> {
-    let lock: TomlLock = toml::from_str(text).context("invalid TOML")?;
-    let lines = package_table_lines(text);
-    Ok(lock
-        .package
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| {
-            // `[package.source] type = "git" | "directory" | "file" | "url"` marks non-registry
-            // packages; "legacy" is a private package index and still a PyPI-style release.
-            let kind = p
-                .source
-                .as_ref()
-                .and_then(|s| s.get("type"))
-                .and_then(|t| t.as_str());
-            matches!(kind, None | Some("legacy"))
-        })
-        .map(|(i, p)| {
-            pin(
-                Ecosystem::PyPI,
-                &p.name,
-                &p.version,
-                lines.get(i).copied().unwrap_or(1),
-            )
-        })
-        .collect())
-}
-
-fn package_lock(text: &str) -> anyhow::Result<Vec<Pinned>> {
+fn package_lock(text: &str) -> anyhow::Result<Parsed> {
     let doc: serde_json::Value = serde_json::from_str(text).context("invalid JSON")?;
-    let mut out = Vec::new();
     let lines = key_lines(text);
     if let Some(packages) = doc.get("packages").and_then(|p| p.as_object()) {
-        // lockfileVersion 2 and 3: keys are install paths.
-        for (key, entry) in packages {
-            let Some(idx) = key.rfind("node_modules/") else {
-                continue; // "" is the root project
-            };
-            if entry.get("link").and_then(|l| l.as_bool()) == Some(true) {
-                continue;
-            }
-            let name = entry
-                .get("name")
-                .and_then(|n| n.as_str())
-                .unwrap_or(&key[idx + "node_modules/".len()..]);
-            let Some(version) = entry.get("version").and_then(|v| v.as_str()) else {
-                continue;
-            };
-            if !is_registry_npm(entry, version) {
-                continue;
-            }
-            let line = lines.get(key.as_str()).copied().unwrap_or(1);
-            out.push(pin(Ecosystem::Npm, name, version, line));
-        }
-    } else if let Some(deps) = doc.get("dependencies").and_then(|d| d.as_object()) {
+        return Ok(package_lock_v2(packages, &lines));
+    }
+    let mut out = Vec::new();
+    if let Some(deps) = doc.get("dependencies").and_then(|d| d.as_object()) {
         // lockfileVersion 1: nested `dependencies`.
         fn walk(
-            lines: &std::collections::HashMap<&str, u32>,
+            lines: &HashMap<&str, u32>,
             deps: &serde_json::Map<String, serde_json::Value>,
             out: &mut Vec<Pinned>,
         ) {
@@ -190,7 +204,9 @@ fn package_lock(text: &str) -> anyhow::Result<Vec<Pinned>> {
                 if let Some(version) = entry.get("version").and_then(|v| v.as_str()) {
                     if is_registry_npm(entry, version) {
                         let line = lines.get(name.as_str()).copied().unwrap_or(1);
-                        out.push(pin(Ecosystem::Npm, name, version, line));
+                        let mut p = pin(Ecosystem::Npm, name, version, line);
+                        p.scope = npm_flags_scope(entry);
+                        out.push(p);
                     }
                 }
                 if let Some(nested) = entry.get("dependencies").and_then(|d| d.as_object()) {
@@ -202,7 +218,111 @@ fn package_lock(text: &str) -> anyhow::Result<Vec<Pinned>> {
     } else if doc.get("lockfileVersion").is_none() {
         bail!("not an npm lockfile (no lockfileVersion)");
     }
-    Ok(out)
+    Ok(Parsed::flat(out))
+}
+
+/// npm's flags: `dev` (only in the devDependencies tree), `optional` (only in the
+/// optionalDependencies tree; with `dev` too, an optional dependency of a dev dependency),
+/// `devOptional` (a dev dependency that is also an optional dependency of a runtime one).
+fn npm_flags_scope(entry: &serde_json::Value) -> Scope {
+    let flag = |k: &str| entry.get(k).and_then(|v| v.as_bool()) == Some(true);
+    if flag("dev") {
+        Scope::Dev
+    } else if flag("optional") || flag("devOptional") {
+        Scope::Optional
+    } else {
+        Scope::Required
+    }
+}
+
+/// lockfileVersion 2 and 3: keys are install paths (`""` is the project, `packages/x` a
+/// workspace member); a dependency resolves like Node does, from the dependent's own
+/// `node_modules` up to the root's.
+fn package_lock_v2(
+    packages: &serde_json::Map<String, serde_json::Value>,
+    lines: &HashMap<&str, u32>,
+) -> Parsed {
+    let mut b = Builder::default();
+    let mut node_of: HashMap<&str, usize> = HashMap::new();
+    for (key, entry) in packages {
+        let mut pinned = None;
+        if let Some(idx) = key.rfind("node_modules/") {
+            let name = entry
+                .get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or(&key[idx + "node_modules/".len()..]);
+            let linked = entry.get("link").and_then(|l| l.as_bool()) == Some(true);
+            if let (false, Some(version)) = (linked, entry.get("version").and_then(|v| v.as_str()))
+            {
+                if is_registry_npm(entry, version) {
+                    let line = lines.get(key.as_str()).copied().unwrap_or(1);
+                    pinned = Some(pin(Ecosystem::Npm, name, version, line));
+                }
+            }
+        }
+        let stated = pinned.as_ref().map(|_| npm_flags_scope(entry));
+        node_of.insert(key.as_str(), b.node(pinned, stated));
+    }
+    for (key, entry) in packages {
+        let from = node_of[key.as_str()];
+        // A link entry stands for its target (a workspace member).
+        if entry.get("link").and_then(|l| l.as_bool()) == Some(true) {
+            if let Some(&to) = entry
+                .get("resolved")
+                .and_then(|r| r.as_str())
+                .and_then(|r| node_of.get(r))
+            {
+                b.edge(from, to, Scope::Required);
+            }
+            continue;
+        }
+        let project = !key.contains("node_modules/");
+        let mut sections = vec![
+            ("dependencies", Scope::Required),
+            ("optionalDependencies", Scope::Optional),
+            ("peerDependencies", Scope::Required),
+        ];
+        if project {
+            sections.push(("devDependencies", Scope::Dev));
+        }
+        for (section, kind) in sections {
+            let Some(deps) = entry.get(section).and_then(|d| d.as_object()) else {
+                continue;
+            };
+            for name in deps.keys() {
+                if let Some(to) = resolve_node_module(key, name, &node_of) {
+                    if key.is_empty() {
+                        b.root(to, kind);
+                    } else {
+                        b.edge(from, to, kind);
+                    }
+                }
+            }
+        }
+    }
+    b.finish()
+}
+
+/// Node's lookup: `<dir>/node_modules/<name>` from the dependent's directory up to the root.
+fn resolve_node_module(from: &str, name: &str, nodes: &HashMap<&str, usize>) -> Option<usize> {
+    let mut base = from.to_string();
+    loop {
+        let candidate = if base.is_empty() {
+            format!("node_modules/{name}")
+        } else {
+            format!("{base}/node_modules/{name}")
+        };
+        if let Some(&n) = nodes.get(candidate.as_str()) {
+            return Some(n);
+        }
+        if base.is_empty() {
+            return None;
+        }
+        base = match base.rfind("node_modules/") {
+            Some(idx) => base[..idx].trim_end_matches('/').to_string(),
+            None => String::new(),
+        };
+    }
 }
 
 /// A registry release has a semver version; `file:`, `git+...` and similar are not.
@@ -272,8 +392,9 @@ fn yarn_lock(text: &str) -> Vec<Pinned> {
     out
 }
 
-fn requirements(text: &str) -> Vec<Pinned> {
+fn requirements(text: &str) -> Parsed {
     let mut out = Vec::new();
+    let mut unpinned = 0;
     let mut logical = String::new();
     let mut start_line = 0u32;
     for (i, raw) in text.lines().enumerate() {
@@ -300,7 +421,20 @@ fn requirements(text: &str) -> Vec<Pinned> {
         // Drop environment markers and per-requirement options (`--hash=...`).
         let entry = entry.split(';').next().unwrap_or("").trim();
         let entry = entry.split(" --").next().unwrap_or("").trim();
-        let Some(eq) = entry.find("==") else { continue };
+        // A requirement starts with a project name; paths and URLs (`./pkg`, `https://...`)
+        // are not registry requirements.
+        if !entry
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+            || (entry.contains("://") && !entry.contains(" @ "))
+        {
+            continue;
+        }
+        let Some(eq) = entry.find("==") else {
+            unpinned += 1;
+            continue;
+        };
         let name_part = entry[..eq].trim();
         let version = entry[eq..].trim_start_matches('=').trim();
         // `name[extra1,extra2]`
@@ -315,9 +449,13 @@ fn requirements(text: &str) -> Vec<Pinned> {
             && !version.contains(' ');
         if name_ok && version_ok {
             out.push(pin(Ecosystem::PyPI, name, version, start_line));
+        } else {
+            unpinned += 1;
         }
     }
-    out
+    let mut parsed = Parsed::flat(out);
+    parsed.unpinned = unpinned;
+    parsed
 }
 
 fn pipfile_lock(text: &str) -> anyhow::Result<Vec<Pinned>> {
@@ -325,7 +463,7 @@ fn pipfile_lock(text: &str) -> anyhow::Result<Vec<Pinned>> {
     let mut out = Vec::new();
     let lines = key_lines(text);
     let mut any = false;
-    for section in ["default", "develop"] {
+    for (section, scope) in [("default", Scope::Required), ("develop", Scope::Dev)] {
         let Some(pkgs) = doc.get(section).and_then(|s| s.as_object()) else {
             continue;
         };
@@ -338,12 +476,9 @@ fn pipfile_lock(text: &str) -> anyhow::Result<Vec<Pinned>> {
                 continue;
             };
             let line = lines.get(name.as_str()).copied().unwrap_or(1);
-            out.push(pin(
-                Ecosystem::PyPI,
-                name,
-                version.trim_start_matches('='),
-                line,
-            ));
+            let mut p = pin(Ecosystem::PyPI, name, version.trim_start_matches('='), line);
+            p.scope = scope;
+            out.push(p);
         }
     }
     if !any && doc.get("_meta").is_none() {
@@ -388,16 +523,18 @@ fn go_requirement(line: &str, line_no: u32) -> Option<Pinned> {
     Some(pin(Ecosystem::Go, module, version, line_no))
 }
 
+/// go.sum: `module version hash` lines, where a version ending in `/go.mod` hashes only the
+/// module's go.mod (read to resolve the module graph) and a plain version hashes the module's
+/// content (its code was downloaded for the build). Only modules with a content hash are
+/// components; of several such versions of one module the build selects the highest.
 fn go_sum(text: &str) -> Vec<Pinned> {
-    // go.sum lists every version the build ever considered; the selected one is the highest.
     let mut best: std::collections::BTreeMap<String, (String, u32)> = Default::default();
     for (i, raw) in text.lines().enumerate() {
         let mut parts = raw.split_whitespace();
         let (Some(module), Some(version)) = (parts.next(), parts.next()) else {
             continue;
         };
-        let version = version.trim_end_matches("/go.mod");
-        if !version.starts_with('v') {
+        if version.ends_with("/go.mod") || !version.starts_with('v') {
             continue;
         }
         let newer = match best.get(module) {
@@ -421,42 +558,85 @@ fn go_sum(text: &str) -> Vec<Pinned> {
         .collect()
 }
 
-fn gemfile_lock(text: &str) -> Vec<Pinned> {
-    let mut out = Vec::new();
+/// Gemfile.lock: `GEM`, `GIT` and `PATH` sections list specs (`    name (version)`) with their
+/// own dependencies indented below (`      dep (~> 1.0)`); `DEPENDENCIES` lists the Gemfile's
+/// (`  name`, `  name!` for a gem from a GIT or PATH source). Only GEM specs are registry gems.
+fn gemfile_lock(text: &str) -> Parsed {
+    let mut b = Builder::default();
+    let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut deps_of: Vec<(usize, String)> = Vec::new();
+    let mut roots: Vec<String> = Vec::new();
     let mut section = "";
     let mut in_specs = false;
+    let mut current: Option<usize> = None;
+    let name_of = |entry: &str| -> String {
+        entry
+            .split(" (")
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_end_matches('!')
+            .to_string()
+    };
     for (i, raw) in text.lines().enumerate() {
         if !raw.starts_with(' ') && !raw.trim().is_empty() {
             section = raw.trim();
             in_specs = false;
+            current = None;
             continue;
         }
         if raw.trim() == "specs:" {
             in_specs = true;
             continue;
         }
-        // Only gems from a gem server; GIT and PATH sections are not registry releases.
-        if section != "GEM" || !in_specs {
+        if section == "DEPENDENCIES" && raw.starts_with("  ") && !raw.starts_with("   ") {
+            roots.push(name_of(raw));
             continue;
         }
-        // `    name (version[-platform])`; six spaces are the gem's own dependencies.
-        if raw.starts_with("    ") && !raw.starts_with("     ") {
-            let entry = raw.trim();
-            let Some((name, rest)) = entry.split_once(" (") else {
-                continue;
-            };
-            let version = rest.trim_end_matches(')');
-            let version = version.split('-').next().unwrap_or(version);
-            if !name.is_empty() && version.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
-                out.push(pin(Ecosystem::RubyGems, name, version, (i + 1) as u32));
+        if !matches!(section, "GEM" | "GIT" | "PATH") || !in_specs {
+            continue;
+        }
+        let entry = raw.trim();
+        if raw.starts_with("      ") && !raw.starts_with("       ") {
+            if let Some(node) = current {
+                deps_of.push((node, name_of(entry)));
             }
+            continue;
+        }
+        if !raw.starts_with("    ") || raw.starts_with("     ") {
+            continue;
+        }
+        let Some((name, rest)) = entry.split_once(" (") else {
+            continue;
+        };
+        let version = rest.trim_end_matches(')');
+        // `1.13.10-x86_64-linux`: the platform is not part of the version.
+        let version = version.split('-').next().unwrap_or(version);
+        let registry = section == "GEM"
+            && !name.is_empty()
+            && version.bytes().next().is_some_and(|b| b.is_ascii_digit());
+        let node = b.node(
+            registry.then(|| pin(Ecosystem::RubyGems, name, version, (i + 1) as u32)),
+            None,
+        );
+        by_name.entry(name.to_string()).or_default().push(node);
+        current = Some(node);
+    }
+    for (from, name) in deps_of {
+        for &to in by_name.get(&name).map(Vec::as_slice).unwrap_or_default() {
+            b.edge(from, to, Scope::Required);
         }
     }
-    out
+    for name in roots {
+        for &to in by_name.get(&name).map(Vec::as_slice).unwrap_or_default() {
+            b.root(to, Scope::Required);
+        }
+    }
+    b.finish()
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn names(pins: &[Pinned]) -> Vec<String> {
@@ -489,7 +669,10 @@ name = "gitdep"
 version = "0.2.0"
 source = "git+https://example.com/x#abc"
 "#;
-        assert_eq!(names(&cargo_lock(text).unwrap()), vec!["smallvec@1.6.0:7"]);
+        assert_eq!(
+            names(&cargo_lock(text).unwrap().pins),
+            vec!["smallvec@1.6.0:7"]
+        );
         assert!(cargo_lock("[[package]\nname=").is_err());
     }
 
@@ -508,7 +691,7 @@ source = "git+https://example.com/x#abc"
   }
 }"#;
         assert_eq!(
-            sorted(names(&package_lock(v3).unwrap())),
+            sorted(names(&package_lock(v3).unwrap().pins)),
             vec![
                 "@babel/core@7.0.0:7",
                 "lodash@4.17.20:6",
@@ -517,7 +700,7 @@ source = "git+https://example.com/x#abc"
         );
         let v1 = r#"{"lockfileVersion": 1, "dependencies": {"a": {"version": "1.0.0", "dependencies": {"b": {"version": "2.0.0"}}}}}"#;
         assert_eq!(
-            names(&package_lock(v1).unwrap()),
+            names(&package_lock(v1).unwrap().pins),
             vec!["a@1.0.0:1", "b@2.0.0:1"]
         );
         assert!(package_lock("{}").is_err());
@@ -565,7 +748,7 @@ lodash@^4.17.15:
             foo===1.0.0\n\
             bar==1.*\n";
         assert_eq!(
-            names(&requirements(text)),
+            names(&requirements(text).pins),
             vec![
                 "Django@3.2.0:2",
                 "uvicorn@0.20.0:6",
@@ -576,21 +759,7 @@ lodash@^4.17.15:
     }
 
     #[test]
-    fn poetry_and_pipfile() {
-        let poetry = r#"[[package]]
-name = "jinja2"
-version = "2.10"
-description = "x"
-
-[[package]]
-name = "mylib"
-version = "0.1.0"
-
-[package.source]
-type = "directory"
-url = "../mylib"
-"#;
-        assert_eq!(names(&poetry_lock(poetry).unwrap()), vec!["jinja2@2.10:1"]);
+    fn pipfile_default_and_develop() {
         let pipfile = r#"{
   "_meta": {"hash": {}},
   "default": {
@@ -601,9 +770,11 @@ url = "../mylib"
     "pytest": {"version": "==7.0.0"}
   }
 }"#;
+        let pins = pipfile_lock(pipfile).unwrap();
+        assert_eq!(names(&pins), vec!["flask@0.12.2:4", "pytest@7.0.0:8"]);
         assert_eq!(
-            names(&pipfile_lock(pipfile).unwrap()),
-            vec!["flask@0.12.2:4", "pytest@7.0.0:8"]
+            pins.iter().map(|p| p.scope).collect::<Vec<_>>(),
+            vec![Scope::Required, Scope::Dev]
         );
     }
 
@@ -618,15 +789,27 @@ url = "../mylib"
                 "github.com/x/y@v0.1.0:10"
             ]
         );
-        let s = "github.com/a/b v1.0.0 h1:x=\ngithub.com/a/b v1.0.0/go.mod h1:y=\ngithub.com/a/b v1.2.0/go.mod h1:z=\n";
-        assert_eq!(names(&go_sum(s)), vec!["github.com/a/b@v1.2.0:3"]);
+        // A real go.sum shape: content and go.mod hashes of the selected versions, go.mod-only
+        // hashes of versions the module graph considered, a duplicate line.
+        let s = "github.com/a/b v1.0.0 h1:x=\n\
+                 github.com/a/b v1.0.0/go.mod h1:y=\n\
+                 github.com/a/b v1.2.0/go.mod h1:z=\n\
+                 github.com/a/b v1.0.0 h1:x=\n\
+                 golang.org/x/text v0.3.0/go.mod h1:w=\n\
+                 golang.org/x/text v0.14.0 h1:v=\n\
+                 golang.org/x/text v0.14.0/go.mod h1:u=\n\
+                 golang.org/x/text v0.13.0 h1:t=\n";
+        assert_eq!(
+            names(&go_sum(s)),
+            vec!["github.com/a/b@v1.0.0:1", "golang.org/x/text@v0.14.0:6"]
+        );
     }
 
     #[test]
     fn gemfile_lock_gem_section_only() {
         let text = "GIT\n  remote: https://example.com/x.git\n  specs:\n    mygem (0.1.0)\n\nGEM\n  remote: https://rubygems.org/\n  specs:\n    actionpack (6.1.0)\n      rack (~> 2.0)\n    nokogiri (1.13.10-x86_64-linux)\n      racc (~> 1.4)\n    rack (2.2.3)\n\nPLATFORMS\n  ruby\n\nDEPENDENCIES\n  actionpack\n";
         assert_eq!(
-            names(&gemfile_lock(text)),
+            names(&gemfile_lock(text).pins),
             vec!["actionpack@6.1.0:9", "nokogiri@1.13.10:11", "rack@2.2.3:13"]
         );
     }
@@ -638,5 +821,264 @@ url = "../mylib"
             Some(Kind::Requirements)
         );
         assert_eq!(Kind::for_file_name("Cargo.toml"), None);
+    }
+
+    /// `from->to` for each edge, by name and version.
+    pub(crate) fn edge_names(parsed: &Parsed) -> Vec<String> {
+        let n = |i: usize| format!("{}@{}", parsed.pins[i].name, parsed.pins[i].version);
+        let mut v: Vec<String> = parsed
+            .edges
+            .iter()
+            .map(|&(f, t)| format!("{}->{}", n(f), n(t)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// `name@version=scope` for each pin, sorted.
+    pub(crate) fn scopes(parsed: &Parsed) -> Vec<String> {
+        let mut v: Vec<String> = parsed
+            .pins
+            .iter()
+            .map(|p| format!("{}@{}={}", p.name, p.version, p.scope.as_str()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Names of the direct pins, sorted.
+    pub(crate) fn direct(parsed: &Parsed) -> Vec<String> {
+        let mut v: Vec<String> = parsed
+            .direct
+            .iter()
+            .map(|&i| parsed.pins[i].name.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    #[test]
+    fn package_lock_v3_graph_and_scopes() {
+        let text = r#"{
+  "name": "web",
+  "version": "1.0.0",
+  "lockfileVersion": 3,
+  "requires": true,
+  "packages": {
+    "": {
+      "name": "web",
+      "version": "1.0.0",
+      "dependencies": { "debug": "^2.6.9", "shared": "file:packages/shared" },
+      "devDependencies": { "mocha": "^10.2.0" },
+      "optionalDependencies": { "fsevents": "^2.3.2" }
+    },
+    "node_modules/debug": {
+      "version": "2.6.9",
+      "resolved": "https://registry.npmjs.org/debug/-/debug-2.6.9.tgz",
+      "integrity": "sha512-bC7ElrdJaJnPbAP+1EotYvqZsb3ecl5wi6Bfi6BJTUcNowp6cvspg0jXznRTKDjm/E7AdgFBVeAPVMNcKGsHMA==",
+      "dependencies": { "ms": "2.0.0" }
+    },
+    "node_modules/fsevents": {
+      "version": "2.3.3",
+      "resolved": "https://registry.npmjs.org/fsevents/-/fsevents-2.3.3.tgz",
+      "optional": true,
+      "os": ["darwin"]
+    },
+    "node_modules/mocha": {
+      "version": "10.2.0",
+      "dev": true,
+      "dependencies": { "debug": "4.3.4", "ms": "2.1.3" }
+    },
+    "node_modules/mocha/node_modules/debug": {
+      "version": "4.3.4",
+      "dev": true,
+      "dependencies": { "ms": "2.1.2" }
+    },
+    "node_modules/mocha/node_modules/debug/node_modules/ms": { "version": "2.1.2", "dev": true },
+    "node_modules/mocha/node_modules/ms": { "version": "2.1.3", "dev": true },
+    "node_modules/ms": { "version": "2.0.0" },
+    "node_modules/shared": { "resolved": "packages/shared", "link": true },
+    "packages/shared": {
+      "version": "0.1.0",
+      "dependencies": { "uuid": "^9.0.0" }
+    },
+    "node_modules/uuid": { "version": "9.0.1" }
+  }
+}"#;
+        let parsed = package_lock(text).unwrap();
+        assert!(parsed.has_graph);
+        assert_eq!(
+            edge_names(&parsed),
+            vec![
+                "debug@2.6.9->ms@2.0.0",
+                "debug@4.3.4->ms@2.1.2",
+                "mocha@10.2.0->debug@4.3.4",
+                "mocha@10.2.0->ms@2.1.3",
+            ]
+        );
+        assert_eq!(
+            scopes(&parsed),
+            vec![
+                "debug@2.6.9=required",
+                "debug@4.3.4=dev",
+                "fsevents@2.3.3=optional",
+                "mocha@10.2.0=dev",
+                "ms@2.0.0=required",
+                "ms@2.1.2=dev",
+                "ms@2.1.3=dev",
+                "uuid@9.0.1=required",
+            ]
+        );
+        // uuid is required by a workspace member: the project's own dependency.
+        assert_eq!(direct(&parsed), vec!["debug", "fsevents", "mocha", "uuid"]);
+    }
+
+    #[test]
+    fn cargo_lock_graph() {
+        let text = r#"# This file is automatically @generated by Cargo.
+version = 3
+
+[[package]]
+name = "app"
+version = "0.1.0"
+dependencies = [
+ "regex",
+ "serde 1.0.200",
+]
+
+[[package]]
+name = "aho-corasick"
+version = "1.1.3"
+source = "registry+https://github.com/rust-lang/crates.io-index"
+dependencies = [
+ "memchr",
+]
+
+[[package]]
+name = "memchr"
+version = "2.7.2"
+source = "registry+https://github.com/rust-lang/crates.io-index"
+
+[[package]]
+name = "regex"
+version = "1.10.4"
+source = "registry+https://github.com/rust-lang/crates.io-index"
+dependencies = [
+ "aho-corasick",
+ "memchr",
+]
+
+[[package]]
+name = "serde"
+version = "0.9.15"
+source = "registry+https://github.com/rust-lang/crates.io-index"
+
+[[package]]
+name = "serde"
+version = "1.0.200"
+source = "registry+https://github.com/rust-lang/crates.io-index"
+"#;
+        let parsed = cargo_lock(text).unwrap();
+        assert_eq!(
+            edge_names(&parsed),
+            vec![
+                "aho-corasick@1.1.3->memchr@2.7.2",
+                "regex@1.10.4->aho-corasick@1.1.3",
+                "regex@1.10.4->memchr@2.7.2",
+            ]
+        );
+        // serde 0.9.15 is in the lock but nothing depends on it: still listed under the project.
+        assert_eq!(direct(&parsed), vec!["regex", "serde"]);
+        assert_eq!(parsed.direct.len(), 3);
+    }
+
+    #[test]
+    fn gemfile_lock_graph() {
+        let text = "GIT\n  remote: https://github.com/example/mygem.git\n  revision: 0123456789abcdef\n  specs:\n    mygem (0.1.0)\n      rack (>= 2.0)\n\nGEM\n  remote: https://rubygems.org/\n  specs:\n    actionpack (6.1.7)\n      rack (~> 2.0, >= 2.0.9)\n      rack-test (>= 0.6.3)\n    rack (2.2.8)\n    rack-test (2.1.0)\n      rack (>= 1.3)\n\nPLATFORMS\n  ruby\n\nDEPENDENCIES\n  actionpack (~> 6.1)\n  mygem!\n\nBUNDLED WITH\n   2.4.10\n";
+        let parsed = gemfile_lock(text);
+        assert_eq!(
+            names(&parsed.pins),
+            vec!["actionpack@6.1.7:11", "rack@2.2.8:14", "rack-test@2.1.0:15"]
+        );
+        assert_eq!(
+            edge_names(&parsed),
+            vec![
+                "actionpack@6.1.7->rack-test@2.1.0",
+                "actionpack@6.1.7->rack@2.2.8",
+                "rack-test@2.1.0->rack@2.2.8",
+            ]
+        );
+        // rack is also required by mygem (a GIT gem of the Gemfile).
+        assert_eq!(direct(&parsed), vec!["actionpack", "rack"]);
+    }
+
+    #[test]
+    fn requirements_count_unpinned_lines() {
+        let text = "Django==4.2.8\nrequests>=2.31\nflask\nnumpy~=1.26\nbar==1.*\n-r base.txt\n-e .\n./local-pkg\nhttps://example.com/pkg.tar.gz\nmypkg @ https://example.com/mypkg-1.0.tar.gz\n";
+        let parsed = requirements(text);
+        assert_eq!(names(&parsed.pins), vec!["Django@4.2.8:1"]);
+        // requests, flask, numpy, bar (a wildcard) and the direct URL reference.
+        assert_eq!(parsed.unpinned, 5);
+    }
+
+    const ALL_KINDS: [Kind; 14] = [
+        Kind::CargoLock,
+        Kind::PackageLock,
+        Kind::YarnLock,
+        Kind::Requirements,
+        Kind::PoetryLock,
+        Kind::PipfileLock,
+        Kind::GoMod,
+        Kind::GoSum,
+        Kind::GemfileLock,
+        Kind::UvLock,
+        Kind::PnpmLock,
+        Kind::ComposerLock,
+        Kind::PackageJson,
+        Kind::PythonManifest,
+    ];
+
+    /// The fuzz target's invariants (fuzz/fuzz_targets/lockfiles.rs) on its seed corpus and on
+    /// prefixes of every seed: each parser refuses the text or returns pins with lines inside
+    /// it, and a graph that points at pins.
+    #[test]
+    fn every_parser_holds_on_the_fuzz_seeds_and_their_prefixes() {
+        let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/lockfiles");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&seeds).expect("the fuzz seed corpus") {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let cuts: Vec<usize> = (0..=text.len())
+                .step_by(13)
+                .chain([text.len()])
+                .filter(|&i| text.is_char_boundary(i))
+                .collect();
+            for cut in cuts {
+                let text = &text[..cut];
+                // A non-ASCII byte before `node_modules/` and in keys.
+                let variants = [
+                    text.to_string(),
+                    text.replace("node_modules/", "é/node_modules/"),
+                ];
+                for text in &variants {
+                    let lines = text.split('\n').count() as u32;
+                    let sibling = |_: &str| Some(text.clone());
+                    for kind in ALL_KINDS {
+                        let Ok(parsed) = parse(kind, text, &sibling) else {
+                            continue;
+                        };
+                        checked += 1;
+                        for pin in &parsed.pins {
+                            assert!(!pin.name.is_empty() && !pin.version.is_empty());
+                            assert!((1..=lines).contains(&pin.line), "{kind:?} {pin:?}");
+                        }
+                        let n = parsed.pins.len();
+                        assert!(parsed.edges.iter().all(|&(f, t)| f < n && t < n && f != t));
+                        assert!(parsed.direct.iter().all(|&d| d < n));
+                    }
+                }
+            }
+        }
+        assert!(checked > 1000, "only {checked} parses succeeded");
     }
 }

@@ -3,13 +3,17 @@
 //! that describe them. Pure data and file reading; no network.
 //!
 //! [`discover`] walks the tree (the same skips as the secrets scanner: VCS metadata, vendored
-//! dependency directories and build output are not descended into) and hands each known lockfile
-//! to its parser in [`lockfiles`]; [`documents`] renders the result.
+//! dependency directories and build output are not descended into; `.gitignore` and
+//! `.certusignore` files are honoured) and hands each known lockfile to its parser in
+//! [`lockfiles`], which reports each package's scope and, where the file records it, the
+//! dependency [`graph`]; the inventory merges them and [`documents`] renders the result.
 
 pub mod documents;
+pub mod graph;
 pub mod lockfiles;
+mod more_lockfiles;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -30,15 +34,18 @@ pub enum Ecosystem {
     Go,
     #[serde(rename = "RubyGems")]
     RubyGems,
+    #[serde(rename = "Packagist")]
+    Packagist,
 }
 
 impl Ecosystem {
-    pub const ALL: [Ecosystem; 5] = [
+    pub const ALL: [Ecosystem; 6] = [
         Ecosystem::Cargo,
         Ecosystem::Npm,
         Ecosystem::PyPI,
         Ecosystem::Go,
         Ecosystem::RubyGems,
+        Ecosystem::Packagist,
     ];
 
     /// The ecosystem's name in OSV records.
@@ -49,6 +56,7 @@ impl Ecosystem {
             Ecosystem::PyPI => "PyPI",
             Ecosystem::Go => "Go",
             Ecosystem::RubyGems => "RubyGems",
+            Ecosystem::Packagist => "Packagist",
         }
     }
 
@@ -64,14 +72,17 @@ impl Ecosystem {
             Ecosystem::PyPI => "pypi",
             Ecosystem::Go => "golang",
             Ecosystem::RubyGems => "gem",
+            Ecosystem::Packagist => "composer",
         }
     }
 
     /// The form of a package name used to look it up: PyPI names are case- and
-    /// separator-insensitive (PEP 503); every other ecosystem compares names exactly.
+    /// separator-insensitive (PEP 503), Composer package names are lower case; every other
+    /// ecosystem compares names exactly.
     pub fn normalize_name(self, name: &str) -> String {
         match self {
             Ecosystem::PyPI => normalize_pypi_name(name),
+            Ecosystem::Packagist => name.to_ascii_lowercase(),
             _ => name.to_string(),
         }
     }
@@ -116,6 +127,29 @@ pub struct Location {
     pub line: u32,
 }
 
+/// How much the project needs a package, as its lockfile says: at run time, only with an
+/// optional feature (npm `optionalDependencies`, Python extras), or only to develop it (npm
+/// `devDependencies`, `packages-dev`, Poetry and uv groups other than the main one, Pipfile
+/// `develop`). Ordered from most to least required.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    #[default]
+    Required,
+    Optional,
+    Dev,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Required => "required",
+            Scope::Optional => "optional",
+            Scope::Dev => "dev",
+        }
+    }
+}
+
 /// What one lockfile parser found, before de-duplication.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pinned {
@@ -123,6 +157,7 @@ pub struct Pinned {
     pub name: String,
     pub version: String,
     pub line: u32,
+    pub scope: Scope,
 }
 
 /// Every component of a tree plus the lockfiles read.
@@ -132,8 +167,24 @@ pub struct Inventory {
     pub components: Vec<Component>,
     /// Lockfiles and manifests that were parsed, relative to the source root.
     pub files: Vec<String>,
-    /// Problems that did not stop the inventory (a lockfile that could not be parsed).
+    /// Problems that did not stop the inventory (a lockfile that could not be parsed, manifest
+    /// requirements without an exact version).
     pub warnings: Vec<String>,
+    /// The scope of each component (same index as `components`): the most required one any
+    /// lockfile gives it.
+    pub scopes: Vec<Scope>,
+    /// For each component found in a lockfile that records dependencies (by index): the
+    /// components it depends on. Components absent here have unknown dependencies.
+    pub dependencies: BTreeMap<usize, BTreeSet<usize>>,
+    /// Components the scanned source depends on directly, or through entries that are not
+    /// components (workspace members, path and git packages), or whose dependents are unknown.
+    pub direct: BTreeSet<usize>,
+}
+
+impl Inventory {
+    pub fn scope(&self, index: usize) -> Scope {
+        self.scopes.get(index).copied().unwrap_or_default()
+    }
 }
 
 /// The package URL of a component (purl-spec: type, optional namespace, name, version).
@@ -145,6 +196,13 @@ pub fn purl(ecosystem: Ecosystem, name: &str, version: &str) -> String {
             None => enc(name),
         },
         Ecosystem::Go => name.split('/').map(enc).collect::<Vec<_>>().join("/"),
+        // `vendor/name`: the vendor is the purl namespace; both lower case.
+        Ecosystem::Packagist => name
+            .to_ascii_lowercase()
+            .split('/')
+            .map(enc)
+            .collect::<Vec<_>>()
+            .join("/"),
         Ecosystem::PyPI => enc(&normalize_pypi_name(name)),
         Ecosystem::Cargo | Ecosystem::RubyGems => enc(name),
     };
@@ -180,9 +238,37 @@ const SKIPPED_DIRS: &[&str] = &[
 /// Lockfiles larger than this are not parsed (reported as a warning).
 const MAX_LOCKFILE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// Name of the ignore file honoured in the scanned tree (gitignore syntax, in any directory,
+/// like `.gitignore`): lockfiles it matches are not read, so test fixtures and examples stay out
+/// of the SBOM.
+pub const IGNORE_FILE: &str = ".certusignore";
+
+type Key = (Ecosystem, String, String);
+
 /// Finds and parses every known lockfile under `root`.
 pub fn discover(root: &Path, cancel: &AtomicBool) -> anyhow::Result<Inventory> {
+    discover_excluding(root, cancel, &[])
+}
+
+/// [`discover`], leaving out the paths that match `excludes` (gitignore-syntax globs relative
+/// to `root`, such as a profile's or manifest's path excludes) as well as those a
+/// `.certusignore` or `.gitignore` matches.
+pub fn discover_excluding(
+    root: &Path,
+    cancel: &AtomicBool,
+    excludes: &[String],
+) -> anyhow::Result<Inventory> {
+    let mut overrides = ignore::overrides::OverrideBuilder::new(root);
+    for glob in excludes {
+        overrides
+            .add(&format!("!{glob}"))
+            .map_err(|err| anyhow!("path exclude `{glob}` is not a valid glob: {err}"))?;
+    }
+    let overrides = overrides
+        .build()
+        .map_err(|err| anyhow!("path excludes could not be compiled: {err}"))?;
     let walker = WalkBuilder::new(root)
+        .overrides(overrides)
         .hidden(false)
         .parents(false)
         .git_global(false)
@@ -191,6 +277,7 @@ pub fn discover(root: &Path, cancel: &AtomicBool) -> anyhow::Result<Inventory> {
         .ignore(true)
         .require_git(false)
         .follow_links(false)
+        .add_custom_ignore_filename(IGNORE_FILE)
         .filter_entry(|entry| {
             entry.depth() == 0
                 || !entry.file_type().is_some_and(|t| t.is_dir())
@@ -220,74 +307,194 @@ pub fn discover(root: &Path, cancel: &AtomicBool) -> anyhow::Result<Inventory> {
     }
     found.sort();
     // go.sum is only read where no go.mod sits beside it (go.mod lists the build's versions).
-    let go_mod_dirs: std::collections::HashSet<String> = found
+    let go_mod_dirs: HashSet<String> = found
         .iter()
         .filter(|(_, _, k)| *k == lockfiles::Kind::GoMod)
         .map(|(rel, _, _)| parent_of(rel))
         .collect();
+    // package.json is only read where no npm, yarn or pnpm lockfile sits beside it or in a
+    // directory above (a workspace's lockfile is at its root).
+    let js_lock_dirs: HashSet<String> = found
+        .iter()
+        .filter(|(_, _, k)| k.is_js_lockfile())
+        .map(|(rel, _, _)| parent_of(rel))
+        .collect();
+    // pyproject.toml and Pipfile are only read where no Python lockfile or requirements file
+    // sits beside them.
+    let python_lock_dirs: HashSet<String> = found
+        .iter()
+        .filter(|(_, _, k)| k.is_python_lock())
+        .map(|(rel, _, _)| parent_of(rel))
+        .collect();
 
     let mut inventory = Inventory::default();
-    let mut merged: BTreeMap<(Ecosystem, String, String), Component> = BTreeMap::new();
+    let mut merged: BTreeMap<Key, (Component, Scope)> = BTreeMap::new();
+    let mut edges: BTreeSet<(Key, Key)> = BTreeSet::new();
+    let mut with_graph: BTreeSet<Key> = BTreeSet::new();
+    let mut direct: BTreeSet<Key> = BTreeSet::new();
     for (rel, path, kind) in found {
         if kind == lockfiles::Kind::GoSum && go_mod_dirs.contains(&parent_of(&rel)) {
             continue;
         }
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if size > MAX_LOCKFILE_BYTES {
-            inventory.warnings.push(format!(
-                "{rel}: not read, larger than {} MiB",
-                MAX_LOCKFILE_BYTES / (1024 * 1024)
-            ));
+        if kind == lockfiles::Kind::PackageJson
+            && ancestors(&parent_of(&rel)).any(|d| js_lock_dirs.contains(&d))
+        {
             continue;
         }
-        let text = match std::fs::read(&path) {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        if kind == lockfiles::Kind::PythonManifest && python_lock_dirs.contains(&parent_of(&rel)) {
+            continue;
+        }
+        let Some(text) = read_text(&path, &rel, &mut inventory.warnings) else {
+            continue;
+        };
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let sibling = |name: &str| -> Option<String> {
+            let p = dir.join(name);
+            let meta = std::fs::symlink_metadata(&p).ok()?;
+            if !meta.is_file() || meta.len() > MAX_LOCKFILE_BYTES {
+                return None;
+            }
+            std::fs::read(&p)
+                .ok()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+        };
+        let parsed = match lockfiles::parse(kind, &text, &sibling) {
+            Ok(parsed) => parsed,
             Err(err) => {
                 inventory
                     .warnings
-                    .push(format!("{rel}: not readable: {err}"));
+                    .push(format!("{rel}: could not be parsed: {err:#}"));
                 continue;
             }
         };
-        match lockfiles::parse(kind, &text) {
-            Ok(pins) => {
-                inventory.files.push(rel.clone());
-                for pin in pins {
-                    let key = (
-                        pin.ecosystem,
-                        pin.ecosystem.normalize_name(&pin.name),
-                        pin.version.clone(),
-                    );
-                    let location = Location {
-                        path: rel.clone(),
-                        line: pin.line,
-                    };
-                    merged
-                        .entry(key)
-                        .and_modify(|c| {
-                            if !c.locations.contains(&location) {
-                                c.locations.push(location.clone());
-                            }
-                        })
-                        .or_insert_with(|| Component {
+        inventory.files.push(rel.clone());
+        for warning in &parsed.warnings {
+            inventory.warnings.push(format!("{rel}: {warning}"));
+        }
+        if parsed.unpinned > 0 {
+            inventory.warnings.push(format!(
+                "{rel}: {} requirement{} without an exact version; what {} is unknown and \
+                 not in the SBOM. Pin exact versions or commit a lockfile",
+                parsed.unpinned,
+                if parsed.unpinned == 1 { "" } else { "s" },
+                if parsed.unpinned == 1 {
+                    "it installs"
+                } else {
+                    "they install"
+                }
+            ));
+        }
+        let keys: Vec<Key> = parsed
+            .pins
+            .iter()
+            .map(|pin| {
+                (
+                    pin.ecosystem,
+                    pin.ecosystem.normalize_name(&pin.name),
+                    pin.version.clone(),
+                )
+            })
+            .collect();
+        for (pin, key) in parsed.pins.into_iter().zip(&keys) {
+            let location = Location {
+                path: rel.clone(),
+                line: pin.line,
+            };
+            merged
+                .entry(key.clone())
+                .and_modify(|(c, scope)| {
+                    if !c.locations.contains(&location) {
+                        c.locations.push(location.clone());
+                    }
+                    *scope = (*scope).min(pin.scope);
+                })
+                .or_insert_with(|| {
+                    (
+                        Component {
                             ecosystem: pin.ecosystem,
                             purl: purl(pin.ecosystem, &pin.name, &pin.version),
                             name: pin.name,
                             version: pin.version,
                             locations: vec![location],
-                        });
+                        },
+                        pin.scope,
+                    )
+                });
+            if parsed.has_graph {
+                with_graph.insert(key.clone());
+            }
+        }
+        for &d in &parsed.direct {
+            direct.insert(keys[d].clone());
+        }
+        if parsed.has_graph {
+            for &(from, to) in &parsed.edges {
+                if keys[from] != keys[to] {
+                    edges.insert((keys[from].clone(), keys[to].clone()));
                 }
             }
-            Err(err) => inventory
-                .warnings
-                .push(format!("{rel}: could not be parsed: {err:#}")),
         }
     }
-    inventory.components = merged.into_values().collect();
+    let index: HashMap<Key, usize> = merged
+        .keys()
+        .enumerate()
+        .map(|(i, k)| (k.clone(), i))
+        .collect();
+    for (component, scope) in merged.into_values() {
+        inventory.components.push(component);
+        inventory.scopes.push(scope);
+    }
     for c in &mut inventory.components {
         c.locations.sort();
     }
+    for key in &with_graph {
+        inventory.dependencies.insert(index[key], BTreeSet::new());
+    }
+    let mut has_parent = vec![false; inventory.components.len()];
+    for (from, to) in &edges {
+        let (f, t) = (index[from], index[to]);
+        inventory.dependencies.entry(f).or_default().insert(t);
+        has_parent[t] = true;
+    }
+    inventory.direct = direct.iter().map(|k| index[k]).collect();
+    // Every component stays reachable from the source.
+    for (i, parent) in has_parent.iter().enumerate() {
+        if !parent {
+            inventory.direct.insert(i);
+        }
+    }
     Ok(inventory)
+}
+
+/// Reads a lockfile as text, or records why it was not read.
+fn read_text(path: &Path, rel: &str, warnings: &mut Vec<String>) -> Option<String> {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if size > MAX_LOCKFILE_BYTES {
+        warnings.push(format!(
+            "{rel}: not read, larger than {} MiB",
+            MAX_LOCKFILE_BYTES / (1024 * 1024)
+        ));
+        return None;
+    }
+    match std::fs::read(path) {
+        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(err) => {
+            warnings.push(format!("{rel}: not readable: {err}"));
+            None
+        }
+    }
+}
+
+/// `a/b/c`, `a/b`, `a`, `` (the root).
+fn ancestors(dir: &str) -> impl Iterator<Item = String> + '_ {
+    let mut next = Some(dir.to_string());
+    std::iter::from_fn(move || {
+        let current = next.take()?;
+        if !current.is_empty() {
+            next = Some(parent_of(&current));
+        }
+        Some(current)
+    })
 }
 
 fn parent_of(rel: &str) -> String {
@@ -365,7 +572,180 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["Jinja2@2.10", "github.com/a/b@v1.0.0"]);
         assert_eq!(inv.components[0].locations.len(), 2);
-        assert_eq!(inv.warnings.len(), 1, "{:?}", inv.warnings);
-        assert!(inv.warnings[0].starts_with("broken/Pipfile.lock"));
+        assert_eq!(
+            inv.warnings,
+            vec![
+                "broken/Pipfile.lock: could not be parsed: invalid JSON: key must be a string at \
+                 line 1 column 2"
+                    .to_string(),
+                "requirements.txt: 1 requirement without an exact version; what it installs is \
+                 unknown and not in the SBOM. Pin exact versions or commit a lockfile"
+                    .to_string(),
+            ]
+        );
+        assert_eq!(
+            inv.files,
+            vec!["go.mod", "requirements.txt", "svc/requirements-dev.txt"]
+        );
+    }
+
+    fn write_tree(root: &Path, files: &[(&str, &str)]) {
+        for (rel, text) in files {
+            let p = root.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+    }
+
+    #[test]
+    fn certusignore_keeps_fixture_lockfiles_out() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tree(
+            dir.path(),
+            &[
+                ("requirements.txt", "flask==3.1.0\n"),
+                ("tests/fixtures/app/requirements.txt", "django==1.11.0\n"),
+                ("tests/fixtures/app/package-lock.json", "{\"lockfileVersion\": 3, \"packages\": {\"node_modules/lodash\": {\"version\": \"4.17.4\"}}}"),
+                ("examples/requirements.txt", "requests==2.0.0\n"),
+            ],
+        );
+        let cancel = AtomicBool::new(false);
+        // Without an ignore file, fixtures count, and the inventory says where they came from.
+        let inv = discover(dir.path(), &cancel).unwrap();
+        assert_eq!(inv.components.len(), 4);
+        assert!(inv
+            .files
+            .contains(&"tests/fixtures/app/package-lock.json".to_string()));
+        std::fs::write(
+            dir.path().join(IGNORE_FILE),
+            "# test data\ntests/fixtures/\n/examples\n",
+        )
+        .unwrap();
+        let inv = discover(dir.path(), &cancel).unwrap();
+        let names: Vec<_> = inv.components.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["flask"]);
+        assert_eq!(inv.files, vec!["requirements.txt"]);
+    }
+
+    #[test]
+    fn path_excludes_keep_lockfiles_out() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tree(
+            dir.path(),
+            &[
+                ("requirements.txt", "flask==3.1.0\n"),
+                ("tests/data/requirements.txt", "django==1.11.0\n"),
+                ("docs/examples/app/requirements.txt", "requests==2.0.0\n"),
+            ],
+        );
+        let cancel = AtomicBool::new(false);
+        let excludes = vec!["tests/data/**".to_string(), "examples/".to_string()];
+        let inv = discover_excluding(dir.path(), &cancel, &excludes).unwrap();
+        assert_eq!(inv.files, vec!["requirements.txt"]);
+        let err = discover_excluding(dir.path(), &cancel, &["a/{b".to_string()]).unwrap_err();
+        assert!(
+            err.to_string().contains("`a/{b` is not a valid glob"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn package_json_counts_only_without_a_lockfile() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = r#"{
+  "name": "web",
+  "dependencies": { "express": "^4.18.2", "lodash": "4.17.21", "shared": "workspace:*" },
+  "devDependencies": { "jest": "latest" }
+}"#;
+        write_tree(
+            dir.path(),
+            &[
+                ("standalone/package.json", manifest),
+                (
+                    "ws/package-lock.json",
+                    r#"{"lockfileVersion": 3, "packages": {}}"#,
+                ),
+                ("ws/packages/a/package.json", manifest),
+            ],
+        );
+        let inv = discover(dir.path(), &AtomicBool::new(false)).unwrap();
+        let names: Vec<_> = inv.components.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["lodash"]);
+        assert_eq!(
+            inv.files,
+            vec!["standalone/package.json", "ws/package-lock.json"]
+        );
+        assert_eq!(
+            inv.warnings,
+            vec![
+                "standalone/package.json: 2 requirements without an exact version; what they \
+                 install is unknown and not in the SBOM. Pin exact versions or commit a lockfile"
+            ]
+        );
+    }
+
+    #[test]
+    fn pyproject_counts_only_without_a_python_lockfile() {
+        let dir = tempfile::tempdir().unwrap();
+        let pyproject =
+            "[project]\nname = \"x\"\ndependencies = [\"flask>=3\", \"click==8.1.7\"]\n";
+        write_tree(
+            dir.path(),
+            &[
+                ("lib/pyproject.toml", pyproject),
+                ("app/pyproject.toml", pyproject),
+                ("app/uv.lock", "version = 1\nrequires-python = \">=3.9\"\n"),
+            ],
+        );
+        let inv = discover(dir.path(), &AtomicBool::new(false)).unwrap();
+        let names: Vec<_> = inv.components.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, vec!["click"]);
+        assert_eq!(inv.files, vec!["app/uv.lock", "lib/pyproject.toml"]);
+        assert_eq!(
+            inv.warnings,
+            vec![
+                "lib/pyproject.toml: 1 requirement without an exact version; what it installs \
+                 is unknown and not in the SBOM. Pin exact versions or commit a lockfile"
+            ]
+        );
+    }
+
+    #[test]
+    fn inventory_merges_scopes_and_graphs_across_lockfiles() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tree(
+            dir.path(),
+            &[
+                (
+                    "Pipfile.lock",
+                    r#"{"_meta": {}, "default": {}, "develop": {"pytest": {"version": "==8.3.4"}}}"#,
+                ),
+                (
+                    "svc/poetry.lock",
+                    "[[package]]\nname = \"pytest\"\nversion = \"8.3.4\"\ngroups = [\"main\"]\n\n[package.dependencies]\npluggy = \">=1.5,<2\"\n\n[[package]]\nname = \"pluggy\"\nversion = \"1.5.0\"\ngroups = [\"main\"]\n\n[metadata]\nlock-version = \"2.1\"\n",
+                ),
+                ("tools/requirements.txt", "black==24.1.0\n"),
+            ],
+        );
+        let inv = discover(dir.path(), &AtomicBool::new(false)).unwrap();
+        let summary: Vec<String> = inv
+            .components
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{}={}", c.name, inv.scope(i).as_str()))
+            .collect();
+        // pytest is dev in the Pipfile but required by the poetry project: required wins.
+        assert_eq!(
+            summary,
+            vec!["black=required", "pluggy=required", "pytest=required"]
+        );
+        // Dependencies are known for the poetry packages only; black has no dependents.
+        assert_eq!(
+            inv.dependencies,
+            [(2, [1].into_iter().collect()), (1, BTreeSet::new())]
+                .into_iter()
+                .collect()
+        );
+        assert_eq!(inv.direct, [0, 2].into_iter().collect());
     }
 }

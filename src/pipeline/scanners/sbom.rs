@@ -1,6 +1,7 @@
-//! SBOM scanner: writes the tree's components as SPDX 2.3 and CycloneDX 1.5 documents under
-//! `reports/sbom/`. It reports no findings of its own; the vulnerability scanner matches the
-//! same inventory against the OSV database.
+//! SBOM scanner: writes the tree's components, with their scope and dependency graph, as SPDX
+//! 2.3 and CycloneDX 1.5 documents under `reports/sbom/`. It reports no findings of its own; its
+//! warnings (lockfiles that could not be read, unpinned requirements) go to `scan.json`. The
+//! vulnerability scanner matches the same inventory against the OSV database.
 
 use std::time::SystemTime;
 
