@@ -262,7 +262,8 @@ async fn osv_sync_downloads_checks_and_swaps_atomically_and_asks_conditionally()
     // Bad arguments and an unreachable or wrong source say what to do.
     let o = osv_sync(&base, &db, "Maven");
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("crates.io, npm, PyPI, Go, RubyGems, Packagist"));
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("crates.io, npm, PyPI, Go, RubyGems, Packagist"));
     let o = osv_sync(&base, &db, "Go");
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);

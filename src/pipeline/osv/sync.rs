@@ -694,7 +694,9 @@ mod tests {
             vec![Ecosystem::PyPI, Ecosystem::Npm]
         );
         let err = parse_ecosystems(&["Maven".into()]).unwrap_err().to_string();
-        assert!(err.contains("Maven") && err.contains("crates.io, npm, PyPI, Go, RubyGems, Packagist"));
+        assert!(
+            err.contains("Maven") && err.contains("crates.io, npm, PyPI, Go, RubyGems, Packagist")
+        );
 
         assert_eq!(source_url(DEFAULT_SOURCE_URL).unwrap(), DEFAULT_SOURCE_URL);
         assert_eq!(
