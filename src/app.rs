@@ -61,11 +61,10 @@ impl App {
         config: Config,
         replacements: Vec<Arc<dyn crate::pipeline::scanners::Scanner>>,
     ) -> anyhow::Result<App> {
-        let osv = config
-            .osv_db_dir
-            .clone()
-            .map(|dir| Arc::new(crate::pipeline::osv::OsvStore::new(dir)));
-        let mut scanners = builtin_scanners_with(osv);
+        let osv = config.osv_db_dir.clone().map(|dir| {
+            Arc::new(crate::pipeline::osv::OsvStore::new(dir).with_max_age(config.osv_max_age))
+        });
+        let mut scanners = builtin_scanners_with(osv.clone());
         for r in replacements {
             scanners.retain(|s| s.name() != r.name());
             scanners.push(r);
@@ -151,6 +150,13 @@ impl App {
             })?;
         let addr = listener.local_addr()?;
         let shutdown = Shutdown::default();
+        if let Some(osv) = osv {
+            shutdown.workers.spawn(crate::pipeline::osv::watch(
+                osv,
+                metrics.clone(),
+                shutdown.stop_claiming.clone(),
+            ));
+        }
         let state = AppState {
             jobs,
             metrics,

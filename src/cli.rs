@@ -167,7 +167,7 @@ pub async fn run_scan(args: &ScanArgs, config: &Config) -> anyhow::Result<u8> {
     let osv = config
         .osv_db_dir
         .clone()
-        .map(|d| Arc::new(OsvStore::new(d)));
+        .map(|d| Arc::new(OsvStore::new(d).with_max_age(config.osv_max_age)));
     let metrics = Metrics::new(&profile::PROFILE_LABELS, &crate::pipeline::BUILTIN_SCANNERS);
     let mut pipeline = Pipeline::local(
         work.path().join("work"),

@@ -76,6 +76,9 @@ pub enum Command {
     /// Read an API token on standard input and print its SHA-256, the value to put in the
     /// token file's `sha256` field or in CERTUS_ASSURANCE_ADMIN_TOKEN_SHA256.
     HashToken,
+    /// Manage the offline OSV database (`osv sync` downloads and refreshes it).
+    #[command(subcommand)]
+    Osv(crate::pipeline::osv::sync::OsvCommand),
 }
 
 /// Every setting of the service. Field docs are the `--help` text.
@@ -463,6 +466,29 @@ pub struct Settings {
     )]
     pub osv_db_dir: Option<PathBuf>,
 
+    /// Base URL `osv sync` downloads `<URL>/<Ecosystem>/all.zip` from (osv.dev's export bucket,
+    /// or a mirror with the same layout).
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_OSV_SOURCE_URL",
+        default_value = crate::pipeline::osv::sync::DEFAULT_SOURCE_URL,
+        value_name = "URL"
+    )]
+    pub osv_source_url: String,
+
+    /// Oldest OSV data, in hours, the vulnerability scanner accepts: older data (or no data for
+    /// an ecosystem of the SBOM) makes its run incomplete, and `CertusAssuranceOsvDatabaseStale` fires
+    /// (0: no limit).
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_OSV_MAX_AGE_HOURS",
+        default_value_t = 168,
+        value_name = "HOURS"
+    )]
+    pub osv_max_age_hours: u64,
+
     /// `PATH` on which external scanners (bandit, semgrep, ...) are looked up and run
     /// [default: the service's own PATH].
     #[arg(
@@ -572,6 +598,8 @@ pub struct Config {
     pub source_roots: Vec<PathBuf>,
     /// OSV database directory for the vulnerability scanner.
     pub osv_db_dir: Option<PathBuf>,
+    /// Oldest OSV data the vulnerability scanner accepts (`None`: no limit).
+    pub osv_max_age: Option<Duration>,
     /// Key that signs attestations.
     pub signing_key: Option<crate::pipeline::attestation::AttestationKey>,
     /// `PATH` for external scanners.
@@ -801,6 +829,8 @@ impl Config {
             upload,
             source_roots,
             osv_db_dir: s.osv_db_dir.clone(),
+            osv_max_age: (s.osv_max_age_hours > 0)
+                .then(|| Duration::from_secs(s.osv_max_age_hours.saturating_mul(3600))),
             signing_key,
             tool_path: s.tool_path.clone().or_else(|| passthrough_env("PATH")),
             archive_max_bytes: s.archive_max_bytes,
@@ -892,6 +922,8 @@ impl Settings {
             request_timeout_seconds: 30,
             source_roots: vec![],
             osv_db_dir: None,
+            osv_source_url: crate::pipeline::osv::sync::DEFAULT_SOURCE_URL.into(),
+            osv_max_age_hours: 168,
             tool_path: None,
             archive_max_bytes: 512 * 1024 * 1024,
             archive_max_extracted_bytes: 2 * 1024 * 1024 * 1024,

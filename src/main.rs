@@ -20,6 +20,10 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if let Some(Command::Osv(command)) = &cli.command {
+        // Before the configuration: the sync creates the directory the service requires.
+        return certus_assurance::pipeline::osv::sync::main(command, &cli.settings);
+    }
     if let Some(Command::Baseline(args)) = &cli.command {
         return match certus_assurance::cli::run_baseline(args) {
             Ok(code) => std::process::ExitCode::from(code),
@@ -87,7 +91,7 @@ fn main() -> std::process::ExitCode {
                     .map(|()| 0)
             }
             Command::Scan(args) => certus_assurance::cli::run_scan(&args, &config).await,
-            Command::HashToken | Command::Baseline(_) => {
+            Command::HashToken | Command::Baseline(_) | Command::Osv(_) => {
                 unreachable!("answered before the configuration is read")
             }
         }

@@ -7,6 +7,9 @@
 //! and every known label combination is created at 0 when the registry is built, so series exist
 //! from the first scrape. docs/metrics.md is the reader's catalogue of this file.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -89,6 +92,9 @@ pub const S3_OPERATIONS: [&str; 9] = [
 ];
 /// Outcomes of one S3 request.
 pub const S3_OUTCOMES: [&str; 3] = ["success", "error", "timeout"];
+/// Values of the `ecosystem` label of the OSV gauges: the ecosystems the vulnerability scanner
+/// supports, as OSV spells them.
+pub const OSV_ECOSYSTEMS: [&str; 6] = ["crates.io", "npm", "PyPI", "Go", "RubyGems", "Packagist"];
 /// Severity label values of `findings_total`.
 pub const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "info"];
 
@@ -145,6 +151,107 @@ pub struct Metrics {
     pub http_requests_total: IntCounterVec,
     pub http_request_duration_seconds: HistogramVec,
     pub build_info: IntGaugeVec,
+    /// Size and age of the OSV database, per ecosystem.
+    pub osv: OsvGauges,
+}
+
+/// `certus_assurance_osv_records`, `certus_assurance_osv_database_age_seconds` (computed from
+/// the recorded update time at each scrape) and `certus_assurance_osv_database_max_age_seconds`.
+#[derive(Clone)]
+pub struct OsvGauges {
+    records: IntGaugeVec,
+    age: prometheus::GaugeVec,
+    max_age: prometheus::Gauge,
+    updated: Arc<Mutex<BTreeMap<String, f64>>>,
+}
+
+impl OsvGauges {
+    fn new() -> OsvGauges {
+        let g = OsvGauges {
+            records: IntGaugeVec::new(
+                Opts::new(
+                    name("osv_records"),
+                    "OSV records in the vulnerability database, per ecosystem.",
+                ),
+                &["ecosystem"],
+            )
+            .expect("valid"),
+            age: prometheus::GaugeVec::new(
+                Opts::new(
+                    name("osv_database_age_seconds"),
+                    "Time since the OSV data of an ecosystem was last known current (0 while it has no records).",
+                ),
+                &["ecosystem"],
+            )
+            .expect("valid"),
+            max_age: prometheus::Gauge::new(
+                name("osv_database_max_age_seconds"),
+                "CERTUS_ASSURANCE_OSV_MAX_AGE_HOURS in seconds (0: no limit, or no OSV database configured).",
+            )
+            .expect("valid"),
+            updated: Arc::default(),
+        };
+        for e in OSV_ECOSYSTEMS {
+            g.records.with_label_values(&[e]);
+            g.age.with_label_values(&[e]);
+        }
+        g
+    }
+
+    /// Records what the database holds for `ecosystem` (one of [`OSV_ECOSYSTEMS`]) and when it
+    /// was last known current (`None`: no data or no date; the age reads 0).
+    pub fn set(&self, ecosystem: &str, records: u64, updated_at: Option<std::time::SystemTime>) {
+        if !OSV_ECOSYSTEMS.contains(&ecosystem) {
+            return;
+        }
+        self.records
+            .with_label_values(&[ecosystem])
+            .set(records as i64);
+        let mut updated = self.updated.lock().unwrap_or_else(|p| p.into_inner());
+        match updated_at.filter(|_| records > 0) {
+            Some(t) => {
+                let secs = t
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+                updated.insert(ecosystem.to_string(), secs);
+            }
+            None => {
+                updated.remove(ecosystem);
+            }
+        }
+    }
+
+    pub fn set_max_age(&self, seconds: f64) {
+        self.max_age.set(seconds);
+    }
+}
+
+impl Collector for OsvGauges {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        let mut d = self.records.desc();
+        d.extend(self.age.desc());
+        d.extend(self.max_age.desc());
+        d
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        {
+            let updated = self.updated.lock().unwrap_or_else(|p| p.into_inner());
+            for e in OSV_ECOSYSTEMS {
+                let age = updated.get(e).map_or(0.0, |t| (now - t).max(0.0).floor());
+                self.age.with_label_values(&[e]).set(age);
+            }
+        }
+        let mut out = self.records.collect();
+        out.extend(self.age.collect());
+        out.extend(self.max_age.collect());
+        out
+    }
 }
 
 fn name(suffix: &str) -> String {
@@ -372,6 +479,7 @@ impl Metrics {
                 "Always 1; the labels carry the version and source revision of this build.",
                 &["version", "revision"],
             ),
+            osv: reg(&registry, OsvGauges::new()),
             registry,
         };
 
@@ -548,5 +656,51 @@ mod tests {
         assert!(text.contains("certus_assurance_scans{status=\"running\"} 1"));
         assert!(text
             .contains("certus_assurance_scan_transitions_total{from=\"queued\",to=\"running\"} 1"));
+    }
+
+    #[test]
+    fn osv_ecosystem_labels_are_the_scanners_ecosystems() {
+        let names: Vec<&str> = crate::pipeline::sbom::Ecosystem::ALL
+            .iter()
+            .map(|e| e.osv_name())
+            .collect();
+        assert_eq!(names, OSV_ECOSYSTEMS);
+    }
+
+    #[test]
+    fn osv_age_is_computed_at_each_scrape_from_the_recorded_time() {
+        let m = Metrics::new(&["light"], &["vulnerabilities"]);
+        let text = m.render_text();
+        for e in OSV_ECOSYSTEMS {
+            assert!(text.contains(&format!(
+                "certus_assurance_osv_database_age_seconds{{ecosystem=\"{e}\"}} 0"
+            )));
+            assert!(text.contains(&format!(
+                "certus_assurance_osv_records{{ecosystem=\"{e}\"}} 0"
+            )));
+        }
+        assert!(text.contains("certus_assurance_osv_database_max_age_seconds 0"));
+        let set_at = std::time::SystemTime::now();
+        let day_ago = set_at - std::time::Duration::from_secs(86_400);
+        m.osv.set("PyPI", 42, Some(day_ago));
+        m.osv.set("npm", 0, Some(day_ago));
+        m.osv.set("Maven", 7, Some(day_ago));
+        m.osv.set_max_age(3600.0);
+        let text = m.render_text();
+        let age = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("certus_assurance_osv_database_age_seconds{ecosystem=\"PyPI\"} ")
+            })
+            .unwrap()
+            .parse::<f64>()
+            .unwrap();
+        // At least the day recorded, at most that plus the time since it was recorded.
+        let since = set_at.elapsed().unwrap().as_secs_f64();
+        assert!(age >= 86_400.0 && age <= 86_400.0 + since, "{age}");
+        assert!(text.contains("certus_assurance_osv_records{ecosystem=\"PyPI\"} 42"));
+        assert!(text.contains("certus_assurance_osv_database_age_seconds{ecosystem=\"npm\"} 0"));
+        assert!(!text.contains("Maven"));
+        assert!(text.contains("certus_assurance_osv_database_max_age_seconds 3600"));
     }
 }

@@ -22,6 +22,7 @@ mod load;
 mod never_in_clear;
 mod openapi;
 mod ops;
+mod osv;
 mod postgres;
 mod prometheus;
 mod properties;

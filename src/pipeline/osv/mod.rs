@@ -6,17 +6,24 @@
 //! a component is affected when its version is listed explicitly or falls in one of the ranges,
 //! evaluated with the ecosystem's own version ordering ([`version`]). Withdrawn records and
 //! ecosystems the SBOM does not know are ignored.
+//!
+//! `certus-assurance osv sync` ([`sync`]) keeps the directory current: it writes
+//! `<Ecosystem>/all.zip` beside a small state file (`<Ecosystem>/all.zip.state`) recording when the
+//! data was last confirmed current. [`OsvStore`] notices a swapped file on the next scan, and
+//! [`watch`] re-checks the directory every minute in the service, keeping the freshness gauges
+//! up to date.
 
 pub mod pep440;
 pub mod rubygems;
+pub mod sync;
 pub mod version;
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use serde::Deserialize;
@@ -77,6 +84,24 @@ pub struct OsvDatabase {
     pub indexed: usize,
     /// Files that could not be read or parsed (the rest of the database is still used).
     pub errors: Vec<String>,
+    /// Records and newest `modified` time per ecosystem the SBOM knows.
+    pub ecosystems: BTreeMap<Ecosystem, EcosystemData>,
+}
+
+/// What the database holds for one ecosystem.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EcosystemData {
+    /// Records with at least one affected package of the ecosystem (withdrawn ones included).
+    pub records: usize,
+    /// The newest `modified` time among those records.
+    pub newest_modified: Option<SystemTime>,
+}
+
+impl EcosystemData {
+    fn merge(&mut self, other: EcosystemData) {
+        self.records += other.records;
+        self.newest_modified = self.newest_modified.max(other.newest_modified);
+    }
 }
 
 // ----- Raw OSV schema (only the fields matching needs) ------------------------------------------
@@ -92,6 +117,8 @@ struct RawRecord {
     details: Option<String>,
     #[serde(default)]
     withdrawn: Option<String>,
+    #[serde(default)]
+    modified: Option<String>,
     #[serde(default)]
     severity: Vec<RawSeverity>,
     #[serde(default)]
@@ -164,6 +191,9 @@ impl OsvDatabase {
             db.records += part.records;
             db.indexed += part.indexed;
             db.errors.extend(part.errors);
+            for (eco, data) in part.ecosystems {
+                db.ecosystems.entry(eco).or_default().merge(data);
+            }
             for (key, list) in part.index {
                 db.index.entry(key).or_default().extend(list);
             }
@@ -178,6 +208,21 @@ impl OsvDatabase {
     pub fn add_record(&mut self, text: &[u8]) -> anyhow::Result<()> {
         let raw: RawRecord = serde_json::from_slice(text).context("not an OSV record")?;
         self.records += 1;
+        let modified = raw.modified.as_deref().and_then(parse_timestamp);
+        let ecosystems: BTreeSet<Ecosystem> = raw
+            .affected
+            .iter()
+            .filter_map(|a| Ecosystem::from_osv_name(&a.package.as_ref()?.ecosystem))
+            .collect();
+        for eco in ecosystems {
+            self.ecosystems
+                .entry(eco)
+                .or_default()
+                .merge(EcosystemData {
+                    records: 1,
+                    newest_modified: modified,
+                });
+        }
         if raw.withdrawn.is_some() {
             return Ok(());
         }
@@ -279,6 +324,11 @@ impl OsvDatabase {
         }
         out
     }
+}
+
+/// An OSV timestamp (RFC 3339, UTC, optionally with fractional seconds).
+pub fn parse_timestamp(text: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(text.trim()).ok()
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -562,9 +612,11 @@ fn roundup(x: f64) -> f64 {
 }
 
 /// The database behind a directory, loaded on first use and reloaded when the directory's
-/// files change (compared by count, total size and latest modification time).
+/// files change (compared by count, total size, latest modification time and, on Unix, the
+/// files' inodes, so a file swapped by `osv sync` is noticed even within one second).
 pub struct OsvStore {
     dir: PathBuf,
+    max_age: Option<Duration>,
     cache: Mutex<Option<(Stamp, Arc<OsvDatabase>)>>,
 }
 
@@ -573,18 +625,66 @@ struct Stamp {
     files: usize,
     bytes: u64,
     newest: Option<SystemTime>,
+    inodes: u64,
+}
+
+/// Where an ecosystem's age comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgeSource {
+    /// The time `osv sync` last confirmed the data current (a download or a `304`).
+    Sync,
+    /// The newest `modified` time of the ecosystem's records (data placed by hand).
+    Records,
+}
+
+impl AgeSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgeSource::Sync => "sync",
+            AgeSource::Records => "records",
+        }
+    }
+}
+
+/// How current the data of one ecosystem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    pub records: usize,
+    /// When the data was last known current; `None` when there is no data or no date.
+    pub updated_at: Option<SystemTime>,
+    pub source: Option<AgeSource>,
+}
+
+impl Freshness {
+    /// Age at `now` (zero for a time in the future); `None` without a date.
+    pub fn age(&self, now: SystemTime) -> Option<Duration> {
+        self.updated_at
+            .map(|t| now.duration_since(t).unwrap_or(Duration::ZERO))
+    }
 }
 
 impl OsvStore {
     pub fn new(dir: PathBuf) -> OsvStore {
         OsvStore {
             dir,
+            max_age: None,
             cache: Mutex::new(None),
         }
     }
 
+    /// Data older than `max_age` makes the vulnerability scanner's run incomplete
+    /// (`CERTUS_ASSURANCE_OSV_MAX_AGE_HOURS`; `None`: no limit).
+    pub fn with_max_age(mut self, max_age: Option<Duration>) -> OsvStore {
+        self.max_age = max_age;
+        self
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    pub fn max_age(&self) -> Option<Duration> {
+        self.max_age
     }
 
     /// The current database (blocking: stats every file, and parses them when they changed).
@@ -600,6 +700,7 @@ impl OsvStore {
             files: files.len(),
             bytes: 0,
             newest: None,
+            inodes: 0,
         };
         for f in &files {
             if let Ok(meta) = std::fs::metadata(f) {
@@ -607,6 +708,11 @@ impl OsvStore {
                 let m = meta.modified().ok();
                 if m > stamp.newest {
                     stamp.newest = m;
+                }
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::MetadataExt;
+                    stamp.inodes = stamp.inodes.wrapping_mul(31).wrapping_add(meta.ino());
                 }
             }
         }
@@ -619,6 +725,86 @@ impl OsvStore {
         let db = Arc::new(OsvDatabase::load(&self.dir)?);
         *cache = Some((stamp, db.clone()));
         Ok(db)
+    }
+
+    /// How current each ecosystem's data is: the time `osv sync` recorded for it (read fresh
+    /// on every call, since a `304` only rewrites the state file), else the newest `modified`
+    /// of its records.
+    pub fn freshness(&self, db: &OsvDatabase) -> BTreeMap<Ecosystem, Freshness> {
+        Ecosystem::ALL
+            .into_iter()
+            .map(|eco| {
+                let data = db.ecosystems.get(&eco).copied().unwrap_or_default();
+                let synced = sync::SyncState::read(&self.dir, eco).map(|s| s.confirmed_time());
+                let (updated_at, source) = match (synced, data.newest_modified) {
+                    _ if data.records == 0 => (None, None),
+                    (Some(t), _) => (Some(t), Some(AgeSource::Sync)),
+                    (None, Some(t)) => (Some(t), Some(AgeSource::Records)),
+                    (None, None) => (None, None),
+                };
+                (
+                    eco,
+                    Freshness {
+                        records: data.records,
+                        updated_at,
+                        source,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// How often the service re-checks the database directory.
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Keeps the service's view of the database current until `stop`: at start-up and then every
+/// [`WATCH_INTERVAL`], reloads the directory if its files changed (so a scan after `osv sync`
+/// does not pay for the parse) and sets `certus_assurance_osv_records` and the times behind
+/// `certus_assurance_osv_database_age_seconds`.
+pub async fn watch(
+    store: Arc<OsvStore>,
+    metrics: crate::metrics::Metrics,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    metrics
+        .osv
+        .set_max_age(store.max_age().map_or(0.0, |d| d.as_secs_f64()));
+    let mut loaded: Option<Arc<OsvDatabase>> = None;
+    loop {
+        let s = store.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let db = s.get()?;
+            let fresh = s.freshness(&db);
+            anyhow::Ok((db, fresh))
+        });
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            result = checked => match result {
+                Ok(Ok((db, fresh))) => {
+                    if !loaded.as_ref().is_some_and(|l| Arc::ptr_eq(l, &db)) {
+                        tracing::info!(
+                            dir = %store.dir().display(),
+                            records = db.records,
+                            unreadable = db.errors.len(),
+                            "OSV database loaded"
+                        );
+                        loaded = Some(db);
+                    }
+                    for (eco, f) in fresh {
+                        metrics.osv.set(eco.osv_name(), f.records as u64, f.updated_at);
+                    }
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %format!("{err:#}"), "checking the OSV database failed; retrying in a minute");
+                }
+                Err(err) => tracing::warn!(error = %err, "checking the OSV database failed"),
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+        }
     }
 }
 
@@ -830,5 +1016,89 @@ mod tests {
         );
         std::fs::write(dir.path().join("npm/C.json"), rec("C")).unwrap();
         assert_eq!(store.get().unwrap().records, 3, "reloaded after a change");
+    }
+
+    #[test]
+    fn ecosystem_counts_and_newest_modified() {
+        let db = db(&[
+            json!({"id": "A", "modified": "2026-01-02T03:04:05Z", "affected": [
+                {"package": {"ecosystem": "PyPI", "name": "x"}, "versions": ["1"]},
+                {"package": {"ecosystem": "PyPI", "name": "y"}, "versions": ["1"]},
+                {"package": {"ecosystem": "npm", "name": "x"}, "versions": ["1"]}]}),
+            json!({"id": "B", "modified": "2026-03-01T00:00:00.123456Z", "withdrawn": "2026-03-01T00:00:00Z",
+                "affected": [{"package": {"ecosystem": "PyPI", "name": "x"}, "versions": ["1"]}]}),
+            json!({"id": "C", "affected": [{"package": {"ecosystem": "Maven", "name": "x"}, "versions": ["1"]}]}),
+        ]);
+        let pypi = db.ecosystems[&Ecosystem::PyPI];
+        assert_eq!(pypi.records, 2);
+        assert_eq!(
+            pypi.newest_modified,
+            Some(humantime::parse_rfc3339("2026-03-01T00:00:00.123456Z").unwrap())
+        );
+        assert_eq!(db.ecosystems[&Ecosystem::Npm].records, 1);
+        assert!(!db.ecosystems.contains_key(&Ecosystem::Go));
+        assert_eq!(db.records, 3);
+    }
+
+    #[test]
+    fn freshness_prefers_the_sync_state_and_a_swapped_file_is_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |path: &Path, ids: &[&str]| {
+            let tmp = path.with_extension("tmp");
+            let f = std::fs::File::create(&tmp).unwrap();
+            let mut zip = zip::ZipWriter::new(f);
+            for id in ids {
+                zip.start_file(
+                    format!("{id}.json"),
+                    zip::write::SimpleFileOptions::default(),
+                )
+                .unwrap();
+                let rec = json!({"id": id, "modified": "2026-01-01T00:00:00Z",
+                    "affected": [{"package": {"ecosystem": "PyPI", "name": "x"}, "versions": ["1.0"]}]});
+                std::io::Write::write_all(&mut zip, rec.to_string().as_bytes()).unwrap();
+            }
+            zip.finish().unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+        };
+        let pypi = dir.path().join("PyPI");
+        std::fs::create_dir_all(&pypi).unwrap();
+        write(&pypi.join("all.zip"), &["A-1"]);
+        let store = OsvStore::new(dir.path().to_path_buf());
+        let db = store.get().unwrap();
+        let f = store.freshness(&db);
+        assert_eq!(f[&Ecosystem::PyPI].records, 1);
+        assert_eq!(f[&Ecosystem::PyPI].source, Some(AgeSource::Records));
+        assert_eq!(
+            f[&Ecosystem::PyPI].updated_at,
+            Some(humantime::parse_rfc3339("2026-01-01T00:00:00Z").unwrap())
+        );
+        assert_eq!(f[&Ecosystem::Npm].records, 0);
+        assert_eq!(f[&Ecosystem::Npm].updated_at, None);
+
+        std::fs::write(
+            pypi.join(sync::STATE_FILE),
+            json!({"url": "http://x/PyPI/all.zip", "etag": null, "last_modified": null,
+                "downloaded_at": 1_780_000_000u64, "checked_at": 1_790_000_000u64,
+                "records": 1, "bytes": 1, "sha256": "00"})
+            .to_string(),
+        )
+        .unwrap();
+        let f = store.freshness(&db);
+        assert_eq!(f[&Ecosystem::PyPI].source, Some(AgeSource::Sync));
+        assert_eq!(
+            f[&Ecosystem::PyPI].updated_at,
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000))
+        );
+        assert!(
+            Arc::ptr_eq(&db, &store.get().unwrap()),
+            "the state file is not data"
+        );
+
+        // Same size, swapped by rename (as `osv sync` does): a new inode, reloaded.
+        write(&pypi.join("all.zip"), &["B-1"]);
+        let db2 = store.get().unwrap();
+        assert!(!Arc::ptr_eq(&db, &db2));
+        let m = db2.match_components(&[component(Ecosystem::PyPI, "x", "1.0")]);
+        assert_eq!(m[0].advisory.id, "B-1");
     }
 }
