@@ -121,6 +121,7 @@ pub struct Metrics {
     pub scanner_runs_total: IntCounterVec,
     pub scanner_duration_seconds: HistogramVec,
     pub findings_total: IntCounterVec,
+    pub findings_suppressed_total: IntCounterVec,
     pub policy_evaluations_total: IntCounterVec,
     pub scans_pruned_total: IntCounterVec,
     pub workers: IntGauge,
@@ -251,6 +252,11 @@ impl Metrics {
                 "findings_total",
                 "Findings reported by scanners, by severity.",
                 &["severity", "scanner"],
+            ),
+            findings_suppressed_total: counter_vec(
+                "findings_suppressed_total",
+                "Merged findings listed as suppressed, by kind of suppression.",
+                &["kind"],
             ),
             policy_evaluations_total: counter_vec(
                 "policy_evaluations_total",
@@ -422,6 +428,9 @@ impl Metrics {
             for sev in SEVERITIES {
                 m.findings_total.with_label_values(&[sev, s]);
             }
+        }
+        for k in crate::pipeline::findings::SUPPRESSION_KINDS {
+            m.findings_suppressed_total.with_label_values(&[k]);
         }
         for s in UPLOAD_STATUSES {
             m.uploads.with_label_values(&[s]);
