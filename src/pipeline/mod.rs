@@ -868,13 +868,19 @@ impl Pipeline {
             .await;
             match &record {
                 Ok(r) => {
-                    span.record("scanner.outcome", r.status);
+                    // The span keeps the metric's outcome values (success, failure, skipped).
+                    let outcome = match r.status {
+                        "succeeded" => "success",
+                        "failed" => "failure",
+                        other => other,
+                    };
+                    span.record("scanner.outcome", outcome);
                     if let Some(counts) = &r.counts {
                         span.record("scanner.findings", counts.total);
                     }
                 }
                 Err(_) => {
-                    span.record("scanner.outcome", "failed");
+                    span.record("scanner.outcome", "failure");
                     span.record("otel.status_code", "error");
                 }
             }
