@@ -476,11 +476,12 @@ fn raw_result(scanner: &str, run: usize, index: usize, result: &Value) -> RawRes
         .and_then(Value::as_str)
         .unwrap_or("unknown")
         .to_string();
+    // Read from a log that `scrub_log` already masked.
     let message = result
         .pointer("/message/text")
         .and_then(Value::as_str)
-        .map(mask_secrets)
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .to_string();
     let physical = result.pointer("/locations/0/physicalLocation");
     let path = physical
         .and_then(|p| p.pointer("/artifactLocation/uri"))
