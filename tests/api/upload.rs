@@ -622,7 +622,7 @@ async fn an_s3_outage_mid_upload_fails_and_a_new_request_completes_without_lefto
         sarif.len()
     );
 
-    // S3 stops once 7 MiB went up: in the middle of the large report's second part.
+    // S3 stops once 7 MiB went up: in the middle of a large report's second part.
     proxy.cut_after(7 * 1024 * 1024);
     let (status, answer) = request_upload(&env.app, &id, json!({})).await;
     assert_eq!(status, 202, "{answer}");
