@@ -391,20 +391,20 @@ fn scrub_log(log: &mut Value) {
             for result in results {
                 scrub_text(result.pointer_mut("/message/text"));
                 scrub_text(result.pointer_mut("/message/markdown"));
-                if let Some(locations) = result.get_mut("locations").and_then(Value::as_array_mut)
-                {
+                if let Some(locations) = result.get_mut("locations").and_then(Value::as_array_mut) {
                     for loc in locations {
                         scrub_text(loc.pointer_mut("/physicalLocation/region/snippet/text"));
-                        scrub_text(
-                            loc.pointer_mut("/physicalLocation/contextRegion/snippet/text"),
-                        );
+                        scrub_text(loc.pointer_mut("/physicalLocation/contextRegion/snippet/text"));
                     }
                 }
             }
         }
         if let Some(invocations) = run.get_mut("invocations").and_then(Value::as_array_mut) {
             for inv in invocations {
-                for key in ["toolExecutionNotifications", "toolConfigurationNotifications"] {
+                for key in [
+                    "toolExecutionNotifications",
+                    "toolConfigurationNotifications",
+                ] {
                     if let Some(list) = inv.get_mut(key).and_then(Value::as_array_mut) {
                         for n in list {
                             scrub_text(n.pointer_mut("/message/text"));
@@ -434,7 +434,10 @@ fn snippet_of(line: &str) -> String {
 }
 
 fn severity_of(result: &Value) -> Severity {
-    match result.pointer("/properties/severity").and_then(Value::as_str) {
+    match result
+        .pointer("/properties/severity")
+        .and_then(Value::as_str)
+    {
         Some("critical") => Severity::Critical,
         Some("high") => Severity::High,
         Some("medium") => Severity::Medium,
@@ -457,7 +460,10 @@ fn decode_uri(uri: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(b) = uri.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+            if let Some(b) = uri
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
                 out.push(b);
                 i += 3;
                 continue;
@@ -567,17 +573,21 @@ fn is_secret(scanner: &str, rule: &str) -> bool {
         return true;
     }
     let fam = family(scanner, rule);
-    if matches!(
-        fam.as_str(),
-        "bandit:105" | "bandit:106" | "bandit:107"
-    ) {
+    if matches!(fam.as_str(), "bandit:105" | "bandit:106" | "bandit:107") {
         return true;
     }
     let lower = rule.to_ascii_lowercase();
     match scanner {
-        "semgrep" => ["secret", "password", "credential", "api-key", "apikey", "token"]
-            .iter()
-            .any(|w| lower.contains(w)),
+        "semgrep" => [
+            "secret",
+            "password",
+            "credential",
+            "api-key",
+            "apikey",
+            "token",
+        ]
+        .iter()
+        .any(|w| lower.contains(w)),
         // Trivy's secret rules are lower-case slugs (`aws-access-key-id`); its vulnerability
         // and misconfiguration ids are not.
         "trivy" => {
@@ -902,22 +912,47 @@ mod tests {
             &[
                 (
                     "secrets",
-                    sarif(json!([result("generic-password", "app/settings.py", 2, "high", "aa", "Generic password")])),
+                    sarif(json!([result(
+                        "generic-password",
+                        "app/settings.py",
+                        2,
+                        "high",
+                        "aa",
+                        "Generic password"
+                    )])),
                 ),
                 (
                     "detect-secrets",
-                    sarif(json!([result("secret-keyword", "app/settings.py", 2, "medium", "bb", "Secret Keyword")])),
+                    sarif(json!([result(
+                        "secret-keyword",
+                        "app/settings.py",
+                        2,
+                        "medium",
+                        "bb",
+                        "Secret Keyword"
+                    )])),
                 ),
                 (
                     "bandit",
                     sarif(json!([
-                        result("B105", "app/settings.py", 2, "low", "cc", &format!("Possible hardcoded password: '{SECRET}'")),
+                        result(
+                            "B105",
+                            "app/settings.py",
+                            2,
+                            "low",
+                            "cc",
+                            &format!("Possible hardcoded password: '{SECRET}'")
+                        ),
                         result("B404", "app/settings.py", 1, "low", "dd", "subprocess"),
                     ])),
                 ),
             ],
         );
-        let out = run(&t, &["secrets", "detect-secrets", "bandit"], &SuppressionRules::default());
+        let out = run(
+            &t,
+            &["secrets", "detect-secrets", "bandit"],
+            &SuppressionRules::default(),
+        );
         assert_eq!(out.findings.len(), 2, "{:?}", out.findings);
         let f = &out.findings[0];
         assert_eq!(f.scanners, vec!["bandit", "detect-secrets", "secrets"]);
@@ -932,19 +967,17 @@ mod tests {
             let text = std::fs::read_to_string(t.bundle.path().join(&file)).unwrap();
             assert!(!text.contains(SECRET), "{file} holds the secret in clear");
         }
-        let doc: Value = serde_json::from_slice(
-            &std::fs::read(t.bundle.path().join(FINDINGS_JSON)).unwrap(),
-        )
-        .unwrap();
+        let doc: Value =
+            serde_json::from_slice(&std::fs::read(t.bundle.path().join(FINDINGS_JSON)).unwrap())
+                .unwrap();
         assert_eq!(doc["version"], 1);
         assert_eq!(doc["test_id"], "test_x");
         assert_eq!(doc["findings"][0]["id"], 1);
         assert_eq!(doc["findings"][0]["suppression"], Value::Null);
         assert_eq!(doc["findings"][1]["rule_id"], "B404");
-        let merged: Value = serde_json::from_slice(
-            &std::fs::read(t.bundle.path().join(FINDINGS_SARIF)).unwrap(),
-        )
-        .unwrap();
+        let merged: Value =
+            serde_json::from_slice(&std::fs::read(t.bundle.path().join(FINDINGS_SARIF)).unwrap())
+                .unwrap();
         assert_eq!(merged["runs"].as_array().unwrap().len(), 3);
     }
 
@@ -953,7 +986,10 @@ mod tests {
         let t = tree(
             &[("a.py", "subprocess.call(x, shell=True)\n")],
             &[
-                ("bandit", sarif(json!([result("B602", "a.py", 1, "high", "a1", "shell")]))),
+                (
+                    "bandit",
+                    sarif(json!([result("B602", "a.py", 1, "high", "a1", "shell")])),
+                ),
                 (
                     "ruff",
                     sarif(json!([
@@ -961,10 +997,24 @@ mod tests {
                         result("S603", "a.py", 1, "low", "r2", "untrusted"),
                     ])),
                 ),
-                ("semgrep", sarif(json!([result("py.lang.exec", "a.py", 1, "medium", "s1", "exec")]))),
+                (
+                    "semgrep",
+                    sarif(json!([result(
+                        "py.lang.exec",
+                        "a.py",
+                        1,
+                        "medium",
+                        "s1",
+                        "exec"
+                    )])),
+                ),
             ],
         );
-        let out = run(&t, &["bandit", "ruff", "semgrep"], &SuppressionRules::default());
+        let out = run(
+            &t,
+            &["bandit", "ruff", "semgrep"],
+            &SuppressionRules::default(),
+        );
         assert_eq!(out.findings.len(), 3, "{:?}", out.findings);
         let shell = out.findings.iter().find(|f| f.rule_id == "B602").unwrap();
         assert_eq!(shell.scanners, vec!["bandit", "ruff"]);
@@ -974,9 +1024,24 @@ mod tests {
     fn every_inline_marker_suppresses_what_it_names() {
         let cases: &[(&str, &str, &str, bool)] = &[
             ("x = 1  # certus:allow\n", "semgrep", "any.rule", true),
-            ("t = \"v\"  # pragma: allowlist secret\n", "detect-secrets", "secret-keyword", true),
-            ("t = \"v\"  # pragma: allowlist secret\n", "bandit", "B602", false),
-            ("t = \"v\"  # gitleaks:allow\n", "secrets", "generic-password", true),
+            (
+                "t = \"v\"  # pragma: allowlist secret\n",
+                "detect-secrets",
+                "secret-keyword",
+                true,
+            ),
+            (
+                "t = \"v\"  # pragma: allowlist secret\n",
+                "bandit",
+                "B602",
+                false,
+            ),
+            (
+                "t = \"v\"  # gitleaks:allow\n",
+                "secrets",
+                "generic-password",
+                true,
+            ),
             ("p = \"v\"  # nosec\n", "bandit", "B105", true),
             ("p = \"v\"  # nosec B105\n", "bandit", "B105", true),
             ("p = \"v\"  # nosec B602\n", "bandit", "B105", false),
@@ -985,16 +1050,32 @@ mod tests {
             ("p = \"v\"  # noqa: E501\n", "ruff", "S105", false),
             ("p = \"v\"  # noqa\n", "ruff", "S105", false),
             ("eval(x)  # nosemgrep\n", "semgrep", "python.eval", true),
-            ("eval(x)  # nosemgrep: python.eval\n", "semgrep", "rules.python.eval", true),
-            ("eval(x)  # nosemgrep: other\n", "semgrep", "python.eval", false),
+            (
+                "eval(x)  # nosemgrep: python.eval\n",
+                "semgrep",
+                "rules.python.eval",
+                true,
+            ),
+            (
+                "eval(x)  # nosemgrep: other\n",
+                "semgrep",
+                "python.eval",
+                false,
+            ),
         ];
         for (line, scanner, rule, suppressed) in cases {
             let t = tree(
                 &[("f.py", line)],
-                &[(scanner, sarif(json!([result(rule, "f.py", 1, "high", "f1", "m")])))],
+                &[(
+                    scanner,
+                    sarif(json!([result(rule, "f.py", 1, "high", "f1", "m")])),
+                )],
             );
             let out = run(&t, &[scanner], &SuppressionRules::default());
-            assert_eq!(out.findings[0].suppressed, *suppressed, "{line} {scanner} {rule}");
+            assert_eq!(
+                out.findings[0].suppressed, *suppressed,
+                "{line} {scanner} {rule}"
+            );
             if *suppressed {
                 assert_eq!(out.findings[0].suppression.as_ref().unwrap().kind, "inline");
                 assert_eq!(out.suppressed["inline"], 1);
@@ -1009,7 +1090,17 @@ mod tests {
         ] {
             let t = tree(
                 &[("g.py", text)],
-                &[("secrets", sarif(json!([result("generic-password", "g.py", 2, "high", "g1", "m")])))],
+                &[(
+                    "secrets",
+                    sarif(json!([result(
+                        "generic-password",
+                        "g.py",
+                        2,
+                        "high",
+                        "g1",
+                        "m"
+                    )])),
+                )],
             );
             let out = run(&t, &["secrets"], &SuppressionRules::default());
             assert_eq!(out.findings[0].suppressed, suppressed, "{text}");
@@ -1024,7 +1115,10 @@ mod tests {
                 ("vendor/x.js", "k = 1\n"),
                 ("src/app.py", "k = 1\nj = 2\n"),
                 (CERTUSIGNORE, "# comment\nvendor/\n"),
-                (DEFAULT_BASELINE, "{\"version\": 1, \"fingerprints\": [\"B1\"]}"),
+                (
+                    DEFAULT_BASELINE,
+                    "{\"version\": 1, \"fingerprints\": [\"B1\"]}",
+                ),
             ],
             &[(
                 "secrets",
@@ -1052,25 +1146,44 @@ mod tests {
         assert_eq!(out.suppressed["baseline"], 1);
         assert!(!out.findings[0].suppressed, "unsuppressed first");
         assert_eq!(out.findings[0].line, 2);
-        let vendor = out.findings.iter().find(|f| f.path == "vendor/x.js").unwrap();
-        assert!(vendor.suppression.as_ref().unwrap().detail.contains(CERTUSIGNORE));
+        let vendor = out
+            .findings
+            .iter()
+            .find(|f| f.path == "vendor/x.js")
+            .unwrap();
+        assert!(vendor
+            .suppression
+            .as_ref()
+            .unwrap()
+            .detail
+            .contains(CERTUSIGNORE));
         assert_eq!(out.suppressed_json()["total"], 3);
-        let merged: Value = serde_json::from_slice(
-            &std::fs::read(t.bundle.path().join(FINDINGS_SARIF)).unwrap(),
-        )
-        .unwrap();
+        let merged: Value =
+            serde_json::from_slice(&std::fs::read(t.bundle.path().join(FINDINGS_SARIF)).unwrap())
+                .unwrap();
         let results = merged["runs"][0]["results"].as_array().unwrap();
         assert_eq!(
-            results.iter().filter(|r| r.get("suppressions").is_some()).count(),
+            results
+                .iter()
+                .filter(|r| r.get("suppressions").is_some())
+                .count(),
             3
         );
 
         // A named baseline that does not exist, or is not a baseline, is an error to fix.
-        let e = SuppressionRules::load(t.root.path(), &[], Some("missing.json"), None, &mut warnings)
-            .err()
-            .unwrap();
+        let e = SuppressionRules::load(
+            t.root.path(),
+            &[],
+            Some("missing.json"),
+            None,
+            &mut warnings,
+        )
+        .err()
+        .unwrap();
         assert!(e.contains("does not exist"), "{e}");
-        assert!(parse_baseline(b"{\"fingerprints\": []}").unwrap_err().contains("version"));
+        assert!(parse_baseline(b"{\"fingerprints\": []}")
+            .unwrap_err()
+            .contains("version"));
         assert!(parse_baseline(b"[]").is_err());
     }
 

@@ -1109,7 +1109,13 @@ impl Pipeline {
             });
             warnings.push(format!("{name}: skipped: {reason}"));
             reporter.emit(ScanEvent::tool_complete(&name, "skipped", None, 0));
-            return Ok(ScannerRecord::new(&name, "builtin", "skipped", Some(reason), elapsed));
+            return Ok(ScannerRecord::new(
+                &name,
+                "builtin",
+                "skipped",
+                Some(reason),
+                elapsed,
+            ));
         }
         let incomplete = reports.incomplete_reason();
         let mut counts = SeverityCounts::default();
@@ -1192,7 +1198,13 @@ impl Pipeline {
             });
             reporter.emit(ScanEvent::tool_complete(name, "skipped", None, 0));
             warnings.push(format!("{name}: skipped: {reason}"));
-            return Ok(ScannerRecord::new(name, "external", "skipped", Some(reason), elapsed));
+            return Ok(ScannerRecord::new(
+                name,
+                "external",
+                "skipped",
+                Some(reason),
+                elapsed,
+            ));
         }
         reporter.emit(ScanEvent::ToolStart { tool: name.into() });
         let line_reporter = reporter.clone();
@@ -1222,7 +1234,13 @@ impl Pipeline {
                     line: format!("skipped: {reason}"),
                 });
                 warnings.push(format!("{name}: skipped: {reason}"));
-                Ok(ScannerRecord::new(name, "external", "skipped", Some(reason), elapsed))
+                Ok(ScannerRecord::new(
+                    name,
+                    "external",
+                    "skipped",
+                    Some(reason),
+                    elapsed,
+                ))
             }
             Ok(out) => {
                 self.record_scanner(name, "success", elapsed);
@@ -1260,7 +1278,13 @@ impl Pipeline {
                     line: message.clone(),
                 });
                 warnings.push(message);
-                Ok(ScannerRecord::new(name, "external", "failed", Some(err.to_string()), elapsed))
+                Ok(ScannerRecord::new(
+                    name,
+                    "external",
+                    "failed",
+                    Some(err.to_string()),
+                    elapsed,
+                ))
             }
         }
     }

@@ -249,7 +249,10 @@ impl Profile {
 }
 
 fn digest_of(canonical: &str) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(canonical.as_bytes())))
+    format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    )
 }
 
 /// One problem with a manifest: where (`loc` below `manifest`) and what.
@@ -293,7 +296,8 @@ pub fn resolve(requested: &str, manifest: Option<&Value>) -> Result<Profile, Vec
         return Err(vec![err(&[] as &[&str], "manifest must be a JSON object")]);
     };
     if obj.get("profiles").is_some_and(Value::is_array)
-        || (obj.get("profiles").is_none() && (obj.contains_key("tools") || obj.contains_key("version")))
+        || (obj.get("profiles").is_none()
+            && (obj.contains_key("tools") || obj.contains_key("version")))
     {
         return resolve_legacy(requested, manifest);
     }
@@ -581,7 +585,10 @@ fn parse_excludes(v: &Value) -> Result<Vec<String>, String> {
     }
     let mut out = Vec::new();
     for item in list {
-        let Some(glob) = item.as_str().filter(|g| !g.trim().is_empty() && g.len() <= 256) else {
+        let Some(glob) = item
+            .as_str()
+            .filter(|g| !g.trim().is_empty() && g.len() <= 256)
+        else {
             return Err("exclude globs must be non-empty strings of at most 256 characters".into());
         };
         let mut builder = ignore::gitignore::GitignoreBuilder::new("");
@@ -640,44 +647,51 @@ pub fn legacy_tool(id: &str) -> LegacyTool {
 fn resolve_legacy(requested: &str, manifest: &Value) -> Result<Profile, Vec<ManifestError>> {
     let obj = manifest.as_object().expect("checked by the caller");
     let mut errors = Vec::new();
-    let (entry, loc): (Option<&serde_json::Map<String, Value>>, Vec<String>) =
-        if let Some(list) = obj.get("profiles").and_then(Value::as_array) {
-            for key in obj.keys() {
-                if key != "profiles" && key != "version" {
-                    errors.push(err(
+    let (entry, loc): (Option<&serde_json::Map<String, Value>>, Vec<String>) = if let Some(list) =
+        obj.get("profiles").and_then(Value::as_array)
+    {
+        for key in obj.keys() {
+            if key != "profiles" && key != "version" {
+                errors.push(err(
                         &[key],
                         "unknown field; a manifest with a `profiles` list has no other top-level fields but `version`",
                     ));
-                }
             }
-            let mut found = None;
-            for (i, item) in list.iter().enumerate() {
-                let here = vec!["profiles".to_string(), i.to_string()];
-                let Some(def) = item.as_object() else {
-                    errors.push(err(&here, "each entry of `profiles` must be an object {\"name\", \"tools\", \"thresholds\"}"));
-                    continue;
-                };
-                match def.get("name").and_then(Value::as_str) {
-                    Some(n) if valid_profile_name(n) => {
-                        if n == requested && found.is_none() {
-                            found = Some((def, here));
-                        }
+        }
+        let mut found = None;
+        for (i, item) in list.iter().enumerate() {
+            let here = vec!["profiles".to_string(), i.to_string()];
+            let Some(def) = item.as_object() else {
+                errors.push(err(&here, "each entry of `profiles` must be an object {\"name\", \"tools\", \"thresholds\"}"));
+                continue;
+            };
+            match def.get("name").and_then(Value::as_str) {
+                Some(n) if valid_profile_name(n) => {
+                    if n == requested && found.is_none() {
+                        found = Some((def, here));
                     }
-                    _ => errors.push(err(&[here[0].as_str(), here[1].as_str(), "name"], "each profile needs a `name` of 1-64 characters of a-z, 0-9, '-' and '_'")),
                 }
+                _ => errors.push(err(
+                    &[here[0].as_str(), here[1].as_str(), "name"],
+                    "each profile needs a `name` of 1-64 characters of a-z, 0-9, '-' and '_'",
+                )),
             }
-            match found {
-                Some((def, here)) => (Some(def), here),
-                None => (None, vec!["profiles".to_string()]),
-            }
-        } else {
-            (Some(obj), vec![])
-        };
+        }
+        match found {
+            Some((def, here)) => (Some(def), here),
+            None => (None, vec!["profiles".to_string()]),
+        }
+    } else {
+        (Some(obj), vec![])
+    };
     let name = match entry.and_then(|e| e.get("profile")) {
         None => requested.to_string(),
         Some(Value::String(p)) if valid_profile_name(p) => p.clone(),
         Some(_) => {
-            errors.push(err(&["profile"], "profile must be a profile name (1-64 characters of a-z, 0-9, '-' and '_')"));
+            errors.push(err(
+                &["profile"],
+                "profile must be a profile name (1-64 characters of a-z, 0-9, '-' and '_')",
+            ));
             requested.to_string()
         }
     };
@@ -706,7 +720,10 @@ fn resolve_legacy(requested: &str, manifest: &Value) -> Result<Profile, Vec<Mani
             &["name", "tools", "thresholds", "description"]
         };
         if !allowed.contains(&key.as_str()) {
-            errors.push(err(&at(key), format!("unknown field; allowed: {}", allowed.join(", "))));
+            errors.push(err(
+                &at(key),
+                format!("unknown field; allowed: {}", allowed.join(", ")),
+            ));
         }
     }
     let mut profile = Profile::builtin(&name).unwrap_or(Profile {
@@ -731,18 +748,27 @@ fn resolve_legacy(requested: &str, manifest: &Value) -> Result<Profile, Vec<Mani
     match entry.get("description") {
         None | Some(Value::Null) => {}
         Some(Value::String(d)) if d.chars().count() <= 512 => profile.description = d.clone(),
-        Some(_) => errors.push(err(&at("description"), "description must be a string of at most 512 characters")),
+        Some(_) => errors.push(err(
+            &at("description"),
+            "description must be a string of at most 512 characters",
+        )),
     }
     if let Some(tools) = entry.get("tools") {
         match tools.as_array() {
-            None => errors.push(err(&at("tools"), "tools must be a list of tool ids (strings, or objects with `id` or `name`)")),
+            None => errors.push(err(
+                &at("tools"),
+                "tools must be a list of tool ids (strings, or objects with `id` or `name`)",
+            )),
             Some(list) => {
                 let mut scanners = Vec::new();
                 let mut unsupported = Vec::new();
                 for item in list {
                     let id = match item {
                         Value::String(s) => Some(s.as_str()),
-                        Value::Object(o) => o.get("id").or_else(|| o.get("name")).and_then(Value::as_str),
+                        Value::Object(o) => o
+                            .get("id")
+                            .or_else(|| o.get("name"))
+                            .and_then(Value::as_str),
                         _ => None,
                     };
                     let Some(id) = id.filter(|i| !i.trim().is_empty() && i.len() <= 64) else {
@@ -981,16 +1007,18 @@ mod tests {
         };
         let standard = Profile::builtin("standard").unwrap();
         assert!(standard.optional.is_empty(), "presets fail closed");
-        let verdict = standard.evaluate(&SeverityCounts::default(), &[problem.clone()]);
+        let verdict = standard.evaluate(&SeverityCounts::default(), std::slice::from_ref(&problem));
         assert!(!verdict.passed);
         assert_eq!(
             serde_json::to_value(&verdict.violations[0]).unwrap(),
             json!({"kind": "scanner", "scanner": "bandit", "status": "skipped", "reason": "not installed"})
         );
         let relaxed = resolve("standard", Some(&json!({"optional": ["bandit"]}))).unwrap();
-        assert!(relaxed
-            .evaluate(&SeverityCounts::default(), &[problem])
-            .passed);
+        assert!(
+            relaxed
+                .evaluate(&SeverityCounts::default(), &[problem])
+                .passed
+        );
         assert_ne!(relaxed.manifest_digest(), standard.manifest_digest());
         let mut counts = SeverityCounts::default();
         counts.add(Severity::Critical, 1);
@@ -999,12 +1027,18 @@ mod tests {
             json!({"kind": "threshold", "severity": "critical", "count": 1, "threshold": 0})
         );
         for (manifest, needle) in [
-            (json!({"optional": ["trivy"]}), "not one of the profile's scanners"),
+            (
+                json!({"optional": ["trivy"]}),
+                "not one of the profile's scanners",
+            ),
             (
                 json!({"required": ["bandit"], "optional": ["bandit"]}),
                 "both required and optional",
             ),
-            (json!({"exclude": "tests/"}), "list of gitignore-style globs"),
+            (
+                json!({"exclude": "tests/"}),
+                "list of gitignore-style globs",
+            ),
             (json!({"exclude": ["a/{b"]}), "invalid"),
             (json!({"baseline_path": "../b.json"}), "baseline_path"),
         ] {
@@ -1047,36 +1081,61 @@ mod tests {
             vec!["privacy", "eslint-security", "retire-js", "dast"]
         );
         assert_eq!(gate.thresholds.high, Some(2));
-        assert_eq!(gate.thresholds.medium, None, "a new profile starts without limits");
+        assert_eq!(
+            gate.thresholds.medium, None,
+            "a new profile starts without limits"
+        );
         assert!(gate.custom);
         let sent = format!(
             "sha256:{}",
             hex::encode(Sha256::digest(serde_json::to_string(&list).unwrap()))
         );
-        assert_eq!(gate.manifest_digest(), sent, "the digest covers the manifest as sent");
+        assert_eq!(
+            gate.manifest_digest(),
+            sent,
+            "the digest covers the manifest as sent"
+        );
         // The stored profile keeps the digest and the unsupported tools.
-        let stored: Profile =
-            serde_json::from_value(serde_json::to_value(&gate).unwrap()).unwrap();
+        let stored: Profile = serde_json::from_value(serde_json::to_value(&gate).unwrap()).unwrap();
         assert_eq!(stored, gate);
         let light = resolve("light", Some(&list)).unwrap();
         assert_eq!(light.scanners, vec!["secrets"]);
-        assert_eq!(light.thresholds, Profile::builtin("light").unwrap().thresholds);
+        assert_eq!(
+            light.thresholds,
+            Profile::builtin("light").unwrap().thresholds
+        );
 
-        let flat = json!({"version": "1", "profile": "standard", "tools": ["bandit", "trivy", "dast"]});
+        let flat =
+            json!({"version": "1", "profile": "standard", "tools": ["bandit", "trivy", "dast"]});
         let p = resolve("light", Some(&flat)).unwrap();
         assert_eq!(p.name, "standard");
         assert_eq!(p.scanners, vec!["bandit", "trivy"]);
         assert_eq!(p.unsupported_manifest_tools, vec!["dast"]);
-        assert_eq!(p.thresholds, Profile::builtin("standard").unwrap().thresholds);
+        assert_eq!(
+            p.thresholds,
+            Profile::builtin("standard").unwrap().thresholds
+        );
         assert!(p.manifest_digest().starts_with("sha256:"));
 
         for (manifest, needle) in [
             (json!({"profiles": [{"tools": ["ruff"]}]}), "needs a `name`"),
-            (json!({"profiles": [{"name": "x", "tools": ["dast"]}]}), "none of the tools"),
-            (json!({"profiles": [{"name": "x", "tools": [3]}]}), "string id"),
-            (json!({"profiles": [{"name": "x", "tools": ["ruff"], "colour": 1}]}), "unknown field"),
+            (
+                json!({"profiles": [{"name": "x", "tools": ["dast"]}]}),
+                "none of the tools",
+            ),
+            (
+                json!({"profiles": [{"name": "x", "tools": [3]}]}),
+                "string id",
+            ),
+            (
+                json!({"profiles": [{"name": "x", "tools": ["ruff"], "colour": 1}]}),
+                "unknown field",
+            ),
             (json!({"version": "1", "tools": "ruff"}), "list of tool ids"),
-            (json!({"profiles": [{"name": "other", "tools": ["ruff"]}]}), "defines no profile"),
+            (
+                json!({"profiles": [{"name": "other", "tools": ["ruff"]}]}),
+                "defines no profile",
+            ),
         ] {
             let errors = resolve("x", Some(&manifest)).unwrap_err();
             assert!(

@@ -239,9 +239,8 @@ fn strict_mode_and_baselines_in_the_scan_command() {
         ];
         args.extend_from_slice(extra);
         let o = scan(&args, &[]);
-        let summary = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| {
-            panic!("no JSON summary: {}", String::from_utf8_lossy(&o.stderr))
-        });
+        let summary = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|_| panic!("no JSON summary: {}", String::from_utf8_lossy(&o.stderr)));
         (o.status.code(), summary)
     };
 
@@ -289,10 +288,21 @@ fn strict_mode_and_baselines_in_the_scan_command() {
     // A baseline that is not one is refused with what to do.
     std::fs::write(&baseline, "[]").unwrap();
     let o = scan(
-        &[tree.to_str().unwrap(), "--out", out, "--baseline", baseline.to_str().unwrap()],
+        &[
+            tree.to_str().unwrap(),
+            "--out",
+            out,
+            "--baseline",
+            baseline.to_str().unwrap(),
+        ],
         &[],
     );
-    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("certus-assurance baseline"),
         "{}",

@@ -582,14 +582,32 @@ async fn installed_tools_run_for_real_and_missing_ones_are_skipped_with_a_warnin
     }
     // The scan resource says how each scanner ended.
     let runs_listed = scan["scanners"].as_array().unwrap();
-    let names: Vec<&str> = runs_listed.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = runs_listed
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
-        ["secrets", "sbom", "vulnerabilities", "bandit", "detect-secrets", "ruff", "semgrep"],
+        [
+            "secrets",
+            "sbom",
+            "vulnerabilities",
+            "bandit",
+            "detect-secrets",
+            "ruff",
+            "semgrep"
+        ],
         "run order"
     );
     for r in runs_listed {
-        for field in ["kind", "status", "reason", "required", "duration_seconds", "findings"] {
+        for field in [
+            "kind",
+            "status",
+            "reason",
+            "required",
+            "duration_seconds",
+            "findings",
+        ] {
             assert!(r.get(field).is_some(), "{field} missing: {r}");
         }
         assert_eq!(r["required"], true, "no optional scanner in standard: {r}");
@@ -608,7 +626,10 @@ async fn installed_tools_run_for_real_and_missing_ones_are_skipped_with_a_warnin
         .collect();
     assert_eq!(at_line_3.len(), 1, "{at_line_3:?}");
     let aws_finding = at_line_3[0];
-    assert_eq!(aws_finding["scanners"], json!(["detect-secrets", "secrets"]));
+    assert_eq!(
+        aws_finding["scanners"],
+        json!(["detect-secrets", "secrets"])
+    );
     assert_eq!(aws_finding["rules"]["detect-secrets"], "aws-access-key");
     assert!(aws_finding["fingerprints"].as_array().unwrap().len() >= 2);
     assert!(aws_finding["fingerprints"]
@@ -619,7 +640,19 @@ async fn installed_tools_run_for_real_and_missing_ones_are_skipped_with_a_warnin
     assert!(aws_finding["snippet"].as_str().unwrap().contains("AWS_KEY"));
     for (i, f) in findings["findings"].as_array().unwrap().iter().enumerate() {
         assert_eq!(f["id"], i + 1);
-        for field in ["fingerprint", "rule_id", "severity", "message", "path", "line", "column", "snippet", "scanners", "suppressed", "suppression"] {
+        for field in [
+            "fingerprint",
+            "rule_id",
+            "severity",
+            "message",
+            "path",
+            "line",
+            "column",
+            "snippet",
+            "scanners",
+            "suppressed",
+            "suppression",
+        ] {
             assert!(f.get(field).is_some(), "{field} missing: {f}");
         }
     }
@@ -631,10 +664,20 @@ async fn installed_tools_run_for_real_and_missing_ones_are_skipped_with_a_warnin
         .values()
         .map(|c| c["total"].as_u64().unwrap())
         .sum();
-    assert_eq!(merged_total, findings["findings"].as_array().unwrap().len() as u64);
-    assert!(merged_total < per_scanner, "{merged_total} vs {per_scanner}");
+    assert_eq!(
+        merged_total,
+        findings["findings"].as_array().unwrap().len() as u64
+    );
+    assert!(
+        merged_total < per_scanner,
+        "{merged_total} vs {per_scanner}"
+    );
     let merged_sarif = read_json(&dir.join("reports/findings.sarif.json"));
-    assert_eq!(merged_sarif["runs"].as_array().unwrap().len(), 3, "secrets, bandit, detect-secrets");
+    assert_eq!(
+        merged_sarif["runs"].as_array().unwrap().len(),
+        3,
+        "secrets, bandit, detect-secrets"
+    );
 
     // Tool output is streamed as events, and recorded in the bundle's stream.
     let stream = std::fs::read_to_string(dir.join("stream.jsonl")).unwrap();
@@ -847,7 +890,8 @@ async fn a_manifest_file_in_the_tree_selects_the_profile_at_run_time() {
     let mut files = corpus.files.clone();
     files.push((
         ".certus/manifest.json".into(),
-        r#"{"thresholds": {"critical": 1000, "high": 1000}, "optional": ["vulnerabilities"]}"#.into(),
+        r#"{"thresholds": {"critical": 1000, "high": 1000}, "optional": ["vulnerabilities"]}"#
+            .into(),
     ));
     let refs: Vec<(&str, &str)> = files
         .iter()
@@ -1162,7 +1206,10 @@ async fn hostile_archives_are_refused_with_a_clear_error_and_write_nothing_outsi
 // ----- Fail closed, suppression, earlier manifest forms -------------------------------------
 
 fn aws_key(seed: u64) -> String {
-    format!("AKIA{}", corpus::Rng::new(seed).string(16, corpus::UPPER_DIGITS))
+    format!(
+        "AKIA{}",
+        corpus::Rng::new(seed).string(16, corpus::UPPER_DIGITS)
+    )
 }
 
 fn findings_of(app: &TestApp, id: &str) -> Vec<Value> {
@@ -1214,7 +1261,10 @@ async fn the_policy_fails_closed_unless_the_profile_makes_a_scanner_optional() {
         .iter()
         .map(|v| v["scanner"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(failed, BTreeSet::from(["bandit".to_string(), "vulnerabilities".to_string()]));
+    assert_eq!(
+        failed,
+        BTreeSet::from(["bandit".to_string(), "vulnerabilities".to_string()])
+    );
     body["manifest"]["profiles"]["gate"]["optional"] = json!(["bandit", "vulnerabilities"]);
     let relaxed = finish(&app, &app.submit_scan(body).await).await;
     assert_eq!(relaxed["policy"]["passed"], true, "{}", relaxed["policy"]);
@@ -1235,17 +1285,32 @@ async fn the_policy_fails_closed_unless_the_profile_makes_a_scanner_optional() {
 async fn suppressed_findings_are_listed_and_counted_never_dropped() {
     let git = GitServer::start();
     let keys: Vec<String> = (0..5).map(|i| aws_key(100 + i)).collect();
-    let files = vec![
+    let files = [
         ("app.py".to_string(), format!("AWS_KEY = \"{}\"\n", keys[0])),
         (
             "allowed.py".to_string(),
-            format!("A = \"{}\"  # pragma: allowlist secret\n# certus:allow\nB = \"{}\"\n", keys[1], keys[2]),
+            format!(
+                "A = \"{}\"  # pragma: allowlist secret\n# certus:allow\nB = \"{}\"\n",
+                keys[1], keys[2]
+            ),
         ),
-        ("tests/fixtures/keys.py".to_string(), format!("K = \"{}\"\n", keys[3])),
-        ("generated/lib.py".to_string(), format!("V = \"{}\"\n", keys[4])),
-        (".certusignore".to_string(), "# generated code\ngenerated/\n".to_string()),
+        (
+            "tests/fixtures/keys.py".to_string(),
+            format!("K = \"{}\"\n", keys[3]),
+        ),
+        (
+            "generated/lib.py".to_string(),
+            format!("V = \"{}\"\n", keys[4]),
+        ),
+        (
+            ".certusignore".to_string(),
+            "# generated code\ngenerated/\n".to_string(),
+        ),
     ];
-    let refs: Vec<(&str, &str)> = files.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
     git.create_repo("s", &refs);
     let app = spawn_app_with(|_| {}).await;
     let manifest = json!({"optional": ["vulnerabilities"], "exclude": ["tests/fixtures/"]});
@@ -1258,7 +1323,10 @@ async fn suppressed_findings_are_listed_and_counted_never_dropped() {
     assert_eq!(findings.len(), 5, "every finding is listed: {findings:?}");
     let by_path = |p: &str| -> Vec<&Value> { findings.iter().filter(|f| f["path"] == p).collect() };
     assert_eq!(by_path("app.py")[0]["suppressed"], false);
-    assert_eq!(findings[0]["path"], "app.py", "unsuppressed findings come first");
+    assert_eq!(
+        findings[0]["path"], "app.py",
+        "unsuppressed findings come first"
+    );
     for f in by_path("allowed.py") {
         assert_eq!(f["suppressed"], true, "{f}");
         assert_eq!(f["suppression"]["kind"], "inline", "{f}");
@@ -1267,13 +1335,19 @@ async fn suppressed_findings_are_listed_and_counted_never_dropped() {
     assert_eq!(fixture["suppression"]["kind"], "path");
     let vendor = by_path("generated/lib.py")[0];
     assert_eq!(vendor["suppression"]["kind"], "path");
-    assert!(vendor["suppression"]["detail"].as_str().unwrap().contains(".certusignore"));
+    assert!(vendor["suppression"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains(".certusignore"));
     let summary = read_json(&app.artifact_dir(&id).join("summary.json"));
     assert_eq!(
         summary["findings"]["suppressed"],
         json!({"total": 4, "inline": 2, "path": 2, "baseline": 0})
     );
-    assert_eq!(summary["findings"]["total"]["total"], 1, "the policy counts what is not suppressed");
+    assert_eq!(
+        summary["findings"]["total"]["total"], 1,
+        "the policy counts what is not suppressed"
+    );
     assert_eq!(scan["findings"]["total"], 1);
     assert_eq!(summary["findings"]["by_scanner"]["secrets"]["total"], 5);
     let sarif = read_json(&app.artifact_dir(&id).join("reports/findings.sarif.json"));
@@ -1313,11 +1387,21 @@ async fn suppressed_findings_are_listed_and_counted_never_dropped() {
     let scan = finish(&app, &app.submit_scan(body).await).await;
     assert_eq!(scan["status"], "FAILED");
     assert_eq!(scan["failure_reason"], "source_invalid");
-    assert!(scan["errors"][0].as_str().unwrap().contains("baseline_path"), "{scan}");
+    assert!(
+        scan["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("baseline_path"),
+        "{scan}"
+    );
 
     let text = app.metrics_text().await;
     let suppressed = |kind: &str| {
-        sample(&text, "certus_assurance_findings_suppressed_total", &[("kind", kind)])
+        sample(
+            &text,
+            "certus_assurance_findings_suppressed_total",
+            &[("kind", kind)],
+        )
     };
     assert_eq!(suppressed("inline"), Some(4.0));
     assert_eq!(suppressed("path"), Some(4.0));
@@ -1336,8 +1420,18 @@ async fn the_earlier_services_manifest_forms_are_accepted() {
     }]});
     let flat = json!({"version": "1.0", "profile": "light", "tools": ["secrets", "sbom", "eslint-security", "retire-js"]});
     for (profile, manifest, scanners, unsupported) in [
-        ("release", list, json!(["secrets", "semgrep", "sbom"]), json!(["privacy", "dast"])),
-        ("light", flat, json!(["secrets", "sbom"]), json!(["eslint-security", "retire-js"])),
+        (
+            "release",
+            list,
+            json!(["secrets", "semgrep", "sbom"]),
+            json!(["privacy", "dast"]),
+        ),
+        (
+            "light",
+            flat,
+            json!(["secrets", "sbom"]),
+            json!(["eslint-security", "retire-js"]),
+        ),
     ] {
         let mut body = scan_body(&git.url("r"));
         body["profile"] = json!(profile);
@@ -1349,7 +1443,10 @@ async fn the_earlier_services_manifest_forms_are_accepted() {
             "sha256:{}",
             hex::encode(Sha256::digest(serde_json::to_string(&manifest).unwrap()))
         );
-        assert_eq!(accepted["manifest_digest"], sent, "the digest of the manifest as sent");
+        assert_eq!(
+            accepted["manifest_digest"], sent,
+            "the digest of the manifest as sent"
+        );
         let id = accepted["test_id"].as_str().unwrap().to_string();
         let pending = app.get_json(&format!("/v1/security-scans/{id}")).await;
         assert_eq!(pending["unsupported_manifest_tools"], unsupported);

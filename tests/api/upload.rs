@@ -823,7 +823,9 @@ async fn a_large_file_modified_after_permission_is_never_completed() {
         .map(|(k, _)| k)
         .collect();
     assert!(
-        !raw_keys.iter().any(|k| k.ends_with("sast/secrets.sarif.json")),
+        !raw_keys
+            .iter()
+            .any(|k| k.ends_with("sast/secrets.sarif.json")),
         "{raw_keys:?}"
     );
     assert!(
