@@ -1464,3 +1464,96 @@ async fn the_earlier_services_manifest_forms_are_accepted() {
         );
     }
 }
+
+/// A scanner that finds one problem but reports its data as incomplete, as the vulnerability
+/// scanner does when the OSV database lacks an ecosystem of the tree.
+struct IncompleteScanner;
+
+impl certus_assurance::pipeline::scanners::Scanner for IncompleteScanner {
+    fn name(&self) -> &'static str {
+        "vulnerabilities"
+    }
+    fn run(
+        &self,
+        ctx: &certus_assurance::pipeline::scanners::ScanContext<'_>,
+    ) -> anyhow::Result<certus_assurance::pipeline::scanners::ScannerOutput> {
+        ctx.reports
+            .incomplete("no OSV data for the PyPI packages of the tree; run `osv sync`");
+        let sarif = json!({
+            "version": "2.1.0",
+            "runs": [{"tool": {"driver": {"name": "vulnerabilities"}}, "results": [{
+                "ruleId": "GHSA-aaaa-bbbb-cccc",
+                "level": "warning",
+                "message": {"text": "lodash 4.17.20 is affected"},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": "main.py", "uriBaseId": "SRCROOT"}, "region": {"startLine": 1}}}],
+                "partialFingerprints": {"vuln/v1": "f00d"},
+                "properties": {"severity": "medium"},
+            }]}],
+        });
+        Ok(certus_assurance::pipeline::scanners::ScannerOutput {
+            findings: vec![certus_assurance::pipeline::scanners::Finding {
+                rule_id: "GHSA-aaaa-bbbb-cccc".into(),
+                severity: certus_assurance::pipeline::scanners::Severity::Medium,
+                message: "lodash 4.17.20 is affected".into(),
+                path: "main.py".into(),
+                line: 1,
+                column: 1,
+                snippet: String::new(),
+                fingerprint: "f00d".into(),
+            }],
+            sarif,
+            files_scanned: 1,
+            bytes_scanned: 1,
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_scanner_with_incomplete_data_counts_as_failed_but_its_findings_stand() {
+    let git = GitServer::start();
+    git.create_repo("r", &[("main.py", "print('hello')\n")]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::helpers::test_config(dir.path());
+    let app =
+        crate::helpers::start(config, Some(vec![std::sync::Arc::new(IncompleteScanner)])).await;
+    let mut body = scan_body(&git.url("r"));
+    body["profile"] = json!("vulns");
+    body["manifest"] = json!({"profiles": {"vulns": {"scanners": ["vulnerabilities"]}}});
+    let id = app.submit_scan(body.clone()).await;
+    let scan = finish(&app, &id).await;
+    assert_eq!(scan["status"], "SUCCEEDED", "{scan}");
+    let run = &scan["scanners"][0];
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(
+        run["reason"].as_str().unwrap().contains("osv sync"),
+        "{run}"
+    );
+    assert_eq!(run["findings"], 1);
+    assert_eq!(scan["findings"]["medium"], 1, "the findings stand");
+    assert_eq!(scan["policy"]["passed"], false);
+    assert_eq!(scan["policy"]["violations"][0]["kind"], "scanner");
+    assert_eq!(scan["policy"]["violations"][0]["status"], "failed");
+    let stream = std::fs::read_to_string(app.artifact_dir(&id).join("stream.jsonl")).unwrap();
+    let done: Value = stream
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["type"] == "tool_complete")
+        .unwrap();
+    assert_eq!(done["status"], "failed");
+    assert!(done.get("exit_code").is_none(), "{done}");
+    let text = app.metrics_text().await;
+    assert_eq!(
+        sample(
+            &text,
+            "certus_assurance_scanner_runs_total",
+            &[("scanner", "vulnerabilities"), ("outcome", "failure")]
+        ),
+        Some(1.0)
+    );
+
+    body["manifest"]["profiles"]["vulns"]["optional"] = json!(["vulnerabilities"]);
+    let scan = finish(&app, &app.submit_scan(body).await).await;
+    assert_eq!(scan["policy"]["passed"], true, "{}", scan["policy"]);
+    assert_eq!(scan["scanners"][0]["required"], false);
+    drop(dir);
+}
