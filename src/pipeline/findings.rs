@@ -264,7 +264,8 @@ pub fn process(
     scanners: &[String],
     rules: &SuppressionRules,
 ) -> anyhow::Result<FindingsOutcome> {
-    let mut logs: Vec<(String, Value)> = Vec::new();
+    // Every run of every scanner's log, in run order (a tool may write several runs).
+    let mut runs: Vec<Value> = Vec::new();
     let mut raw: Vec<RawResult> = Vec::new();
     let mut sources = SourceLines::new(source_root);
     for scanner in scanners {
@@ -278,19 +279,25 @@ pub fn process(
             serde_json::from_slice(&text).with_context(|| format!("{rel} is not JSON"))?;
         scrub_log(&mut log);
         artifacts::write_json(bundle_dir, &rel, &log)?;
-        let run = logs.len();
-        if let Some(results) = log.pointer("/runs/0/results").and_then(Value::as_array) {
-            for (index, result) in results.iter().enumerate() {
-                let mut r = raw_result(scanner, run, index, result);
-                if r.snippet.is_empty() && r.line > 0 {
-                    if let Some(line) = sources.line(&r.path, r.line) {
-                        r.snippet = snippet_of(line);
+        let log_runs = match log.get_mut("runs").and_then(Value::as_array_mut) {
+            Some(list) => std::mem::take(list),
+            None => continue,
+        };
+        for r in log_runs {
+            let run = runs.len();
+            if let Some(results) = r.get("results").and_then(Value::as_array) {
+                for (index, result) in results.iter().enumerate() {
+                    let mut found = raw_result(scanner, run, index, result);
+                    if found.snippet.is_empty() && found.line > 0 {
+                        if let Some(line) = sources.line(&found.path, found.line) {
+                            found.snippet = snippet_of(line);
+                        }
                     }
+                    raw.push(found);
                 }
-                raw.push(r);
             }
+            runs.push(r);
         }
-        logs.push((scanner.clone(), log));
     }
 
     let groups = merge(&raw);
@@ -354,25 +361,19 @@ pub fn process(
         FINDINGS_JSON,
         &json!({"version": 1, "test_id": test_id, "findings": outcome.findings}),
     )?;
-    let runs: Vec<Value> = logs
-        .into_iter()
-        .enumerate()
-        .filter_map(|(run, (_, mut log))| {
-            let mut r = log.pointer_mut("/runs/0")?.take();
-            if let Some(results) = r.get_mut("results").and_then(Value::as_array_mut) {
-                for (index, result) in results.iter_mut().enumerate() {
-                    if let Some(s) = suppression_of.get(&(run, index)) {
-                        result["suppressions"] = json!([{
-                            "kind": if s.kind == "inline" { "inSource" } else { "external" },
-                            "status": "accepted",
-                            "justification": format!("{}: {}", s.kind, s.detail),
-                        }]);
-                    }
+    for (run, r) in runs.iter_mut().enumerate() {
+        if let Some(results) = r.get_mut("results").and_then(Value::as_array_mut) {
+            for (index, result) in results.iter_mut().enumerate() {
+                if let Some(s) = suppression_of.get(&(run, index)) {
+                    result["suppressions"] = json!([{
+                        "kind": if s.kind == "inline" { "inSource" } else { "external" },
+                        "status": "accepted",
+                        "justification": format!("{}: {}", s.kind, s.detail),
+                    }]);
                 }
             }
-            Some(r)
-        })
-        .collect();
+        }
+    }
     artifacts::write_json(
         bundle_dir,
         FINDINGS_SARIF,
@@ -684,23 +685,25 @@ fn merged(raw: &[RawResult], members: &[usize]) -> MergedFinding {
 }
 
 /// Lines of the scanned files, read once each.
-struct SourceLines<'a> {
-    root: &'a Path,
+struct SourceLines {
+    /// The canonical root of the tree; `None` when it cannot be resolved (nothing is read).
+    root: Option<PathBuf>,
     files: HashMap<String, Option<Vec<String>>>,
 }
 
-impl<'a> SourceLines<'a> {
-    fn new(root: &'a Path) -> Self {
+impl SourceLines {
+    fn new(root: &Path) -> Self {
         SourceLines {
-            root,
+            root: root.canonicalize().ok(),
             files: HashMap::new(),
         }
     }
 
-    /// Line `n` (1-based) of `rel`; `None` for paths outside the tree, links, large files.
+    /// Line `n` (1-based) of `rel`; `None` for paths outside the tree and large files.
     fn line(&mut self, rel: &str, n: u64) -> Option<&str> {
-        let root = self.root;
+        let root = self.root.as_deref();
         let lines = self.files.entry(rel.to_string()).or_insert_with(|| {
+            let root = root?;
             if rel.is_empty()
                 || rel.starts_with('/')
                 || rel.contains('\\')
@@ -708,8 +711,12 @@ impl<'a> SourceLines<'a> {
             {
                 return None;
             }
-            let path = root.join(rel);
-            let meta = std::fs::symlink_metadata(&path).ok()?;
+            // A path a tool reported may run through a link: only files inside the tree are read.
+            let path = root.join(rel).canonicalize().ok()?;
+            if !path.starts_with(root) {
+                return None;
+            }
+            let meta = std::fs::metadata(&path).ok()?;
             if !meta.is_file() || meta.len() > MAX_SOURCE_BYTES {
                 return None;
             }
@@ -832,7 +839,7 @@ fn is_comment_line(line: &str) -> bool {
 
 /// The inline marker that suppresses `f`: on its line, or on a comment-only line above it, or a
 /// `pragma: allowlist nextline secret` on the line above.
-fn inline_marker(sources: &mut SourceLines<'_>, f: &MergedFinding) -> Option<String> {
+fn inline_marker(sources: &mut SourceLines, f: &MergedFinding) -> Option<String> {
     if f.line == 0 {
         return None;
     }
@@ -1185,6 +1192,35 @@ mod tests {
             .unwrap_err()
             .contains("version"));
         assert!(parse_baseline(b"[]").is_err());
+    }
+
+    #[test]
+    fn snippets_are_read_only_from_inside_the_tree_and_every_run_is_kept() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("host.txt"), "server secret line\n").unwrap();
+        let t = tree(
+            &[("in.py", "count = 1\n")],
+            &[(
+                "trivy",
+                json!({"version": "2.1.0", "runs": [
+                    {"results": [result("r1", "in.py", 1, "low", "t1", "m")]},
+                    {"results": [result("r2", "out/host.txt", 1, "low", "t2", "m")]},
+                ]}),
+            )],
+        );
+        std::os::unix::fs::symlink(outside.path(), t.root.path().join("out")).unwrap();
+        let out = run(&t, &["trivy"], &SuppressionRules::default());
+        let by_rule = |r: &str| out.findings.iter().find(|f| f.rule_id == r).unwrap();
+        assert_eq!(by_rule("r1").snippet, "count = 1");
+        assert_eq!(
+            by_rule("r2").snippet,
+            "",
+            "a link out of the tree is not followed"
+        );
+        let merged: Value =
+            serde_json::from_slice(&std::fs::read(t.bundle.path().join(FINDINGS_SARIF)).unwrap())
+                .unwrap();
+        assert_eq!(merged["runs"].as_array().unwrap().len(), 2);
     }
 
     #[test]
