@@ -7,7 +7,11 @@
 //! profiles (`{"profiles": {"gate": {"extends": "standard", "required": ["bandit"]}}}`) of which
 //! the request's `profile` picks one. `manifest_digest` is the sha256 of the canonical JSON
 //! (sorted keys, no whitespace) of the effective profile, so equal policies have equal digests
-//! whatever the spelling of the request.
+//! whatever the spelling of the request. The earlier service's forms (a `profiles` list of
+//! `{name, tools, thresholds}`, or `{version, profile, tools}`) are accepted too; their tool ids
+//! map through [`legacy_tool`], and their digest is the one of the manifest as sent.
+//!
+//! The policy fails closed: every scanner of the profile that is not `optional` must succeed.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
