@@ -70,6 +70,13 @@ pub struct ScanArgs {
     /// Also show each tool's output lines in the progress display.
     #[arg(long)]
     pub verbose: bool,
+    /// Every scanner of the profile must succeed for the policy to pass (no optional scanners).
+    #[arg(long)]
+    pub strict: bool,
+    /// A baseline file (`{"version": 1, "fingerprints": [...]}`, as `baseline` writes it):
+    /// findings it lists are reported as suppressed. Default: `.certus-baseline.json` in the tree.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
 }
 
 /// Progress on standard error (only when it is a terminal, or with --verbose) and every event
@@ -102,11 +109,13 @@ impl ProgressSink for TerminalSink {
             ScanEvent::ToolStart { tool } => Some(format!("  {tool}: running")),
             ScanEvent::ToolComplete {
                 tool,
+                status,
                 exit_code,
                 findings,
-            } => Some(format!(
-                "  {tool}: done (exit {exit_code}, {findings} findings)"
-            )),
+            } => Some(match exit_code {
+                Some(code) => format!("  {tool}: {status} (exit {code}, {findings} findings)"),
+                None => format!("  {tool}: {status} ({findings} findings)"),
+            }),
             ScanEvent::Log { tool, stream, line } if stream == "warning" => {
                 Some(format!("  {tool}: {line}"))
             }
@@ -231,6 +240,8 @@ pub async fn run_scan(args: &ScanArgs, config: &Config) -> anyhow::Result<u8> {
         profile,
         manifest_path: None,
         timeout: Duration::from_secs(args.timeout_seconds.max(1)),
+        strict: args.strict,
+        baseline_file: args.baseline.clone(),
         submitted_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())

@@ -127,6 +127,7 @@ pub struct Metrics {
     pub scanner_runs_total: IntCounterVec,
     pub scanner_duration_seconds: HistogramVec,
     pub findings_total: IntCounterVec,
+    pub findings_suppressed_total: IntCounterVec,
     pub policy_evaluations_total: IntCounterVec,
     pub scans_pruned_total: IntCounterVec,
     pub workers: IntGauge,
@@ -359,6 +360,11 @@ impl Metrics {
                 "Findings reported by scanners, by severity.",
                 &["severity", "scanner"],
             ),
+            findings_suppressed_total: counter_vec(
+                "findings_suppressed_total",
+                "Merged findings listed as suppressed, by kind of suppression.",
+                &["kind"],
+            ),
             policy_evaluations_total: counter_vec(
                 "policy_evaluations_total",
                 "Policy verdicts of succeeded scans.",
@@ -530,6 +536,9 @@ impl Metrics {
             for sev in SEVERITIES {
                 m.findings_total.with_label_values(&[sev, s]);
             }
+        }
+        for k in crate::pipeline::findings::SUPPRESSION_KINDS {
+            m.findings_suppressed_total.with_label_values(&[k]);
         }
         for s in UPLOAD_STATUSES {
             m.uploads.with_label_values(&[s]);

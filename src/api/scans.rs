@@ -72,6 +72,21 @@ pub fn scan_resource(r: &ScanRecord) -> Value {
         .as_ref()
         .and_then(|s| s.pointer("/findings/total"))
         .cloned();
+    // How each scanner ended (once the scan succeeded); null before.
+    let scanners = r.summary.as_ref().and_then(|s| s.get("scanners")).cloned();
+    // Tools an earlier-service manifest named that no scanner here runs: from the summary once
+    // the scan ran (a manifest_path is read then), else from the submitted manifest.
+    let unsupported = r
+        .summary
+        .as_ref()
+        .and_then(|s| s.get("unsupported_manifest_tools"))
+        .or_else(|| {
+            r.manifest
+                .as_ref()
+                .and_then(|m| m.get("unsupported_manifest_tools"))
+        })
+        .cloned()
+        .unwrap_or_else(|| json!([]));
     json!({
         "test_id": r.test_id,
         "workspace_id": r.workspace_id,
@@ -93,6 +108,7 @@ pub fn scan_resource(r: &ScanRecord) -> Value {
         "requested_by": r.requested_by,
         "profile": r.profile,
         "manifest_digest": r.manifest_digest,
+        "unsupported_manifest_tools": unsupported,
         "timeout_seconds": r.timeout_seconds,
         "submitted_at": rfc3339(r.submitted_at),
         "started_at": r.started_at.map(rfc3339),
@@ -100,6 +116,7 @@ pub fn scan_resource(r: &ScanRecord) -> Value {
         "attempts": r.attempts,
         "findings": findings,
         "policy": policy,
+        "scanners": scanners,
         "artifacts": r.artifacts,
         "upload_status": r.upload_status,
         "upload_permission_id": r.upload_permission_id,

@@ -211,6 +211,8 @@ fn spec_for(jobs: &JobManager, record: &ScanRecord) -> Result<ScanSpec, (Failure
         manifest_digest: record.manifest_digest.clone(),
         manifest_path: record.manifest_path.clone(),
         timeout: Duration::from_secs(record.timeout_seconds),
+        strict: false,
+        baseline_file: None,
         submitted_at: record.submitted_at,
     })
 }

@@ -7,6 +7,7 @@ pub mod artifacts;
 pub mod attestation;
 pub mod checkout;
 pub mod egress;
+pub mod findings;
 pub mod local_source;
 pub mod osv;
 pub mod profile;
@@ -57,7 +58,11 @@ pub enum ScanEvent {
     },
     ToolComplete {
         tool: String,
-        exit_code: i32,
+        /// `succeeded`, `failed` or `skipped`.
+        status: String,
+        /// The tool's exit code; absent when the tool did not run (skipped) or has none.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
         findings: u64,
     },
     FindingSummary {
@@ -80,6 +85,15 @@ pub enum ScanEvent {
 }
 
 impl ScanEvent {
+    fn tool_complete(tool: &str, status: &str, exit_code: Option<i32>, findings: u64) -> Self {
+        ScanEvent::ToolComplete {
+            tool: tool.to_string(),
+            status: status.to_string(),
+            exit_code,
+            findings,
+        }
+    }
+
     /// Log lines may be dropped from bounded histories; every other event is kept.
     pub fn is_droppable(&self) -> bool {
         matches!(self, ScanEvent::Log { .. })
@@ -141,6 +155,10 @@ pub struct ScanSpec {
     pub manifest_path: Option<String>,
     /// The scan's time limit; external tools are stopped when it runs out.
     pub timeout: Duration,
+    /// Every scanner must succeed for the policy to pass (the profile's `optional` is ignored).
+    pub strict: bool,
+    /// A baseline file outside the tree (the CLI's `--baseline FILE`).
+    pub baseline_file: Option<PathBuf>,
     pub submitted_at: f64,
 }
 
@@ -298,11 +316,15 @@ impl Reporter {
             ScanEvent::Log { tool, stream, line } => format!("[{tool}:{stream}] {line}"),
             ScanEvent::ToolComplete {
                 tool,
+                status,
                 exit_code,
                 findings,
-            } => {
-                format!("[{tool}] finished with exit code {exit_code}, {findings} findings")
-            }
+            } => match exit_code {
+                Some(code) => {
+                    format!("[{tool}] {status} (exit code {code}), {findings} findings")
+                }
+                None => format!("[{tool}] {status}, {findings} findings"),
+            },
             ScanEvent::FindingSummary {
                 counts,
                 policy_passed,
@@ -337,10 +359,58 @@ impl Reporter {
     }
 }
 
-/// How one scanner run ended, for `scan.json`, `summary.json` and the metrics.
+/// How one scanner run ended, for `scan.json`, `summary.json`, the scan resource and the policy.
 struct ScannerRecord {
-    entry: serde_json::Value,
+    name: String,
+    kind: &'static str,
+    /// `succeeded`, `failed` or `skipped`.
+    status: &'static str,
+    reason: Option<String>,
+    duration_seconds: f64,
+    /// Severity counts of a run that produced findings (an incomplete run too).
     counts: Option<SeverityCounts>,
+    /// Scanner-specific fields (`exit_code`, `reports`, `files_scanned`, ...).
+    extra: serde_json::Value,
+}
+
+impl ScannerRecord {
+    fn new(
+        name: &str,
+        kind: &'static str,
+        status: &'static str,
+        reason: Option<String>,
+        duration_seconds: f64,
+    ) -> ScannerRecord {
+        ScannerRecord {
+            name: name.to_string(),
+            kind,
+            status,
+            reason,
+            duration_seconds,
+            counts: None,
+            extra: json!({}),
+        }
+    }
+
+    /// The `scanners` entry (contract: name, kind, status, reason, required, duration_seconds,
+    /// findings), plus the scanner-specific fields.
+    fn entry(&self, required: bool) -> serde_json::Value {
+        let mut entry = json!({
+            "name": self.name,
+            "kind": self.kind,
+            "status": self.status,
+            "reason": self.reason,
+            "required": required,
+            "duration_seconds": self.duration_seconds,
+            "findings": self.counts.as_ref().map(|c| c.total).unwrap_or(0),
+        });
+        if let (Some(entry), Some(extra)) = (entry.as_object_mut(), self.extra.as_object()) {
+            for (k, v) in extra {
+                entry.insert(k.clone(), v.clone());
+            }
+        }
+        entry
+    }
 }
 
 impl Pipeline {
@@ -704,15 +774,48 @@ impl Pipeline {
                 (profile, digest)
             }
         };
+        let mut profile = profile;
+        if spec.strict {
+            // Strict mode: the gate holds every scanner to success, whatever the profile says.
+            profile.optional.clear();
+        }
+        let mut warnings: Vec<String> = Vec::new();
+        if !profile.unsupported_manifest_tools.is_empty() {
+            warnings.push(format!(
+                "the manifest names tools this service has no scanner for, not run: {}",
+                profile.unsupported_manifest_tools.join(", ")
+            ));
+        }
+        let suppression_rules = {
+            let root = source_root.clone();
+            let exclude = profile.exclude.clone();
+            let baseline_path = profile.baseline_path.clone();
+            let baseline_file = spec.baseline_file.clone();
+            let mut load_warnings = Vec::new();
+            let rules = tokio::task::spawn_blocking(move || {
+                findings::SuppressionRules::load(
+                    &root,
+                    &exclude,
+                    baseline_path.as_deref(),
+                    baseline_file.as_deref(),
+                    &mut load_warnings,
+                )
+                .map(|r| (r, load_warnings))
+            })
+            .await
+            .map_err(|e| ScanFailure::internal(anyhow::anyhow!("suppression task failed: {e}")))?
+            .map_err(|m| ScanFailure::new(FailureKind::SourceInvalid, m))?;
+            warnings.extend(rules.1);
+            rules.0
+        };
 
         // Phase 2: scanners.
         let phase_start = Instant::now();
         let phase = open_phase_span("scan");
         reporter.phase("scan", format!("Running profile `{}`", profile.name));
-        let mut totals = SeverityCounts::default();
         let mut by_scanner = BTreeMap::new();
         let mut scanner_runs = Vec::new();
-        let mut warnings: Vec<String> = Vec::new();
+        let mut problems = Vec::new();
         let shared = Arc::new(scanners::SharedFacts::new(
             spec.component_id.clone(),
             spec.test_id.clone(),
@@ -765,11 +868,12 @@ impl Pipeline {
             .await;
             match &record {
                 Ok(r) => {
-                    let outcome = r
-                        .entry
-                        .get("status")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("success");
+                    // The span keeps the metric's outcome values (success, failure, skipped).
+                    let outcome = match r.status {
+                        "succeeded" => "success",
+                        "failed" => "failure",
+                        other => other,
+                    };
                     span.record("scanner.outcome", outcome);
                     if let Some(counts) = &r.counts {
                         span.record("scanner.findings", counts.total);
@@ -790,12 +894,18 @@ impl Pipeline {
                             .findings_total
                             .with_label_values(&[sev.as_str(), name])
                             .inc_by(n);
-                        totals.add(sev, n);
                     }
                 }
                 by_scanner.insert(name.clone(), counts.clone());
             }
-            scanner_runs.push(record.entry);
+            if record.status != "succeeded" {
+                problems.push(profile::ScannerProblem {
+                    scanner: name.clone(),
+                    status: record.status.to_string(),
+                    reason: record.reason.clone().unwrap_or_default(),
+                });
+            }
+            scanner_runs.push(record.entry(!profile.is_optional(name)));
             if cancelled() {
                 return Err(ScanFailure::new(
                     FailureKind::Cancelled,
@@ -812,7 +922,27 @@ impl Pipeline {
         // Phase 3: bundle.
         let phase_start = Instant::now();
         let phase_span = open_phase_span("bundle");
-        let policy = profile.evaluate(&totals);
+        let merged = {
+            let root = source_root.clone();
+            let dir = bundle_dir.to_path_buf();
+            let test_id = spec.test_id.clone();
+            let names = profile.scanners.clone();
+            tokio::task::spawn_blocking(move || {
+                findings::process(&root, &dir, &test_id, &names, &suppression_rules)
+            })
+            .instrument(phase_span.clone())
+            .await
+            .map_err(|e| ScanFailure::internal(anyhow::anyhow!("findings task failed: {e}")))?
+            .map_err(ScanFailure::internal)?
+        };
+        for (kind, n) in &merged.suppressed {
+            self.metrics
+                .findings_suppressed_total
+                .with_label_values(&[kind])
+                .inc_by(*n);
+        }
+        let totals = merged.counts.clone();
+        let policy = profile.evaluate(&totals, &problems);
         reporter.emit(ScanEvent::FindingSummary {
             counts: totals.clone(),
             by_scanner: by_scanner.clone(),
@@ -826,9 +956,15 @@ impl Pipeline {
             "commit": source_json.get("resolved_commit"),
             "branch": source_json.get("resolved_branch"),
             "provenance": provenance,
-            "findings": { "total": totals, "by_scanner": by_scanner },
+            "findings": {
+                "total": totals,
+                "by_scanner": by_scanner,
+                "suppressed": merged.suppressed_json(),
+            },
             "policy": policy,
             "scanners": scanner_runs,
+            "unsupported_manifest_tools": profile.unsupported_manifest_tools,
+            "strict": spec.strict,
             "warnings": warnings,
         });
         let scan_json = json!({
@@ -847,6 +983,8 @@ impl Pipeline {
             "finished_at": now_secs(),
             "service": { "name": "certus-assurance", "version": env!("CARGO_PKG_VERSION"), "revision": crate::BUILD_REVISION },
             "scanners": scanner_runs,
+            "unsupported_manifest_tools": profile.unsupported_manifest_tools,
+            "strict": spec.strict,
             "warnings": warnings,
         });
         let predicate = json!({
@@ -937,11 +1075,7 @@ impl Pipeline {
             }
             Ok(Err(err)) => {
                 self.record_scanner(&name, "failure", elapsed);
-                reporter.emit(ScanEvent::ToolComplete {
-                    tool: name.clone(),
-                    exit_code: 1,
-                    findings: 0,
-                });
+                reporter.emit(ScanEvent::tool_complete(&name, "failed", Some(1), 0));
                 return Err(ScanFailure::new(
                     FailureKind::ScannerFailed,
                     format!("scanner `{name}` failed: {err:#}"),
@@ -950,11 +1084,7 @@ impl Pipeline {
             Err(join) => {
                 self.record_scanner(&name, "failure", elapsed);
                 tracing::error!(scanner = %name, error = %join, "scanner panicked");
-                reporter.emit(ScanEvent::ToolComplete {
-                    tool: name.clone(),
-                    exit_code: 101,
-                    findings: 0,
-                });
+                reporter.emit(ScanEvent::tool_complete(&name, "failed", Some(101), 0));
                 return Err(ScanFailure::new(
                     FailureKind::ScannerFailed,
                     format!("scanner `{name}` crashed"),
@@ -978,23 +1108,16 @@ impl Pipeline {
                 line: format!("skipped: {reason}"),
             });
             warnings.push(format!("{name}: skipped: {reason}"));
-            reporter.emit(ScanEvent::ToolComplete {
-                tool: name.clone(),
-                exit_code: 0,
-                findings: 0,
-            });
-            return Ok(ScannerRecord {
-                entry: json!({
-                    "name": name,
-                    "kind": "builtin",
-                    "status": "skipped",
-                    "reason": reason,
-                    "duration_seconds": elapsed,
-                }),
-                counts: None,
-            });
+            reporter.emit(ScanEvent::tool_complete(&name, "skipped", None, 0));
+            return Ok(ScannerRecord::new(
+                &name,
+                "builtin",
+                "skipped",
+                Some(reason),
+                elapsed,
+            ));
         }
-        self.record_scanner(&name, "success", elapsed);
+        let incomplete = reports.incomplete_reason();
         let mut counts = SeverityCounts::default();
         for finding in &output.findings {
             counts.add(finding.severity, 1);
@@ -1009,24 +1132,35 @@ impl Pipeline {
             artifacts::write_json(bundle_dir, &rel, &value).map_err(ScanFailure::internal)?;
             reports_written.push(rel);
         }
-        reporter.emit(ScanEvent::ToolComplete {
-            tool: name.clone(),
-            exit_code: 0,
-            findings: counts.total,
+        // An incomplete run's findings stand, but the run counts as failed: the gate cannot
+        // vouch for what the scanner could not look at.
+        let (status, outcome) = match &incomplete {
+            None => ("succeeded", "success"),
+            Some(reason) => {
+                reporter.emit(ScanEvent::Log {
+                    tool: name.clone(),
+                    stream: "warning".into(),
+                    line: format!("incomplete: {reason}"),
+                });
+                warnings.push(format!("{name}: incomplete: {reason}"));
+                ("failed", "failure")
+            }
+        };
+        self.record_scanner(&name, outcome, elapsed);
+        reporter.emit(ScanEvent::tool_complete(
+            &name,
+            status,
+            incomplete.is_none().then_some(0),
+            counts.total,
+        ));
+        let mut record = ScannerRecord::new(&name, "builtin", status, incomplete, elapsed);
+        record.extra = json!({
+            "files_scanned": output.files_scanned,
+            "bytes_scanned": output.bytes_scanned,
+            "reports": reports_written,
         });
-        Ok(ScannerRecord {
-            entry: json!({
-                "name": name,
-                "kind": "builtin",
-                "status": "success",
-                "findings": counts.total,
-                "duration_seconds": elapsed,
-                "files_scanned": output.files_scanned,
-                "bytes_scanned": output.bytes_scanned,
-                "reports": reports_written,
-            }),
-            counts: Some(counts),
-        })
+        record.counts = Some(counts);
+        Ok(record)
     }
 
     async fn run_external(
@@ -1062,11 +1196,15 @@ impl Pipeline {
                 stream: "warning".into(),
                 line: format!("skipped: {reason}"),
             });
+            reporter.emit(ScanEvent::tool_complete(name, "skipped", None, 0));
             warnings.push(format!("{name}: skipped: {reason}"));
-            return Ok(ScannerRecord {
-                entry: json!({"name": name, "kind": "external", "status": "skipped", "reason": reason, "required": false}),
-                counts: None,
-            });
+            return Ok(ScannerRecord::new(
+                name,
+                "external",
+                "skipped",
+                Some(reason),
+                elapsed,
+            ));
         }
         reporter.emit(ScanEvent::ToolStart { tool: name.into() });
         let line_reporter = reporter.clone();
@@ -1083,46 +1221,42 @@ impl Pipeline {
             Ok(out) if out.skipped.is_some() => {
                 let reason = out.skipped.unwrap_or_default();
                 self.record_scanner(name, "skipped", elapsed);
-                reporter.emit(ScanEvent::ToolComplete {
-                    tool: name.into(),
-                    exit_code: out.exit_code,
-                    findings: 0,
-                });
+                reporter.emit(ScanEvent::tool_complete(name, "skipped", None, 0));
                 if required {
                     return Err(ScanFailure::new(
                         FailureKind::ScannerFailed,
                         format!("required tool `{name}` could not run: {reason}"),
                     ));
                 }
+                reporter.emit(ScanEvent::Log {
+                    tool: name.into(),
+                    stream: "warning".into(),
+                    line: format!("skipped: {reason}"),
+                });
                 warnings.push(format!("{name}: skipped: {reason}"));
-                Ok(ScannerRecord {
-                    entry: json!({"name": name, "kind": "external", "status": "skipped", "reason": reason, "required": required}),
-                    counts: None,
-                })
+                Ok(ScannerRecord::new(
+                    name,
+                    "external",
+                    "skipped",
+                    Some(reason),
+                    elapsed,
+                ))
             }
             Ok(out) => {
                 self.record_scanner(name, "success", elapsed);
                 let rel = artifacts::sarif_path(name);
                 artifacts::write_json(bundle_dir, &rel, &out.sarif)
                     .map_err(ScanFailure::internal)?;
-                reporter.emit(ScanEvent::ToolComplete {
-                    tool: name.into(),
-                    exit_code: out.exit_code,
-                    findings: out.counts.total,
-                });
-                Ok(ScannerRecord {
-                    entry: json!({
-                        "name": name,
-                        "kind": "external",
-                        "status": "success",
-                        "exit_code": out.exit_code,
-                        "findings": out.counts.total,
-                        "duration_seconds": elapsed,
-                        "required": required,
-                        "reports": [rel],
-                    }),
-                    counts: Some(out.counts),
-                })
+                reporter.emit(ScanEvent::tool_complete(
+                    name,
+                    "succeeded",
+                    Some(out.exit_code),
+                    out.counts.total,
+                ));
+                let mut record = ScannerRecord::new(name, "external", "succeeded", None, elapsed);
+                record.extra = json!({"exit_code": out.exit_code, "reports": [rel]});
+                record.counts = Some(out.counts);
+                Ok(record)
             }
             Err(tools::ToolError::Stopped) => Err(ScanFailure::new(
                 FailureKind::Cancelled,
@@ -1130,27 +1264,27 @@ impl Pipeline {
             )),
             Err(err) => {
                 self.record_scanner(name, "failure", elapsed);
-                reporter.emit(ScanEvent::ToolComplete {
-                    tool: name.into(),
-                    exit_code: -1,
-                    findings: 0,
-                });
+                reporter.emit(ScanEvent::tool_complete(name, "failed", None, 0));
                 let message = format!("tool `{name}` failed: {err}");
                 if required {
                     return Err(ScanFailure::new(FailureKind::ScannerFailed, message));
                 }
-                // An optional tool that breaks is reported, not fatal: the other scanners'
-                // results stand, and the warning says this one is missing from them.
+                // A tool that is not required and breaks does not stop the scan: the other
+                // scanners' results stand, and the policy fails on this one unless the profile
+                // makes it optional.
                 reporter.emit(ScanEvent::Log {
                     tool: name.into(),
                     stream: "warning".into(),
                     line: message.clone(),
                 });
-                warnings.push(message.clone());
-                Ok(ScannerRecord {
-                    entry: json!({"name": name, "kind": "external", "status": "failure", "reason": err.to_string(), "duration_seconds": elapsed, "required": false}),
-                    counts: None,
-                })
+                warnings.push(message);
+                Ok(ScannerRecord::new(
+                    name,
+                    "external",
+                    "failed",
+                    Some(err.to_string()),
+                    elapsed,
+                ))
             }
         }
     }

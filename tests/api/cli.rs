@@ -62,10 +62,13 @@ fn the_scan_command_gates_on_the_policy() {
         assert!(Path::new(bundle).join(f).exists(), "{f}");
     }
 
-    // A clean tree passes: exit 0. JSON output is the summary.
+    // A clean tree passes (with an OSV database: without one, the vulnerability scanner is
+    // skipped and the gate fails closed): exit 0. JSON output is the summary.
+    let osv = work.path().join("osv");
+    write_osv_fixture(&osv);
     let o = scan(
         &[clean.to_str().unwrap(), "--out", out, "--format", "json"],
-        &[],
+        &[("CERTUS_ASSURANCE_OSV_DB_DIR", &osv)],
     );
     assert_eq!(
         o.status.code(),
@@ -187,7 +190,7 @@ fn the_scan_command_reads_archives_git_urls_manifests_and_the_osv_database() {
             .success());
     }
     let manifest = work.path().join("manifest.json");
-    std::fs::write(&manifest, r#"{"profiles": {"lenient": {"extends": "light", "thresholds": {"critical": null, "high": null}}}}"#).unwrap();
+    std::fs::write(&manifest, r#"{"profiles": {"lenient": {"extends": "light", "optional": ["vulnerabilities"], "thresholds": {"critical": null, "high": null}}}}"#).unwrap();
     let url = format!("file://{}", repo.display());
     let o = scan(
         &[
@@ -310,5 +313,99 @@ fn the_baseline_command_writes_every_fingerprint_of_a_bundle() {
         std::fs::read(&out).unwrap(),
         written,
         "a failed run leaves the file alone"
+
+#[test]
+fn strict_mode_and_baselines_in_the_scan_command() {
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    write_tree(&tree, &secrets_corpus(12).files);
+    let out_dir = work.path().join("out");
+    let out = out_dir.to_str().unwrap();
+    let manifest = work.path().join("manifest.json");
+    std::fs::write(
+        &manifest,
+        r#"{"optional": ["vulnerabilities"], "thresholds": {"critical": null, "high": null, "medium": null}}"#,
+    )
+    .unwrap();
+    let run = |extra: &[&str]| -> (Option<i32>, Value) {
+        let mut args = vec![
+            tree.to_str().unwrap(),
+            "--out",
+            out,
+            "--format",
+            "json",
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let o = scan(&args, &[]);
+        let summary = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|_| panic!("no JSON summary: {}", String::from_utf8_lossy(&o.stderr)));
+        (o.status.code(), summary)
+    };
+
+    // No OSV database: the optional vulnerability scanner is skipped and the policy passes...
+    let (code, summary) = run(&[]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(summary["policy"]["passed"], true);
+    assert_eq!(summary["strict"], false);
+    // ... unless --strict holds every scanner to success.
+    let (code, summary) = run(&["--strict"]);
+    assert_eq!(code, Some(1), "{summary}");
+    assert_eq!(summary["strict"], true);
+    let violation = &summary["policy"]["violations"][0];
+    assert_eq!(violation["kind"], "scanner");
+    assert_eq!(violation["scanner"], "vulnerabilities");
+    assert_eq!(violation["status"], "skipped");
+
+    // A baseline of every fingerprint of the first run suppresses every finding of the next.
+    let first = out_dir.join(summary["test_id"].as_str().unwrap());
+    let findings: Value =
+        serde_json::from_slice(&std::fs::read(first.join("reports/findings.json")).unwrap())
+            .unwrap();
+    let total = findings["findings"].as_array().unwrap().len();
+    assert!(total > 0);
+    let mut fingerprints: Vec<&str> = findings["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f["fingerprints"].as_array().unwrap())
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    fingerprints.sort();
+    fingerprints.dedup();
+    let baseline = work.path().join("baseline.json");
+    std::fs::write(
+        &baseline,
+        serde_json::json!({"version": 1, "fingerprints": fingerprints}).to_string(),
+    )
+    .unwrap();
+    let (code, summary) = run(&["--baseline", baseline.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(summary["findings"]["total"]["total"], 0);
+    assert_eq!(summary["findings"]["suppressed"]["baseline"], total);
+
+    // A baseline that is not one is refused with what to do.
+    std::fs::write(&baseline, "[]").unwrap();
+    let o = scan(
+        &[
+            tree.to_str().unwrap(),
+            "--out",
+            out,
+            "--baseline",
+            baseline.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("certus-assurance baseline"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
     );
 }

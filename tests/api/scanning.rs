@@ -549,8 +549,8 @@ async fn installed_tools_run_for_real_and_missing_ones_are_skipped_with_a_warnin
             .find(|s| s["name"] == n)
             .map(|s| s["status"].as_str().unwrap().to_string())
     };
-    assert_eq!(status_of("bandit").as_deref(), Some("success"));
-    assert_eq!(status_of("detect-secrets").as_deref(), Some("success"));
+    assert_eq!(status_of("bandit").as_deref(), Some("succeeded"));
+    assert_eq!(status_of("detect-secrets").as_deref(), Some("succeeded"));
     assert_eq!(status_of("ruff").as_deref(), Some("skipped"));
     assert_eq!(status_of("semgrep").as_deref(), Some("skipped"));
     let warnings = scan_json["warnings"].to_string();
@@ -567,6 +567,118 @@ async fn installed_tools_run_for_real_and_missing_ones_are_skipped_with_a_warnin
             >= 2
     );
 
+    // The gate fails closed: `standard` holds every scanner to success, so the tools that are
+    // not installed (and the vulnerability scanner without a database) fail its policy.
+    assert_eq!(scan["policy"]["passed"], false, "{}", scan["policy"]);
+    let violations = scan["policy"]["violations"].as_array().unwrap();
+    for skipped in ["ruff", "semgrep", "vulnerabilities"] {
+        assert!(
+            violations.iter().any(|v| v["kind"] == "scanner"
+                && v["scanner"] == skipped
+                && v["status"] == "skipped"
+                && !v["reason"].as_str().unwrap().is_empty()),
+            "{skipped}: {violations:?}"
+        );
+    }
+    // The scan resource says how each scanner ended.
+    let runs_listed = scan["scanners"].as_array().unwrap();
+    let names: Vec<&str> = runs_listed
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "secrets",
+            "sbom",
+            "vulnerabilities",
+            "bandit",
+            "detect-secrets",
+            "ruff",
+            "semgrep"
+        ],
+        "run order"
+    );
+    for r in runs_listed {
+        for field in [
+            "kind",
+            "status",
+            "reason",
+            "required",
+            "duration_seconds",
+            "findings",
+        ] {
+            assert!(r.get(field).is_some(), "{field} missing: {r}");
+        }
+        assert_eq!(r["required"], true, "no optional scanner in standard: {r}");
+    }
+    assert_eq!(summary["scanners"], scan["scanners"]);
+
+    // The AWS key on line 3 is one finding seen by both secret scanners.
+    let findings = read_json(&dir.join("reports/findings.json"));
+    assert_eq!(findings["version"], 1);
+    assert_eq!(findings["test_id"].as_str(), Some(id.as_str()));
+    let at_line_3: Vec<&Value> = findings["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["path"] == "app.py" && f["line"] == 3)
+        .collect();
+    assert_eq!(at_line_3.len(), 1, "{at_line_3:?}");
+    let aws_finding = at_line_3[0];
+    assert_eq!(
+        aws_finding["scanners"],
+        json!(["detect-secrets", "secrets"])
+    );
+    assert_eq!(aws_finding["rules"]["detect-secrets"], "aws-access-key");
+    assert!(aws_finding["fingerprints"].as_array().unwrap().len() >= 2);
+    assert!(aws_finding["fingerprints"]
+        .as_array()
+        .unwrap()
+        .contains(&aws_finding["fingerprint"]));
+    assert_eq!(aws_finding["suppressed"], false);
+    assert!(aws_finding["snippet"].as_str().unwrap().contains("AWS_KEY"));
+    for (i, f) in findings["findings"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(f["id"], i + 1);
+        for field in [
+            "fingerprint",
+            "rule_id",
+            "severity",
+            "message",
+            "path",
+            "line",
+            "column",
+            "snippet",
+            "scanners",
+            "suppressed",
+            "suppression",
+        ] {
+            assert!(f.get(field).is_some(), "{field} missing: {f}");
+        }
+    }
+    // The policy counts merged findings; by_scanner keeps every scanner's own count.
+    let merged_total = summary["findings"]["total"]["total"].as_u64().unwrap();
+    let per_scanner: u64 = summary["findings"]["by_scanner"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c["total"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        merged_total,
+        findings["findings"].as_array().unwrap().len() as u64
+    );
+    assert!(
+        merged_total < per_scanner,
+        "{merged_total} vs {per_scanner}"
+    );
+    let merged_sarif = read_json(&dir.join("reports/findings.sarif.json"));
+    assert_eq!(
+        merged_sarif["runs"].as_array().unwrap().len(),
+        3,
+        "secrets, bandit, detect-secrets"
+    );
+
     // Tool output is streamed as events, and recorded in the bundle's stream.
     let stream = std::fs::read_to_string(dir.join("stream.jsonl")).unwrap();
     let events: Vec<Value> = stream
@@ -577,9 +689,20 @@ async fn installed_tools_run_for_real_and_missing_ones_are_skipped_with_a_warnin
         assert!(events
             .iter()
             .any(|e| e["type"] == "tool_start" && e["tool"] == tool));
-        assert!(events
+        assert!(events.iter().any(|e| e["type"] == "tool_complete"
+            && e["tool"] == tool
+            && e["status"] == "succeeded"
+            && e["exit_code"] == 0));
+    }
+    // A skipped scanner's completion says so, and claims no exit code.
+    for tool in ["ruff", "semgrep", "vulnerabilities"] {
+        let done: Vec<&Value> = events
             .iter()
-            .any(|e| e["type"] == "tool_complete" && e["tool"] == tool && e["exit_code"] == 0));
+            .filter(|e| e["type"] == "tool_complete" && e["tool"] == tool)
+            .collect();
+        assert_eq!(done.len(), 1, "{tool}");
+        assert_eq!(done[0]["status"], "skipped", "{tool}");
+        assert!(done[0].get("exit_code").is_none(), "{tool}: {}", done[0]);
     }
     assert!(events.iter().any(|e| e["type"] == "log"
         && e["tool"] == "ruff"
@@ -689,7 +812,8 @@ async fn profiles_are_listed_and_inline_manifests_override_thresholds() {
     assert!(!light["policy"]["violations"].as_array().unwrap().is_empty());
 
     // An inline manifest raises the limits: same findings, policy passes.
-    let lax = json!({"thresholds": {"critical": 1000, "high": 1000, "medium": null}});
+    // (No OSV database here: the vulnerability scanner is made optional, or it fails the gate.)
+    let lax = json!({"thresholds": {"critical": 1000, "high": 1000, "medium": null}, "optional": ["vulnerabilities"]});
     let mut body = scan_body(&git.url("s"));
     body["manifest"] = lax.clone();
     let response = app.post_json("/v1/security-scans", &body).await;
@@ -706,7 +830,7 @@ async fn profiles_are_listed_and_inline_manifests_override_thresholds() {
     // The digest is over the canonical form: spelling does not matter.
     let mut respelled = scan_body(&git.url("s"));
     respelled["manifest"] = serde_json::from_str(
-        r#"{ "thresholds" : { "medium": null, "high": 1000, "critical": 1000 } }"#,
+        r#"{ "optional": ["vulnerabilities"], "thresholds" : { "medium": null, "high": 1000, "critical": 1000 } }"#,
     )
     .unwrap();
     let again: Value = app
@@ -766,7 +890,8 @@ async fn a_manifest_file_in_the_tree_selects_the_profile_at_run_time() {
     let mut files = corpus.files.clone();
     files.push((
         ".certus/manifest.json".into(),
-        r#"{"thresholds": {"critical": 1000, "high": 1000}}"#.into(),
+        r#"{"thresholds": {"critical": 1000, "high": 1000}, "optional": ["vulnerabilities"]}"#
+            .into(),
     ));
     let refs: Vec<(&str, &str)> = files
         .iter()
@@ -1076,4 +1201,359 @@ async fn hostile_archives_are_refused_with_a_clear_error_and_write_nothing_outsi
     assert!(!app.data_dir.join("evil.txt").exists());
     assert!(!app.data_dir.join("work/evil.txt").exists());
     assert!(app.leftover_workspaces().is_empty());
+}
+
+// ----- Fail closed, suppression, earlier manifest forms -------------------------------------
+
+fn aws_key(seed: u64) -> String {
+    format!(
+        "AKIA{}",
+        corpus::Rng::new(seed).string(16, corpus::UPPER_DIGITS)
+    )
+}
+
+fn findings_of(app: &TestApp, id: &str) -> Vec<Value> {
+    read_json(&app.artifact_dir(id).join("reports/findings.json"))["findings"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn the_policy_fails_closed_unless_the_profile_makes_a_scanner_optional() {
+    let git = GitServer::start();
+    git.create_repo("clean", &[("main.py", "print('hello')\n")]);
+    let empty = tempfile::tempdir().unwrap();
+    let tool_path = empty.path().as_os_str().to_owned();
+    let app = spawn_app_with(move |c| c.tool_path = Some(tool_path)).await;
+
+    // light without an OSV database: the vulnerability scanner is skipped, the policy fails
+    // (the scan itself succeeds).
+    let id = app.submit_scan(scan_body(&git.url("clean"))).await;
+    let scan = finish(&app, &id).await;
+    assert_eq!(scan["status"], "SUCCEEDED", "{scan}");
+    assert_eq!(scan["policy"]["passed"], false, "{}", scan["policy"]);
+    assert_eq!(
+        scan["policy"]["violations"],
+        json!([{
+            "kind": "scanner",
+            "scanner": "vulnerabilities",
+            "status": "skipped",
+            "reason": scan["scanners"][2]["reason"],
+        }])
+    );
+    assert!(scan["scanners"][2]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("CERTUS_ASSURANCE_OSV_DB_DIR"));
+    assert_eq!(scan["scanners"][2]["required"], true);
+
+    // An external tool that is not installed and not optional fails the policy too; made
+    // optional, neither does.
+    let mut body = scan_body(&git.url("clean"));
+    body["profile"] = json!("gate");
+    body["manifest"] = json!({"profiles": {"gate": {"extends": "light", "scanners": ["secrets", "vulnerabilities", "bandit"]}}});
+    let strict_gate = finish(&app, &app.submit_scan(body.clone()).await).await;
+    assert_eq!(strict_gate["policy"]["passed"], false);
+    let failed: BTreeSet<String> = strict_gate["policy"]["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["scanner"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        failed,
+        BTreeSet::from(["bandit".to_string(), "vulnerabilities".to_string()])
+    );
+    body["manifest"]["profiles"]["gate"]["optional"] = json!(["bandit", "vulnerabilities"]);
+    let relaxed = finish(&app, &app.submit_scan(body).await).await;
+    assert_eq!(relaxed["policy"]["passed"], true, "{}", relaxed["policy"]);
+    let bandit = relaxed["scanners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "bandit")
+        .unwrap()
+        .clone();
+    assert_eq!(bandit["status"], "skipped");
+    assert_eq!(bandit["required"], false);
+    assert_eq!(bandit["kind"], "external");
+    assert_ne!(relaxed["manifest_digest"], strict_gate["manifest_digest"]);
+}
+
+#[tokio::test]
+async fn suppressed_findings_are_listed_and_counted_never_dropped() {
+    let git = GitServer::start();
+    let keys: Vec<String> = (0..5).map(|i| aws_key(100 + i)).collect();
+    let files = [
+        ("app.py".to_string(), format!("AWS_KEY = \"{}\"\n", keys[0])),
+        (
+            "allowed.py".to_string(),
+            format!(
+                "A = \"{}\"  # pragma: allowlist secret\n# certus:allow\nB = \"{}\"\n",
+                keys[1], keys[2]
+            ),
+        ),
+        (
+            "tests/fixtures/keys.py".to_string(),
+            format!("K = \"{}\"\n", keys[3]),
+        ),
+        (
+            "generated/lib.py".to_string(),
+            format!("V = \"{}\"\n", keys[4]),
+        ),
+        (
+            ".certusignore".to_string(),
+            "# generated code\ngenerated/\n".to_string(),
+        ),
+    ];
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(p, t)| (p.as_str(), t.as_str()))
+        .collect();
+    git.create_repo("s", &refs);
+    let app = spawn_app_with(|_| {}).await;
+    let manifest = json!({"optional": ["vulnerabilities"], "exclude": ["tests/fixtures/"]});
+    let mut body = scan_body(&git.url("s"));
+    body["manifest"] = manifest.clone();
+    let id = app.submit_scan(body).await;
+    let scan = finish(&app, &id).await;
+    assert_eq!(scan["status"], "SUCCEEDED", "{scan}");
+    let findings = findings_of(&app, &id);
+    assert_eq!(findings.len(), 5, "every finding is listed: {findings:?}");
+    let by_path = |p: &str| -> Vec<&Value> { findings.iter().filter(|f| f["path"] == p).collect() };
+    assert_eq!(by_path("app.py")[0]["suppressed"], false);
+    assert_eq!(
+        findings[0]["path"], "app.py",
+        "unsuppressed findings come first"
+    );
+    for f in by_path("allowed.py") {
+        assert_eq!(f["suppressed"], true, "{f}");
+        assert_eq!(f["suppression"]["kind"], "inline", "{f}");
+    }
+    let fixture = by_path("tests/fixtures/keys.py")[0];
+    assert_eq!(fixture["suppression"]["kind"], "path");
+    let vendor = by_path("generated/lib.py")[0];
+    assert_eq!(vendor["suppression"]["kind"], "path");
+    assert!(vendor["suppression"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains(".certusignore"));
+    let summary = read_json(&app.artifact_dir(&id).join("summary.json"));
+    assert_eq!(
+        summary["findings"]["suppressed"],
+        json!({"total": 4, "inline": 2, "path": 2, "baseline": 0})
+    );
+    assert_eq!(
+        summary["findings"]["total"]["total"], 1,
+        "the policy counts what is not suppressed"
+    );
+    assert_eq!(scan["findings"]["total"], 1);
+    assert_eq!(summary["findings"]["by_scanner"]["secrets"]["total"], 5);
+    let sarif = read_json(&app.artifact_dir(&id).join("reports/findings.sarif.json"));
+    let suppressed_results = results(&sarif)
+        .iter()
+        .filter(|r| r.get("suppressions").is_some())
+        .count();
+    assert_eq!(suppressed_results, 4);
+
+    // A baseline of the first scan's findings (as `certus-assurance baseline` writes it) at the
+    // root of the tree suppresses what is left.
+    let mut fingerprints: Vec<String> = findings
+        .iter()
+        .flat_map(|f| f["fingerprints"].as_array().unwrap().iter())
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    fingerprints.sort();
+    fingerprints.dedup();
+    let baseline = json!({"version": 1, "fingerprints": fingerprints}).to_string();
+    let mut with_baseline = refs.clone();
+    with_baseline.push((".certus-baseline.json", baseline.as_str()));
+    git.create_repo("b", &with_baseline);
+    let mut body = scan_body(&git.url("b"));
+    body["manifest"] = manifest.clone();
+    let id = app.submit_scan(body).await;
+    let scan = finish(&app, &id).await;
+    assert_eq!(scan["findings"]["total"], 0, "{scan}");
+    assert_eq!(scan["policy"]["passed"], true, "{}", scan["policy"]);
+    let findings = findings_of(&app, &id);
+    assert_eq!(findings.len(), 5);
+    let app_py = findings.iter().find(|f| f["path"] == "app.py").unwrap();
+    assert_eq!(app_py["suppression"]["kind"], "baseline");
+
+    // A baseline_path that is not in the tree fails the scan with what to do.
+    let mut body = scan_body(&git.url("s"));
+    body["manifest"] = json!({"baseline_path": "security/baseline.json"});
+    let scan = finish(&app, &app.submit_scan(body).await).await;
+    assert_eq!(scan["status"], "FAILED");
+    assert_eq!(scan["failure_reason"], "source_invalid");
+    assert!(
+        scan["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("baseline_path"),
+        "{scan}"
+    );
+
+    let text = app.metrics_text().await;
+    let suppressed = |kind: &str| {
+        sample(
+            &text,
+            "certus_assurance_findings_suppressed_total",
+            &[("kind", kind)],
+        )
+    };
+    assert_eq!(suppressed("inline"), Some(4.0));
+    assert_eq!(suppressed("path"), Some(4.0));
+    assert_eq!(suppressed("baseline"), Some(1.0));
+}
+
+#[tokio::test]
+async fn the_earlier_services_manifest_forms_are_accepted() {
+    let git = GitServer::start();
+    git.create_repo("r", &[("main.py", "print('hello')\n")]);
+    let app = spawn_app_with(|_| {}).await;
+    let list = json!({"profiles": [{
+        "name": "release",
+        "tools": ["secrets", {"id": "opengrep"}, {"name": "sbom"}, "attestation", "privacy", "dast"],
+        "thresholds": {"critical": 0, "high": 0}
+    }]});
+    let flat = json!({"version": "1.0", "profile": "light", "tools": ["secrets", "sbom", "eslint-security", "retire-js"]});
+    for (profile, manifest, scanners, unsupported) in [
+        (
+            "release",
+            list,
+            json!(["secrets", "semgrep", "sbom"]),
+            json!(["privacy", "dast"]),
+        ),
+        (
+            "light",
+            flat,
+            json!(["secrets", "sbom"]),
+            json!(["eslint-security", "retire-js"]),
+        ),
+    ] {
+        let mut body = scan_body(&git.url("r"));
+        body["profile"] = json!(profile);
+        body["manifest"] = manifest.clone();
+        let response = app.post_json("/v1/security-scans", &body).await;
+        assert_eq!(response.status(), 202, "{manifest}");
+        let accepted: Value = response.json().await.unwrap();
+        let sent = format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(serde_json::to_string(&manifest).unwrap()))
+        );
+        assert_eq!(
+            accepted["manifest_digest"], sent,
+            "the digest of the manifest as sent"
+        );
+        let id = accepted["test_id"].as_str().unwrap().to_string();
+        let pending = app.get_json(&format!("/v1/security-scans/{id}")).await;
+        assert_eq!(pending["unsupported_manifest_tools"], unsupported);
+        let scan = finish(&app, &id).await;
+        assert_eq!(scan["status"], "SUCCEEDED", "{scan}");
+        assert_eq!(scan["unsupported_manifest_tools"], unsupported);
+        assert_eq!(scan["manifest_digest"], sent);
+        let scan_json = read_json(&app.artifact_dir(&id).join("scan.json"));
+        assert_eq!(scan_json["profile"]["scanners"], scanners);
+        assert_eq!(scan_json["unsupported_manifest_tools"], unsupported);
+        assert!(
+            scan_json["warnings"].to_string().contains("no scanner for"),
+            "{}",
+            scan_json["warnings"]
+        );
+    }
+}
+
+/// A scanner that finds one problem but reports its data as incomplete, as the vulnerability
+/// scanner does when the OSV database lacks an ecosystem of the tree.
+struct IncompleteScanner;
+
+impl certus_assurance::pipeline::scanners::Scanner for IncompleteScanner {
+    fn name(&self) -> &'static str {
+        "vulnerabilities"
+    }
+    fn run(
+        &self,
+        ctx: &certus_assurance::pipeline::scanners::ScanContext<'_>,
+    ) -> anyhow::Result<certus_assurance::pipeline::scanners::ScannerOutput> {
+        ctx.reports
+            .incomplete("no OSV data for the PyPI packages of the tree; run `osv sync`");
+        let sarif = json!({
+            "version": "2.1.0",
+            "runs": [{"tool": {"driver": {"name": "vulnerabilities"}}, "results": [{
+                "ruleId": "GHSA-aaaa-bbbb-cccc",
+                "level": "warning",
+                "message": {"text": "lodash 4.17.20 is affected"},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": "main.py", "uriBaseId": "SRCROOT"}, "region": {"startLine": 1}}}],
+                "partialFingerprints": {"vuln/v1": "f00d"},
+                "properties": {"severity": "medium"},
+            }]}],
+        });
+        Ok(certus_assurance::pipeline::scanners::ScannerOutput {
+            findings: vec![certus_assurance::pipeline::scanners::Finding {
+                rule_id: "GHSA-aaaa-bbbb-cccc".into(),
+                severity: certus_assurance::pipeline::scanners::Severity::Medium,
+                message: "lodash 4.17.20 is affected".into(),
+                path: "main.py".into(),
+                line: 1,
+                column: 1,
+                snippet: String::new(),
+                fingerprint: "f00d".into(),
+            }],
+            sarif,
+            files_scanned: 1,
+            bytes_scanned: 1,
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_scanner_with_incomplete_data_counts_as_failed_but_its_findings_stand() {
+    let git = GitServer::start();
+    git.create_repo("r", &[("main.py", "print('hello')\n")]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::helpers::test_config(dir.path());
+    let app =
+        crate::helpers::start(config, Some(vec![std::sync::Arc::new(IncompleteScanner)])).await;
+    let mut body = scan_body(&git.url("r"));
+    body["profile"] = json!("vulns");
+    body["manifest"] = json!({"profiles": {"vulns": {"scanners": ["vulnerabilities"]}}});
+    let id = app.submit_scan(body.clone()).await;
+    let scan = finish(&app, &id).await;
+    assert_eq!(scan["status"], "SUCCEEDED", "{scan}");
+    let run = &scan["scanners"][0];
+    assert_eq!(run["status"], "failed", "{run}");
+    assert!(
+        run["reason"].as_str().unwrap().contains("osv sync"),
+        "{run}"
+    );
+    assert_eq!(run["findings"], 1);
+    assert_eq!(scan["findings"]["medium"], 1, "the findings stand");
+    assert_eq!(scan["policy"]["passed"], false);
+    assert_eq!(scan["policy"]["violations"][0]["kind"], "scanner");
+    assert_eq!(scan["policy"]["violations"][0]["status"], "failed");
+    let stream = std::fs::read_to_string(app.artifact_dir(&id).join("stream.jsonl")).unwrap();
+    let done: Value = stream
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["type"] == "tool_complete")
+        .unwrap();
+    assert_eq!(done["status"], "failed");
+    assert!(done.get("exit_code").is_none(), "{done}");
+    let text = app.metrics_text().await;
+    assert_eq!(
+        sample(
+            &text,
+            "certus_assurance_scanner_runs_total",
+            &[("scanner", "vulnerabilities"), ("outcome", "failure")]
+        ),
+        Some(1.0)
+    );
+
+    body["manifest"]["profiles"]["vulns"]["optional"] = json!(["vulnerabilities"]);
+    let scan = finish(&app, &app.submit_scan(body).await).await;
+    assert_eq!(scan["policy"]["passed"], true, "{}", scan["policy"]);
+    assert_eq!(scan["scanners"][0]["required"], false);
+    drop(dir);
 }
