@@ -366,13 +366,24 @@ fn write_table(out: &mut impl Write, summary: &Value, bundle: &Path) -> anyhow::
             summary["profile"].as_str().unwrap_or("?")
         )?;
         for v in policy["violations"].as_array().into_iter().flatten() {
-            writeln!(
-                out,
-                "  {} findings: {} (allowed {})",
-                v["severity"].as_str().unwrap_or("?"),
-                v["count"],
-                v["threshold"]
-            )?;
+            if v["kind"] == "scanner" {
+                // Fail closed: a scanner of the profile did not succeed.
+                writeln!(
+                    out,
+                    "  scanner {} {}: {}",
+                    cell(v["scanner"].as_str().unwrap_or("?"), 40),
+                    v["status"].as_str().unwrap_or("?"),
+                    cell(v["reason"].as_str().unwrap_or("no reason given"), 300)
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "  {} findings: {} (allowed {})",
+                    v["severity"].as_str().unwrap_or("?"),
+                    v["count"],
+                    v["threshold"]
+                )?;
+            }
         }
         write_policy_findings(out, policy, bundle)?;
     }
@@ -672,6 +683,30 @@ pub fn hash_token(input: impl std::io::Read) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_names_scanners_that_did_not_succeed() {
+        let summary = json!({
+            "profile": "standard",
+            "findings": {"total": {"critical": 0, "high": 0, "medium": 0, "low": 0, "info": 0, "total": 0}, "by_scanner": {}},
+            "policy": {"passed": false, "violations": [
+                {"kind": "scanner", "scanner": "bandit", "status": "failed", "reason": "exit code 2"},
+                {"kind": "threshold", "severity": "high", "count": 3, "threshold": 0}
+            ]},
+            "warnings": [],
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = Vec::new();
+        write_table(&mut out, &summary, dir.path()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("policy (standard): FAILED"), "{text}");
+        assert!(
+            text.contains("scanner bandit failed: exit code 2"),
+            "{text}"
+        );
+        assert!(text.contains("high findings: 3 (allowed 0)"), "{text}");
+        assert!(!text.contains("null"), "{text}");
+    }
 
     #[test]
     fn git_urls_and_paths_are_told_apart() {

@@ -816,10 +816,10 @@ impl Pipeline {
         let mut by_scanner = BTreeMap::new();
         let mut scanner_runs = Vec::new();
         let mut problems = Vec::new();
-        let shared = Arc::new(scanners::SharedFacts::new(
-            spec.component_id.clone(),
-            spec.test_id.clone(),
-        ));
+        let shared = Arc::new(
+            scanners::SharedFacts::new(spec.component_id.clone(), spec.test_id.clone())
+                .with_excludes(profile.exclude.clone()),
+        );
         let scratch = workspace.join("tools");
         for name in &profile.scanners {
             let span = tracing::info_span!(

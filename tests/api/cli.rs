@@ -313,6 +313,8 @@ fn the_baseline_command_writes_every_fingerprint_of_a_bundle() {
         std::fs::read(&out).unwrap(),
         written,
         "a failed run leaves the file alone"
+    );
+}
 
 #[test]
 fn strict_mode_and_baselines_in_the_scan_command() {

@@ -224,7 +224,7 @@ async fn semgrep_runs_offline_with_the_shipped_rules_and_the_trees_own() {
         .find(|s| s["name"] == "semgrep")
         .cloned()
         .unwrap();
-    assert_eq!(semgrep["status"], "success", "{semgrep}");
+    assert_eq!(semgrep["status"], "succeeded", "{semgrep}");
     assert_eq!(semgrep["findings"], json!(found.len()), "{semgrep}");
 }
 
@@ -297,7 +297,7 @@ async fn planted_secrets_never_leave_the_standard_profile_in_clear() {
             .find(|s| s["name"] == tool)
             .cloned()
             .unwrap_or_else(|| panic!("{tool} missing: {scan_json}"));
-        assert_eq!(entry["status"], "success", "{entry}");
+        assert_eq!(entry["status"], "succeeded", "{entry}");
         assert!(entry["findings"].as_u64().unwrap() >= 1, "{entry}");
     }
     let bandit = read_json(&dir.join("reports/sast/bandit.sarif.json"));

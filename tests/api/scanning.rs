@@ -1306,6 +1306,15 @@ async fn suppressed_findings_are_listed_and_counted_never_dropped() {
             ".certusignore".to_string(),
             "# generated code\ngenerated/\n".to_string(),
         ),
+        // The same excludes keep a fixture's lockfile out of the SBOM.
+        (
+            "requirements.txt".to_string(),
+            "realpkg==2.0.0\n".to_string(),
+        ),
+        (
+            "tests/fixtures/requirements.txt".to_string(),
+            "fixturepkg==1.0.0\n".to_string(),
+        ),
     ];
     let refs: Vec<(&str, &str)> = files
         .iter()
@@ -1339,6 +1348,21 @@ async fn suppressed_findings_are_listed_and_counted_never_dropped() {
         .as_str()
         .unwrap()
         .contains(".certusignore"));
+    let sbom = read_json(
+        &app.artifact_dir(&id)
+            .join("reports/sbom/sbom.cyclonedx.json"),
+    );
+    let names: Vec<&str> = sbom["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(names.contains(&"realpkg"), "{names:?}");
+    assert!(
+        !names.contains(&"fixturepkg"),
+        "an excluded fixture's lockfile is in the SBOM: {names:?}"
+    );
     let summary = read_json(&app.artifact_dir(&id).join("summary.json"));
     assert_eq!(
         summary["findings"]["suppressed"],

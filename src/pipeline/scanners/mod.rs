@@ -103,7 +103,11 @@ impl ScanContext<'_> {
         if let Some(inv) = slot.as_ref() {
             return Ok(inv.clone());
         }
-        let inv = Arc::new(super::sbom::discover(self.source_root, self.cancel)?);
+        let inv = Arc::new(super::sbom::discover_excluding(
+            self.source_root,
+            self.cancel,
+            &self.shared.excludes,
+        )?);
         *slot = Some(inv.clone());
         Ok(inv)
     }
@@ -116,6 +120,9 @@ pub struct SharedFacts {
     pub subject: String,
     /// The scan's id, used to make document identifiers unique.
     pub run_id: String,
+    /// The profile's path excludes (gitignore-syntax globs): lockfiles there stay out of the SBOM
+    /// as their findings are suppressed.
+    pub excludes: Vec<String>,
     inventory: Mutex<Option<Arc<Inventory>>>,
 }
 
@@ -124,8 +131,15 @@ impl SharedFacts {
         SharedFacts {
             subject: subject.into(),
             run_id: run_id.into(),
+            excludes: Vec::new(),
             inventory: Mutex::new(None),
         }
+    }
+
+    /// With the profile's path excludes.
+    pub fn with_excludes(mut self, excludes: Vec<String>) -> SharedFacts {
+        self.excludes = excludes;
+        self
     }
 }
 
