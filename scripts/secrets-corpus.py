@@ -4,7 +4,7 @@
 Deterministic (fixed seed, standard library only, no network). Every credential is generated
 with a random body in the shape its vendor documents (prefix, length, alphabet, and the checksum
 where the format has one: GitHub and npm tokens' CRC32 in base62, age keys' bech32 checksum, the
-CRC-24 of an OpenPGP armor; PEM bodies are DER that decodes; JWTs and JSON-bearing tokens carry
+CRC-24 of an OpenPGP armor, Grafana service account tokens' CRC32; PEM bodies are DER that decodes; JWTs and JSON-bearing tokens carry
 valid JSON). None of them is a real key.
 
     scripts/secrets-corpus.py --out DIR            # writes DIR/corpus/ and DIR/labels.json
@@ -88,6 +88,16 @@ def base62(n, width):
 
 def crc32_base62(text):
     return base62(zlib.crc32(text.encode()) & 0xFFFFFFFF, 6)
+
+
+def grafana_sa(g, bad_checksum=False):
+    """Grafana service account token: `glsa_` + 32 alphanumerics + `_` + CRC32 (IEEE) of what
+    precedes it, as 4 little-endian bytes in hex (grafana pkg/components/satokengen)."""
+    key = "glsa_" + g.s(AN, 32)
+    crc = zlib.crc32(key.encode()) & 0xFFFFFFFF
+    if bad_checksum:
+        crc ^= 0x1
+    return key + "_" + crc.to_bytes(4, "little").hex()
 
 
 def github_style(g, prefix):
@@ -496,7 +506,7 @@ def formats():
         F("newrelic-insights-insert-key", "observability", "NEW_RELIC_INSERT_KEY", S("NRII-", B64U, 32), prefix="NRII-"),
         F("sentry-user-token", "observability", "SENTRY_AUTH_TOKEN", S("sntryu_", HEX, 64), prefix="sntryu_"),
         F("sentry-org-token", "observability", "SENTRY_ORG_TOKEN", lambda g: "sntrys_" + b64(json.dumps({"iat": 1760000000 + g.r.randint(0, 10**7), "url": "https://sentry.io", "region_url": "https://us.sentry.io", "org": g.word()}).encode()).rstrip("=") + "_" + g.s(AN + "+/", 43), prefix="sntrys_"),
-        F("grafana-service-account-token", "observability", "GRAFANA_TOKEN", lambda g: "glsa_" + g.s(AN, 32) + "_" + g.s(HEX, 8), prefix="glsa_"),
+        F("grafana-service-account-token", "observability", "GRAFANA_TOKEN", grafana_sa, prefix="glsa_"),
         F("grafana-cloud-token", "observability", "GRAFANA_CLOUD_TOKEN", lambda g: "glc_" + b64(json.dumps({"o": g.digits(6), "n": f"stack-{g.digits(6)}-hm-write", "k": g.s(AN, 24), "m": {"r": "prod-eu-west-2"}}, separators=(",", ":")).encode()), prefix="glc_eyJ"),
         F("dynatrace-api-token", "observability", "DT_API_TOKEN", lambda g: "dt0c01." + g.s(UAN, 24) + "." + g.s(UAN, 64), prefix="dt0c01."),
         F("honeycomb-api-key", "observability", "HONEYCOMB_API_KEY", S("hcaik_", LAN, 58), prefix="hcaik_"),
@@ -766,7 +776,9 @@ def negatives(g, fs):
                 name, lines, _ = CONTEXTS[ctx](var, val)
             yield pk, name, lines
     # look-alikes: right prefix, wrong length (prefix + 8 characters)
-    prefixed = [f for f in fs if f["prefix"] and len(f["prefix"]) >= 3]
+    # (every third format with a prefix of 3 or more characters, so that this easy kind does not
+    # make up most of the negative files)
+    prefixed = [f for f in fs if f["prefix"] and len(f["prefix"]) >= 3][::3]
     for i, f in enumerate(prefixed):
         ctx = ["python", "javascript", "go", "java", "json", "yaml", "toml", "hcl"][i % 8]
         val = f["prefix"] + g.s(LAN, 8)
@@ -797,6 +809,9 @@ def negatives(g, fs):
         yield "lookalike-wrong-checksum", name, lines
     for i in range(3):
         name, lines, _ = CONTEXTS[["python", "yaml", "toml"][i]](NEUTRAL_VARS[i].upper(), age_key(g, bad_checksum=True))
+        yield "lookalike-wrong-checksum", name, lines
+    for i in range(3):
+        name, lines, _ = CONTEXTS[["json", "go", "hcl"][i]](NEUTRAL_VARS[i].upper(), grafana_sa(g, bad_checksum=True))
         yield "lookalike-wrong-checksum", name, lines
     # UUIDs in code
     for i in range(6):
@@ -947,6 +962,9 @@ def self_check(out, labels):
     tok = github_style(g, "ghp_")
     if crc32_base62(tok[4:34]) != tok[34:]:
         problems.append("github checksum")
+    tok = grafana_sa(g)
+    if (zlib.crc32(tok[:37].encode()) & 0xFFFFFFFF).to_bytes(4, "little").hex() != tok[38:]:
+        problems.append("grafana checksum")
     key = age_key(g).lower()
     hrp, data = key.rsplit("1", 1)
     vals = [BECH32.index(c) for c in data]
