@@ -871,3 +871,38 @@ pub fn validate_schemas(args: &[std::ffi::OsString]) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// A test that cannot run its subject fails here, saying what is `missing`, unless
+/// `CERTUS_ASSURANCE_TEST_SKIP` (a comma-separated list of reasons, e.g. `disk-full`; README.md,
+/// Development) names its `reason`: then the skip is appended to the file named by
+/// `CERTUS_ASSURANCE_TEST_SKIPPED_FILE` (scripts/test.sh sets it and lists the file at the end;
+/// default `skipped-tests.txt` in the target directory) and the caller returns.
+pub fn cannot_run(reason: &str, test: &str, missing: &str) {
+    let opted_out = std::env::var("CERTUS_ASSURANCE_TEST_SKIP")
+        .unwrap_or_default()
+        .split(',')
+        .any(|r| r.trim() == reason);
+    assert!(
+        opted_out,
+        "{test} cannot run: {missing}. Provide it, or set CERTUS_ASSURANCE_TEST_SKIP={reason} \
+         to skip this test (scripts/test.sh lists the skipped tests)"
+    );
+    let file = std::env::var_os("CERTUS_ASSURANCE_TEST_SKIPPED_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            // target/<profile>/deps/<test binary>
+            let exe = std::env::current_exe().unwrap();
+            exe.ancestors().nth(3).unwrap().join("skipped-tests.txt")
+        });
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file)
+        .unwrap_or_else(|e| panic!("recording the skip in {}: {e}", file.display()));
+    std::io::Write::write_all(
+        &mut out,
+        format!("{test} (CERTUS_ASSURANCE_TEST_SKIP={reason}): {missing}\n").as_bytes(),
+    )
+    .unwrap();
+    eprintln!("SKIPPED {test}: {missing}");
+}
