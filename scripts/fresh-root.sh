@@ -76,7 +76,16 @@ say "debootstrap --variant=minbase $suite: $(elapsed "$t") ($(. "$root/etc/os-re
 # There is no init in a chroot: package scripts must not try to start services.
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 chmod +x "$root/usr/sbin/policy-rc.d"
+# This machine's network configuration, which a machine on the same network would have too: the
+# resolver, the local CA certificates (an intercepting proxy's, if any; trusted once the root's
+# ca-certificates package is installed) and pip's global configuration.
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+  say "copied into the root: this machine's local CA certificates ($(cd /usr/local/share/ca-certificates && ls ./*.crt | tr '\n' ' '))"
+fi
+if [ -f /etc/pip.conf ]; then cp /etc/pip.conf "$root/etc/pip.conf"; fi
 for fs in proc sys dev dev/pts; do
   mkdir -p "$root/$fs"
   case "$fs" in
@@ -99,7 +108,7 @@ git clone --quiet --no-hardlinks "$repo" "$root/root/certus-assurance"
 # The README: "install a Rust toolchain, 1.85 or newer, with rustfmt and clippy" (rustup's
 # default profile), then `apt-get install build-essential pkg-config libssl-dev`.
 t=$(now)
-in_root 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential pkg-config libssl-dev ca-certificates curl >/dev/null' >>"$log" 2>&1
+in_root 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential pkg-config libssl-dev ca-certificates curl >/dev/null && update-ca-certificates' >>"$log" 2>&1
 say "apt-get install build-essential pkg-config libssl-dev (and curl, ca-certificates for rustup): $(elapsed "$t")"
 say "Debian's own toolchain in the root: $(in_root 'apt-cache policy rustc cargo' | awk '/^[a-z]/ {p=$1} /Candidate/ {printf "%s %s; ", p, $2}')(the crate needs rust-version $(sed -n 's/^rust-version = "\(.*\)"/\1/p' Cargo.toml) and scripts/fuzz.sh a nightly toolchain)"
 
