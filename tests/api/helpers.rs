@@ -553,6 +553,10 @@ pub fn store_counts_at(data_dir: &Path) -> (HashMap<String, i64>, HashMap<String
 }
 
 /// Asserts `/stats`, `/metrics` and the store agree on every scan and upload count.
+///
+/// `/stats` and `/metrics` read one registry (the same gauges), so their agreement only shows
+/// that both render it; the independent check is the comparison with the store, which
+/// [`assert_counts_agree`] makes for every count the store holds.
 pub async fn assert_stats_match_metrics_and_store(app: &TestApp) -> Value {
     let stats = app.stats().await;
     let text = app.metrics_text().await;
@@ -560,7 +564,9 @@ pub async fn assert_stats_match_metrics_and_store(app: &TestApp) -> Value {
 }
 
 /// Asserts that `stats` (a `/stats` answer), `text` (a `/metrics` answer) and the SQLite store
-/// in `data_dir` agree on every scan and upload count; returns `stats`.
+/// in `data_dir` agree on every scan and upload count; returns `stats`. `/stats` and `/metrics`
+/// read one registry: the store comparison is what tests the counts (`active_streams` has no
+/// store and is only checked for both renderings agreeing).
 pub fn assert_counts_agree(stats: &Value, text: &str, data_dir: &Path) -> Value {
     let (store, uploads) = store_counts_at(data_dir);
     let mut total = 0;
