@@ -53,7 +53,7 @@ as_pg() {
 if psql "$CERTUS_ASSURANCE_TEST_POSTGRES_URL" -Atqc 'SELECT 1' >/dev/null 2>&1; then
   echo "== PostgreSQL for the tests: $CERTUS_ASSURANCE_TEST_POSTGRES_URL"
 else
-  pg_bin="$(find /usr/lib/postgresql/*/bin -maxdepth 1 -name initdb 2>/dev/null | sort -V | tail -1 | xargs -r dirname)"
+  pg_bin="$( (ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null || true) | sort -V | tail -1 | xargs -r dirname)"
   if [ -z "$pg_bin" ]; then
     echo "no PostgreSQL at $CERTUS_ASSURANCE_TEST_POSTGRES_URL and no initdb under /usr/lib/postgresql; install Debian's postgresql" >&2
     exit 1
