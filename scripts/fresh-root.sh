@@ -138,6 +138,10 @@ case "$toolchain" in
   *) echo "FRESH_ROOT_TOOLCHAIN is rustup or copy, not $toolchain" >&2; exit 1 ;;
 esac
 say "toolchain in the root: $(in_root 'rustc --version; cargo --version' | tr '\n' ' ')"
+# What the lock file really needs (the packages' rust-version), to compare with Debian's rustc.
+needed="$(in_root 'cd /root/certus-assurance && cargo metadata --locked --format-version 1 --filter-platform "$(rustc -vV | sed -n "s/^host: //p")"' 2>>"$log" \
+  | python3 -c 'import json, sys; v = [p["rust_version"] for p in json.load(sys.stdin)["packages"] if p.get("rust_version")]; print(max(v, key=lambda s: [int(x) for x in s.split(".")]))' 2>>"$log" || echo unknown)"
+say "highest rust-version among the locked dependencies: $needed"
 
 # 1. `cargo run --release`: the service answers /health on its default address. When another
 # process already holds 127.0.0.1:8056 on this machine (the root shares its network), the
