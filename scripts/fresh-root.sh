@@ -24,6 +24,9 @@
 #
 # Only committed work is tested: the root gets a `git clone` of HEAD.
 set -euo pipefail
+# One compound command: bash parses it whole before running it, so editing this file while a run
+# is in progress (it takes long) cannot change what the run executes.
+{
 cd "$(dirname "$0")/.."
 repo="$PWD"
 
@@ -193,4 +196,5 @@ else
   say "scripts/test.sh: FAIL (exit $test_status) after $(elapsed "$t") (log $root.test.log)"
 fi
 sed -n '/^== skipped tests/,$p; /^== no test skipped/p' "$root.test.log" | tee -a "$result"
-[ "$healthy" = 1 ] && [ "$test_status" = 0 ]
+if [ "$healthy" = 1 ] && [ "$test_status" = 0 ]; then exit 0; else exit 1; fi
+}
