@@ -3,8 +3,9 @@
 # OpenSSL headers (libgit2), promtool and the Prometheus server (Debian package `prometheus`),
 # Alertmanager and amtool (`prometheus-alertmanager`), kubectl (its built-in kustomize builds
 # deploy/kubernetes), git (for `git daemon`), psql, jq, openssl (an HTTPS server with an
-# untrusted certificate), moto_server (PyPI `moto[server]`, the S3 server of the upload
-# tests), schemathesis (PyPI, scripts/api-fuzz.sh), and the nightly toolchain with cargo-fuzz
+# untrusted certificate), curl, python3, the PostgreSQL server binaries when no server is usable
+# at the test URL (scripts/test.sh then starts a throwaway one), moto_server (PyPI
+# `moto[server]`, the S3 server of the upload tests), schemathesis (PyPI, scripts/api-fuzz.sh), and the nightly toolchain with cargo-fuzz
 # (scripts/fuzz.sh). Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -22,6 +23,22 @@ command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 if ! pkg-config --exists openssl 2>/dev/null; then need+=(libssl-dev); fi
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# scripts/api-fuzz.sh polls /health with curl; pip, cargo and curl verify TLS with the CA bundle.
+command -v curl >/dev/null 2>&1 || need+=(curl)
+[ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+# Used by the tests: python3 (free ports, the HTTPS git server, schema validation), tar, kill,
+# df, mount/umount (the disk-full fault tests mount a small tmpfs).
+command -v python3 >/dev/null 2>&1 || need+=(python3 python3-venv python3-pip)
+command -v tar >/dev/null 2>&1 || need+=(tar)
+command -v kill >/dev/null 2>&1 || need+=(procps)
+command -v mount >/dev/null 2>&1 || need+=(mount)
+# scripts/test.sh starts a throwaway PostgreSQL server when none is usable at the test URL: it
+# needs the server binaries (initdb, pg_ctl) of Debian's `postgresql`.
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+    && ! psql "${CERTUS_ASSURANCE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}" \
+      -Atqc 'SELECT 1' >/dev/null 2>&1; then
+  need+=(postgresql)
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -4,6 +4,7 @@
 //! running app and must answer as the manifest expects).
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
@@ -368,7 +369,7 @@ fn the_compose_stack_wires_service_prometheus_alertmanager_grafana_and_s3() {
         ])
         .current_dir(repo())
         .output()
-        .unwrap();
+        .expect("promtool runs (Debian prometheus; scripts/install-test-deps.sh installs it)");
     assert!(
         output.status.success(),
         "{}",
@@ -405,4 +406,280 @@ fn the_compose_stack_wires_service_prometheus_alertmanager_grafana_and_s3() {
         datasource["datasources"][0]["url"],
         "http://prometheus:9090"
     );
+}
+
+/// One line of a `.dockerignore`, compiled the way Docker compiles it (moby/patternmatcher):
+/// the pattern is cleaned (a leading `/` and a trailing `/` do not matter), `*` and `?` match
+/// within one path element, `**` matches any number of elements, `[...]` is a class, `\`
+/// escapes, and a leading `!` makes the line an exception.
+struct DockerIgnorePattern {
+    exception: bool,
+    regex: regex::Regex,
+}
+
+fn docker_ignore_patterns(text: &str) -> Vec<DockerIgnorePattern> {
+    let mut patterns = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (exception, pattern) = match line.strip_prefix('!') {
+            Some(rest) => (true, rest.trim()),
+            None => (false, line),
+        };
+        // filepath.Clean: no leading or trailing separator, no `.` elements.
+        let cleaned: Vec<&str> = pattern
+            .split('/')
+            .filter(|part| !part.is_empty() && *part != ".")
+            .collect();
+        let cleaned = cleaned.join("/");
+        let mut re = String::from("^");
+        let mut chars = cleaned.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '*' if chars.peek() == Some(&'*') => {
+                    chars.next();
+                    if chars.peek() == Some(&'/') {
+                        chars.next();
+                    }
+                    if chars.peek().is_none() {
+                        re.push_str(".*");
+                    } else {
+                        re.push_str("(.*/)?");
+                    }
+                }
+                '*' => re.push_str("[^/]*"),
+                '?' => re.push_str("[^/]"),
+                '\\' => {
+                    if let Some(next) = chars.next() {
+                        re.push_str(&regex::escape(&next.to_string()));
+                    }
+                }
+                '[' | ']' | '-' | '^' => re.push(c),
+                other => re.push_str(&regex::escape(&other.to_string())),
+            }
+        }
+        re.push('$');
+        patterns.push(DockerIgnorePattern {
+            exception,
+            regex: regex::Regex::new(&re)
+                .unwrap_or_else(|e| panic!("dockerignore pattern {line:?}: {e}")),
+        });
+    }
+    patterns
+}
+
+/// Whether Docker leaves `path` (relative, `/`-separated) out of the build context: the last
+/// pattern that matches the path or one of its parent directories decides.
+fn docker_ignores(patterns: &[DockerIgnorePattern], path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    let mut excluded = false;
+    for pattern in patterns {
+        let matches = (1..=parts.len()).any(|n| pattern.regex.is_match(&parts[..n].join("/")));
+        if matches {
+            excluded = !pattern.exception;
+        }
+    }
+    excluded
+}
+
+#[test]
+fn the_dockerignore_rules_match_as_docker_matches_them() {
+    let patterns =
+        docker_ignore_patterns("*\n!src/\n!/Cargo.toml\nsrc/**/*.bak\n!docs/**/keep?.md\n");
+    for (path, ignored) in [
+        ("README.md", true),
+        ("Cargo.toml", false),
+        ("src/main.rs", false),
+        ("src/api/mod.rs", false),
+        ("src/api/old.bak", true),
+        ("src/old.bak", true),
+        ("docs/a/b/keep1.md", false),
+        ("docs/a/b/keep12.md", true),
+        ("benches/scanning.rs", true),
+    ] {
+        assert_eq!(docker_ignores(&patterns, path), ignored, "{path}");
+    }
+}
+
+/// Copies a file, or a directory with everything under it.
+fn copy_tree(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            copy_tree(&entry.path(), &to.join(entry.file_name()));
+        }
+    } else {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
+    }
+}
+
+/// Copies what Docker would send as the build context of `deploy/Dockerfile` (the repository
+/// root, filtered by `deploy/Dockerfile.dockerignore`) into `dest`; returns the copied paths.
+fn assemble_build_context(dest: &Path) -> BTreeSet<String> {
+    let ignore = std::fs::read_to_string(repo().join("deploy/Dockerfile.dockerignore")).unwrap();
+    let patterns = docker_ignore_patterns(&ignore);
+    let mut copied = BTreeSet::new();
+    let mut stack = vec![repo()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let relative = path
+                .strip_prefix(repo())
+                .unwrap()
+                .to_string_lossy()
+                .replace('\\', "/");
+            if path.is_dir() {
+                // The target directory and .git are large and never in this context.
+                if relative != ".git" && relative != "target" {
+                    stack.push(path);
+                }
+                continue;
+            }
+            if docker_ignores(&patterns, &relative) {
+                continue;
+            }
+            let target = dest.join(&relative);
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::copy(&path, &target).unwrap();
+            copied.insert(relative);
+        }
+    }
+    copied
+}
+
+#[test]
+fn the_image_build_stage_has_every_file_cargo_needs_in_its_context() {
+    let context = tempfile::tempdir().unwrap();
+    let admitted = assemble_build_context(context.path());
+    assert!(admitted.contains("Cargo.toml"), "{admitted:?}");
+
+    // The build stage's COPY lines, applied to the context as Docker applies them.
+    let dockerfile = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    let build_stage: Vec<&str> = dockerfile
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("FROM "))
+        .skip(1)
+        .take_while(|l| !l.starts_with("FROM "))
+        .collect();
+    let workdir = tempfile::tempdir().unwrap();
+    let mut copies = 0;
+    for line in build_stage {
+        let Some(args) = line.strip_prefix("COPY ") else {
+            continue;
+        };
+        let words: Vec<&str> = args.split_whitespace().collect();
+        assert!(
+            !words.iter().any(|w| w.starts_with("--")),
+            "the build stage copies only from the context: {line}"
+        );
+        let (sources, destination) = words.split_at(words.len() - 1);
+        let destination = destination[0].trim_start_matches("./");
+        for source in sources {
+            let from = context.path().join(source);
+            assert!(
+                from.exists(),
+                "`{line}` in deploy/Dockerfile: {source} is not in the build context; \
+                 admit it in deploy/Dockerfile.dockerignore"
+            );
+            let to = if destination.is_empty() || destination.ends_with('/') {
+                workdir
+                    .path()
+                    .join(destination)
+                    .join(Path::new(source).file_name().unwrap())
+            } else {
+                workdir.path().join(destination)
+            };
+            copy_tree(&from, &to);
+            copies += 1;
+        }
+    }
+    assert!(copies >= 4, "the build stage copies the crate");
+
+    // cargo fetch reads every target of the manifest (benches, examples, tests) and the lock
+    // file: a target file or a lock entry missing from the image fails here as in `docker build`.
+    // Offline from the CARGO_HOME the suite was built with, for the host target only (the crates
+    // of other platforms need not be downloaded).
+    let host = String::from_utf8(
+        Command::new("rustc")
+            .arg("-vV")
+            .output()
+            .expect("rustc runs")
+            .stdout,
+    )
+    .unwrap()
+    .lines()
+    .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+    .expect("rustc -vV names the host");
+    let output = Command::new("cargo")
+        .args(["fetch", "--locked", "--offline", "--target", &host])
+        .current_dir(workdir.path())
+        .output()
+        .expect("cargo runs");
+    assert!(
+        output.status.success(),
+        "cargo fetch in the image's build stage failed; a file the manifest needs is not in \
+         the build context (deploy/Dockerfile.dockerignore) or not copied (deploy/Dockerfile):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn every_file_the_compose_stack_mounts_or_builds_from_exists() {
+    let deploy = repo().join("deploy");
+    let compose_files: Vec<PathBuf> = std::fs::read_dir(&deploy)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            (name.starts_with("docker-compose") || name.starts_with("compose"))
+                && (name.ends_with(".yml") || name.ends_with(".yaml"))
+        })
+        .collect();
+    assert!(!compose_files.is_empty(), "a compose file in deploy/");
+    let mut checked = 0;
+    for file in compose_files {
+        let compose = yaml(&file);
+        let named: BTreeSet<&str> = compose["volumes"]
+            .as_object()
+            .map(|v| v.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        for (name, service) in compose["services"].as_object().unwrap() {
+            if let Some(build) = service.get("build") {
+                let context = deploy.join(build["context"].as_str().unwrap_or("."));
+                assert!(context.is_dir(), "{name}: build context {context:?}");
+                if let Some(dockerfile) = build["dockerfile"].as_str() {
+                    assert!(
+                        context.join(dockerfile).is_file(),
+                        "{name}: dockerfile {dockerfile}"
+                    );
+                }
+            }
+            for volume in service["volumes"].as_array().into_iter().flatten() {
+                // Short syntax `source:target[:mode]` or long syntax `{type, source, target}`.
+                let source = match volume {
+                    Value::String(s) => s.split(':').next().unwrap().to_string(),
+                    other => other["source"].as_str().unwrap_or_default().to_string(),
+                };
+                if named.contains(source.as_str()) || source.is_empty() {
+                    continue;
+                }
+                assert!(
+                    source.starts_with('.') || source.starts_with('/'),
+                    "{name}: volume {source} is neither a path nor a declared named volume"
+                );
+                assert!(
+                    deploy.join(&source).exists(),
+                    "{}: service {name} mounts {source}, which does not exist",
+                    file.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 0, "the compose stack mounts files");
 }

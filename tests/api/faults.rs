@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::helpers::{planted_aws_key, scan_body, GitServer, Service};
+use crate::helpers::{cannot_run, planted_aws_key, scan_body, GitServer, Service};
 use crate::upload_helpers::{MotoServer, S3Proxy, TrustMode, TrustStandIn, S3};
 
 const TRUST_TOKEN: &str = "trust-test-token";
@@ -466,8 +466,7 @@ async fn s3_down_fails_the_upload_and_a_new_request_succeeds_once_s3_is_back() {
     upload_succeeds(service, &s3, id).await;
 }
 
-/// A tmpfs of `size` mounted on a new directory; unmounted on drop. `None` (with a loud
-/// message) where mounting is not permitted.
+/// A tmpfs of `size` mounted on a new directory; unmounted on drop.
 struct Tmpfs {
     dir: tempfile::TempDir,
 }
@@ -486,14 +485,19 @@ impl Tmpfs {
         Ok(Tmpfs { dir })
     }
 
-    /// [`Tmpfs::mount`], or `None` after a loud message that `test` is skipped and why.
+    /// [`Tmpfs::mount`]; where mounting is not permitted, the test fails saying so, or is
+    /// skipped and recorded under CERTUS_ASSURANCE_TEST_SKIP=disk-full ([`cannot_run`]).
     fn mount_or_skip(size: &str, test: &str) -> Option<Tmpfs> {
         match Tmpfs::mount(size) {
             Ok(t) => Some(t),
             Err(why) => {
-                eprintln!(
-                    "\n!!!!!!!! SKIPPED {test}:\n\
-                     !!!!!!!! mounting a tmpfs is not permitted here ({why}); run the tests as root\n"
+                cannot_run(
+                    "disk-full",
+                    test,
+                    &format!(
+                        "mounting a {size} tmpfs (mount -t tmpfs) is not permitted here ({why}); \
+                         the disk-full tests need root or CAP_SYS_ADMIN"
+                    ),
                 );
                 None
             }

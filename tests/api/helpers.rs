@@ -553,6 +553,10 @@ pub fn store_counts_at(data_dir: &Path) -> (HashMap<String, i64>, HashMap<String
 }
 
 /// Asserts `/stats`, `/metrics` and the store agree on every scan and upload count.
+///
+/// `/stats` and `/metrics` read one registry (the same gauges), so their agreement only shows
+/// that both render it; the independent check is the comparison with the store, which
+/// [`assert_counts_agree`] makes for every count the store holds.
 pub async fn assert_stats_match_metrics_and_store(app: &TestApp) -> Value {
     let stats = app.stats().await;
     let text = app.metrics_text().await;
@@ -560,7 +564,9 @@ pub async fn assert_stats_match_metrics_and_store(app: &TestApp) -> Value {
 }
 
 /// Asserts that `stats` (a `/stats` answer), `text` (a `/metrics` answer) and the SQLite store
-/// in `data_dir` agree on every scan and upload count; returns `stats`.
+/// in `data_dir` agree on every scan and upload count; returns `stats`. `/stats` and `/metrics`
+/// read one registry: the store comparison is what tests the counts (`active_streams` has no
+/// store and is only checked for both renderings agreeing).
 pub fn assert_counts_agree(stats: &Value, text: &str, data_dir: &Path) -> Value {
     let (store, uploads) = store_counts_at(data_dir);
     let mut total = 0;
@@ -870,4 +876,39 @@ pub fn validate_schemas(args: &[std::ffi::OsString]) -> (bool, String) {
         "jsonschema is missing; run scripts/install-test-deps.sh: {text}"
     );
     (out.status.success(), text)
+}
+
+/// A test that cannot run its subject fails here, saying what is `missing`, unless
+/// `CERTUS_ASSURANCE_TEST_SKIP` (a comma-separated list of reasons, e.g. `disk-full`; README.md,
+/// Development) names its `reason`: then the skip is appended to the file named by
+/// `CERTUS_ASSURANCE_TEST_SKIPPED_FILE` (scripts/test.sh sets it and lists the file at the end;
+/// default `skipped-tests.txt` in the target directory) and the caller returns.
+pub fn cannot_run(reason: &str, test: &str, missing: &str) {
+    let opted_out = std::env::var("CERTUS_ASSURANCE_TEST_SKIP")
+        .unwrap_or_default()
+        .split(',')
+        .any(|r| r.trim() == reason);
+    assert!(
+        opted_out,
+        "{test} cannot run: {missing}. Provide it, or set CERTUS_ASSURANCE_TEST_SKIP={reason} \
+         to skip this test (scripts/test.sh lists the skipped tests)"
+    );
+    let file = std::env::var_os("CERTUS_ASSURANCE_TEST_SKIPPED_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            // target/<profile>/deps/<test binary>
+            let exe = std::env::current_exe().unwrap();
+            exe.ancestors().nth(3).unwrap().join("skipped-tests.txt")
+        });
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file)
+        .unwrap_or_else(|e| panic!("recording the skip in {}: {e}", file.display()));
+    std::io::Write::write_all(
+        &mut out,
+        format!("{test} (CERTUS_ASSURANCE_TEST_SKIP={reason}): {missing}\n").as_bytes(),
+    )
+    .unwrap();
+    eprintln!("SKIPPED {test}: {missing}");
 }

@@ -329,31 +329,88 @@ async fn a_crash_interrupts_running_scans_and_keeps_queued_ones() {
     );
 }
 
-/// SIGTERM on the real binary: it stops accepting, and a scan still running at the end of the
-/// grace period goes back to the queue to run after the restart.
+/// A git host in front of `git daemon` that holds every connection without a byte while it is
+/// closed, and forwards new connections to the daemon once opened: a scan stays RUNNING (in its
+/// clone) until the gate opens.
+struct GitGate {
+    port: u16,
+    open: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl GitGate {
+    fn start(upstream: u16) -> GitGate {
+        use std::io::copy;
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gate = open.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for client in listener.incoming().flatten() {
+                if !gate.load(Ordering::SeqCst) {
+                    held.push(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (mut client_read, mut server_write) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = copy(&mut client_read, &mut server_write);
+                    let _ = server_write.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut server_read, mut client_write) = (server, client);
+                std::thread::spawn(move || {
+                    let _ = copy(&mut server_read, &mut client_write);
+                    let _ = client_write.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        GitGate { port, open }
+    }
+
+    fn url(&self, repo: &str) -> String {
+        format!("git://127.0.0.1:{}/{repo}", self.port)
+    }
+
+    fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// SIGTERM on the real binary while a scan is RUNNING past the grace period: clean exit, the scan
+/// is back in the queue in the store, and a restart on the same data directory runs it to
+/// SUCCEEDED.
 #[tokio::test]
 async fn sigterm_drains_and_requeues_scans_past_the_deadline() {
-    let stall = StallingServer::start();
+    let git = GitServer::start();
+    secrets_repo(&git, "held");
+    let gate = GitGate::start(git.port);
     let data = tempfile::tempdir().unwrap();
-    let mut service = ServiceProcess::start(
-        data.path(),
-        &[
-            ("CERTUS_ASSURANCE_MAX_WORKERS", "1"),
-            ("CERTUS_ASSURANCE_SHUTDOWN_GRACE_SECONDS", "1"),
-        ],
-    );
+    let env = [
+        ("CERTUS_ASSURANCE_MAX_WORKERS", "1"),
+        ("CERTUS_ASSURANCE_SHUTDOWN_GRACE_SECONDS", "1"),
+    ];
+    let mut service = ServiceProcess::start(data.path(), &env);
     let client = reqwest::Client::new();
     let r = client
         .post(format!("{}/v1/security-scans", service.address))
-        .json(&scan_body(&stall.url()))
+        .json(&scan_body(&gate.url("held")))
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), 202);
     let id = r.json::<Value>().await.unwrap()["test_id"]
         .as_str()
         .unwrap()
         .to_string();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Claimed by the worker and held in its clone.
+    service
+        .wait_for_state(&id, &["RUNNING"], Duration::from_secs(30))
+        .await;
     let status = service.terminate();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
     let conn = rusqlite::Connection::open(data.path().join("certus-assurance.db")).unwrap();
@@ -362,7 +419,79 @@ async fn sigterm_drains_and_requeues_scans_past_the_deadline() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(state, "QUEUED");
+    assert_eq!(state, "QUEUED", "requeued at the grace deadline");
+    drop(conn);
+
+    // The git host answers now: the restarted service claims the scan again and finishes it.
+    gate.open();
+    let service = ServiceProcess::start(data.path(), &env);
+    let scan = service
+        .wait_for_state(&id, &["SUCCEEDED", "FAILED"], Duration::from_secs(120))
+        .await;
+    assert_eq!(scan["status"], "SUCCEEDED", "{scan}");
+    let text = client
+        .get(format!("{}/metrics", service.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let transition = |from: &str, to: &str| {
+        sample(
+            &text,
+            "certus_assurance_scan_transitions_total",
+            &[("from", from), ("to", to)],
+        )
+    };
+    assert_eq!(transition("queued", "running"), Some(1.0), "{text}");
+    assert_eq!(transition("running", "succeeded"), Some(1.0));
+    // Nothing was RUNNING when the previous process exited: start-up recovered nothing.
+    assert_eq!(transition("running", "failed"), Some(0.0));
+    assert_eq!(transition("running", "queued"), Some(0.0));
+}
+
+/// The requeue at the grace deadline is counted as `running→queued` in the registry /metrics
+/// renders. In-process, with the same drain the SIGTERM handler starts (the binary exits right
+/// after the drain, so its /metrics cannot be scraped after the requeue).
+#[tokio::test]
+async fn the_requeue_at_the_shutdown_deadline_counts_running_to_queued() {
+    let stall = StallingServer::start();
+    let mut app = spawn_app_with(|c| {
+        c.max_workers = 1;
+        c.shutdown_grace = Duration::from_secs(1);
+    })
+    .await;
+    let id = app.submit_scan(scan_body(&stall.url())).await;
+    app.wait_for_state(&id, &["RUNNING"], Duration::from_secs(30))
+        .await;
+    let transition = |text: &str, from: &str, to: &str| {
+        sample(
+            text,
+            "certus_assurance_scan_transitions_total",
+            &[("from", from), ("to", to)],
+        )
+    };
+    let before = app.metrics_text().await;
+    assert_eq!(transition(&before, "queued", "running"), Some(1.0));
+    assert_eq!(transition(&before, "running", "queued"), Some(0.0));
+    app.stop().await;
+    let after = app.jobs.metrics().render_text();
+    assert_eq!(
+        transition(&after, "running", "queued"),
+        Some(1.0),
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "certus_assurance_scans", &[("status", "queued")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&after, "certus_assurance_scans", &[("status", "running")]),
+        Some(0.0)
+    );
+    let (by_status, _) = app.store_counts();
+    assert_eq!(by_status.get("queued").copied(), Some(1), "{by_status:?}");
 }
 
 /// A scanner that panics when the tree holds a file named PANIC.

@@ -342,3 +342,61 @@ async fn with_tokens_the_document_stays_open_and_refusals_match_it() {
 
     assert_responses_match(&cases);
 }
+
+/// scripts/api-fuzz.sh accepts a 503 only from the operations whose documented answers include
+/// 503: the operations scripts/schemathesis.toml lists are exactly those.
+#[test]
+fn the_api_fuzzing_accepts_503_only_where_the_document_has_it() {
+    let mut documented = BTreeSet::new();
+    for (path, operations) in document()["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            if operation["responses"].get("503").is_some() {
+                documented.insert(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/schemathesis.toml"),
+    )
+    .unwrap();
+    let config: toml::Table = toml::from_str(&text).expect("scripts/schemathesis.toml parses");
+    let statuses = |checks: &toml::Value| -> Vec<String> {
+        checks["not_a_server_error"]["expected-statuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    let global = statuses(&config["checks"]);
+    assert!(
+        !global.iter().any(|s| s.starts_with('5')),
+        "no 5xx accepted for every operation: {global:?}"
+    );
+    let mut accepted = BTreeSet::new();
+    for operation in config["operations"].as_array().unwrap() {
+        let name = format!(
+            "{} {}",
+            operation["include-method"].as_str().unwrap(),
+            operation["include-path"].as_str().unwrap()
+        );
+        let expected = statuses(&operation["checks"]);
+        assert_eq!(
+            expected
+                .iter()
+                .filter(|s| s.starts_with('5'))
+                .collect::<Vec<_>>(),
+            vec!["503"],
+            "{name}"
+        );
+        accepted.insert(name);
+    }
+    assert_eq!(accepted, documented);
+    let script =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/api-fuzz.sh"))
+            .unwrap();
+    assert!(
+        script.contains("--checks not_a_server_error,response_schema_conformance"),
+        "scripts/api-fuzz.sh checks server errors and response schemas"
+    );
+}

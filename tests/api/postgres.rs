@@ -622,7 +622,13 @@ async fn a_killed_replica_loses_its_scans_to_the_others() {
         body["timeout_seconds"] = json!(6);
         ids.push(submit(p.address.clone(), body).await);
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // One worker per replica: three RUNNING slow scans means each replica holds one, so the
+    // replica killed below is running a scan.
+    for id in &ids {
+        procs[0]
+            .wait_for_state(id, &["RUNNING"], Duration::from_secs(30))
+            .await;
+    }
     for i in 0..12 {
         ids.push(submit(procs[i % 3].address.clone(), scan_body(&git.url("r"))).await);
     }

@@ -240,8 +240,31 @@ impl PromApi {
         }
     }
 
-    /// Waits until the rules have seen the workload (a recorded series moved), lets two more
-    /// evaluations pass, and checks that every rule evaluates without error.
+    /// Every rule of /api/v1/rules as (group, rule, the rule's JSON).
+    async fn rules(&self) -> Vec<(String, String, Value)> {
+        let rules = self.get("/api/v1/rules").await;
+        let groups = rules["data"]["groups"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(groups.len(), 4, "the four groups of the rule file: {rules}");
+        groups
+            .iter()
+            .flat_map(|group| {
+                group["rules"].as_array().unwrap().iter().map(|rule| {
+                    (
+                        group["name"].as_str().unwrap().to_string(),
+                        rule["name"].as_str().unwrap().to_string(),
+                        rule.clone(),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Waits until the rules have seen the workload (a recorded series moved), then until every
+    /// rule has been evaluated twice more (its `lastEvaluation` changed twice), and checks that
+    /// every rule evaluates without error.
     async fn wait_for_rule_evaluation(&self) {
         self.wait_for(
             &format!("job:certus_assurance_scans_finished:rate15m{{job=\"{JOB}\"}}"),
@@ -249,21 +272,36 @@ impl PromApi {
             |v| v > 0.0,
         )
         .await;
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        let rules = self.get("/api/v1/rules").await;
-        let groups = rules["data"]["groups"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        assert_eq!(groups.len(), 4, "the four groups of the rule file: {rules}");
-        for group in &groups {
-            for rule in group["rules"].as_array().unwrap() {
-                assert_eq!(
-                    rule["health"], "ok",
-                    "rule {} of group {} evaluates without error: {}",
-                    rule["name"], group["name"], rule["lastError"]
+        let mut rules = self.rules().await;
+        for _ in 0..2 {
+            let seen: Vec<Value> = rules
+                .iter()
+                .map(|(_, _, r)| r["lastEvaluation"].clone())
+                .collect();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                rules = self.rules().await;
+                let evaluated_again = rules.len() == seen.len()
+                    && rules
+                        .iter()
+                        .zip(&seen)
+                        .all(|((_, _, r), before)| r["lastEvaluation"] != *before);
+                if evaluated_again {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "Prometheus did not evaluate every rule again: {rules:?}"
                 );
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
+        }
+        for (group, name, rule) in &rules {
+            assert_eq!(
+                rule["health"], "ok",
+                "rule {name} of group {group} evaluates without error: {}",
+                rule["lastError"]
+            );
         }
     }
 }

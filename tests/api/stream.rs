@@ -57,8 +57,7 @@ async fn subscribers_get_every_event_once_then_a_close_frame() {
     // Two live subscribers connect before the scan runs.
     let first = connect(&app, &id).await;
     let second = connect(&app, &id).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(app.stats().await["active_streams"], 2);
+    wait_for_streams(&app, 2).await;
     let readers = (
         tokio::spawn(read_all(first)),
         tokio::spawn(read_all(second)),
@@ -112,6 +111,7 @@ async fn subscribers_get_every_event_once_then_a_close_frame() {
     wait_for_streams(&app, 0).await;
 }
 
+/// Polls `/stats` until `active_streams` is `n` (subscriptions registered or gone).
 async fn wait_for_streams(app: &TestApp, n: i64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -168,7 +168,7 @@ async fn a_cancelled_queued_scan_ends_its_stream() {
         .submit_scan(scan_body("https://example.com/org/repo.git"))
         .await;
     let reader = tokio::spawn(read_all(connect(&app, &id).await));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for_streams(&app, 1).await;
     let r = app
         .client
         .post(app.url(&format!("/v1/security-scans/{id}/cancel")))
