@@ -17,20 +17,23 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use anyhow::anyhow;
 use ignore::{DirEntry, WalkBuilder, WalkState};
-use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use regex::bytes::{Captures, Regex};
 use sha2::{Digest, Sha256};
 
 use super::{Finding, ScanContext, Scanner, ScannerOutput, Severity};
+use crate::pipeline::redact::mask_secrets;
 use crate::pipeline::sarif::{build_sarif, SarifTool};
 use checks::*;
 use rules::{Check, RuleSpec, Scope, RULES};
 
 mod checks;
+#[cfg(test)]
+mod format_tests;
 mod rules;
 
 /// Files larger than this are skipped: secrets live in config and source, not in data dumps.
@@ -106,6 +109,10 @@ pub struct SecretsScanner {
     gcp_service_account: Regex,
 }
 
+/// One scanner for the whole process, for callers that scan a line at a time
+/// ([`crate::pipeline::redact::mask_secrets`]); compiling the rules costs milliseconds.
+static SHARED: LazyLock<SecretsScanner> = LazyLock::new(SecretsScanner::new);
+
 impl Default for SecretsScanner {
     fn default() -> Self {
         Self::new()
@@ -146,7 +153,10 @@ impl SecretsScanner {
             .expect("secrets keyword prefilter");
         let whole_file = RULES
             .iter()
-            .map(|spec| spec.check == Check::PrivateKey || spec.id == "netrc-password")
+            .map(|spec| {
+                matches!(spec.check, Check::PrivateKey | Check::KeyBody)
+                    || spec.id == "netrc-password"
+            })
             .collect();
         let gcp_service_account =
             Regex::new(r#"(?-u)"type"\s*:\s*"service_account""#).expect("service account pattern");
@@ -157,6 +167,40 @@ impl SecretsScanner {
             whole_file,
             gcp_service_account,
         }
+    }
+
+    /// The process-wide scanner.
+    pub fn shared() -> &'static SecretsScanner {
+        &SHARED
+    }
+
+    /// Byte spans of every credential the rules find in `text` (as in a configuration file, so
+    /// unquoted assignments count), for masking a line that did not come from a scan.
+    pub fn secret_spans(&self, text: &str) -> Vec<(usize, usize)> {
+        let mut service_account = None;
+        let content = text.as_bytes();
+        let mut spans = Vec::new();
+        for (idx, windows) in self.candidates(content) {
+            let rule = &self.rules[idx];
+            for (from, to) in windows {
+                for caps in rule.regex.captures_iter(&content[from..to]) {
+                    let Some(secret) = caps.name("secret") else {
+                        continue;
+                    };
+                    let accepted = self.accept(
+                        rule.spec.check,
+                        &caps,
+                        secret.as_bytes(),
+                        content,
+                        &mut service_account,
+                    );
+                    if accepted.is_some() {
+                        spans.push((from + secret.start(), from + secret.end()));
+                    }
+                }
+            }
+        }
+        spans
     }
 
     /// `(id, title, severity)` of every rule, in rule order; the input of
@@ -349,6 +393,7 @@ impl SecretsScanner {
                 token_looks_real(&t).then(|| pypi_macaroon_ok(&t))
             }
             Check::PrivateKey => keep(armor_body_is_real(value)),
+            Check::KeyBody => keep(key_body_is_real(value)),
             Check::GcpServiceAccount => {
                 let is_sa = *service_account
                     .get_or_insert_with(|| self.gcp_service_account.is_match(content));
@@ -619,7 +664,7 @@ fn render_snippet(
         if focus >= pos && focus <= span_from && focus_char.is_none() {
             focus_char = Some(chars.len() + count_chars(&content[pos..focus]));
         }
-        chars.extend(String::from_utf8_lossy(&content[pos..span_from]).chars());
+        chars.extend(clear_text(&content[pos..span_from]));
         let total = count_chars(&content[m.sensitive_start..m.end]);
         // The clear prefix is shown only where the value begins, never on continuation lines
         // nor when the window cuts the value's start off.
@@ -641,7 +686,7 @@ fn render_snippet(
         focus_char = Some(chars.len() + count_chars(&content[pos..focus.min(to).max(pos)]));
     }
     if pos < to {
-        chars.extend(String::from_utf8_lossy(&content[pos..to]).chars());
+        chars.extend(clear_text(&content[pos..to]));
     }
 
     let lead = chars.iter().take_while(|c| c.is_whitespace()).count();
@@ -655,6 +700,15 @@ fn render_snippet(
         .saturating_sub(SNIPPET_LEAD_CHARS)
         .min(trimmed.len() - SNIPPET_MAX_CHARS);
     trimmed[start..start + SNIPPET_MAX_CHARS].iter().collect()
+}
+
+/// The characters of a part of a line that no finding covers, with every token-like value in it
+/// masked all the same ([`mask_secrets`]): a CSRF token, a card number, a password no rule
+/// accepted. Masking keeps the number of characters, so columns stay right.
+fn clear_text(bytes: &[u8]) -> Vec<char> {
+    mask_secrets(&String::from_utf8_lossy(bytes))
+        .chars()
+        .collect()
 }
 
 /// Characters in a UTF-8 byte run: bytes that do not continue a multi-byte sequence. Exact for
@@ -799,7 +853,7 @@ mod tests {
     /// Scans `prefix + value + suffix` planted on line 4 and expects exactly one finding of
     /// `rule` at the value's first character.
     fn expect_one(rule: &str, prefix: &str, value: &str, suffix: &str) -> Finding {
-        let scanner = SecretsScanner::new();
+        let scanner = SecretsScanner::shared();
         let findings =
             scanner.scan_content("conf/app.cfg", planted(prefix, value, suffix).as_bytes());
         assert_eq!(findings.len(), 1, "{rule}: {findings:#?}");
@@ -818,7 +872,7 @@ mod tests {
     }
 
     fn expect_none(content: &str) {
-        let findings = SecretsScanner::new().scan_content("x.txt", content.as_bytes());
+        let findings = SecretsScanner::shared().scan_content("x.txt", content.as_bytes());
         assert!(
             findings.is_empty(),
             "unexpected findings for {content:?}: {findings:#?}"
@@ -833,7 +887,7 @@ mod tests {
 
     #[test]
     fn rules_compile_and_are_well_formed() {
-        let scanner = SecretsScanner::new();
+        let scanner = SecretsScanner::shared();
         assert_eq!(scanner.rules.len(), RULES.len());
         let mut ids: Vec<&str> = RULES.iter().map(|r| r.id).collect();
         ids.sort_unstable();
@@ -859,7 +913,7 @@ mod tests {
 
     #[test]
     fn prefilter_skips_files_without_keywords() {
-        let scanner = SecretsScanner::new();
+        let scanner = SecretsScanner::shared();
         let plain = "fn main() {\n    println!(\"hello, world\");\n}\n";
         assert!(!scanner.prefilter.is_match(plain.as_bytes()));
         assert!(scanner.candidates(plain.as_bytes()).is_empty());
@@ -1003,7 +1057,7 @@ mod tests {
     #[test]
     fn gcp_service_account_key() {
         let (json, key) = service_account_json("service_account");
-        let findings = SecretsScanner::new().scan_content("sa.json", json.as_bytes());
+        let findings = SecretsScanner::shared().scan_content("sa.json", json.as_bytes());
         assert_eq!(findings.len(), 1, "{findings:#?}");
         let f = &findings[0];
         assert_eq!(f.rule_id, "gcp-service-account-key");
@@ -1019,7 +1073,7 @@ mod tests {
 
         // Same key in a JSON that is not a service account: a plain private key finding.
         let (other, _) = service_account_json("authorized_user");
-        let findings = SecretsScanner::new().scan_content("other.json", other.as_bytes());
+        let findings = SecretsScanner::shared().scan_content("other.json", other.as_bytes());
         let ids: Vec<&str> = findings.iter().map(|f| f.rule_id.as_str()).collect();
         assert_eq!(ids, ["private-key"]);
 
@@ -1225,7 +1279,7 @@ mod tests {
     fn private_key_body_lines_never_leak() {
         let block = pem("RSA ", 39, 6);
         let content = format!("key = \"\"\"\n{block}\n\"\"\"\n");
-        let findings = SecretsScanner::new().scan_content("k.py", content.as_bytes());
+        let findings = SecretsScanner::shared().scan_content("k.py", content.as_bytes());
         assert_eq!(findings.len(), 1);
         for line in block.lines().skip(1) {
             assert!(!findings[0].snippet.contains(line));
@@ -1369,7 +1423,7 @@ mod tests {
         let gh = format!("ghp_{}", random(52, 36, ALNUM));
         let npm = format!("npm_{}", random(53, 36, ALNUM));
         let content = format!("export GH={gh} NPM={npm}\n");
-        let findings = SecretsScanner::new().scan_content(".env", content.as_bytes());
+        let findings = SecretsScanner::shared().scan_content(".env", content.as_bytes());
         assert_eq!(findings.len(), 2);
         assert_eq!(
             (findings[0].rule_id.as_str(), findings[0].column),
@@ -1400,7 +1454,7 @@ mod tests {
             "x ".repeat(300),
             " y".repeat(300)
         );
-        let findings = SecretsScanner::new().scan_content("long.txt", content.as_bytes());
+        let findings = SecretsScanner::shared().scan_content("long.txt", content.as_bytes());
         assert_eq!(findings.len(), 1);
         let f = &findings[0];
         assert_eq!((f.line, f.column), (3, 601));
@@ -1414,7 +1468,7 @@ mod tests {
     fn fingerprint_is_sha256_of_rule_path_value() {
         let token = format!("gho_{}", random(56, 36, ALNUM));
         let content = format!("t={token}\n");
-        let scanner = SecretsScanner::new();
+        let scanner = SecretsScanner::shared();
         let a = scanner.scan_content("a/b.txt", content.as_bytes());
         let b = scanner.scan_content("a/c.txt", content.as_bytes());
         let expected = hex::encode(Sha256::digest(format!(
@@ -1456,7 +1510,7 @@ mod tests {
 
     fn run_on(root: &Path) -> anyhow::Result<ScannerOutput> {
         let cancel = AtomicBool::new(false);
-        SecretsScanner::new().run(&ScanContext {
+        SecretsScanner::shared().run(&ScanContext {
             source_root: root,
             cancel: &cancel,
             shared: &Default::default(),
@@ -1546,7 +1600,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         build_tree(dir.path());
         let cancel = AtomicBool::new(true);
-        let err = SecretsScanner::new()
+        let err = SecretsScanner::shared()
             .run(&ScanContext {
                 source_root: dir.path(),
                 cancel: &cancel,

@@ -39,9 +39,9 @@ impl Pat {
     /// bytes and credentials are ASCII.
     pub(super) fn regex(self) -> String {
         match self {
-            Pat::Token(body) => format!(
-                r"(?m-u)(?:^|[^0-9A-Za-z_\-])(?P<secret>{body})(?:[^0-9A-Za-z_\-]|$)"
-            ),
+            Pat::Token(body) => {
+                format!(r"(?m-u)(?:^|[^0-9A-Za-z_\-])(?P<secret>{body})(?:[^0-9A-Za-z_\-]|$)")
+            }
             Pat::Context { names, value } => format!(
                 r#"(?m-u)(?i:{names})[0-9A-Za-z_.\-]{{0,20}}["'\]]?[ \t]*(?::=|=>|=|:)[ \t]*["'`]?(?P<secret>{value})(?:[^0-9A-Za-z_\-]|$)"#
             ),
@@ -67,6 +67,8 @@ pub(super) enum Check {
     PypiMacaroon,
     /// Armored block with a real base64 body (not `...` in documentation).
     PrivateKey,
+    /// The base64 body of a key file (PuTTY private lines, SSH2 block): long, not elided.
+    KeyBody,
     /// Private key inside a JSON document whose `"type"` is `"service_account"`.
     GcpServiceAccount,
     /// Three base64url segments whose header decodes to a JSON object.
@@ -189,14 +191,19 @@ pub(super) const RULES: &[RuleSpec] = &[
     raw!(
         "ssh2-private-key", "SSH2 (RFC 4716) private key", Critical,
         ["---- begin ssh2 encrypted private key"],
-        r#"(?-u)(?P<secret>---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----[A-Za-z0-9+/=\s\\:"\-]+?---- END SSH2 ENCRYPTED PRIVATE KEY ----)"#,
-        PrivateKey
+        r#"(?-u)---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\r?\n(?P<secret>[A-Za-z0-9+/=\s\\:"\-]+?)---- END SSH2 ENCRYPTED PRIVATE KEY ----"#,
+        KeyBody
     ),
     raw!(
         "putty-private-key", "PuTTY private key", Critical,
         ["putty-user-key-file"],
-        r"(?-u)(?P<secret>PuTTY-User-Key-File-[23]: [^\r\n]+(?:\r?\n[^\r\n]*){1,12}?\r?\nPrivate-Lines: \d+\r?\n(?:[A-Za-z0-9+/=]+\r?\n)*[A-Za-z0-9+/=]+)",
-        PrivateKey
+        r"(?-u)PuTTY-User-Key-File-[23]: [^\r\n]+(?:\r?\n[^\r\n]*){1,12}?\r?\nPrivate-Lines: \d+\r?\n(?P<secret>(?:[A-Za-z0-9+/=]+\r?\n)*[A-Za-z0-9+/=]+)",
+        KeyBody
+    ),
+    tok!(
+        "kubeconfig-client-key", "Kubernetes client key (kubeconfig client-key-data)", Critical,
+        ["ls0tls1"],
+        r"LS0tLS1CRUdJTiB(?:SU0EgUFJJVkFURSBLRVkt|FQyBQUklWQVRFIEtFWS|QUklWQVRFIEtFWS)[A-Za-z0-9+/]{64,}={0,2}"
     ),
     tok!(
         "private-key-base64", "base64-encoded private key", Critical,
@@ -652,11 +659,6 @@ pub(super) const RULES: &[RuleSpec] = &[
         ["auth0"],
         r"auth0[_\-.]?(?:client[_\-.]?)?secret",
         r"[A-Za-z0-9_\-]{64}"
-    ),
-    tok!(
-        "kubeconfig-client-key", "Kubernetes client key (kubeconfig client-key-data)", Critical,
-        ["ls0tls1"],
-        r"LS0tLS1CRUdJTiB(?:SU0EgUFJJVkFURSBLRVkt|FQyBQUklWQVRFIEtFWS|QUklWQVRFIEtFWS)[A-Za-z0-9+/]{64,}={0,2}"
     ),
     // --- Payments ------------------------------------------------------------------------------
     tok!(
