@@ -427,6 +427,16 @@ pub(super) fn classify_name(name: &str) -> Option<NameKind> {
         "websocket",
         "nonce",
         "sec",
+        "hashed",
+        "hash",
+        "sha",
+        "sha1",
+        "sha256",
+        "sha512",
+        "md5",
+        "digest",
+        "checksum",
+        "fingerprint",
     ];
     let words = name_words(name);
     let last = words.last()?;

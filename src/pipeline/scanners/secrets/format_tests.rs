@@ -781,6 +781,11 @@ fn placeholders_and_references_stay_quiet() {
         ("settings.ini", "password = %(db_password)s"),
         ("pom.xml", "<password>${env.DEPLOY_PASSWORD}</password>"),
         ("config.json", "{\"password\": \"\", \"token\": null}"),
+        (
+            "report.json",
+            "\"hashed_secret\": \"7a44f1c2b9e8d3a6f5e4d3c2b1a0998877665544\",",
+        ),
+        ("sarif.rs", "fingerprint_key: \"lintFingerprint/v1\","),
     ] {
         quiet(path, line);
     }
