@@ -2127,6 +2127,32 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value: sa_body[..64].to_string(),
     });
 
+    let passwords: Vec<String> = (0..4)
+        .map(|_| format!("{}7{}", r.string(10, ALNUM), r.string(4, ALNUM)))
+        .collect();
+    files.push((
+        "scripts/cli.sh".into(),
+        format!(
+            "#!/bin/sh\nmysqldump -u root -p{} app > dump.sql\nsshpass -p '{}' ssh deploy@host\ndocker login -u deploy -p {} registry.example.org\ncurl 'https://api.example.org/v1/items?user=app&password={}'\n",
+            passwords[0], passwords[1], passwords[2], passwords[3]
+        ),
+    ));
+    for (i, rule) in [
+        "mysql-cli-password",
+        "sshpass-password",
+        "docker-login-password",
+        "url-query-secret",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        planted.push(Planted {
+            rule,
+            path: "scripts/cli.sh".into(),
+            line: i as u32 + 2,
+            value: passwords[i].clone(),
+        });
+    }
     // Multi-line key files and `.netrc`: written as their own files.
     let body: Vec<String> = (0..4).map(|_| r.string(64, B64)).collect();
     files.push((

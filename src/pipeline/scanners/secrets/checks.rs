@@ -731,9 +731,9 @@ pub(super) fn password_value_ok(value: &str, min_len: usize) -> bool {
 pub(super) fn secret_value_ok(value: &str) -> bool {
     let n = value.chars().count();
     if !(12..=512).contains(&n)
-        || !value.chars().all(|c| {
-            c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | '-' | '.' | '~' | ':')
-        })
+        || !value
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '`' | '<' | '>' | '\\'))
         || is_reference_or_placeholder(value)
         || is_wordy_identifier(value)
         || is_segmented_identifier(value)

@@ -644,6 +644,14 @@ fn unquoted_assignments_per_file_type() {
     let cases: Vec<(&str, String)> = vec![
         (".env", format!("DB_PASSWORD={pw}")),
         ("config/.env.production", format!("SECRET_KEY={token}")),
+        (
+            "settings/.env",
+            format!(
+                "DJANGO_SECRET_KEY={}!@#%^&*{}",
+                r(173, 20, ALNUM),
+                r(174, 12, ALNUM)
+            ),
+        ),
         ("values.yaml", format!("  password: {pw}")),
         (
             "docker-compose.yml",
@@ -717,6 +725,37 @@ fn headers_and_command_lines() {
         "call.sh",
         &format!("curl -u deploy:{pw} https://repo.example.org"),
         &pw,
+    );
+    for (rule, line) in [
+        (
+            "mysql-cli-password",
+            format!("mysqldump -u root -p{pw} app > dump.sql"),
+        ),
+        (
+            "sshpass-password",
+            format!("sshpass -p '{pw}' ssh deploy@host"),
+        ),
+        (
+            "docker-login-password",
+            format!("docker login -u deploy -p {pw} registry.example.org"),
+        ),
+        (
+            "url-query-secret",
+            format!("jdbc:mysql://db:3306/app?user=app&password={pw}"),
+        ),
+        (
+            "url-query-secret",
+            format!("GET https://api.example.org/v1/items?api_key={token}"),
+        ),
+    ] {
+        detects(rule, "run.md", &line, &pw);
+    }
+    quiet("run.md", "mysql -u root -p app");
+    quiet("run.md", "sshpass -p \"$SSHPASS\" ssh host");
+    quiet("run.md", "docker login -u deploy --password-stdin");
+    quiet(
+        "run.md",
+        "https://api.example.org/v1/items?api_key=YOUR_API_KEY",
     );
     quiet("api.http", "Authorization: Bearer ${TOKEN}");
     quiet("api.http", "Authorization: Bearer <your-token>");

@@ -1497,6 +1497,30 @@ pub(super) const RULES: &[RuleSpec] = &[
         Password
     ),
     raw!(
+        "mysql-cli-password", "password on a mysql command line (-p)", Medium,
+        ["mysql"],
+        r#"(?-u)\bmysql(?:dump|admin|import|sh)?\b[^\r\n]*?[ \t]-p(?P<secret>[^\s'"$-][^\s'"]{3,127})"#,
+        Password
+    ),
+    raw!(
+        "sshpass-password", "password on an sshpass command line", Medium,
+        ["sshpass"],
+        r#"(?-u)\bsshpass[ \t]+-p[ \t]*["']?(?P<secret>[^\s'"$][^\s'"]{3,127})"#,
+        Password
+    ),
+    raw!(
+        "docker-login-password", "password on a docker login command line", Medium,
+        ["docker login"],
+        r#"(?-u)\bdocker[ \t]+login\b[^\r\n]*?[ \t](?:-p|--password)(?:[ \t]+|=)["']?(?P<secret>[^\s'"$][^\s'"]{3,127})"#,
+        Password
+    ),
+    raw!(
+        "url-query-secret", "credential in a URL query string", Medium,
+        ["password=", "passwd=", "pwd=", "pass=", "key=", "token=", "secret=", "auth="],
+        r#"(?-u)[?&](?P<name>[A-Za-z0-9_\-]*(?i:passw(?:or)?d|pwd|pass|api[_\-]?key|apikey|token|secret|auth))=(?P<secret>[^&\s"'#<>;]{4,256})"#,
+        Generic
+    ),
+    raw!(
         "connection-string-password", "password in a connection string", Medium,
         ["password=", "pwd="],
         r#"(?i-u)(?:user[ ]?id|uid|user(?:name)?|server|data[ ]source|host|database|initial[ ]catalog|addr(?:ess)?)[ \t]*=[^;\r\n"']*;(?:[ \t]*[A-Za-z ]+[ \t]*=[^;\r\n"']*;)*?[ \t]*(?:password|pwd)[ \t]*=[ \t]*(?-i:(?P<secret>[^;\r\n"'\s]{3,128}))"#,
