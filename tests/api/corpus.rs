@@ -284,7 +284,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(150, ALNUM));
+    let value = r.string(150, ALNUM);
     plant(
         "aws-session-token-assignment",
         "plants/aws-session-token-assignment.py",
@@ -355,7 +355,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(44, ALNUM));
+    let value = r.string(44, ALNUM);
     plant("azure-sas-token", "plants/azure-sas-token.py", "SAS = \"https://acct.blob.core.windows.net/c?sv=2022-11-02&ss=b&srt=co&sp=rl&se=2030-01-01&sig=", value, "%3D\"");
     let value = format!("{}8Q~{}", r.string(3, ALNUM), r.string(34, ALNUM));
     plant(
@@ -365,7 +365,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(52, B32));
+    let value = r.string(52, B32);
     plant(
         "azure-devops-pat",
         "plants/azure-devops-pat.py",
@@ -405,7 +405,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(30, ALNUM));
+    let value = r.string(30, ALNUM);
     plant(
         "alibaba-access-key-secret",
         "plants/alibaba-access-key-secret.py",
@@ -421,7 +421,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(44, ALNUM));
+    let value = r.string(44, ALNUM);
     plant(
         "ibm-cloud-api-key",
         "plants/ibm-cloud-api-key.py",
@@ -429,7 +429,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(20, ALNUM));
+    let value = r.string(20, ALNUM);
     plant(
         "oracle-cloud-auth-token",
         "plants/oracle-cloud-auth-token.py",
@@ -437,7 +437,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(64, HEX));
+    let value = r.string(64, HEX);
     plant(
         "linode-token",
         "plants/linode-token.py",
@@ -453,7 +453,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", uuid(&mut r));
+    let value = uuid(&mut r);
     plant(
         "heroku-api-key",
         "plants/heroku-api-key.py",
@@ -461,7 +461,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(40, ALNUM));
+    let value = r.string(40, ALNUM);
     plant(
         "cloudflare-api-token",
         "plants/cloudflare-api-token.py",
@@ -469,7 +469,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(37, HEX));
+    let value = r.string(37, HEX);
     plant(
         "cloudflare-global-api-key",
         "plants/cloudflare-global-api-key.py",
@@ -485,7 +485,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(24, ALNUM));
+    let value = r.string(24, ALNUM);
     plant(
         "vercel-token",
         "plants/vercel-token.py",
@@ -501,7 +501,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(43, ALNUM));
+    let value = r.string(43, ALNUM);
     plant(
         "netlify-token",
         "plants/netlify-token.py",
@@ -517,7 +517,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", uuid(&mut r));
+    let value = uuid(&mut r);
     plant(
         "scaleway-secret-key",
         "plants/scaleway-secret-key.py",
@@ -525,7 +525,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(64, ALNUM));
+    let value = r.string(64, ALNUM);
     plant(
         "hetzner-cloud-token",
         "plants/hetzner-cloud-token.py",
@@ -533,7 +533,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(36, UPPER_DIGITS));
+    let value = r.string(36, UPPER_DIGITS);
     plant(
         "vultr-api-key",
         "plants/vultr-api-key.py",
@@ -653,7 +653,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(24, ALNUM));
+    let value = r.string(24, ALNUM);
     plant(
         "atlassian-api-token-legacy",
         "plants/atlassian-api-token-legacy.py",
@@ -661,7 +661,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(64, ALNUM));
+    let value = r.string(64, ALNUM);
     plant(
         "bitbucket-client-secret",
         "plants/bitbucket-client-secret.py",
@@ -677,7 +677,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(40, HEX));
+    let value = r.string(40, HEX);
     plant(
         "circleci-token",
         "plants/circleci-token.py",
@@ -685,7 +685,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(22, ALNUM));
+    let value = r.string(22, ALNUM);
     plant(
         "travis-ci-token",
         "plants/travis-ci-token.py",
@@ -701,7 +701,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(32, ALNUM));
+    let value = r.string(32, ALNUM);
     plant(
         "drone-ci-token",
         "plants/drone-ci-token.py",
@@ -709,7 +709,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(34, HEX));
+    let value = r.string(34, HEX);
     plant(
         "jenkins-api-token",
         "plants/jenkins-api-token.py",
@@ -725,7 +725,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", uuid(&mut r));
+    let value = uuid(&mut r);
     plant(
         "codecov-token",
         "plants/codecov-token.py",
@@ -733,7 +733,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", uuid(&mut r));
+    let value = uuid(&mut r);
     plant(
         "snyk-token",
         "plants/snyk-token.py",
@@ -862,7 +862,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(64, ALNUM));
+    let value = r.string(64, ALNUM);
     plant(
         "auth0-client-secret",
         "plants/auth0-client-secret.py",
@@ -930,7 +930,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(24, ALNUM));
+    let value = r.string(24, ALNUM);
     plant(
         "razorpay-key-secret",
         "plants/razorpay-key-secret.py",
@@ -978,7 +978,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(30, HEX));
+    let value = r.string(30, HEX);
     plant(
         "plaid-secret",
         "plants/plaid-secret.py",
@@ -1096,7 +1096,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(32, HEX));
+    let value = r.string(32, HEX);
     plant(
         "twilio-auth-token",
         "plants/twilio-auth-token.py",
@@ -1141,7 +1141,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", uuid(&mut r));
+    let value = uuid(&mut r);
     plant(
         "postmark-token",
         "plants/postmark-token.py",
@@ -1149,7 +1149,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(16, ALNUM));
+    let value = r.string(16, ALNUM);
     plant(
         "vonage-api-secret",
         "plants/vonage-api-secret.py",
@@ -1179,7 +1179,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(60, ALNUM));
+    let value = r.string(60, ALNUM);
     plant(
         "intercom-token",
         "plants/intercom-token.py",
@@ -1187,7 +1187,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(40, ALNUM));
+    let value = r.string(40, ALNUM);
     plant(
         "zendesk-api-token",
         "plants/zendesk-api-token.py",
@@ -1195,7 +1195,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(25, ALNUM));
+    let value = r.string(25, ALNUM);
     plant(
         "messagebird-api-key",
         "plants/messagebird-api-key.py",
@@ -1303,7 +1303,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(40, ALNUM));
+    let value = r.string(40, ALNUM);
     plant(
         "cohere-api-key",
         "plants/cohere-api-key.py",
@@ -1335,7 +1335,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(32, ALNUM));
+    let value = r.string(32, ALNUM);
     plant(
         "mistral-api-key",
         "plants/mistral-api-key.py",
@@ -1439,7 +1439,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(24, ALNUM));
+    let value = r.string(24, ALNUM);
     plant(
         "artifactory-password",
         "plants/artifactory-password.py",
@@ -1455,7 +1455,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(32, HEX));
+    let value = r.string(32, HEX);
     plant(
         "hex-api-key",
         "plants/hex-api-key.py",
@@ -1463,7 +1463,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(40, ALNUM));
+    let value = r.string(40, ALNUM);
     plant(
         "github-packages-token",
         "plants/github-packages-token.py",
@@ -1519,7 +1519,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", uuid(&mut r));
+    let value = uuid(&mut r);
     plant(
         "mongodb-atlas-private-key",
         "plants/mongodb-atlas-private-key.py",
@@ -1551,7 +1551,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(32, HEX));
+    let value = r.string(32, HEX);
     plant(
         "datadog-api-key",
         "plants/datadog-api-key.py",
@@ -1559,7 +1559,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(40, HEX));
+    let value = r.string(40, HEX);
     plant(
         "datadog-app-key",
         "plants/datadog-app-key.py",
@@ -1660,7 +1660,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(22, ALNUM));
+    let value = r.string(22, ALNUM);
     plant(
         "honeycomb-api-key",
         "plants/honeycomb-api-key.py",
@@ -1680,7 +1680,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(20, ALNUM));
+    let value = r.string(20, ALNUM);
     plant(
         "pagerduty-api-key",
         "plants/pagerduty-api-key.py",
@@ -1688,7 +1688,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", uuid(&mut r));
+    let value = uuid(&mut r);
     plant(
         "splunk-hec-token",
         "plants/splunk-hec-token.py",
@@ -1696,7 +1696,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", uuid(&mut r));
+    let value = uuid(&mut r);
     plant(
         "opsgenie-api-key",
         "plants/opsgenie-api-key.py",
@@ -1704,7 +1704,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(32, HEX));
+    let value = r.string(32, HEX);
     plant(
         "rollbar-token",
         "plants/rollbar-token.py",
@@ -1712,7 +1712,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(64, ALNUM));
+    let value = r.string(64, ALNUM);
     plant(
         "sumologic-access-key",
         "plants/sumologic-access-key.py",
@@ -1736,7 +1736,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(32, HEX));
+    let value = r.string(32, HEX);
     plant(
         "algolia-admin-key",
         "plants/algolia-admin-key.py",
@@ -1752,7 +1752,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(43, ALNUM));
+    let value = r.string(43, ALNUM);
     plant(
         "contentful-delivery-token",
         "plants/contentful-delivery-token.py",
@@ -1835,7 +1835,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(30, LOWER_DIGITS));
+    let value = r.string(30, LOWER_DIGITS);
     plant(
         "twitch-api-token",
         "plants/twitch-api-token.py",
@@ -1851,7 +1851,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(32, HEX));
+    let value = r.string(32, HEX);
     plant(
         "facebook-app-secret",
         "plants/facebook-app-secret.py",
@@ -1867,7 +1867,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(50, ALNUM));
+    let value = r.string(50, ALNUM);
     plant(
         "twitter-api-secret",
         "plants/twitter-api-secret.py",
@@ -1875,7 +1875,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(16, ALNUM));
+    let value = r.string(16, ALNUM);
     plant(
         "linkedin-client-secret",
         "plants/linkedin-client-secret.py",
@@ -1955,7 +1955,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", uuid(&mut r));
+    let value = uuid(&mut r);
     plant(
         "hubspot-api-key",
         "plants/hubspot-api-key.py",
@@ -1971,7 +1971,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(32, ALNUM));
+    let value = r.string(32, ALNUM);
     plant(
         "segment-write-key",
         "plants/segment-write-key.py",
@@ -1979,7 +1979,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(64, HEX));
+    let value = r.string(64, HEX);
     plant(
         "trello-api-token",
         "plants/trello-api-token.py",
@@ -1987,7 +1987,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(32, ALNUM));
+    let value = r.string(32, ALNUM);
     plant(
         "mapquest-or-maps-key",
         "plants/mapquest-or-maps-key.py",
@@ -1995,7 +1995,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(64, ALNUM));
+    let value = r.string(64, ALNUM);
     plant(
         "confluent-api-secret",
         "plants/confluent-api-secret.py",
@@ -2003,7 +2003,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(32, ALNUM));
+    let value = r.string(32, ALNUM);
     plant(
         "fastly-api-token",
         "plants/fastly-api-token.py",
@@ -2011,7 +2011,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(40, ALNUM));
+    let value = r.string(40, ALNUM);
     plant(
         "firebase-secret",
         "plants/firebase-secret.py",
@@ -2019,7 +2019,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(40, HEX));
+    let value = r.string(40, HEX);
     plant(
         "github-oauth-client-secret",
         "plants/github-oauth-client-secret.py",
@@ -2027,7 +2027,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(40, HEX));
+    let value = r.string(40, HEX);
     plant(
         "gitter-token",
         "plants/gitter-token.py",
@@ -2035,7 +2035,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(88, ALNUM));
+    let value = r.string(88, ALNUM);
     plant(
         "kraken-api-key",
         "plants/kraken-api-key.py",
@@ -2043,7 +2043,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(24, ALNUM));
+    let value = r.string(24, ALNUM);
     plant(
         "etsy-or-shop-api-key",
         "plants/etsy-or-shop-api-key.py",
@@ -2051,7 +2051,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"",
     );
-    let value = format!("{}", r.string(40, ALNUM));
+    let value = r.string(40, ALNUM);
     plant(
         "authorization-header",
         "plants/authorization-header.py",
@@ -2059,7 +2059,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value,
         "\"}",
     );
-    let value = format!("{}", basic(&mut r));
+    let value = basic(&mut r);
     plant(
         "basic-auth-header",
         "plants/basic-auth-header.py",
