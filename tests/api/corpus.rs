@@ -2127,14 +2127,14 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value: sa_body[..64].to_string(),
     });
 
-    let passwords: Vec<String> = (0..4)
+    let passwords: Vec<String> = (0..5)
         .map(|_| format!("{}7{}", r.string(10, ALNUM), r.string(4, ALNUM)))
         .collect();
     files.push((
         "scripts/cli.sh".into(),
         format!(
-            "#!/bin/sh\nmysqldump -u root -p{} app > dump.sql\nsshpass -p '{}' ssh deploy@host\ndocker login -u deploy -p {} registry.example.org\ncurl 'https://api.example.org/v1/items?user=app&password={}'\n",
-            passwords[0], passwords[1], passwords[2], passwords[3]
+            "#!/bin/sh\nmysqldump -u root -p{} app > dump.sql\nsshpass -p '{}' ssh deploy@host\ndocker login -u deploy -p {} registry.example.org\ncurl 'https://api.example.org/v1/items?user=app&password={}'\ncurl -H 'X-API-Key: {}' https://api.example.org\n",
+            passwords[0], passwords[1], passwords[2], passwords[3], passwords[4]
         ),
     ));
     for (i, rule) in [
@@ -2142,6 +2142,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         "sshpass-password",
         "docker-login-password",
         "url-query-secret",
+        "api-key-header",
     ]
     .into_iter()
     .enumerate()

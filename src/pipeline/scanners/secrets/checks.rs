@@ -666,7 +666,20 @@ pub(super) fn is_reference_or_placeholder(value: &str) -> bool {
             && s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     };
-    if (v.contains('(') && v.contains(')'))
+    // A call: a name made of words (`get_password(…)`, `os.getenv(…)`), not random characters
+    // that happen to hold a parenthesis.
+    let call = v.find('(').is_some_and(|open| {
+        let callee = &v[..open];
+        let words = name_words(callee);
+        v.ends_with(')')
+            && !words.is_empty()
+            && callee
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':'))
+            && words.iter().all(|w| w.len() >= 2)
+            && words.iter().map(String::len).sum::<usize>() >= 3 * words.len()
+    });
+    if call
         || (v.contains('.') && v.split('.').all(ident))
         || (v.contains('_')
             && v.chars()
@@ -698,7 +711,9 @@ fn is_wordy_identifier(v: &str) -> bool {
     {
         return false;
     }
-    name_words(v).len() >= 2
+    // Words, not the short fragments random mixed-case letters fall into (`mxgJTeKdNnFR`).
+    let letters = words.iter().map(String::len).sum::<usize>();
+    words.len() >= 2 && words.iter().all(|w| w.len() >= 2) && letters >= 4 * words.len()
 }
 
 /// Identifiers made of short dotted/dashed segments (`my-app-secret-v2`, `org.example.Factory2`).

@@ -652,6 +652,25 @@ fn unquoted_assignments_per_file_type() {
                 r(174, 12, ALNUM)
             ),
         ),
+        (
+            "settings.py",
+            format!(
+                "SECRET_KEY = '{}(J1$g6-{})'",
+                r(175, 20, ALNUM),
+                r(176, 8, ALNUM)
+            ),
+        ),
+        (
+            "app.ini",
+            format!(
+                "password = {}",
+                r(
+                    177,
+                    12,
+                    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                )
+            ),
+        ),
         ("values.yaml", format!("  password: {pw}")),
         (
             "docker-compose.yml",
@@ -750,6 +769,16 @@ fn headers_and_command_lines() {
     ] {
         detects(rule, "run.md", &line, &pw);
     }
+    detects(
+        "api-key-header",
+        "call.sh",
+        &format!("curl -H \"X-API-Key: {token}\" https://api.example.org"),
+        &token,
+    );
+    quiet(
+        "call.sh",
+        "curl -H \"X-API-Key: $API_KEY\" https://api.example.org",
+    );
     quiet("run.md", "mysql -u root -p app");
     quiet("run.md", "sshpass -p \"$SSHPASS\" ssh host");
     quiet("run.md", "docker login -u deploy --password-stdin");

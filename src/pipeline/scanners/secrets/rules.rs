@@ -1479,6 +1479,12 @@ pub(super) const RULES: &[RuleSpec] = &[
         Bearer
     ),
     raw!(
+        "api-key-header", "credential in an API key header", Medium,
+        ["x-api-key", "x-api-token", "x-auth-token", "x-access-token", "x-apikey"],
+        r#"(?i-u)\bx-(?:api-key|api-token|auth-token|access-token|apikey)["']?[ \t]*[:=][ \t]*["'`]?(?-i:(?P<secret>[A-Za-z0-9\-._~+/=]{12,}))"#,
+        Bearer
+    ),
+    raw!(
         "basic-auth-header", "Basic credentials in an Authorization header", Medium,
         ["basic"],
         r"(?m-u)\b(?i:basic)[ \t]+(?P<secret>[A-Za-z0-9+/]{8,}={0,2})(?:[^A-Za-z0-9+/=]|$)",
