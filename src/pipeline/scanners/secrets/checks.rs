@@ -699,6 +699,8 @@ fn is_wordy_identifier(v: &str) -> bool {
     if words.len() >= 3
         && words.iter().all(|w| w.len() >= 3)
         && v.bytes().filter(u8::is_ascii_digit).count() <= 2
+        && is_strict_camel_case(v)
+        && words.iter().all(|w| has_vowel(w))
     {
         return true;
     }
@@ -713,7 +715,46 @@ fn is_wordy_identifier(v: &str) -> bool {
     }
     // Words, not the short fragments random mixed-case letters fall into (`mxgJTeKdNnFR`).
     let letters = words.iter().map(String::len).sum::<usize>();
-    words.len() >= 2 && words.iter().all(|w| w.len() >= 2) && letters >= 4 * words.len()
+    words.len() >= 2
+        && words.iter().all(|w| w.len() >= 2 && has_vowel(w))
+        && letters >= 4 * words.len()
+}
+
+/// Words have vowels; the fragments of random strings often do not.
+fn has_vowel(word: &str) -> bool {
+    word.bytes()
+        .any(|b| matches!(b, b'a' | b'e' | b'i' | b'o' | b'u' | b'y'))
+}
+
+/// `lowerStartThenWords`: a lower-case start, then words of one capital and at least two lower-case
+/// letters or digits each; separators `_ - .` allowed between words. Random mixed-case strings
+/// almost never have this shape (they hold runs of capitals or lone capitals).
+fn is_strict_camel_case(v: &str) -> bool {
+    let b = v.as_bytes();
+    if b.is_empty() || !b[0].is_ascii_lowercase() {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_uppercase() {
+            let tail = b[i + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+                .count();
+            if tail < 2 {
+                return false;
+            }
+            i += 1 + tail;
+        } else if b[i].is_ascii_lowercase()
+            || b[i].is_ascii_digit()
+            || matches!(b[i], b'_' | b'-' | b'.')
+        {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 /// Identifiers made of short dotted/dashed segments (`my-app-secret-v2`, `org.example.Factory2`).
