@@ -12,7 +12,12 @@
 //! - the credential of `Authorization:`-style headers (`Bearer …`, `Basic …`, `token …`);
 //! - the password in URL user-info (`scheme://user:password@host`);
 //! - every token-like run (letters, digits and `+/=_-.~`) of 16 characters or more that mixes
-//!   letters and digits and looks random (Shannon entropy of at least 3 bits per character).
+//!   letters and digits and looks random (Shannon entropy of at least 3 bits per character);
+//! - every credential the built-in secrets scanner's rules recognise on the line (provider
+//!   token formats, private key bodies, connection-string and `.netrc` passwords, `curl -u`
+//!   credentials, generic assignments), whatever their length;
+//! - payment card numbers (13–19 digits, optionally grouped by spaces or dashes, passing the
+//!   Luhn check).
 //!
 //! It errs on the side of masking: a masked commit hash in a snippet costs nothing, a secret in
 //! clear in an uploaded report cannot be taken back.
@@ -20,6 +25,8 @@
 use std::sync::LazyLock;
 
 use regex::Regex;
+
+use crate::pipeline::scanners::secrets::SecretsScanner;
 
 /// `name = value`, `name: value`, `"name": "value"`, `name => value`, `name := value`: the value
 /// (group `v`) of a name that says it holds a secret.
@@ -45,6 +52,26 @@ static URL_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
 /// Runs of token characters long enough to be a credential.
 static TOKEN_RUN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r#"[A-Za-z0-9+/=_\-.~]{16,}"#).expect("token run pattern"));
+
+/// Runs of 13–19 digits, optionally grouped by single spaces or dashes: card number candidates.
+static CARD_NUMBER: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\b\d(?:[ -]?\d){12,18}\b").expect("card number pattern"));
+
+/// The Luhn checksum of payment card numbers.
+fn luhn_ok(digits: &[u8]) -> bool {
+    let mut sum = 0u32;
+    for (i, d) in digits.iter().rev().enumerate() {
+        let mut v = u32::from(*d - b'0');
+        if i % 2 == 1 {
+            v *= 2;
+            if v > 9 {
+                v -= 9;
+            }
+        }
+        sum += v;
+    }
+    sum % 10 == 0
+}
 
 /// Values that are not secrets even where a sensitive name precedes them.
 fn is_reference_or_empty(value: &str) -> bool {
@@ -143,6 +170,17 @@ fn mask_ranges(text: &str) -> Vec<(usize, usize)> {
             ranges.push((m.start(), m.end()));
         }
     }
+    ranges.extend(SecretsScanner::shared().secret_spans(text));
+    for m in CARD_NUMBER.find_iter(text) {
+        let digits: Vec<u8> = m.as_str().bytes().filter(u8::is_ascii_digit).collect();
+        // A run of one digit (`0000 0000 0000 0000`) passes Luhn but is filler.
+        if (13..=19).contains(&digits.len())
+            && luhn_ok(&digits)
+            && digits.iter().any(|d| *d != digits[0])
+        {
+            ranges.push((m.start(), m.end()));
+        }
+    }
     ranges.sort_unstable();
     ranges
 }
@@ -220,6 +258,27 @@ mod tests {
         ] {
             assert_eq!(mask_secrets(line), line);
         }
+    }
+
+    #[test]
+    fn rule_formats_shorter_than_a_token_run_and_card_numbers_are_masked() {
+        // A Slack webhook path segment, a Telegram bot token and a connection-string password
+        // are each below the 16-character random-run heuristic in part, or split by `:`/`/`.
+        let bot = format!(
+            "{}:AA{}",
+            "1234567890", "Zk3Lm9Qw2Er5Ty8Ui1Op4As7Df0Gh6Jk3L"
+        );
+        let line = format!(
+            "notify(bot=\"{bot}\", conn=\"Server=db;User Id=sa;Password=Zq8#pL2v;\", card=\"4111 1111 1111 1111\")"
+        );
+        let m = mask_secrets(&line);
+        assert!(!m.contains("Zk3Lm9Qw2Er5Ty8Ui1Op4As7Df0Gh6Jk3L"), "{m}");
+        assert!(!m.contains("Zq8#pL2v"), "{m}");
+        assert!(!m.contains("4111 1111 1111 1111"), "{m}");
+        assert!(m.starts_with("notify(bot=\""), "{m}");
+        // Numbers that fail Luhn (order ids, timestamps) stay readable.
+        let ids = "order 1234567890123 at 1700000000000";
+        assert_eq!(mask_secrets(ids), ids);
     }
 
     #[test]

@@ -225,6 +225,1880 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         "\"",
     );
 
+    // One plant for every other rule of the table, in its documented shape.
+    const HEX: &str = "0123456789abcdef";
+    const LOWER_DIGITS: &str = "abcdefghijklmnopqrstuvwxyz0123456789";
+    const DIGITS: &str = "0123456789";
+    const B32: &str = "abcdefghijklmnopqrstuvwxyz234567";
+    const AGE: &str = "QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L";
+    let uuid = |r: &mut Rng| {
+        format!(
+            "{}-{}-{}-{}-{}",
+            r.string(8, HEX),
+            r.string(4, HEX),
+            r.string(4, HEX),
+            r.string(4, HEX),
+            r.string(12, HEX)
+        )
+    };
+    let basic = |r: &mut Rng| {
+        b64url(format!("deploy:{}7{}", r.string(10, ALNUM), r.string(4, ALNUM)).as_bytes())
+            .replace('-', "+")
+            .replace('_', "/")
+    };
+    let value = format!(
+        "LS0tLS1CRUdJTiBSU0EgUFJJVkFURSBLRVktLS0tLQo{}",
+        r.string(200, B64)
+    );
+    plant(
+        "kubeconfig-client-key",
+        "plants/kubeconfig-client-key.py",
+        "client_key_data = \"",
+        value,
+        "\"",
+    );
+    let value = format!(
+        "LS0tLS1CRUdJTiBPUEVOU1NIIFBSSVZBVEUgS0VZLS0tLS0K{}",
+        r.string(200, B64)
+    );
+    plant(
+        "private-key-base64",
+        "plants/private-key-base64.py",
+        "key_b64 = \"",
+        value,
+        "\"",
+    );
+    let value = format!("AGE-SECRET-KEY-1{}", r.string(58, AGE));
+    plant(
+        "age-secret-key",
+        "plants/age-secret-key.py",
+        "AGE = \"",
+        value,
+        "\"",
+    );
+    let value = format!("IQoJb3JpZ2luX2Vj{}", r.string(200, B64));
+    plant(
+        "aws-session-token",
+        "plants/aws-session-token.py",
+        "SESSION = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(150, ALNUM);
+    plant(
+        "aws-session-token-assignment",
+        "plants/aws-session-token-assignment.py",
+        "aws_session_token = \"",
+        value,
+        "\"",
+    );
+    let value = format!(
+        "amzn.mws.{}-{}-{}-{}-{}",
+        r.string(8, HEX),
+        r.string(4, HEX),
+        r.string(4, HEX),
+        r.string(4, HEX),
+        r.string(12, HEX)
+    );
+    plant(
+        "aws-mws-key",
+        "plants/aws-mws-key.py",
+        "MWS = \"",
+        value,
+        "\"",
+    );
+    let value = format!("ABSK{}", r.string(130, ALNUM));
+    plant(
+        "aws-bedrock-api-key",
+        "plants/aws-bedrock-api-key.py",
+        "BEDROCK = \"",
+        value,
+        "\"",
+    );
+    let value = format!("GOCSPX-{}", r.string(28, ALNUM));
+    plant(
+        "google-oauth-client-secret",
+        "plants/google-oauth-client-secret.py",
+        "GOOGLE_CS = \"",
+        value,
+        "\"",
+    );
+    let value = format!("ya29.{}", r.string(80, ALNUM));
+    plant(
+        "google-oauth-access-token",
+        "plants/google-oauth-access-token.py",
+        "GOOGLE_AT = \"",
+        value,
+        "\"",
+    );
+    let value = format!("1//0{}", r.string(60, ALNUM));
+    plant(
+        "google-oauth-refresh-token",
+        "plants/google-oauth-refresh-token.py",
+        "GOOGLE_RT = \"",
+        value,
+        "\"",
+    );
+    let value = format!("{}==", r.string(86, B64));
+    plant(
+        "azure-storage-account-key",
+        "plants/azure-storage-account-key.py",
+        "CONN = \"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=",
+        value,
+        ";EndpointSuffix=core.windows.net\"",
+    );
+    let value = format!("{}=", r.string(43, B64));
+    plant(
+        "azure-shared-access-key",
+        "plants/azure-shared-access-key.py",
+        "SB = \"Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=root;SharedAccessKey=",
+        value,
+        "\"",
+    );
+    let value = r.string(44, ALNUM);
+    plant("azure-sas-token", "plants/azure-sas-token.py", "SAS = \"https://acct.blob.core.windows.net/c?sv=2022-11-02&ss=b&srt=co&sp=rl&se=2030-01-01&sig=", value, "%3D\"");
+    let value = format!("{}8Q~{}", r.string(3, ALNUM), r.string(34, ALNUM));
+    plant(
+        "azure-ad-client-secret",
+        "plants/azure-ad-client-secret.py",
+        "AZ = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(52, B32);
+    plant(
+        "azure-devops-pat",
+        "plants/azure-devops-pat.py",
+        "AZURE_DEVOPS_PAT = \"",
+        value,
+        "\"",
+    );
+    let value = format!("dop_v1_{}", r.string(64, HEX));
+    plant(
+        "digitalocean-pat",
+        "plants/digitalocean-pat.py",
+        "DO = \"",
+        value,
+        "\"",
+    );
+    let value = format!("doo_v1_{}", r.string(64, HEX));
+    plant(
+        "digitalocean-oauth-token",
+        "plants/digitalocean-oauth-token.py",
+        "DO = \"",
+        value,
+        "\"",
+    );
+    let value = format!("dor_v1_{}", r.string(64, HEX));
+    plant(
+        "digitalocean-refresh-token",
+        "plants/digitalocean-refresh-token.py",
+        "DO = \"",
+        value,
+        "\"",
+    );
+    let value = format!("LTAI{}", r.string(20, ALNUM));
+    plant(
+        "alibaba-access-key-id",
+        "plants/alibaba-access-key-id.py",
+        "ALI = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(30, ALNUM);
+    plant(
+        "alibaba-access-key-secret",
+        "plants/alibaba-access-key-secret.py",
+        "ALIBABA_ACCESS_KEY_SECRET = \"",
+        value,
+        "\"",
+    );
+    let value = format!("AKID{}", r.string(32, ALNUM));
+    plant(
+        "tencent-secret-id",
+        "plants/tencent-secret-id.py",
+        "TC = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(44, ALNUM);
+    plant(
+        "ibm-cloud-api-key",
+        "plants/ibm-cloud-api-key.py",
+        "IBM_CLOUD_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(20, ALNUM);
+    plant(
+        "oracle-cloud-auth-token",
+        "plants/oracle-cloud-auth-token.py",
+        "OCI_AUTH_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(64, HEX);
+    plant(
+        "linode-token",
+        "plants/linode-token.py",
+        "LINODE_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = format!("HRKU-AA{}", r.string(58, ALNUM));
+    plant(
+        "heroku-api-key-v2",
+        "plants/heroku-api-key-v2.py",
+        "HK = \"",
+        value,
+        "\"",
+    );
+    let value = uuid(&mut r);
+    plant(
+        "heroku-api-key",
+        "plants/heroku-api-key.py",
+        "HEROKU_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(40, ALNUM);
+    plant(
+        "cloudflare-api-token",
+        "plants/cloudflare-api-token.py",
+        "CLOUDFLARE_API_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(37, HEX);
+    plant(
+        "cloudflare-global-api-key",
+        "plants/cloudflare-global-api-key.py",
+        "CLOUDFLARE_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = format!("v1.0-{}-{}", r.string(24, HEX), r.string(146, HEX));
+    plant(
+        "cloudflare-origin-ca-key",
+        "plants/cloudflare-origin-ca-key.py",
+        "CF = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(24, ALNUM);
+    plant(
+        "vercel-token",
+        "plants/vercel-token.py",
+        "VERCEL_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = format!("nfp_{}", r.string(36, ALNUM));
+    plant(
+        "netlify-pat",
+        "plants/netlify-pat.py",
+        "NF = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(43, ALNUM);
+    plant(
+        "netlify-token",
+        "plants/netlify-token.py",
+        "NETLIFY_AUTH_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = format!("fo1_{}", r.string(43, ALNUM));
+    plant(
+        "flyio-token",
+        "plants/flyio-token.py",
+        "FLY = \"",
+        value,
+        "\"",
+    );
+    let value = uuid(&mut r);
+    plant(
+        "scaleway-secret-key",
+        "plants/scaleway-secret-key.py",
+        "SCW_SECRET_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(64, ALNUM);
+    plant(
+        "hetzner-cloud-token",
+        "plants/hetzner-cloud-token.py",
+        "HCLOUD_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(36, UPPER_DIGITS);
+    plant(
+        "vultr-api-key",
+        "plants/vultr-api-key.py",
+        "VULTR_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = format!("AQVN{}", r.string(36, ALNUM));
+    plant(
+        "yandex-api-key",
+        "plants/yandex-api-key.py",
+        "YC = \"",
+        value,
+        "\"",
+    );
+    let value = format!("gldt-{}", r.string(20, ALNUM));
+    plant(
+        "gitlab-deploy-token",
+        "plants/gitlab-deploy-token.py",
+        "GL = \"",
+        value,
+        "\"",
+    );
+    let value = format!("glrt-{}", r.string(20, ALNUM));
+    plant(
+        "gitlab-runner-token",
+        "plants/gitlab-runner-token.py",
+        "GL = \"",
+        value,
+        "\"",
+    );
+    let value = format!("GR1348941{}", r.string(20, ALNUM));
+    plant(
+        "gitlab-runner-registration-token",
+        "plants/gitlab-runner-registration-token.py",
+        "GL = \"",
+        value,
+        "\"",
+    );
+    let value = format!("glptt-{}", r.string(40, HEX));
+    plant(
+        "gitlab-pipeline-trigger-token",
+        "plants/gitlab-pipeline-trigger-token.py",
+        "GL = \"",
+        value,
+        "\"",
+    );
+    let value = format!("glsoat-{}", r.string(20, ALNUM));
+    plant(
+        "gitlab-scim-token",
+        "plants/gitlab-scim-token.py",
+        "GL = \"",
+        value,
+        "\"",
+    );
+    let value = format!("gloas-{}", r.string(64, ALNUM));
+    plant(
+        "gitlab-oauth-app-secret",
+        "plants/gitlab-oauth-app-secret.py",
+        "GL = \"",
+        value,
+        "\"",
+    );
+    let value = format!("glcbt-{}_{}", r.string(3, ALNUM), r.string(20, ALNUM));
+    plant(
+        "gitlab-ci-job-token",
+        "plants/gitlab-ci-job-token.py",
+        "GL = \"",
+        value,
+        "\"",
+    );
+    let value = format!("glimt-{}", r.string(25, ALNUM));
+    plant(
+        "gitlab-incoming-mail-token",
+        "plants/gitlab-incoming-mail-token.py",
+        "GL = \"",
+        value,
+        "\"",
+    );
+    let value = format!("glft-{}", r.string(20, ALNUM));
+    plant(
+        "gitlab-feed-token",
+        "plants/gitlab-feed-token.py",
+        "GL = \"",
+        value,
+        "\"",
+    );
+    let value = format!("glffct-{}", r.string(20, ALNUM));
+    plant(
+        "gitlab-feature-flag-token",
+        "plants/gitlab-feature-flag-token.py",
+        "GL = \"",
+        value,
+        "\"",
+    );
+    let value = format!("glagent-{}", r.string(50, ALNUM));
+    plant(
+        "gitlab-agent-token",
+        "plants/gitlab-agent-token.py",
+        "GL = \"",
+        value,
+        "\"",
+    );
+    let value = format!("ATBB{}", r.string(32, ALNUM));
+    plant(
+        "bitbucket-app-password",
+        "plants/bitbucket-app-password.py",
+        "BB = \"",
+        value,
+        "\"",
+    );
+    let value = format!("ATATT3{}", r.string(186, ALNUM));
+    plant(
+        "atlassian-api-token",
+        "plants/atlassian-api-token.py",
+        "AT = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(24, ALNUM);
+    plant(
+        "atlassian-api-token-legacy",
+        "plants/atlassian-api-token-legacy.py",
+        "JIRA_API_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(64, ALNUM);
+    plant(
+        "bitbucket-client-secret",
+        "plants/bitbucket-client-secret.py",
+        "BITBUCKET_CLIENT_SECRET = \"",
+        value,
+        "\"",
+    );
+    let value = format!("CCIPAT_{}_{}", r.string(22, ALNUM), r.string(40, HEX));
+    plant(
+        "circleci-personal-token",
+        "plants/circleci-personal-token.py",
+        "CC = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(40, HEX);
+    plant(
+        "circleci-token",
+        "plants/circleci-token.py",
+        "CIRCLECI_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(22, ALNUM);
+    plant(
+        "travis-ci-token",
+        "plants/travis-ci-token.py",
+        "TRAVIS_API_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = format!("bkua_{}", r.string(40, HEX));
+    plant(
+        "buildkite-token",
+        "plants/buildkite-token.py",
+        "BK = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(32, ALNUM);
+    plant(
+        "drone-ci-token",
+        "plants/drone-ci-token.py",
+        "DRONE_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(34, HEX);
+    plant(
+        "jenkins-api-token",
+        "plants/jenkins-api-token.py",
+        "JENKINS_API_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = format!("squ_{}", r.string(40, HEX));
+    plant(
+        "sonarqube-token",
+        "plants/sonarqube-token.py",
+        "SQ = \"",
+        value,
+        "\"",
+    );
+    let value = uuid(&mut r);
+    plant(
+        "codecov-token",
+        "plants/codecov-token.py",
+        "CODECOV_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = uuid(&mut r);
+    plant(
+        "snyk-token",
+        "plants/snyk-token.py",
+        "SNYK_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = format!("API-{}", r.string(26, UPPER_DIGITS));
+    plant(
+        "octopus-deploy-api-key",
+        "plants/octopus-deploy-api-key.py",
+        "OCTO = \"",
+        value,
+        "\"",
+    );
+    let value = format!(
+        "pat.{}.{}.{}",
+        r.string(22, ALNUM),
+        r.string(24, HEX),
+        r.string(20, ALNUM)
+    );
+    plant(
+        "harness-pat",
+        "plants/harness-pat.py",
+        "HARNESS = \"",
+        value,
+        "\"",
+    );
+    let value = format!("sdk-{}", uuid(&mut r));
+    plant(
+        "launchdarkly-key",
+        "plants/launchdarkly-key.py",
+        "LD = \"",
+        value,
+        "\"",
+    );
+    let value = format!("{}.atlasv1.{}", r.string(14, ALNUM), r.string(67, ALNUM));
+    plant(
+        "terraform-cloud-token",
+        "plants/terraform-cloud-token.py",
+        "TFC = \"",
+        value,
+        "\"",
+    );
+    let value = format!("pul-{}", r.string(40, HEX));
+    plant(
+        "pulumi-access-token",
+        "plants/pulumi-access-token.py",
+        "PUL = \"",
+        value,
+        "\"",
+    );
+    let value = format!("dp.st.{}", r.string(43, ALNUM));
+    plant(
+        "doppler-token",
+        "plants/doppler-token.py",
+        "DP = \"",
+        value,
+        "\"",
+    );
+    let value = format!("hvs.{}", r.string(95, ALNUM));
+    plant(
+        "vault-service-token",
+        "plants/vault-service-token.py",
+        "VT = \"",
+        value,
+        "\"",
+    );
+    let value = format!("hvb.{}", r.string(150, ALNUM));
+    plant(
+        "vault-batch-token",
+        "plants/vault-batch-token.py",
+        "VT = \"",
+        value,
+        "\"",
+    );
+    let value = format!("s.{}", r.string(24, ALNUM));
+    plant(
+        "vault-token-legacy",
+        "plants/vault-token-legacy.py",
+        "VAULT_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = format!("ops_eyJ{}", r.string(260, ALNUM));
+    plant(
+        "onepassword-service-account-token",
+        "plants/onepassword-service-account-token.py",
+        "OP = \"",
+        value,
+        "\"",
+    );
+    let value = format!(
+        "A3-{}-{}-{}-{}-{}",
+        r.string(6, UPPER_DIGITS),
+        r.string(11, UPPER_DIGITS),
+        r.string(5, UPPER_DIGITS),
+        r.string(5, UPPER_DIGITS),
+        r.string(5, UPPER_DIGITS)
+    );
+    plant(
+        "onepassword-secret-key",
+        "plants/onepassword-secret-key.py",
+        "OPK = \"",
+        value,
+        "\"",
+    );
+    let value = format!(
+        "st.{}.{}.{}",
+        r.string(24, HEX),
+        r.string(32, HEX),
+        r.string(32, HEX)
+    );
+    plant(
+        "infisical-token",
+        "plants/infisical-token.py",
+        "INF = \"",
+        value,
+        "\"",
+    );
+    let value = format!("00{}", r.string(40, ALNUM));
+    plant(
+        "okta-api-token",
+        "plants/okta-api-token.py",
+        "OKTA_API_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(64, ALNUM);
+    plant(
+        "auth0-client-secret",
+        "plants/auth0-client-secret.py",
+        "AUTH0_CLIENT_SECRET = \"",
+        value,
+        "\"",
+    );
+    let value = format!("whsec_{}", r.string(32, ALNUM));
+    plant(
+        "stripe-webhook-secret",
+        "plants/stripe-webhook-secret.py",
+        "WH = \"",
+        value,
+        "\"",
+    );
+    let value = format!("sq0atp-{}", r.string(22, ALNUM));
+    plant(
+        "square-access-token",
+        "plants/square-access-token.py",
+        "SQ = \"",
+        value,
+        "\"",
+    );
+    let value = format!("sq0csp-{}", r.string(43, ALNUM));
+    plant(
+        "square-oauth-secret",
+        "plants/square-oauth-secret.py",
+        "SQ = \"",
+        value,
+        "\"",
+    );
+    let value = format!(
+        "access_token$production${}${}",
+        r.string(16, LOWER_DIGITS),
+        r.string(32, HEX)
+    );
+    plant(
+        "braintree-access-token",
+        "plants/braintree-access-token.py",
+        "BT = \"",
+        value,
+        "\"",
+    );
+    let value = format!("E{}", r.string(79, ALNUM));
+    plant(
+        "paypal-client-secret",
+        "plants/paypal-client-secret.py",
+        "PAYPAL_CLIENT_SECRET = \"",
+        value,
+        "\"",
+    );
+    let value = format!("AQE{}", r.string(100, ALNUM));
+    plant(
+        "adyen-api-key",
+        "plants/adyen-api-key.py",
+        "ADYEN_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = format!("rzp_live_{}", r.string(14, ALNUM));
+    plant(
+        "razorpay-key-id",
+        "plants/razorpay-key-id.py",
+        "RZP = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(24, ALNUM);
+    plant(
+        "razorpay-key-secret",
+        "plants/razorpay-key-secret.py",
+        "RAZORPAY_KEY_SECRET = \"",
+        value,
+        "\"",
+    );
+    let value = format!("shpat_{}", r.string(32, HEX));
+    plant(
+        "shopify-access-token",
+        "plants/shopify-access-token.py",
+        "SH = \"",
+        value,
+        "\"",
+    );
+    let value = format!("shpca_{}", r.string(32, HEX));
+    plant(
+        "shopify-custom-app-token",
+        "plants/shopify-custom-app-token.py",
+        "SH = \"",
+        value,
+        "\"",
+    );
+    let value = format!("shppa_{}", r.string(32, HEX));
+    plant(
+        "shopify-private-app-token",
+        "plants/shopify-private-app-token.py",
+        "SH = \"",
+        value,
+        "\"",
+    );
+    let value = format!("shpss_{}", r.string(32, HEX));
+    plant(
+        "shopify-shared-secret",
+        "plants/shopify-shared-secret.py",
+        "SH = \"",
+        value,
+        "\"",
+    );
+    let value = format!("access-production-{}", uuid(&mut r));
+    plant(
+        "plaid-access-token",
+        "plants/plaid-access-token.py",
+        "PLAID = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(30, HEX);
+    plant(
+        "plaid-secret",
+        "plants/plaid-secret.py",
+        "PLAID_SECRET = \"",
+        value,
+        "\"",
+    );
+    let value = format!("FLWSECK-{}-X", r.string(32, HEX));
+    plant(
+        "flutterwave-secret-key",
+        "plants/flutterwave-secret-key.py",
+        "FLW = \"",
+        value,
+        "\"",
+    );
+    let value = format!("FLWSECK_TEST{}", r.string(12, HEX));
+    plant(
+        "flutterwave-encryption-key",
+        "plants/flutterwave-encryption-key.py",
+        "FLW = \"",
+        value,
+        "\"",
+    );
+    let value = format!("EZAK{}", r.string(54, ALNUM));
+    plant(
+        "easypost-api-key",
+        "plants/easypost-api-key.py",
+        "EP = \"",
+        value,
+        "\"",
+    );
+    let value = format!("live_{}", r.string(40, ALNUM));
+    plant(
+        "gocardless-token",
+        "plants/gocardless-token.py",
+        "GOCARDLESS_ACCESS_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = format!("shippo_live_{}", r.string(40, HEX));
+    plant(
+        "shippo-token",
+        "plants/shippo-token.py",
+        "SHIPPO = \"",
+        value,
+        "\"",
+    );
+    let value = format!("duffel_live_{}", r.string(43, ALNUM));
+    plant(
+        "duffel-token",
+        "plants/duffel-token.py",
+        "DUFFEL = \"",
+        value,
+        "\"",
+    );
+    let value = format!(
+        "xapp-1-A{}-{}-{}",
+        r.string(10, UPPER_DIGITS),
+        r.string(13, DIGITS),
+        r.string(64, HEX)
+    );
+    plant(
+        "slack-app-token",
+        "plants/slack-app-token.py",
+        "XAPP = \"",
+        value,
+        "\"",
+    );
+    let value = format!("xoxe.xoxp-1-{}", r.string(160, UPPER_DIGITS));
+    plant(
+        "slack-config-token",
+        "plants/slack-config-token.py",
+        "XOXE = \"",
+        value,
+        "\"",
+    );
+    let value = format!(
+        "M{}.{}.{}",
+        r.string(25, ALNUM),
+        r.string(6, ALNUM),
+        r.string(38, ALNUM)
+    );
+    plant(
+        "discord-bot-token",
+        "plants/discord-bot-token.py",
+        "DISCORD_BOT_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = format!(
+        "https://discord.com/api/webhooks/{}/{}",
+        r.string(18, DIGITS),
+        r.string(68, ALNUM)
+    );
+    plant(
+        "discord-webhook-url",
+        "plants/discord-webhook-url.py",
+        "HOOK = \"",
+        value,
+        "\"",
+    );
+    let value = format!("{}:AA{}", r.string(10, DIGITS), r.string(33, ALNUM));
+    plant(
+        "telegram-bot-token",
+        "plants/telegram-bot-token.py",
+        "TG = \"",
+        value,
+        "\"",
+    );
+    let value = format!("SK{}", r.string(32, HEX));
+    plant(
+        "twilio-api-key",
+        "plants/twilio-api-key.py",
+        "TW = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(32, HEX);
+    plant(
+        "twilio-auth-token",
+        "plants/twilio-auth-token.py",
+        "TWILIO_AUTH_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = format!("SG.{}.{}", r.string(22, ALNUM), r.string(43, ALNUM));
+    plant(
+        "sendgrid-api-key",
+        "plants/sendgrid-api-key.py",
+        "SG = \"",
+        value,
+        "\"",
+    );
+    let value = format!("key-{}", r.string(32, HEX));
+    plant(
+        "mailgun-api-key",
+        "plants/mailgun-api-key.py",
+        "MG = \"",
+        value,
+        "\"",
+    );
+    let value = format!(
+        "{}-{}-{}",
+        r.string(32, HEX),
+        r.string(8, HEX),
+        r.string(8, HEX)
+    );
+    plant(
+        "mailgun-private-key",
+        "plants/mailgun-private-key.py",
+        "MAILGUN_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = format!("{}-us12", r.string(32, HEX));
+    plant(
+        "mailchimp-api-key",
+        "plants/mailchimp-api-key.py",
+        "MC = \"",
+        value,
+        "\"",
+    );
+    let value = uuid(&mut r);
+    plant(
+        "postmark-token",
+        "plants/postmark-token.py",
+        "POSTMARK_SERVER_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(16, ALNUM);
+    plant(
+        "vonage-api-secret",
+        "plants/vonage-api-secret.py",
+        "VONAGE_API_SECRET = \"",
+        value,
+        "\"",
+    );
+    let value = format!(
+        "https://acme.webhook.office.com/webhookb2/{}@{}/IncomingWebhook/{}/{}",
+        uuid(&mut r),
+        uuid(&mut r),
+        r.string(32, HEX),
+        uuid(&mut r)
+    );
+    plant(
+        "teams-webhook-url",
+        "plants/teams-webhook-url.py",
+        "TEAMS = \"",
+        value,
+        "\"",
+    );
+    let value = format!("xkeysib-{}-{}", r.string(64, HEX), r.string(16, ALNUM));
+    plant(
+        "brevo-api-key",
+        "plants/brevo-api-key.py",
+        "BREVO = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(60, ALNUM);
+    plant(
+        "intercom-token",
+        "plants/intercom-token.py",
+        "INTERCOM_ACCESS_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(40, ALNUM);
+    plant(
+        "zendesk-api-token",
+        "plants/zendesk-api-token.py",
+        "ZENDESK_API_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(25, ALNUM);
+    plant(
+        "messagebird-api-key",
+        "plants/messagebird-api-key.py",
+        "MESSAGEBIRD_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = format!("re_{}_{}", r.string(8, ALNUM), r.string(24, ALNUM));
+    plant(
+        "resend-api-key",
+        "plants/resend-api-key.py",
+        "RESEND = \"",
+        value,
+        "\"",
+    );
+    let value = format!(
+        "https://hooks.zapier.com/hooks/catch/{}/{}/",
+        r.string(7, DIGITS),
+        r.string(6, LOWER_DIGITS)
+    );
+    plant(
+        "zapier-webhook-url",
+        "plants/zapier-webhook-url.py",
+        "ZAP = \"",
+        value,
+        "\"",
+    );
+    let value = format!("sk-proj-{}", r.string(120, ALNUM));
+    plant(
+        "openai-project-key",
+        "plants/openai-project-key.py",
+        "OA = \"",
+        value,
+        "\"",
+    );
+    let value = format!("sk-svcacct-{}", r.string(80, ALNUM));
+    plant(
+        "openai-service-account-key",
+        "plants/openai-service-account-key.py",
+        "OA = \"",
+        value,
+        "\"",
+    );
+    let value = format!("sk-admin-{}", r.string(80, ALNUM));
+    plant(
+        "openai-admin-key",
+        "plants/openai-admin-key.py",
+        "OA = \"",
+        value,
+        "\"",
+    );
+    let value = format!("sk-ant-api03-{}AA", r.string(93, ALNUM));
+    plant(
+        "anthropic-api-key",
+        "plants/anthropic-api-key.py",
+        "AN = \"",
+        value,
+        "\"",
+    );
+    let value = format!("sk-ant-admin01-{}AA", r.string(93, ALNUM));
+    plant(
+        "anthropic-admin-key",
+        "plants/anthropic-admin-key.py",
+        "AN = \"",
+        value,
+        "\"",
+    );
+    let value = format!("sk-or-v1-{}", r.string(64, HEX));
+    plant(
+        "openrouter-api-key",
+        "plants/openrouter-api-key.py",
+        "OR = \"",
+        value,
+        "\"",
+    );
+    let value = format!("sk-{}T3BlbkFJ{}", r.string(20, ALNUM), r.string(20, ALNUM));
+    plant(
+        "openai-api-key",
+        "plants/openai-api-key.py",
+        "OA = \"",
+        value,
+        "\"",
+    );
+    let value = format!("sk-{}", r.string(48, ALNUM));
+    plant(
+        "openai-api-key-assignment",
+        "plants/openai-api-key-assignment.py",
+        "OPENAI_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = format!("hf_{}", r.string(34, ALNUM));
+    plant(
+        "huggingface-token",
+        "plants/huggingface-token.py",
+        "HF = \"",
+        value,
+        "\"",
+    );
+    let value = format!("api_org_{}", r.string(34, ALNUM));
+    plant(
+        "huggingface-org-token",
+        "plants/huggingface-org-token.py",
+        "HF = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(40, ALNUM);
+    plant(
+        "cohere-api-key",
+        "plants/cohere-api-key.py",
+        "COHERE_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = format!("r8_{}", r.string(37, ALNUM));
+    plant(
+        "replicate-api-token",
+        "plants/replicate-api-token.py",
+        "RP = \"",
+        value,
+        "\"",
+    );
+    let value = format!("gsk_{}", r.string(52, ALNUM));
+    plant(
+        "groq-api-key",
+        "plants/groq-api-key.py",
+        "GQ = \"",
+        value,
+        "\"",
+    );
+    let value = format!("pplx-{}", r.string(48, ALNUM));
+    plant(
+        "perplexity-api-key",
+        "plants/perplexity-api-key.py",
+        "PX = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(32, ALNUM);
+    plant(
+        "mistral-api-key",
+        "plants/mistral-api-key.py",
+        "MISTRAL_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = format!("xai-{}", r.string(80, ALNUM));
+    plant(
+        "xai-api-key",
+        "plants/xai-api-key.py",
+        "XA = \"",
+        value,
+        "\"",
+    );
+    let value = format!("sk-{}", r.string(32, HEX));
+    plant(
+        "deepseek-api-key",
+        "plants/deepseek-api-key.py",
+        "DEEPSEEK_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = format!("lsv2_pt_{}_{}", r.string(32, HEX), r.string(10, HEX));
+    plant(
+        "langsmith-api-key",
+        "plants/langsmith-api-key.py",
+        "LS = \"",
+        value,
+        "\"",
+    );
+    let value = format!("pcsk_{}", r.string(60, ALNUM));
+    plant(
+        "pinecone-api-key",
+        "plants/pinecone-api-key.py",
+        "PC = \"",
+        value,
+        "\"",
+    );
+    let value = format!("sk_{}", r.string(48, HEX));
+    plant(
+        "elevenlabs-api-key",
+        "plants/elevenlabs-api-key.py",
+        "ELEVENLABS_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = format!("fw_{}", r.string(24, ALNUM));
+    plant(
+        "fireworks-api-key",
+        "plants/fireworks-api-key.py",
+        "FW = \"",
+        value,
+        "\"",
+    );
+    let value = format!("rubygems_{}", r.string(48, HEX));
+    plant(
+        "rubygems-api-key",
+        "plants/rubygems-api-key.py",
+        "RG = \"",
+        value,
+        "\"",
+    );
+    let value = format!("oy2{}", r.string(43, LOWER_DIGITS));
+    plant(
+        "nuget-api-key",
+        "plants/nuget-api-key.py",
+        "NG = \"",
+        value,
+        "\"",
+    );
+    let value = format!("cio{}", r.string(32, ALNUM));
+    plant(
+        "crates-io-token",
+        "plants/crates-io-token.py",
+        "CIO = \"",
+        value,
+        "\"",
+    );
+    let value = format!("dckr_pat_{}", r.string(27, ALNUM));
+    plant(
+        "docker-hub-pat",
+        "plants/docker-hub-pat.py",
+        "DH = \"",
+        value,
+        "\"",
+    );
+    let value = format!("AKCp{}", r.string(69, ALNUM));
+    plant(
+        "jfrog-api-key",
+        "plants/jfrog-api-key.py",
+        "JF = \"",
+        value,
+        "\"",
+    );
+    let value = format!("cmVmdGtu{}", r.string(56, ALNUM));
+    plant(
+        "jfrog-reference-token",
+        "plants/jfrog-reference-token.py",
+        "JF = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(24, ALNUM);
+    plant(
+        "artifactory-password",
+        "plants/artifactory-password.py",
+        "ARTIFACTORY_PASSWORD = \"",
+        value,
+        "\"",
+    );
+    let value = format!("CLOJARS_{}", r.string(60, LOWER_DIGITS));
+    plant(
+        "clojars-token",
+        "plants/clojars-token.py",
+        "CJ = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(32, HEX);
+    plant(
+        "hex-api-key",
+        "plants/hex-api-key.py",
+        "HEX_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(40, ALNUM);
+    plant(
+        "github-packages-token",
+        "plants/github-packages-token.py",
+        "NPMRC = \"//npm.pkg.github.com/:_authToken=",
+        value,
+        "\"",
+    );
+    let value = format!("pscale_tkn_{}", r.string(43, ALNUM));
+    plant(
+        "planetscale-token",
+        "plants/planetscale-token.py",
+        "PS = \"",
+        value,
+        "\"",
+    );
+    let value = format!("pscale_pw_{}", r.string(43, ALNUM));
+    plant(
+        "planetscale-password",
+        "plants/planetscale-password.py",
+        "PS = \"",
+        value,
+        "\"",
+    );
+    let value = format!("pscale_oauth_{}", r.string(43, ALNUM));
+    plant(
+        "planetscale-oauth-token",
+        "plants/planetscale-oauth-token.py",
+        "PS = \"",
+        value,
+        "\"",
+    );
+    let value = format!("sbp_{}", r.string(40, HEX));
+    plant(
+        "supabase-access-token",
+        "plants/supabase-access-token.py",
+        "SB = \"",
+        value,
+        "\"",
+    );
+    let value = format!("sb_secret_{}", r.string(31, ALNUM));
+    plant(
+        "supabase-secret-key",
+        "plants/supabase-secret-key.py",
+        "SB = \"",
+        value,
+        "\"",
+    );
+    let value = format!("napi_{}", r.string(64, LOWER_DIGITS));
+    plant(
+        "neon-api-key",
+        "plants/neon-api-key.py",
+        "NEON = \"",
+        value,
+        "\"",
+    );
+    let value = uuid(&mut r);
+    plant(
+        "mongodb-atlas-private-key",
+        "plants/mongodb-atlas-private-key.py",
+        "ATLAS_PRIVATE_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = format!("dapi{}", r.string(32, HEX));
+    plant(
+        "databricks-token",
+        "plants/databricks-token.py",
+        "DB = \"",
+        value,
+        "\"",
+    );
+    let value = format!("{}7#{}", r.string(10, ALNUM), r.string(4, ALNUM));
+    plant(
+        "snowflake-credential",
+        "plants/snowflake-credential.py",
+        "SNOWFLAKE_PASSWORD = \"",
+        value,
+        "\"",
+    );
+    let value = format!("{}==", r.string(86, ALNUM));
+    plant(
+        "influxdb-token",
+        "plants/influxdb-token.py",
+        "INFLUXDB_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(32, HEX);
+    plant(
+        "datadog-api-key",
+        "plants/datadog-api-key.py",
+        "DD_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(40, HEX);
+    plant(
+        "datadog-app-key",
+        "plants/datadog-app-key.py",
+        "DD_APP_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = format!("NRAK-{}", r.string(27, UPPER_DIGITS));
+    plant(
+        "new-relic-user-key",
+        "plants/new-relic-user-key.py",
+        "NR = \"",
+        value,
+        "\"",
+    );
+    let value = format!("NRII-{}", r.string(32, ALNUM));
+    plant(
+        "new-relic-insights-key",
+        "plants/new-relic-insights-key.py",
+        "NR = \"",
+        value,
+        "\"",
+    );
+    let value = format!("NRJS-{}", r.string(19, HEX));
+    plant(
+        "new-relic-browser-key",
+        "plants/new-relic-browser-key.py",
+        "NR = \"",
+        value,
+        "\"",
+    );
+    let value = format!("{}NRAL", r.string(36, HEX));
+    plant(
+        "new-relic-license-key",
+        "plants/new-relic-license-key.py",
+        "NR = \"",
+        value,
+        "\"",
+    );
+    let value = format!("NRAA-{}", r.string(27, HEX));
+    plant(
+        "new-relic-admin-key",
+        "plants/new-relic-admin-key.py",
+        "NR = \"",
+        value,
+        "\"",
+    );
+    let value = format!("sntryu_{}", r.string(64, HEX));
+    plant(
+        "sentry-user-token",
+        "plants/sentry-user-token.py",
+        "SN = \"",
+        value,
+        "\"",
+    );
+    let value = format!("sntrys_eyJ{}", r.string(80, ALNUM));
+    plant(
+        "sentry-org-token",
+        "plants/sentry-org-token.py",
+        "SN = \"",
+        value,
+        "\"",
+    );
+    let value = format!(
+        "https://{}@o{}.ingest.sentry.io/{}",
+        r.string(32, HEX),
+        r.string(6, DIGITS),
+        r.string(7, DIGITS)
+    );
+    plant(
+        "sentry-dsn",
+        "plants/sentry-dsn.py",
+        "DSN = \"",
+        value,
+        "\"",
+    );
+    let value = format!("glc_{}", r.string(80, ALNUM));
+    plant(
+        "grafana-cloud-token",
+        "plants/grafana-cloud-token.py",
+        "GF = \"",
+        value,
+        "\"",
+    );
+    let value = format!("glsa_{}_{}", r.string(32, ALNUM), r.string(8, HEX));
+    plant(
+        "grafana-service-account-token",
+        "plants/grafana-service-account-token.py",
+        "GF = \"",
+        value,
+        "\"",
+    );
+    let value = format!("eyJrIjoi{}", r.string(80, ALNUM));
+    plant(
+        "grafana-api-key",
+        "plants/grafana-api-key.py",
+        "GF = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(22, ALNUM);
+    plant(
+        "honeycomb-api-key",
+        "plants/honeycomb-api-key.py",
+        "HONEYCOMB_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = format!(
+        "dt0c01.{}.{}",
+        r.string(24, UPPER_DIGITS),
+        r.string(64, UPPER_DIGITS)
+    );
+    plant(
+        "dynatrace-token",
+        "plants/dynatrace-token.py",
+        "DT = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(20, ALNUM);
+    plant(
+        "pagerduty-api-key",
+        "plants/pagerduty-api-key.py",
+        "PAGERDUTY_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = uuid(&mut r);
+    plant(
+        "splunk-hec-token",
+        "plants/splunk-hec-token.py",
+        "SPLUNK_HEC_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = uuid(&mut r);
+    plant(
+        "opsgenie-api-key",
+        "plants/opsgenie-api-key.py",
+        "OPSGENIE_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(32, HEX);
+    plant(
+        "rollbar-token",
+        "plants/rollbar-token.py",
+        "ROLLBAR_ACCESS_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(64, ALNUM);
+    plant(
+        "sumologic-access-key",
+        "plants/sumologic-access-key.py",
+        "SUMO_ACCESS_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = format!("AAAA{}:APA91b{}", r.string(7, ALNUM), r.string(134, ALNUM));
+    plant(
+        "firebase-fcm-server-key",
+        "plants/firebase-fcm-server-key.py",
+        "FCM = \"",
+        value,
+        "\"",
+    );
+    let value = format!("sk.eyJ{}.{}", r.string(60, ALNUM), r.string(22, ALNUM));
+    plant(
+        "mapbox-secret-token",
+        "plants/mapbox-secret-token.py",
+        "MB = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(32, HEX);
+    plant(
+        "algolia-admin-key",
+        "plants/algolia-admin-key.py",
+        "ALGOLIA_ADMIN_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = format!("CFPAT-{}", r.string(43, ALNUM));
+    plant(
+        "contentful-pat",
+        "plants/contentful-pat.py",
+        "CF = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(43, ALNUM);
+    plant(
+        "contentful-delivery-token",
+        "plants/contentful-delivery-token.py",
+        "CONTENTFUL_DELIVERY_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = format!(
+        "2/{}/{}:{}",
+        r.string(16, DIGITS),
+        r.string(16, DIGITS),
+        r.string(32, HEX)
+    );
+    plant(
+        "asana-pat",
+        "plants/asana-pat.py",
+        "ASANA_ACCESS_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = format!("lin_api_{}", r.string(40, ALNUM));
+    plant(
+        "linear-api-key",
+        "plants/linear-api-key.py",
+        "LN = \"",
+        value,
+        "\"",
+    );
+    let value = format!("lin_oauth_{}", r.string(64, HEX));
+    plant(
+        "linear-oauth-token",
+        "plants/linear-oauth-token.py",
+        "LN = \"",
+        value,
+        "\"",
+    );
+    let value = format!("ntn_{}", r.string(46, ALNUM));
+    plant(
+        "notion-integration-token",
+        "plants/notion-integration-token.py",
+        "NT = \"",
+        value,
+        "\"",
+    );
+    let value = format!("pat{}.{}", r.string(14, ALNUM), r.string(64, HEX));
+    plant(
+        "airtable-pat",
+        "plants/airtable-pat.py",
+        "AT = \"",
+        value,
+        "\"",
+    );
+    let value = format!("key{}", r.string(14, ALNUM));
+    plant(
+        "airtable-api-key",
+        "plants/airtable-api-key.py",
+        "AIRTABLE_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = format!("figd_{}", r.string(40, ALNUM));
+    plant("figma-pat", "plants/figma-pat.py", "FG = \"", value, "\"");
+    let value = format!("sl.{}", r.string(140, ALNUM));
+    plant(
+        "dropbox-access-token",
+        "plants/dropbox-access-token.py",
+        "DBX = \"",
+        value,
+        "\"",
+    );
+    let value = format!(
+        "{}AAAAAAAAAA{}",
+        r.string(11, LOWER_DIGITS),
+        r.string(43, LOWER_DIGITS)
+    );
+    plant(
+        "dropbox-long-lived-token",
+        "plants/dropbox-long-lived-token.py",
+        "DROPBOX_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(30, LOWER_DIGITS);
+    plant(
+        "twitch-api-token",
+        "plants/twitch-api-token.py",
+        "TWITCH_CLIENT_SECRET = \"",
+        value,
+        "\"",
+    );
+    let value = format!("EAAB{}", r.string(120, ALNUM));
+    plant(
+        "facebook-access-token",
+        "plants/facebook-access-token.py",
+        "FB = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(32, HEX);
+    plant(
+        "facebook-app-secret",
+        "plants/facebook-app-secret.py",
+        "FACEBOOK_APP_SECRET = \"",
+        value,
+        "\"",
+    );
+    let value = format!("AAAAAAAAAAAAAAAAAAAAA{}", r.string(80, ALNUM));
+    plant(
+        "twitter-bearer-token",
+        "plants/twitter-bearer-token.py",
+        "TWB = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(50, ALNUM);
+    plant(
+        "twitter-api-secret",
+        "plants/twitter-api-secret.py",
+        "TWITTER_API_SECRET = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(16, ALNUM);
+    plant(
+        "linkedin-client-secret",
+        "plants/linkedin-client-secret.py",
+        "LINKEDIN_CLIENT_SECRET = \"",
+        value,
+        "\"",
+    );
+    let value = format!("PMAK-{}-{}", r.string(24, HEX), r.string(34, HEX));
+    plant(
+        "postman-api-key",
+        "plants/postman-api-key.py",
+        "PM = \"",
+        value,
+        "\"",
+    );
+    let value = format!("sgp_{}", r.string(40, HEX));
+    plant(
+        "sourcegraph-token",
+        "plants/sourcegraph-token.py",
+        "SGT = \"",
+        value,
+        "\"",
+    );
+    let value = format!("tskey-auth-{}-{}", r.string(12, ALNUM), r.string(30, ALNUM));
+    plant(
+        "tailscale-key",
+        "plants/tailscale-key.py",
+        "TS = \"",
+        value,
+        "\"",
+    );
+    let value = format!("{}_{}", r.string(27, ALNUM), r.string(21, ALNUM));
+    plant(
+        "ngrok-authtoken",
+        "plants/ngrok-authtoken.py",
+        "NGROK_AUTHTOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = format!("fio-u-{}", r.string(64, ALNUM));
+    plant(
+        "frameio-token",
+        "plants/frameio-token.py",
+        "FIO = \"",
+        value,
+        "\"",
+    );
+    let value = format!("tfp_{}", r.string(59, ALNUM));
+    plant(
+        "typeform-token",
+        "plants/typeform-token.py",
+        "TF = \"",
+        value,
+        "\"",
+    );
+    let value = format!("pnu_{}", r.string(36, ALNUM));
+    plant(
+        "prefect-api-key",
+        "plants/prefect-api-key.py",
+        "PF = \"",
+        value,
+        "\"",
+    );
+    let value = format!("rdme_{}", r.string(70, LOWER_DIGITS));
+    plant(
+        "readme-api-key",
+        "plants/readme-api-key.py",
+        "RM = \"",
+        value,
+        "\"",
+    );
+    let value = format!("tk-us-{}", r.string(48, ALNUM));
+    plant(
+        "scalingo-token",
+        "plants/scalingo-token.py",
+        "SC = \"",
+        value,
+        "\"",
+    );
+    let value = uuid(&mut r);
+    plant(
+        "hubspot-api-key",
+        "plants/hubspot-api-key.py",
+        "HUBSPOT_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = format!("pat-na1-{}", uuid(&mut r));
+    plant(
+        "hubspot-private-app-token",
+        "plants/hubspot-private-app-token.py",
+        "HS = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(32, ALNUM);
+    plant(
+        "segment-write-key",
+        "plants/segment-write-key.py",
+        "SEGMENT_WRITE_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(64, HEX);
+    plant(
+        "trello-api-token",
+        "plants/trello-api-token.py",
+        "TRELLO_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(32, ALNUM);
+    plant(
+        "mapquest-or-maps-key",
+        "plants/mapquest-or-maps-key.py",
+        "TOMTOM_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(64, ALNUM);
+    plant(
+        "confluent-api-secret",
+        "plants/confluent-api-secret.py",
+        "CONFLUENT_API_SECRET = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(32, ALNUM);
+    plant(
+        "fastly-api-token",
+        "plants/fastly-api-token.py",
+        "FASTLY_API_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(40, ALNUM);
+    plant(
+        "firebase-secret",
+        "plants/firebase-secret.py",
+        "FIREBASE_SECRET = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(40, HEX);
+    plant(
+        "github-oauth-client-secret",
+        "plants/github-oauth-client-secret.py",
+        "GITHUB_CLIENT_SECRET = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(40, HEX);
+    plant(
+        "gitter-token",
+        "plants/gitter-token.py",
+        "GITTER_TOKEN = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(88, ALNUM);
+    plant(
+        "kraken-api-key",
+        "plants/kraken-api-key.py",
+        "KRAKEN_API_SECRET = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(24, ALNUM);
+    plant(
+        "etsy-or-shop-api-key",
+        "plants/etsy-or-shop-api-key.py",
+        "ETSY_API_KEY = \"",
+        value,
+        "\"",
+    );
+    let value = r.string(40, ALNUM);
+    plant(
+        "authorization-header",
+        "plants/authorization-header.py",
+        "HEADERS = {\"Authorization\": \"Bearer ",
+        value,
+        "\"}",
+    );
+    let value = basic(&mut r);
+    plant(
+        "basic-auth-header",
+        "plants/basic-auth-header.py",
+        "AUTH = \"Basic ",
+        value,
+        "\"",
+    );
+    let value = format!("{}7{}", r.string(10, ALNUM), r.string(4, ALNUM));
+    plant(
+        "curl-user-password",
+        "plants/curl-user-password.py",
+        "CMD = \"curl -u deploy:",
+        value,
+        " https://repo.example.org\"",
+    );
+    let value = format!("{}7{}", r.string(10, ALNUM), r.string(4, ALNUM));
+    plant(
+        "connection-string-password",
+        "plants/connection-string-password.py",
+        "CONN = \"Server=db;Database=app;User Id=sa;Password=",
+        value,
+        ";\"",
+    );
+    let password = format!("{}7{}", r.string(10, ALNUM), r.string(4, ALNUM));
+    plant(
+        "generic-secret-xml",
+        "conf/settings.xml",
+        "<password>",
+        password,
+        "</password>",
+    );
+    let password = format!("{}7{}", r.string(10, ALNUM), r.string(4, ALNUM));
+    plant(
+        "generic-secret-unquoted",
+        "deploy/.env",
+        "DB_PASSWORD=",
+        password,
+        "",
+    );
     // Private key blocks span lines: written as their own files.
     let body: Vec<String> = (0..6).map(|_| r.string(64, B64)).collect();
     let pem = format!(
@@ -253,6 +2127,74 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         value: sa_body[..64].to_string(),
     });
 
+    let passwords: Vec<String> = (0..5)
+        .map(|_| format!("{}7{}", r.string(10, ALNUM), r.string(4, ALNUM)))
+        .collect();
+    files.push((
+        "scripts/cli.sh".into(),
+        format!(
+            "#!/bin/sh\nmysqldump -u root -p{} app > dump.sql\nsshpass -p '{}' ssh deploy@host\ndocker login -u deploy -p {} registry.example.org\ncurl 'https://api.example.org/v1/items?user=app&password={}'\ncurl -H 'X-API-Key: {}' https://api.example.org\n",
+            passwords[0], passwords[1], passwords[2], passwords[3], passwords[4]
+        ),
+    ));
+    for (i, rule) in [
+        "mysql-cli-password",
+        "sshpass-password",
+        "docker-login-password",
+        "url-query-secret",
+        "api-key-header",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        planted.push(Planted {
+            rule,
+            path: "scripts/cli.sh".into(),
+            line: i as u32 + 2,
+            value: passwords[i].clone(),
+        });
+    }
+    // Multi-line key files and `.netrc`: written as their own files.
+    let body: Vec<String> = (0..4).map(|_| r.string(64, B64)).collect();
+    files.push((
+        "keys/id_ssh2".into(),
+        format!(
+            "---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----\n{}\n---- END SSH2 ENCRYPTED PRIVATE KEY ----\n",
+            body.join("\n")
+        ),
+    ));
+    planted.push(Planted {
+        rule: "ssh2-private-key",
+        path: "keys/id_ssh2".into(),
+        line: 2,
+        value: body[1].clone(),
+    });
+    let private = r.string(64, B64);
+    files.push((
+        "keys/id.ppk".into(),
+        format!(
+            "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: deploy\nPublic-Lines: 1\n{}\nPrivate-Lines: 1\n{private}\nPrivate-MAC: {}\n",
+            r.string(64, B64),
+            r.string(64, HEX)
+        ),
+    ));
+    planted.push(Planted {
+        rule: "putty-private-key",
+        path: "keys/id.ppk".into(),
+        line: 7,
+        value: private,
+    });
+    let password = format!("{}7{}", r.string(10, ALNUM), r.string(4, ALNUM));
+    files.push((
+        "home/.netrc".into(),
+        format!("machine api.example.org\n  login deploy\n  password {password}\n"),
+    ));
+    planted.push(Planted {
+        rule: "netrc-password",
+        path: "home/.netrc".into(),
+        line: 3,
+        value: password,
+    });
     // Look-alikes: each resembles a rule's format but must not be reported.
     let look_alikes = [
         format!("short_key = \"AKIA{}\"", r.string(12, UPPER_DIGITS)),

@@ -12,21 +12,29 @@
 //! A file costs one pass of a keyword [`RegexSet`] when no keyword occurs in it; only the rules
 //! whose keywords occur are run on it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use anyhow::anyhow;
 use ignore::{DirEntry, WalkBuilder, WalkState};
-use regex::bytes::{Captures, Regex, RegexSet};
-use serde_json::Value;
+use regex::bytes::{Captures, Regex};
 use sha2::{Digest, Sha256};
 
 use super::{Finding, ScanContext, Scanner, ScannerOutput, Severity};
+use crate::pipeline::redact::mask_secrets;
 use crate::pipeline::sarif::{build_sarif, SarifTool};
+use checks::*;
+use rules::{Check, RuleSpec, Scope, RULES};
+
+mod checks;
+#[cfg(test)]
+mod format_tests;
+mod rules;
 
 /// Files larger than this are skipped: secrets live in config and source, not in data dumps.
 pub const MAX_FILE_BYTES: u64 = 2 * 1024 * 1024;
@@ -68,233 +76,6 @@ pub const SECRET_FINGERPRINT_KEY: &str = "secretFingerprint/v1";
 
 const TOOL_NAME: &str = "certus-assurance-secrets";
 
-/// Extra validation a rule's match must pass, beyond its regex.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Check {
-    /// Fixed-format token: not a placeholder and not low-entropy filler.
-    Token,
-    /// Like `Token`, and must mix letters and digits (a 40-char identifier is not a key).
-    AwsSecret,
-    /// Armored block with a real base64 body (not `...` in documentation).
-    PrivateKey,
-    /// Private key inside a JSON document whose `"type"` is `"service_account"`.
-    GcpServiceAccount,
-    /// Three base64url segments whose header decodes to a JSON object.
-    Jwt,
-    /// Password part of `scheme://user:password@host`, placeholders excluded.
-    UrlPassword,
-    /// Quoted value assigned to a secret-sounding name: long, random-looking, not a reference.
-    Generic,
-}
-
-/// One detection rule. Every pattern has a capture group named `secret` holding the value.
-struct RuleSpec {
-    id: &'static str,
-    title: &'static str,
-    severity: Severity,
-    /// ASCII keywords matched case-insensitively; every match of `pattern` contains at least one,
-    /// so a file without any of them cannot match and the rule is not run on it.
-    keywords: &'static [&'static str],
-    pattern: &'static str,
-    check: Check,
-}
-
-/// The rules, in priority order: when matches of two rules overlap, the earlier rule wins, so
-/// specific token formats come before the catch-all JWT, URL and generic rules, and the GCP
-/// service-account rule comes before the plain private key rule it overlaps.
-///
-/// All patterns run on bytes with Unicode disabled (`-u`): the crate is built without Unicode
-/// case folding and classes, and secrets are ASCII anyway.
-const RULES: &[RuleSpec] = &[
-    RuleSpec {
-        id: "gcp-service-account-key",
-        title: "GCP service account private key",
-        severity: Severity::Critical,
-        keywords: &["private_key"],
-        pattern: r#"(?-u)"private_key"\s*:\s*"(?P<secret>-----BEGIN [A-Z ]*PRIVATE KEY-----[^"]+)""#,
-        check: Check::GcpServiceAccount,
-    },
-    RuleSpec {
-        id: "private-key",
-        title: "private key",
-        severity: Severity::Critical,
-        keywords: &["private key"],
-        pattern: r#"(?-u)(?P<secret>-----BEGIN (?:(?:RSA|EC|DSA|OPENSSH|PGP|ENCRYPTED) )?PRIVATE KEY(?: BLOCK)?-----[A-Za-z0-9+/=\s\\:,.()<>@_'!\-]+?-----END (?:(?:RSA|EC|DSA|OPENSSH|PGP|ENCRYPTED) )?PRIVATE KEY(?: BLOCK)?-----)"#,
-        check: Check::PrivateKey,
-    },
-    RuleSpec {
-        id: "aws-access-key-id",
-        title: "AWS access key ID",
-        severity: Severity::Critical,
-        keywords: &["akia", "asia"],
-        pattern: r"(?-u)\b(?P<secret>(?:AKIA|ASIA)[A-Z0-9]{16})\b",
-        check: Check::Token,
-    },
-    RuleSpec {
-        id: "aws-secret-access-key",
-        title: "AWS secret access key",
-        severity: Severity::Critical,
-        keywords: &[
-            "aws_secret",
-            "aws-secret",
-            "aws.secret",
-            "awssecret",
-            "secret_access",
-            "secret-access",
-            "secret.access",
-            "secretaccess",
-        ],
-        pattern: r#"(?im-u)(?:aws[_\-.]?secret[_\-.]?(?:access[_\-.]?)?key|secret[_\-.]?access[_\-.]?key)["']?\s*(?:=>|:=|=|:)\s*["']?(?P<secret>[A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)"#,
-        check: Check::AwsSecret,
-    },
-    RuleSpec {
-        id: "github-pat",
-        title: "GitHub personal access token",
-        severity: Severity::Critical,
-        keywords: &["ghp_"],
-        pattern: r"(?-u)\b(?P<secret>ghp_[0-9A-Za-z]{36})\b",
-        check: Check::Token,
-    },
-    RuleSpec {
-        id: "github-fine-grained-pat",
-        title: "GitHub fine-grained personal access token",
-        severity: Severity::Critical,
-        keywords: &["github_pat_"],
-        pattern: r"(?-u)\b(?P<secret>github_pat_[0-9A-Za-z]{22}_[0-9A-Za-z]{59})\b",
-        check: Check::Token,
-    },
-    RuleSpec {
-        id: "github-oauth-token",
-        title: "GitHub OAuth access token",
-        severity: Severity::Critical,
-        keywords: &["gho_"],
-        pattern: r"(?-u)\b(?P<secret>gho_[0-9A-Za-z]{36})\b",
-        check: Check::Token,
-    },
-    RuleSpec {
-        id: "github-app-token",
-        title: "GitHub App token",
-        severity: Severity::Critical,
-        keywords: &["ghu_", "ghs_"],
-        pattern: r"(?-u)\b(?P<secret>gh[us]_[0-9A-Za-z]{36})\b",
-        check: Check::Token,
-    },
-    RuleSpec {
-        id: "github-refresh-token",
-        title: "GitHub refresh token",
-        severity: Severity::Critical,
-        keywords: &["ghr_"],
-        pattern: r"(?-u)\b(?P<secret>ghr_[0-9A-Za-z]{36})\b",
-        check: Check::Token,
-    },
-    RuleSpec {
-        id: "gitlab-pat",
-        title: "GitLab personal access token",
-        severity: Severity::Critical,
-        keywords: &["glpat-"],
-        pattern: r"(?-u)\b(?P<secret>glpat-[0-9A-Za-z_\-]{20,})",
-        check: Check::Token,
-    },
-    RuleSpec {
-        id: "stripe-live-key",
-        title: "Stripe live secret key",
-        severity: Severity::Critical,
-        keywords: &["sk_live_", "rk_live_"],
-        pattern: r"(?-u)\b(?P<secret>[sr]k_live_[0-9A-Za-z]{20,})\b",
-        check: Check::Token,
-    },
-    RuleSpec {
-        id: "stripe-test-key",
-        title: "Stripe test secret key",
-        severity: Severity::Low,
-        keywords: &["sk_test_", "rk_test_"],
-        pattern: r"(?-u)\b(?P<secret>[sr]k_test_[0-9A-Za-z]{20,})\b",
-        check: Check::Token,
-    },
-    RuleSpec {
-        id: "slack-webhook-url",
-        title: "Slack webhook URL",
-        severity: Severity::High,
-        keywords: &["hooks.slack.com"],
-        pattern: r"(?-u)(?P<secret>https://hooks\.slack\.com/(?:services|workflows|triggers)/T[0-9A-Z]{6,}/[0-9A-Z]{6,}/[0-9A-Za-z]{16,})",
-        check: Check::Token,
-    },
-    RuleSpec {
-        id: "slack-token",
-        title: "Slack token",
-        severity: Severity::High,
-        keywords: &["xoxb-", "xoxa-", "xoxp-", "xoxr-", "xoxs-"],
-        // Real bot/user/app tokens start with the numeric workspace id; this keeps
-        // `xoxb-your-token-here` out.
-        pattern: r"(?-u)\b(?P<secret>xox[baprs]-[0-9]{6,}-[0-9A-Za-z\-]{10,})",
-        check: Check::Token,
-    },
-    RuleSpec {
-        id: "npm-access-token",
-        title: "npm access token",
-        severity: Severity::High,
-        keywords: &["npm_"],
-        pattern: r"(?-u)\b(?P<secret>npm_[0-9A-Za-z]{36})\b",
-        check: Check::Token,
-    },
-    RuleSpec {
-        id: "pypi-upload-token",
-        title: "PyPI upload token",
-        severity: Severity::High,
-        // The fixed part is the macaroon header, base64 of "pypi.org" / "test.pypi.org".
-        keywords: &["pypi-ageichlwas5vcmc", "pypi-agendgvzdc5wexbplm9yzw"],
-        pattern: r"(?-u)(?P<secret>pypi-(?:AgEIcHlwaS5vcmc|AgENdGVzdC5weXBpLm9yZw)[0-9A-Za-z_\-]{50,})",
-        check: Check::Token,
-    },
-    RuleSpec {
-        id: "google-api-key",
-        title: "Google API key",
-        severity: Severity::High,
-        keywords: &["aiza"],
-        pattern: r"(?m-u)\b(?P<secret>AIza[0-9A-Za-z_\-]{35})(?:[^0-9A-Za-z_\-]|$)",
-        check: Check::Token,
-    },
-    RuleSpec {
-        id: "jwt",
-        title: "JSON Web Token",
-        severity: Severity::Medium,
-        keywords: &["eyj"],
-        pattern: r"(?-u)\b(?P<secret>eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{3,}\.[A-Za-z0-9_\-]{16,})",
-        check: Check::Jwt,
-    },
-    RuleSpec {
-        id: "url-password",
-        title: "password in URL",
-        severity: Severity::Medium,
-        keywords: &["://"],
-        pattern: r#"(?-u)\b[A-Za-z][A-Za-z0-9+.\-]{1,31}://[^\s:/?#@"'<>\[\]]{0,256}:(?P<secret>[^\s/?#@"'<>]{1,256})@[A-Za-z0-9\[]"#,
-        check: Check::UrlPassword,
-    },
-    RuleSpec {
-        id: "generic-secret-assignment",
-        title: "hardcoded secret",
-        severity: Severity::Medium,
-        keywords: &[
-            "password",
-            "passwd",
-            "pwd",
-            "secret",
-            "token",
-            "api_key",
-            "api-key",
-            "api.key",
-            "apikey",
-            "access_key",
-            "access-key",
-            "access.key",
-            "accesskey",
-            "auth",
-        ],
-        pattern: r#"(?i-u)(?P<name>[A-Za-z0-9_.\-]*(?:passw(?:or)?d|pwd|secret|token|api[_\-.]?key|access[_\-.]?key|auth)[A-Za-z0-9_.\-]*)["']?[ \t]*(?::=|=>|=|:)[ \t]*["'`](?P<secret>[^"'`\r\n]{16,256})["'`]"#,
-        check: Check::Generic,
-    },
-];
-
 struct Rule {
     spec: &'static RuleSpec,
     regex: Regex,
@@ -310,15 +91,27 @@ struct RawMatch {
     /// Where the part that must be masked begins: `start`, except for private key blocks whose
     /// `-----BEGIN ... PRIVATE KEY-----` header is not secret and is kept as the snippet.
     sensitive_start: usize,
+    /// The value passed its format's checksum or structural verification.
+    verified: bool,
 }
 
 /// Scanner for committed credentials. Cheap to share: rules are compiled once in [`Self::new`].
 pub struct SecretsScanner {
     rules: Vec<Rule>,
-    /// Pattern `i` is the keyword alternation of rule `i`.
-    prefilter: RegexSet,
+    /// Every keyword of every rule, ASCII case-insensitive; one pass over a file finds where
+    /// each occurs.
+    prefilter: AhoCorasick,
+    /// Keyword pattern `i` -> the rules it selects.
+    keyword_rules: Vec<Vec<usize>>,
+    /// Rules whose match spans lines (armored keys, `.netrc`): run on the whole file; the
+    /// others run only on the lines where one of their keywords occurs.
+    whole_file: Vec<bool>,
     gcp_service_account: Regex,
 }
+
+/// One scanner for the whole process, for callers that scan a line at a time
+/// ([`crate::pipeline::redact::mask_secrets`]); compiling the rules costs milliseconds.
+static SHARED: LazyLock<SecretsScanner> = LazyLock::new(SecretsScanner::new);
 
 impl Default for SecretsScanner {
     fn default() -> Self {
@@ -335,22 +128,79 @@ impl SecretsScanner {
             .iter()
             .map(|spec| Rule {
                 spec,
-                regex: Regex::new(spec.pattern)
+                regex: Regex::new(&spec.pattern.regex())
                     .unwrap_or_else(|e| panic!("secrets rule {}: {e}", spec.id)),
             })
             .collect();
-        let keyword_patterns = RULES.iter().map(|spec| {
-            let alternation: Vec<String> = spec.keywords.iter().map(|k| regex::escape(k)).collect();
-            format!("(?i-u)(?:{})", alternation.join("|"))
-        });
-        let prefilter = RegexSet::new(keyword_patterns).expect("secrets keyword prefilter");
+        let mut keywords: Vec<&'static str> = Vec::new();
+        let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
+        for (idx, spec) in RULES.iter().enumerate() {
+            for k in spec.keywords {
+                match keywords.iter().position(|known| known == k) {
+                    Some(i) => keyword_rules[i].push(idx),
+                    None => {
+                        keywords.push(k);
+                        keyword_rules.push(vec![idx]);
+                    }
+                }
+            }
+        }
+        let prefilter = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            // A few hundred short keywords: the DFA is a few hundred KB and the fastest search.
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&keywords)
+            .expect("secrets keyword prefilter");
+        let whole_file = RULES
+            .iter()
+            .map(|spec| {
+                matches!(spec.check, Check::PrivateKey | Check::KeyBody)
+                    || spec.id == "netrc-password"
+            })
+            .collect();
         let gcp_service_account =
             Regex::new(r#"(?-u)"type"\s*:\s*"service_account""#).expect("service account pattern");
         SecretsScanner {
             rules,
             prefilter,
+            keyword_rules,
+            whole_file,
             gcp_service_account,
         }
+    }
+
+    /// The process-wide scanner.
+    pub fn shared() -> &'static SecretsScanner {
+        &SHARED
+    }
+
+    /// Byte spans of every credential the rules find in `text` (as in a configuration file, so
+    /// unquoted assignments count), for masking a line that did not come from a scan.
+    pub fn secret_spans(&self, text: &str) -> Vec<(usize, usize)> {
+        let mut service_account = None;
+        let content = text.as_bytes();
+        let mut spans = Vec::new();
+        for (idx, windows) in self.candidates(content) {
+            let rule = &self.rules[idx];
+            for (from, to) in windows {
+                for caps in rule.regex.captures_iter(&content[from..to]) {
+                    let Some(secret) = caps.name("secret") else {
+                        continue;
+                    };
+                    let accepted = self.accept(
+                        rule.spec.check,
+                        &caps,
+                        secret.as_bytes(),
+                        content,
+                        &mut service_account,
+                    );
+                    if accepted.is_some() {
+                        spans.push((from + secret.start(), from + secret.end()));
+                    }
+                }
+            }
+        }
+        spans
     }
 
     /// `(id, title, severity)` of every rule, in rule order; the input of
@@ -365,8 +215,8 @@ impl SecretsScanner {
     ///
     /// `column` is where the secret value starts (for assignments, the value, not the name).
     pub fn scan_content(&self, rel_path: &str, content: &[u8]) -> Vec<Finding> {
-        let candidates = self.prefilter.matches(content);
-        if !candidates.matched_any() {
+        let candidates = self.candidates(content);
+        if candidates.is_empty() {
             return Vec::new();
         }
 
@@ -374,22 +224,50 @@ impl SecretsScanner {
         // a new span is the last one starting before the new span's end.
         let mut kept: BTreeMap<usize, RawMatch> = BTreeMap::new();
         let mut service_account: Option<bool> = None;
-        // `SetMatches::iter` is ascending, i.e. in rule priority order.
-        for idx in candidates.iter() {
+        let config_file = is_config_path(rel_path);
+        // Candidates are in rule priority order.
+        for (idx, windows) in candidates {
             let rule = &self.rules[idx];
-            for caps in rule.regex.captures_iter(content) {
+            let mut all_captures = Vec::new();
+            for (from, to) in windows {
+                // The haystack ends with the window so `$` matches there, and starts with the
+                // file so look-behind (`\b`, `^`) sees the real context.
+                let haystack = &content[..to];
+                let mut at = from;
+                while at <= to {
+                    let Some(caps) = rule.regex.captures_at(haystack, at) else {
+                        break;
+                    };
+                    let Some(whole) = caps.get(0) else {
+                        break;
+                    };
+                    at = whole.end().max(whole.start() + 1);
+                    all_captures.push(caps);
+                }
+            }
+            for caps in all_captures {
                 let Some(secret) = caps.name("secret") else {
                     continue;
                 };
-                if !self.accept(
+                if rule.spec.scope == Scope::Config && !config_file {
+                    let first = caps.get(0).map_or(secret.start(), |m| m.start());
+                    let line_start = content[..first]
+                        .iter()
+                        .rposition(|b| *b == b'\n')
+                        .map_or(0, |i| i + 1);
+                    if !is_assignment_line(&content[line_start..first]) {
+                        continue;
+                    }
+                }
+                let Some(verified) = self.accept(
                     rule.spec.check,
                     &caps,
                     secret.as_bytes(),
                     content,
                     &mut service_account,
-                ) {
+                ) else {
                     continue;
-                }
+                };
                 let (start, end) = (secret.start(), secret.end());
                 if kept
                     .range(..end)
@@ -410,6 +288,7 @@ impl SecretsScanner {
                         start,
                         end,
                         sensitive_start,
+                        verified,
                     },
                 );
             }
@@ -444,6 +323,44 @@ impl SecretsScanner {
         findings
     }
 
+    /// The rules to run on `content`, in priority order, each with the byte windows to run it
+    /// on: the whole file for multi-line rules, else every line holding one of its keywords
+    /// (lines without `\n`, so a window never runs into the next line).
+    fn candidates(&self, content: &[u8]) -> Vec<(usize, Vec<(usize, usize)>)> {
+        let mut windows: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.rules.len()];
+        let mut line = (usize::MAX, 0usize); // bounds of the line of the previous hit
+        for hit in self.prefilter.find_overlapping_iter(content) {
+            if !(hit.start() >= line.0 && hit.start() < line.1) {
+                let start = content[..hit.start()]
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(0, |i| i + 1);
+                let end = content[hit.start()..]
+                    .iter()
+                    .position(|b| *b == b'\n')
+                    .map_or(content.len(), |i| hit.start() + i);
+                line = (start, end);
+            }
+            for &rule in &self.keyword_rules[hit.pattern().as_usize()] {
+                let w = &mut windows[rule];
+                if self.whole_file[rule] {
+                    if w.is_empty() {
+                        w.push((0, content.len()));
+                    }
+                } else if w.last() != Some(&line) {
+                    w.push(line);
+                }
+            }
+        }
+        windows
+            .into_iter()
+            .enumerate()
+            .filter(|(_, w)| !w.is_empty())
+            .collect()
+    }
+
+    /// Validates one match: `None` to drop it, `Some(verified)` to keep it, `verified` when the
+    /// value passed its format's checksum or structural check.
     fn accept(
         &self,
         check: Check,
@@ -451,26 +368,51 @@ impl SecretsScanner {
         value: &[u8],
         content: &[u8],
         service_account: &mut Option<bool>,
-    ) -> bool {
+    ) -> Option<bool> {
         let text = || String::from_utf8_lossy(value);
+        let keep = |ok: bool| ok.then_some(false);
         match check {
-            Check::Token => token_looks_real(&text()),
-            Check::AwsSecret => token_looks_real(&text()) && has_letter_and_digit(&text()),
-            Check::PrivateKey => armor_body_is_real(value),
+            Check::Token => keep(token_looks_real(&text())),
+            Check::AwsSecret => keep(token_looks_real(&text()) && has_letter_and_digit(&text())),
+            Check::AwsKeyId => {
+                let t = text();
+                token_looks_real(&t).then(|| aws_key_id_alphabet_ok(&t))
+            }
+            Check::Crc32Base62 => {
+                let t = text();
+                // A valid checksum is proof enough; without one the token must still look real
+                // (tokens minted before the checksum era, or mangled on the way).
+                if crc32_base62_ok(&t) {
+                    Some(true)
+                } else {
+                    keep(token_looks_real(&t))
+                }
+            }
+            Check::PypiMacaroon => {
+                let t = text();
+                token_looks_real(&t).then(|| pypi_macaroon_ok(&t))
+            }
+            Check::PrivateKey => keep(armor_body_is_real(value)),
+            Check::KeyBody => keep(key_body_is_real(value)),
             Check::GcpServiceAccount => {
                 let is_sa = *service_account
                     .get_or_insert_with(|| self.gcp_service_account.is_match(content));
-                is_sa && armor_body_is_real(value)
+                keep(is_sa && armor_body_is_real(value))
             }
-            Check::Jwt => jwt_is_valid(value),
-            Check::UrlPassword => !is_url_password_placeholder(&text()),
+            Check::Jwt => keep(jwt_is_valid(value)),
+            Check::UrlPassword => keep(!is_url_password_placeholder(&text())),
             Check::Generic => {
                 let name = caps
                     .name("name")
-                    .map(|n| String::from_utf8_lossy(n.as_bytes()).to_ascii_lowercase())
+                    .or_else(|| caps.name("name2"))
+                    .map(|n| String::from_utf8_lossy(n.as_bytes()).into_owned())
                     .unwrap_or_default();
-                generic_name_ok(&name) && generic_value_ok(&text())
+                let t = text();
+                keep(!has_vendor_prefix(&t) && generic_ok(&name, &t))
             }
+            Check::Password => keep(password_value_ok(&text(), 4)),
+            Check::Bearer => keep(bearer_ok(&text())),
+            Check::BasicAuth => basic_auth_ok(&text()).then_some(true),
         }
     }
 
@@ -494,7 +436,11 @@ impl SecretsScanner {
         Finding {
             rule_id: spec.id.to_string(),
             severity: spec.severity,
-            message: format!("Possible {}", spec.title),
+            message: if m.verified {
+                format!("{} (checksum verified)", capitalize(spec.title))
+            } else {
+                format!("Possible {}", spec.title)
+            },
             path: rel_path.to_string(),
             line: to_u32(line + 1),
             column: to_u32(column),
@@ -718,7 +664,7 @@ fn render_snippet(
         if focus >= pos && focus <= span_from && focus_char.is_none() {
             focus_char = Some(chars.len() + count_chars(&content[pos..focus]));
         }
-        chars.extend(String::from_utf8_lossy(&content[pos..span_from]).chars());
+        chars.extend(clear_text(&content[pos..span_from]));
         let total = count_chars(&content[m.sensitive_start..m.end]);
         // The clear prefix is shown only where the value begins, never on continuation lines
         // nor when the window cuts the value's start off.
@@ -740,7 +686,7 @@ fn render_snippet(
         focus_char = Some(chars.len() + count_chars(&content[pos..focus.min(to).max(pos)]));
     }
     if pos < to {
-        chars.extend(String::from_utf8_lossy(&content[pos..to]).chars());
+        chars.extend(clear_text(&content[pos..to]));
     }
 
     let lead = chars.iter().take_while(|c| c.is_whitespace()).count();
@@ -754,6 +700,15 @@ fn render_snippet(
         .saturating_sub(SNIPPET_LEAD_CHARS)
         .min(trimmed.len() - SNIPPET_MAX_CHARS);
     trimmed[start..start + SNIPPET_MAX_CHARS].iter().collect()
+}
+
+/// The characters of a part of a line that no finding covers, with every token-like value in it
+/// masked all the same ([`mask_secrets`]): a CSRF token, a card number, a password no rule
+/// accepted. Masking keeps the number of characters, so columns stay right.
+fn clear_text(bytes: &[u8]) -> Vec<char> {
+    mask_secrets(&String::from_utf8_lossy(bytes))
+        .chars()
+        .collect()
 }
 
 /// Characters in a UTF-8 byte run: bytes that do not continue a multi-byte sequence. Exact for
@@ -789,198 +744,17 @@ fn fingerprint(rule_id: &str, path: &str, value: &[u8]) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// `title` with its first letter in upper case.
+fn capitalize(title: &str) -> String {
+    let mut chars = title.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
 fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Match validation
-
-/// Shannon entropy in bits per character, over the characters of `s`.
-fn shannon_entropy(s: &str) -> f64 {
-    let mut counts: HashMap<char, usize> = HashMap::new();
-    let mut total = 0usize;
-    for c in s.chars() {
-        *counts.entry(c).or_default() += 1;
-        total += 1;
-    }
-    if total == 0 {
-        return 0.0;
-    }
-    let total = total as f64;
-    counts
-        .values()
-        .map(|&n| {
-            let p = n as f64 / total;
-            -p * p.log2()
-        })
-        .sum()
-}
-
-fn has_letter_and_digit(s: &str) -> bool {
-    s.chars().any(|c| c.is_ascii_alphabetic()) && s.chars().any(|c| c.is_ascii_digit())
-}
-
-/// Documentation and templates stand in for secrets with these; real keys essentially never
-/// contain them.
-fn is_placeholder(value: &str) -> bool {
-    const MARKERS: &[&str] = &[
-        "example",
-        "changeme",
-        "change_me",
-        "change-me",
-        "placeholder",
-        "dummy",
-        "redacted",
-        "your_",
-        "your-",
-        "yourpass",
-        "****",
-        "...",
-        "${",
-        "{{",
-        "<",
-        ">",
-        "%s",
-        "%(",
-    ];
-    let lower = value.to_ascii_lowercase();
-    if MARKERS.iter().any(|m| lower.contains(m)) {
-        return true;
-    }
-    // Filler is typed in one case (`xxxx`, `XXXX`); `xXxX` turns up in random tokens.
-    if value.contains("xxxx") || value.contains("XXXX") {
-        return true;
-    }
-    let mut chars = value.chars();
-    match chars.next() {
-        Some(first) => chars.all(|c| c == first),
-        None => true,
-    }
-}
-
-/// A fixed-prefix token whose random part is filler (`ghp_xxxx…`, `AKIA0000…`) is documentation.
-fn token_looks_real(value: &str) -> bool {
-    !is_placeholder(value) && shannon_entropy(value) >= 3.0
-}
-
-/// Length of the `-----BEGIN ... -----` header at the start of an armored block.
-fn armor_header_len(block: &[u8]) -> usize {
-    const DASHES: &[u8] = b"-----";
-    block
-        .windows(DASHES.len())
-        .enumerate()
-        .skip(DASHES.len())
-        .find(|(_, w)| *w == DASHES)
-        .map_or(block.len(), |(i, _)| i + DASHES.len())
-}
-
-/// The body of a real key has hundreds of base64 characters; documentation has `...` or a few
-/// words. Header lines (`Proc-Type:`, `Version:`) add a little noise, well below the threshold.
-fn armor_body_is_real(block: &[u8]) -> bool {
-    let body_start = armor_header_len(block);
-    let body = &block[body_start..];
-    let body_end = body
-        .windows(b"-----END".len())
-        .position(|w| w == b"-----END")
-        .unwrap_or(body.len());
-    let body = &body[..body_end];
-    if body.windows(3).any(|w| w == b"...") {
-        return false;
-    }
-    body.iter()
-        .filter(|b| b.is_ascii_alphanumeric() || **b == b'+' || **b == b'/')
-        .count()
-        >= 64
-}
-
-/// Three base64url segments; the header must decode to a JSON object and the payload must be
-/// valid base64url.
-fn jwt_is_valid(value: &[u8]) -> bool {
-    let parts: Vec<&[u8]> = value.split(|b| *b == b'.').collect();
-    let [header, payload, signature] = parts.as_slice() else {
-        return false;
-    };
-    if signature.is_empty() || base64url_decode(payload).is_none() {
-        return false;
-    }
-    base64url_decode(header)
-        .and_then(|h| serde_json::from_slice::<serde_json::Map<String, Value>>(&h).ok())
-        .is_some()
-}
-
-/// Unpadded base64url (RFC 4648 §5). `None` on any character outside the alphabet or an
-/// impossible length.
-fn base64url_decode(input: &[u8]) -> Option<Vec<u8>> {
-    fn sextet(b: u8) -> Option<u32> {
-        match b {
-            b'A'..=b'Z' => Some(u32::from(b - b'A')),
-            b'a'..=b'z' => Some(u32::from(b - b'a') + 26),
-            b'0'..=b'9' => Some(u32::from(b - b'0') + 52),
-            b'-' => Some(62),
-            b'_' => Some(63),
-            _ => None,
-        }
-    }
-    let input = input
-        .strip_suffix(b"==")
-        .or_else(|| input.strip_suffix(b"="))
-        .unwrap_or(input);
-    if input.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(input.len() * 3 / 4);
-    for chunk in input.chunks(4) {
-        let mut acc = 0u32;
-        for (i, b) in chunk.iter().enumerate() {
-            acc |= sextet(*b)? << (18 - 6 * i);
-        }
-        let bytes = acc.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    Some(out)
-}
-
-/// Passwords in example URLs: words (`password`), templates (`${DB_PASS}`, `<password>`,
-/// `{{pass}}`, `%(password)s`) and masks (`***`, `xxx`).
-fn is_url_password_placeholder(password: &str) -> bool {
-    const WORDS: &[&str] = &[
-        "password", "passwd", "pass", "pwd", "pw", "secret", "changeme", "token",
-    ];
-    let lower = password.to_ascii_lowercase();
-    WORDS.contains(&lower.as_str())
-        || lower.starts_with('$')
-        || lower.starts_with('{')
-        || lower.starts_with('[')
-        || lower.starts_with(':')
-        || is_placeholder(password)
-}
-
-/// `author`, `authority` contain `auth` but name no credential.
-fn generic_name_ok(lower_name: &str) -> bool {
-    !lower_name.contains("author") || lower_name.contains("authoriz")
-}
-
-fn generic_value_ok(value: &str) -> bool {
-    const REFERENCES: &[&str] = &[
-        "os.environ",
-        "os.getenv",
-        "process.env",
-        "env(",
-        "env[",
-        "getenv",
-    ];
-    let lower = value.to_ascii_lowercase();
-    value.chars().count() >= 16
-        // Prose and sentences are not credentials.
-        && !value.chars().any(char::is_whitespace)
-        && has_letter_and_digit(value)
-        && !is_placeholder(value)
-        && !value.starts_with('$')
-        && !REFERENCES.iter().any(|r| lower.contains(r))
-        // URLs are the url-password rule's business; endpoint URLs are not secrets.
-        && !value.contains("://")
-        && shannon_entropy(value) >= 3.5
 }
 
 #[cfg(test)]
@@ -1079,7 +853,7 @@ mod tests {
     /// Scans `prefix + value + suffix` planted on line 4 and expects exactly one finding of
     /// `rule` at the value's first character.
     fn expect_one(rule: &str, prefix: &str, value: &str, suffix: &str) -> Finding {
-        let scanner = SecretsScanner::new();
+        let scanner = SecretsScanner::shared();
         let findings =
             scanner.scan_content("conf/app.cfg", planted(prefix, value, suffix).as_bytes());
         assert_eq!(findings.len(), 1, "{rule}: {findings:#?}");
@@ -1088,13 +862,17 @@ mod tests {
         assert_eq!(f.line, 4, "{rule}");
         assert_eq!(f.column as usize, prefix.chars().count() + 1, "{rule}");
         assert_eq!(f.path, "conf/app.cfg");
-        assert!(f.message.starts_with("Possible "), "{}", f.message);
+        assert!(
+            f.message.starts_with("Possible ") || f.message.ends_with(" (checksum verified)"),
+            "{}",
+            f.message
+        );
         assert_redacted(&f, value);
         f
     }
 
     fn expect_none(content: &str) {
-        let findings = SecretsScanner::new().scan_content("x.txt", content.as_bytes());
+        let findings = SecretsScanner::shared().scan_content("x.txt", content.as_bytes());
         assert!(
             findings.is_empty(),
             "unexpected findings for {content:?}: {findings:#?}"
@@ -1109,7 +887,7 @@ mod tests {
 
     #[test]
     fn rules_compile_and_are_well_formed() {
-        let scanner = SecretsScanner::new();
+        let scanner = SecretsScanner::shared();
         assert_eq!(scanner.rules.len(), RULES.len());
         let mut ids: Vec<&str> = RULES.iter().map(|r| r.id).collect();
         ids.sort_unstable();
@@ -1135,22 +913,30 @@ mod tests {
 
     #[test]
     fn prefilter_skips_files_without_keywords() {
-        let scanner = SecretsScanner::new();
+        let scanner = SecretsScanner::shared();
         let plain = "fn main() {\n    println!(\"hello, world\");\n}\n";
         assert!(!scanner.prefilter.is_match(plain.as_bytes()));
+        assert!(scanner.candidates(plain.as_bytes()).is_empty());
         assert!(scanner.scan_content("main.rs", plain.as_bytes()).is_empty());
-        // A keyword alone selects its rule but does not make a finding.
-        let only_keyword = "let token = read_token();\n";
-        let selected: Vec<usize> = scanner
-            .prefilter
-            .matches(only_keyword.as_bytes())
-            .iter()
-            .collect();
-        assert_eq!(selected.len(), 1);
-        assert_eq!(RULES[selected[0]].id, "generic-secret-assignment");
+        // A keyword alone selects its rules, on its line only, but does not make a finding.
+        let only_keyword = "fn main() {}\nlet token = read_token();\n";
+        let selected = scanner.candidates(only_keyword.as_bytes());
+        let ids: Vec<&str> = selected.iter().map(|(i, _)| RULES[*i].id).collect();
+        assert!(ids.contains(&"generic-secret-assignment"), "{ids:?}");
+        for (_, windows) in &selected {
+            assert_eq!(windows, &vec![(13, only_keyword.len() - 1)]);
+        }
         assert!(scanner
             .scan_content("a.rs", only_keyword.as_bytes())
             .is_empty());
+        // Multi-line rules get the whole file.
+        let key = "x\n-----BEGIN PRIVATE KEY-----\n";
+        let selected = scanner.candidates(key.as_bytes());
+        let pk = selected
+            .iter()
+            .find(|(i, _)| RULES[*i].id == "private-key")
+            .expect("private-key selected");
+        assert_eq!(pk.1, vec![(0, key.len())]);
     }
 
     #[test]
@@ -1271,7 +1057,7 @@ mod tests {
     #[test]
     fn gcp_service_account_key() {
         let (json, key) = service_account_json("service_account");
-        let findings = SecretsScanner::new().scan_content("sa.json", json.as_bytes());
+        let findings = SecretsScanner::shared().scan_content("sa.json", json.as_bytes());
         assert_eq!(findings.len(), 1, "{findings:#?}");
         let f = &findings[0];
         assert_eq!(f.rule_id, "gcp-service-account-key");
@@ -1287,7 +1073,7 @@ mod tests {
 
         // Same key in a JSON that is not a service account: a plain private key finding.
         let (other, _) = service_account_json("authorized_user");
-        let findings = SecretsScanner::new().scan_content("other.json", other.as_bytes());
+        let findings = SecretsScanner::shared().scan_content("other.json", other.as_bytes());
         let ids: Vec<&str> = findings.iter().map(|f| f.rule_id.as_str()).collect();
         assert_eq!(ids, ["private-key"]);
 
@@ -1493,7 +1279,7 @@ mod tests {
     fn private_key_body_lines_never_leak() {
         let block = pem("RSA ", 39, 6);
         let content = format!("key = \"\"\"\n{block}\n\"\"\"\n");
-        let findings = SecretsScanner::new().scan_content("k.py", content.as_bytes());
+        let findings = SecretsScanner::shared().scan_content("k.py", content.as_bytes());
         assert_eq!(findings.len(), 1);
         for line in block.lines().skip(1) {
             assert!(!findings[0].snippet.contains(line));
@@ -1637,7 +1423,7 @@ mod tests {
         let gh = format!("ghp_{}", random(52, 36, ALNUM));
         let npm = format!("npm_{}", random(53, 36, ALNUM));
         let content = format!("export GH={gh} NPM={npm}\n");
-        let findings = SecretsScanner::new().scan_content(".env", content.as_bytes());
+        let findings = SecretsScanner::shared().scan_content(".env", content.as_bytes());
         assert_eq!(findings.len(), 2);
         assert_eq!(
             (findings[0].rule_id.as_str(), findings[0].column),
@@ -1668,7 +1454,7 @@ mod tests {
             "x ".repeat(300),
             " y".repeat(300)
         );
-        let findings = SecretsScanner::new().scan_content("long.txt", content.as_bytes());
+        let findings = SecretsScanner::shared().scan_content("long.txt", content.as_bytes());
         assert_eq!(findings.len(), 1);
         let f = &findings[0];
         assert_eq!((f.line, f.column), (3, 601));
@@ -1682,7 +1468,7 @@ mod tests {
     fn fingerprint_is_sha256_of_rule_path_value() {
         let token = format!("gho_{}", random(56, 36, ALNUM));
         let content = format!("t={token}\n");
-        let scanner = SecretsScanner::new();
+        let scanner = SecretsScanner::shared();
         let a = scanner.scan_content("a/b.txt", content.as_bytes());
         let b = scanner.scan_content("a/c.txt", content.as_bytes());
         let expected = hex::encode(Sha256::digest(format!(
@@ -1724,7 +1510,7 @@ mod tests {
 
     fn run_on(root: &Path) -> anyhow::Result<ScannerOutput> {
         let cancel = AtomicBool::new(false);
-        SecretsScanner::new().run(&ScanContext {
+        SecretsScanner::shared().run(&ScanContext {
             source_root: root,
             cancel: &cancel,
             shared: &Default::default(),
@@ -1814,7 +1600,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         build_tree(dir.path());
         let cancel = AtomicBool::new(true);
-        let err = SecretsScanner::new()
+        let err = SecretsScanner::shared()
             .run(&ScanContext {
                 source_root: dir.path(),
                 cancel: &cancel,
