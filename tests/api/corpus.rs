@@ -68,6 +68,36 @@ fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// CRC32 (IEEE) of `data`, as GitHub and npm tokens carry it.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A GitHub or npm token in its documented shape: prefix, 30 random base62 characters and the
+/// CRC32 of those in 6 base62 digits (every real token carries it).
+fn checksummed(prefix: &str, r: &mut Rng) -> String {
+    const B62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let body = r.string(30, ALNUM);
+    let mut n = crc32(body.as_bytes());
+    let mut tail = [b'0'; 6];
+    for slot in tail.iter_mut().rev() {
+        *slot = B62[(n % 62) as usize];
+        n /= 62;
+    }
+    format!("{prefix}{body}{}", String::from_utf8_lossy(&tail))
+}
+
 pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
     let mut r = Rng::new(seed);
     let mut files = Vec::new();
@@ -104,7 +134,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         "github-pat",
         "ci/github.sh",
         "export GH_TOKEN=",
-        format!("ghp_{}", r.string(36, ALNUM)),
+        checksummed("ghp_", &mut r),
         "",
     );
     plant(
@@ -118,21 +148,21 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         "github-oauth-token",
         "ci/oauth.sh",
         "export GHO=",
-        format!("gho_{}", r.string(36, ALNUM)),
+        checksummed("gho_", &mut r),
         "",
     );
     plant(
         "github-app-token",
         "ci/app.sh",
         "export GHS=",
-        format!("ghs_{}", r.string(36, ALNUM)),
+        checksummed("ghs_", &mut r),
         "",
     );
     plant(
         "github-refresh-token",
         "ci/refresh.sh",
         "export GHR=",
-        format!("ghr_{}", r.string(36, ALNUM)),
+        checksummed("ghr_", &mut r),
         "",
     );
     plant(
@@ -183,7 +213,7 @@ pub fn secrets_corpus(seed: u64) -> SecretsCorpus {
         "npm-access-token",
         "web/.npmrc",
         "//registry.npmjs.org/:_authToken=",
-        format!("npm_{}", r.string(36, ALNUM)),
+        checksummed("npm_", &mut r),
         "",
     );
     plant(

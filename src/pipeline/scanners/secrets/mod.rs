@@ -190,6 +190,7 @@ impl SecretsScanner {
                     let accepted = self.accept(
                         rule.spec.check,
                         &caps,
+                        from,
                         secret.as_bytes(),
                         content,
                         &mut service_account,
@@ -262,6 +263,7 @@ impl SecretsScanner {
                 let Some(verified) = self.accept(
                     rule.spec.check,
                     &caps,
+                    0,
                     secret.as_bytes(),
                     content,
                     &mut service_account,
@@ -361,10 +363,14 @@ impl SecretsScanner {
 
     /// Validates one match: `None` to drop it, `Some(verified)` to keep it, `verified` when the
     /// value passed its format's checksum or structural check.
+    ///
+    /// `offset` is where the haystack of `caps` starts in `content` (the line around the match is
+    /// read from `content` for checks that depend on it).
     fn accept(
         &self,
         check: Check,
         caps: &Captures<'_>,
+        offset: usize,
         value: &[u8],
         content: &[u8],
         service_account: &mut Option<bool>,
@@ -380,12 +386,15 @@ impl SecretsScanner {
             }
             Check::Crc32Base62 => {
                 let t = text();
-                // A valid checksum is proof enough; without one the token must still look real
-                // (tokens minted before the checksum era, or mangled on the way).
+                // A valid checksum is proof enough. Every token of these formats carries one, so
+                // a value that fails it is a look-alike (a fixture, an edited or truncated
+                // value): it is reported only where the line itself says it holds a credential
+                // (`GITHUB_TOKEN=…`, `"auth": …`), never as a bare value in neutral code.
                 if crc32_base62_ok(&t) {
                     Some(true)
                 } else {
-                    keep(token_looks_real(&t))
+                    let at = offset + caps.get(0).map_or(0, |m| m.start());
+                    keep(token_looks_real(&t) && line_names_a_credential(content, at, value))
                 }
             }
             Check::PypiMacaroon => {
@@ -711,6 +720,48 @@ fn clear_text(bytes: &[u8]) -> Vec<char> {
         .collect()
 }
 
+/// Words that say a line holds a credential, matched in lower case outside the value itself.
+const CREDENTIAL_WORDS: &[&str] = &[
+    "token",
+    "secret",
+    "passw",
+    "pwd",
+    "auth",
+    "credential",
+    "bearer",
+    "api_key",
+    "apikey",
+    "api-key",
+    "access_key",
+    "private",
+    "_pat",
+    "pat_",
+    "npmrc",
+    "_key",
+    "-key",
+    "key\"",
+    "key=",
+    "key:",
+    "key ",
+];
+
+/// Whether the line around byte `at` of `content`, without `value`, names a credential.
+fn line_names_a_credential(content: &[u8], at: usize, value: &[u8]) -> bool {
+    let at = at.min(content.len());
+    let start = content[..at]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let end = content[at..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(content.len(), |i| at + i);
+    let line = String::from_utf8_lossy(&content[start..end]).to_ascii_lowercase();
+    let value = String::from_utf8_lossy(value).to_ascii_lowercase();
+    let rest = line.replacen(&value, " ", 1);
+    CREDENTIAL_WORDS.iter().any(|w| rest.contains(w))
+}
+
 /// Characters in a UTF-8 byte run: bytes that do not continue a multi-byte sequence. Exact for
 /// valid UTF-8, and additive over adjacent runs split at char boundaries.
 fn count_chars(bytes: &[u8]) -> usize {
@@ -763,6 +814,16 @@ mod tests {
     //! this file never contains a token verbatim.
 
     use super::*;
+
+    /// A token of a CRC32-checked format (GitHub, npm) with a valid checksum: every real one has
+    /// it, and a look-alike without it is reported only where the line names a credential.
+    fn checksummed(prefix: &str, seed: u64) -> String {
+        let body = random(seed, 30, ALNUM);
+        format!(
+            "{prefix}{body}{}",
+            super::checks::base62(super::checks::crc32(body.as_bytes()), 6)
+        )
+    }
     use crate::pipeline::sarif::SARIF_SCHEMA;
     use serde_json::json;
     use std::fs;
@@ -1195,7 +1256,7 @@ mod tests {
 
     #[test]
     fn npm_token() {
-        let token = format!("npm_{}", random(27, 36, ALNUM));
+        let token = checksummed("npm_", 27);
         let f = expect_one(
             "npm-access-token",
             "//registry.npmjs.org/:_authToken=",
@@ -1402,12 +1463,12 @@ mod tests {
 
     #[test]
     fn specific_rule_wins_over_generic() {
-        let token = format!("ghp_{}", random(50, 36, ALNUM));
+        let token = checksummed("ghp_", 50);
         expect_one("github-pat", "github_token = \"", &token, "\"");
         let jwt = jwt(51);
         expect_one("jwt", "access_token: \"", &jwt, "\"");
         // A token used as the password of a clone URL is reported as the token.
-        let token = format!("ghp_{}", random(57, 36, ALNUM));
+        let token = checksummed("ghp_", 57);
         expect_one(
             "github-pat",
             "url = https://x-access-token:",
@@ -1420,8 +1481,8 @@ mod tests {
 
     #[test]
     fn every_secret_on_a_line_is_masked_in_every_snippet() {
-        let gh = format!("ghp_{}", random(52, 36, ALNUM));
-        let npm = format!("npm_{}", random(53, 36, ALNUM));
+        let gh = checksummed("ghp_", 52);
+        let npm = checksummed("npm_", 53);
         let content = format!("export GH={gh} NPM={npm}\n");
         let findings = SecretsScanner::shared().scan_content(".env", content.as_bytes());
         assert_eq!(findings.len(), 2);
@@ -1441,14 +1502,14 @@ mod tests {
 
     #[test]
     fn columns_count_characters_not_bytes() {
-        let token = format!("ghp_{}", random(54, 36, ALNUM));
+        let token = checksummed("ghp_", 54);
         let f = expect_one("github-pat", "// clé € ", &token, "");
         assert_eq!(f.column, 10);
     }
 
     #[test]
     fn crlf_lines_and_long_lines() {
-        let token = format!("npm_{}", random(55, 36, ALNUM));
+        let token = checksummed("npm_", 55);
         let content = format!(
             "a\r\nb\r\n{}{token}{}\r\n",
             "x ".repeat(300),
@@ -1466,7 +1527,7 @@ mod tests {
 
     #[test]
     fn fingerprint_is_sha256_of_rule_path_value() {
-        let token = format!("gho_{}", random(56, 36, ALNUM));
+        let token = checksummed("gho_", 56);
         let content = format!("t={token}\n");
         let scanner = SecretsScanner::shared();
         let a = scanner.scan_content("a/b.txt", content.as_bytes());
@@ -1617,7 +1678,7 @@ mod tests {
     fn sarif_log_shape_and_redaction() {
         let dir = tempfile::tempdir().unwrap();
         let stripe = format!("sk_test_{}", random(80, 24, ALNUM));
-        let gh = format!("ghp_{}", random(81, 36, ALNUM));
+        let gh = checksummed("ghp_", 81);
         write(
             dir.path(),
             "my app/conf.env",
