@@ -9,7 +9,9 @@
 //! - profiles (docs/scanning.md) against the built-in presets, with scanners and thresholds;
 //! - failure reasons and event types (README.md) against the enums;
 //! - routes (README.md) against the OpenAPI document, which `openapi.rs` checks against the router;
-//! - the module map (docs/ARCHITECTURE.md) against the files under `src/`.
+//! - the module map (docs/ARCHITECTURE.md) against the files under `src/`;
+//! - the bundle files (docs/scanning.md) against a full bundle (`assert_bundle_documented`, called
+//!   by the scanning test that writes one), and every relative link and anchor of the docs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -549,4 +551,37 @@ fn every_relative_link_in_the_docs_resolves() {
         }
     }
     report(&problems, "links in README.md and docs/");
+}
+
+/// Fails unless every file of the bundle in `dir` matches a row of docs/scanning.md's bundle
+/// table (`<scanner>` in a row stands for any scanner name), and every row matches a file.
+pub fn assert_bundle_documented(dir: &Path) {
+    let rows = table_after_header("docs/scanning.md", &["file", "content"]);
+    let patterns: Vec<(String, regex::Regex)> = rows
+        .iter()
+        .flat_map(|row| code_spans(&row[0]))
+        .map(|name| {
+            let re = format!(
+                "^{}$",
+                regex::escape(&name).replace("<scanner>", "[a-z][a-z0-9-]*")
+            );
+            (name, regex::Regex::new(&re).expect("a file pattern"))
+        })
+        .collect();
+    let mut files = BTreeSet::new();
+    source_files(dir, dir, &mut files);
+    let undocumented: Vec<&String> = files
+        .iter()
+        .filter(|f| !patterns.iter().any(|(_, re)| re.is_match(f)))
+        .collect();
+    let unseen: Vec<&String> = patterns
+        .iter()
+        .filter(|(_, re)| !files.iter().any(|f| re.is_match(f)))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        undocumented.is_empty() && unseen.is_empty(),
+        "docs/scanning.md's bundle table and a full bundle differ: files without a row \
+         {undocumented:?}; rows no file matches {unseen:?}"
+    );
 }

@@ -488,6 +488,8 @@ async fn bundle_reports_validate_against_their_schemas_and_the_attestation_verif
     assert!(artifacts
         .iter()
         .any(|a| a == "reports/signing/attestation.intoto.json"));
+    // Every file of this full bundle is in docs/scanning.md's bundle table.
+    crate::docs::assert_bundle_documented(&dir);
 }
 
 // ----- External tools -----------------------------------------------------------------------
