@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::{
     planted_aws_key, planted_github_token, scan_body, spawn_app_with, validate_schemas, GitServer,
     TestApp,
 };
+use crate::scanning::{read_json, results};
 
 /// Where scripts/install-test-deps.sh puts semgrep (a virtualenv of its own).
 fn semgrep_venv() -> PathBuf {
@@ -54,34 +55,15 @@ pub fn tool_dir(names: &[&str]) -> tempfile::TempDir {
     dir
 }
 
-fn read_json(path: &Path) -> Value {
-    let text = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_slice(&text).unwrap()
-}
-
-fn results(sarif: &Value) -> Vec<Value> {
-    sarif["runs"][0]["results"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 /// Every file under `dir` with its content.
 fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let content = std::fs::read(&p).unwrap();
-                out.push((p, content));
-            }
-        }
-    }
-    out
+    crate::helpers::files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let content = std::fs::read(&p).unwrap();
+            (p, content)
+        })
+        .collect()
 }
 
 /// The scan's events as the stream replays them (the whole history: the limit is raised).

@@ -11,9 +11,11 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::corpus::{self, lockfile_corpus, secrets_corpus, write_osv_fixture, write_tree, PINS};
-use crate::helpers::{sample, scan_body, spawn_app_with, validate_schemas, GitServer, TestApp};
+use crate::helpers::{
+    files_under, sample, scan_body, spawn_app_with, validate_schemas, GitServer, TestApp,
+};
 
-fn read_json(path: &Path) -> Value {
+pub(crate) fn read_json(path: &Path) -> Value {
     let text = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_slice(&text).unwrap()
 }
@@ -23,7 +25,7 @@ async fn finish(app: &TestApp, id: &str) -> Value {
         .await
 }
 
-fn results(sarif: &Value) -> Vec<Value> {
+pub(crate) fn results(sarif: &Value) -> Vec<Value> {
     sarif["runs"][0]["results"]
         .as_array()
         .cloned()
@@ -31,20 +33,15 @@ fn results(sarif: &Value) -> Vec<Value> {
 }
 
 /// Every file of a bundle with its content.
-fn bundle_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-                out.push((rel, std::fs::read(&p).unwrap()));
-            }
-        }
-    }
+pub(crate) fn bundle_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            let content = std::fs::read(&p).unwrap();
+            (rel, content)
+        })
+        .collect::<Vec<_>>();
     out.sort();
     out
 }
