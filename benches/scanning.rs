@@ -167,7 +167,7 @@ fn write_corpus(root: &Path, target_bytes: u64) -> (BTreeSet<(String, u32)>, u64
         let target = 4_000 + r.below(16_000) as usize;
         let mut text = String::with_capacity(target + 256);
         let mut line = 1u32;
-        let plant_at = if i % 37 == 0 {
+        let plant_at = if i.is_multiple_of(37) {
             Some(r.below(40) as usize + 5)
         } else {
             None

@@ -440,7 +440,7 @@ async fn record_end(jobs: &JobManager, record: &ScanRecord, done: Completion) ->
             }
             Err(err) => {
                 // The first failures, then every tenth: a full disk can last a while.
-                if attempt <= 3 || attempt % 10 == 0 {
+                if attempt <= 3 || attempt.is_multiple_of(10) {
                     tracing::warn!(error = ?err, attempt, "could not record the end of a scan; retrying");
                 }
                 tokio::time::sleep(delay).await;
