@@ -59,18 +59,6 @@ pub async fn stream_scan_events(
                 .into_response()
         }
     };
-    // Refused before the upgrade, so the client sees a plain HTTP answer it can retry.
-    let Ok(permit) = state.streams.clone().try_acquire_owned() else {
-        return ApiError::Unavailable {
-            detail: format!(
-                "this server already serves {} event streams (CERTUS_ASSURANCE_MAX_STREAMS); \
-                 retry later, or poll GET /v1/security-scans/{{test_id}}",
-                state.config.max_streams
-            ),
-            retry_after_seconds: 5,
-        }
-        .into_response();
-    };
     // A token confined to other workspaces gets the same 4404 close as for an unknown id.
     let visible = match access.workspace_filter() {
         None => true,
@@ -90,6 +78,26 @@ pub async fn stream_scan_events(
                 tracing::error!(job.id = %test_id, error = ?err, "could not open a scan's event stream");
                 None
             }
+        }
+    } else {
+        None
+    };
+    // An unknown or foreign scan gets its 4404 close without taking a stream slot: slots are for
+    // streams that will carry events, and a full server must not answer 503 where it would
+    // answer "not found". Refused before the upgrade, so the client sees a plain HTTP answer it
+    // can retry.
+    let permit = if source.is_some() {
+        match state.streams.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => return ApiError::Unavailable {
+                detail: format!(
+                    "this server already serves {} event streams (CERTUS_ASSURANCE_MAX_STREAMS); \
+                         retry later, or poll GET /v1/security-scans/{{test_id}}",
+                    state.config.max_streams
+                ),
+                retry_after_seconds: 5,
+            }
+            .into_response(),
         }
     } else {
         None

@@ -606,6 +606,13 @@ async fn streams_over_the_cap_get_503_before_the_upgrade() {
         }
         other => panic!("the second stream is refused: {:?}", other.is_ok()),
     }
+    // With every slot taken, an unknown scan still gets its 4404 close, not a 503: no slot is
+    // taken before the scan is known to be visible.
+    let unknown = connect_ws(&app, "test_000000000000", None)
+        .await
+        .expect("an unknown scan is answered after the upgrade");
+    let (_, code) = read_until_close(unknown).await;
+    assert_eq!(code, Some(CloseCode::from(4404)));
     // The gauge moves once the upgraded connection is served, just after the handshake.
     let mut polls = 0;
     while app.stats().await["active_streams"] != 1 {
