@@ -24,14 +24,16 @@ pub fn resolve_directory(requested: &str, roots: &[PathBuf]) -> Result<PathBuf, 
     } else {
         roots[0].join(candidate)
     };
-    let real = candidate.canonicalize().map_err(|_| {
-        "directory_path does not exist on the server (or is not readable)".to_string()
-    })?;
+    // One answer for a path that does not exist and one outside the roots: telling them apart
+    // would let a caller probe which paths exist anywhere on the server.
+    let refused = || {
+        "directory_path must name an existing directory inside the server's source roots \
+         (CERTUS_ASSURANCE_SOURCE_ROOTS); symbolic links are resolved before the check"
+            .to_string()
+    };
+    let real = candidate.canonicalize().map_err(|_| refused())?;
     if !roots.iter().any(|root| real.starts_with(root)) {
-        return Err(
-            "directory_path is outside the server's source roots (CERTUS_ASSURANCE_SOURCE_ROOTS); symbolic links are resolved before the check"
-                .into(),
-        );
+        return Err(refused());
     }
     if !real.is_dir() {
         return Err("directory_path is not a directory".into());

@@ -951,12 +951,15 @@ async fn directory_scans_are_confined_to_the_source_roots() {
         .as_str()
         .unwrap()
         .starts_with("sha256:"));
+    // Outside the roots and missing (inside or outside them) answer the same: no path oracle.
+    let mut answers = BTreeSet::new();
     for bad in [
         outside.clone(),
         root.join("escape"),
         root.join("proj/../../outside"),
         root.join("missing"),
         PathBuf::from("/etc"),
+        PathBuf::from("/etc/no-such-directory"),
     ] {
         let response = app.post_json("/v1/security-scans", &dir_body(&bad)).await;
         assert_eq!(response.status(), 422, "{}", bad.display());
@@ -966,7 +969,9 @@ async fn directory_scans_are_confined_to_the_source_roots() {
             json!(["body", "directory_path"]),
             "{detail}"
         );
+        answers.insert(detail["detail"][0]["msg"].to_string());
     }
+    assert_eq!(answers.len(), 1, "{answers:?}");
     // A git_url on a directory scan, or no directory_path, is a clear 422 too.
     let mut mixed = dir_body(&root.join("proj"));
     mixed["git_url"] = json!("https://example.com/x.git");
