@@ -89,15 +89,17 @@ pub async fn stream_scan_events(
     let permit = if source.is_some() {
         match state.streams.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
-            Err(_) => return ApiError::Unavailable {
-                detail: format!(
+            Err(_) => {
+                return ApiError::Unavailable {
+                    detail: format!(
                     "this server already serves {} event streams (CERTUS_ASSURANCE_MAX_STREAMS); \
                          retry later, or poll GET /v1/security-scans/{{test_id}}",
                     state.config.max_streams
                 ),
-                retry_after_seconds: 5,
+                    retry_after_seconds: 5,
+                }
+                .into_response()
             }
-            .into_response(),
         }
     } else {
         None

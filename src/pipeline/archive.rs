@@ -422,10 +422,51 @@ fn walk_tar(path: &Path, format: ArchiveFormat, w: &mut Writer<'_>) -> Result<()
     Ok(())
 }
 
+/// The number of entries the zip's end-of-central-directory record declares (the ZIP64 record's
+/// when the classic one says 0xFFFF), or `None` when it cannot be read. The zip reader indexes
+/// entries by name, so two entries with one name are seen as one; comparing with this count is
+/// how a duplicate is found (tar archives are refused for the same thing).
+fn declared_zip_entries(path: &Path) -> Option<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    // The record is 22 bytes plus a comment of at most 65,535 bytes, at the end of the file.
+    let tail_len = len.min(22 + 65_535);
+    file.seek(SeekFrom::Start(len - tail_len)).ok()?;
+    let mut tail = vec![0u8; tail_len as usize];
+    file.read_exact(&mut tail).ok()?;
+    let at = tail
+        .windows(4)
+        .rposition(|w| w == [0x50, 0x4b, 0x05, 0x06])?;
+    let record = tail.get(at..at + 22)?;
+    let total = u16::from_le_bytes([record[10], record[11]]);
+    if total != 0xFFFF {
+        return Some(u64::from(total));
+    }
+    // ZIP64: the locator (20 bytes, just before the record) points at the ZIP64 record.
+    let locator = tail.get(at.checked_sub(20)?..at)?;
+    if locator[..4] != [0x50, 0x4b, 0x06, 0x07] {
+        return None;
+    }
+    let offset = u64::from_le_bytes(locator[8..16].try_into().ok()?);
+    file.seek(SeekFrom::Start(offset)).ok()?;
+    let mut zip64 = [0u8; 56];
+    file.read_exact(&mut zip64).ok()?;
+    if zip64[..4] != [0x50, 0x4b, 0x06, 0x06] {
+        return None;
+    }
+    Some(u64::from_le_bytes(zip64[32..40].try_into().ok()?))
+}
+
 fn walk_zip(path: &Path, w: &mut Writer<'_>) -> Result<(), ArchiveError> {
     let file = std::fs::File::open(path).map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| ArchiveError::Corrupt(e.to_string()))?;
+    if declared_zip_entries(path).is_some_and(|declared| declared > zip.len() as u64) {
+        return Err(refused(
+            "an entry appears twice in the archive (two entries share one name)",
+        ));
+    }
     if zip.len() as u64 > w.limits.max_entries {
         return Err(refused(format!(
             "the archive has more than {} entries (CERTUS_ASSURANCE_ARCHIVE_MAX_FILES)",
@@ -719,6 +760,25 @@ mod tests {
             .unwrap();
         let (_dir, bad) = run(&zip.finish().unwrap().into_inner());
         assert!(bad.unwrap_err().to_string().contains("outside"));
+        // Two entries with one name: written as `a1`/`a2`, then renamed to `a1` in place (the
+        // local headers and the central directory), as a hostile archive would carry them.
+        let mut bytes = make(&[("a1", b"first"), ("a2", b"second")]);
+        let renamed: Vec<usize> = bytes
+            .windows(2)
+            .enumerate()
+            .filter(|(_, w)| w == b"a2")
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(renamed.len(), 2, "one local header and one directory entry");
+        for i in renamed {
+            bytes[i + 1] = b'1';
+        }
+        let (dir, dup) = run(&bytes);
+        assert!(
+            dup.unwrap_err().to_string().contains("twice"),
+            "a duplicate zip entry is refused like a tar one"
+        );
+        assert!(!dir.path().join("out/a1").exists());
     }
 
     #[test]
