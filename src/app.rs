@@ -209,11 +209,21 @@ impl App {
             tracing::info!(%addr, "listening");
         }
         match &config.api_tokens {
-            Some(tokens) => tracing::info!(
-                tokens = tokens.len(),
-                metrics_auth = ?config.metrics_auth,
-                "authentication is on: every route but /health needs a bearer token"
-            ),
+            Some(tokens) => match config.metrics_auth {
+                crate::config::MetricsAuth::Open => tracing::info!(
+                    tokens = tokens.len(),
+                    metrics_auth = ?config.metrics_auth,
+                    "authentication is on: every route needs a bearer token but /health, \
+                     /health/ready, /openapi.json, /metrics and /stats (open to scrapers: set \
+                     CERTUS_ASSURANCE_METRICS_AUTH=token to close the last two)"
+                ),
+                crate::config::MetricsAuth::Token => tracing::info!(
+                    tokens = tokens.len(),
+                    metrics_auth = ?config.metrics_auth,
+                    "authentication is on: every route needs a bearer token but /health, \
+                     /health/ready and /openapi.json; /metrics and /stats need role metrics or admin"
+                ),
+            },
             None => tracing::info!(
                 "authentication is off: any caller that reaches the port may submit and read every \
                  workspace's scans (set CERTUS_ASSURANCE_API_TOKENS_FILE or \

@@ -817,6 +817,11 @@ async fn the_binary_hashes_tokens_logs_whether_auth_is_on_and_never_logs_a_token
         .read_to_string(&mut log)
         .unwrap();
     assert!(log.contains("authentication is on"), "{log}");
+    // METRICS_AUTH is open by default: the log must not claim that /metrics needs a token.
+    assert!(
+        log.contains("/metrics and /stats (open to scrapers"),
+        "the start-up log says which routes stay open: {log}"
+    );
     assert!(log.contains("ci-bot"), "token names may be logged: {log}");
     assert!(!log.contains(wrong) && !log.contains(token), "{log}");
 
