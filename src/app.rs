@@ -49,6 +49,30 @@ fn clear_work_dir(config: &Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))
 }
 
+/// Removes partial archive uploads (`.upload-*.part`) left by a process that died while an
+/// archive was being received: nothing refers to them, and they would hold disk space forever.
+fn clear_partial_uploads(config: &Config) {
+    let dir = config.upload_dir();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".upload-") && name.ends_with(".part") {
+            let path = entry.path();
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed a partial archive upload left by an earlier process")
+                }
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), error = %err, "could not remove a partial archive upload")
+                }
+            }
+        }
+    }
+}
+
 impl App {
     /// Opens the store, recovers interrupted scans, rebuilds the gauges and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<App> {
@@ -82,6 +106,7 @@ impl App {
             )
         })?;
         clear_work_dir(&config)?;
+        clear_partial_uploads(&config);
         crate::pipeline::checkout::init_git_timeouts(config.clone_stall_timeout);
         let store: Arc<dyn crate::storage::JobStore> = match &config.postgres_url {
             Some(url) => Arc::new(

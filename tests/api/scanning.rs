@@ -1585,3 +1585,21 @@ async fn a_scanner_with_incomplete_data_counts_as_failed_but_its_findings_stand(
     assert_eq!(scan["scanners"][0]["required"], false);
     drop(dir);
 }
+
+#[tokio::test]
+async fn partial_archive_uploads_left_by_a_crash_are_removed_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let uploads = dir.path().join("uploads");
+    std::fs::create_dir_all(&uploads).unwrap();
+    let partial = uploads.join(".upload-test_0123456789ab.part");
+    std::fs::write(&partial, b"half of an archive").unwrap();
+    let stored = uploads.join(format!("{}.tar", "a".repeat(64)));
+    std::fs::write(&stored, b"a stored archive").unwrap();
+    let app = crate::helpers::start(crate::helpers::test_config(dir.path()), None).await;
+    assert!(
+        !partial.exists(),
+        "the partial upload is removed at start-up"
+    );
+    assert!(stored.exists(), "stored archives are kept");
+    drop(app);
+}
