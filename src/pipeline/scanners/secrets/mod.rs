@@ -26,7 +26,7 @@ use regex::bytes::{Captures, Regex};
 use sha2::{Digest, Sha256};
 
 use super::{Finding, ScanContext, Scanner, ScannerOutput, Severity};
-use crate::pipeline::redact::mask_secrets;
+use crate::pipeline::redact::shapes;
 use crate::pipeline::sarif::{build_sarif, SarifTool};
 use checks::*;
 use rules::{Check, RuleSpec, Scope, RULES};
@@ -110,7 +110,7 @@ pub struct SecretsScanner {
 }
 
 /// One scanner for the whole process, for callers that scan a line at a time
-/// ([`crate::pipeline::redact::mask_secrets`]); compiling the rules costs milliseconds.
+/// (the redaction of any text, which runs the rules too); compiling the rules costs milliseconds.
 static SHARED: LazyLock<SecretsScanner> = LazyLock::new(SecretsScanner::new);
 
 impl Default for SecretsScanner {
@@ -712,12 +712,14 @@ fn render_snippet(
 }
 
 /// The characters of a part of a line that no finding covers, with every token-like value in it
-/// masked all the same ([`mask_secrets`]): a CSRF token, a card number, a password no rule
-/// accepted. Masking keeps the number of characters, so columns stay right.
+/// masked all the same (the shapes of [`shapes::generic_spans`] and every rule match, as
+/// the redaction of any text masks): a CSRF token, a card number, a password no
+/// rule accepted. Masking keeps the number of characters, so columns stay right.
 fn clear_text(bytes: &[u8]) -> Vec<char> {
-    mask_secrets(&String::from_utf8_lossy(bytes))
-        .chars()
-        .collect()
+    let text = String::from_utf8_lossy(bytes);
+    let mut ranges = shapes::generic_spans(&text);
+    ranges.extend(SecretsScanner::shared().secret_spans(&text));
+    shapes::apply(&text, ranges).chars().collect()
 }
 
 /// Words that say a line holds a credential, matched in lower case outside the value itself.
