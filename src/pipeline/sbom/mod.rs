@@ -9,6 +9,7 @@
 //! dependency [`graph`]; the inventory merges them and [`documents`] renders the result.
 
 pub mod documents;
+mod entries;
 pub mod graph;
 pub mod lockfiles;
 mod more_lockfiles;

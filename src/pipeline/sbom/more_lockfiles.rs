@@ -9,8 +9,8 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::entries::{key_lines, package_table_lines, pin, Sibling};
 use super::graph::{Builder, Parsed};
-use super::lockfiles::{key_lines, package_table_lines, pin, Sibling};
 use super::{normalize_pypi_name, Ecosystem, Scope};
 
 // ----- Python: poetry.lock -------------------------------------------------------------------
