@@ -359,3 +359,32 @@ pub(super) fn archive_retention_events(pruned: &[PrunedArchive], now: f64) -> Ve
 pub(super) fn audit_cutoff(before: Option<f64>, oldest_scan: Option<f64>) -> Option<f64> {
     before.into_iter().chain(oldest_scan).reduce(f64::max)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_cutoff_is_the_later_of_age_and_oldest_scan() {
+        assert_eq!(audit_cutoff(None, None), None);
+        assert_eq!(audit_cutoff(Some(10.0), None), Some(10.0));
+        assert_eq!(audit_cutoff(None, Some(20.0)), Some(20.0));
+        assert_eq!(audit_cutoff(Some(10.0), Some(20.0)), Some(20.0));
+        assert_eq!(audit_cutoff(Some(30.0), Some(20.0)), Some(30.0));
+    }
+
+    #[test]
+    fn outcomes_follow_the_status_class_and_names_round_trip() {
+        assert_eq!(AuditOutcome::of_status(201), AuditOutcome::Accepted);
+        assert_eq!(AuditOutcome::of_status(413), AuditOutcome::Refused);
+        assert_eq!(AuditOutcome::of_status(503), AuditOutcome::Error);
+        for a in AuditAction::ALL {
+            assert_eq!(AuditAction::parse(a.as_str()), Some(a));
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
+        for o in AuditOutcome::ALL {
+            assert_eq!(AuditOutcome::parse(o.as_str()), Some(o));
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+    }
+}

@@ -578,3 +578,25 @@ async fn retention_prunes_unused_archives_and_keeps_used_ones_on_sqlite() {
 async fn retention_prunes_unused_archives_and_keeps_used_ones_on_postgres() {
     retention_prunes(Store::postgres()).await;
 }
+
+#[test]
+fn the_openapi_document_lists_every_audit_action_and_outcome() {
+    use certus_assurance::storage::audit::{AuditAction, AuditOutcome};
+    let doc: Value = serde_json::from_str(include_str!("../../src/api/openapi.json")).unwrap();
+    let listed = |schema: &str| -> Vec<String> {
+        doc["components"]["schemas"][schema]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        listed("AuditAction"),
+        AuditAction::ALL.map(|a| a.as_str().to_string())
+    );
+    assert_eq!(
+        listed("AuditOutcome"),
+        AuditOutcome::ALL.map(|o| o.as_str().to_string())
+    );
+}
