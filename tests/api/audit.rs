@@ -600,3 +600,27 @@ fn the_openapi_document_lists_every_audit_action_and_outcome() {
         AuditOutcome::ALL.map(|o| o.as_str().to_string())
     );
 }
+
+/// Two replicas storing archives of one workspace at once: the quota holds across them.
+#[tokio::test]
+async fn the_archive_quota_holds_across_replicas_on_postgres() {
+    let one = tar_archive("a").len() as u64;
+    let store = Store::postgres();
+    let quota = move |c: &mut Config| c.archive_quota_bytes = Some(one + one / 2);
+    let first = store.app(quota).await;
+    let second = store.app(quota).await;
+    for round in 0..5 {
+        let workspace = format!("ws-{round}");
+        let (a, b) = (
+            tar_archive(&format!("{round}-a")),
+            tar_archive(&format!("{round}-b")),
+        );
+        let ((status_a, body_a), (status_b, body_b)) = tokio::join!(
+            upload(&first, None, Some(&workspace), &a),
+            upload(&second, None, Some(&workspace), &b),
+        );
+        let mut statuses = [status_a, status_b];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [201, 413], "round {round}: {body_a} {body_b}");
+    }
+}
