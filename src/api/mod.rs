@@ -8,8 +8,10 @@ pub mod artifacts;
 pub mod audit;
 pub mod auth;
 pub mod body_limit;
+pub mod connections;
 pub mod findings;
 pub mod ops;
+pub mod per_client;
 pub mod rate_limit;
 pub mod same_origin;
 pub mod scans;
@@ -49,6 +51,8 @@ pub struct AppState {
     pub rate_limiter: Option<Arc<rate_limit::RateLimiter>>,
     /// One permit per open WebSocket stream (`MAX_STREAMS`).
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// Open WebSocket streams per client address (`MAX_STREAMS_PER_CLIENT`).
+    pub stream_clients: Arc<per_client::PerClient>,
 }
 
 pub fn router(state: AppState) -> Router {
