@@ -503,6 +503,16 @@ pub struct Settings {
     #[arg(long, global = true, env = "CERTUS_ASSURANCE_ARCHIVE_MAX_BYTES", default_value_t = 512 * 1024 * 1024, value_name = "BYTES")]
     pub archive_max_bytes: u64,
 
+    /// Most bytes of uploaded archives one workspace may keep stored; 0: no quota.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_ARCHIVE_QUOTA_BYTES",
+        default_value_t = 10 * 1024 * 1024 * 1024,
+        value_name = "BYTES"
+    )]
+    pub archive_quota_bytes: u64,
+
     /// Largest total size an archive may unpack to, in bytes.
     #[arg(long, global = true, env = "CERTUS_ASSURANCE_ARCHIVE_MAX_EXTRACTED_BYTES", default_value_t = 2 * 1024 * 1024 * 1024, value_name = "BYTES")]
     pub archive_max_extracted_bytes: u64,
@@ -606,6 +616,8 @@ pub struct Config {
     pub tool_path: Option<std::ffi::OsString>,
     /// Upload size limit of `upload-archive`.
     pub archive_max_bytes: u64,
+    /// Stored archive bytes a workspace may keep; `None`: no quota.
+    pub archive_quota_bytes: Option<u64>,
     /// Unpacked-size limit of an archive.
     pub archive_max_extracted_bytes: u64,
     /// Entry-count limit of an archive.
@@ -834,6 +846,7 @@ impl Config {
             signing_key,
             tool_path: s.tool_path.clone().or_else(|| passthrough_env("PATH")),
             archive_max_bytes: s.archive_max_bytes,
+            archive_quota_bytes: (s.archive_quota_bytes > 0).then_some(s.archive_quota_bytes),
             archive_max_extracted_bytes: s.archive_max_extracted_bytes,
             archive_max_files: s.archive_max_files,
             api_tokens,
@@ -926,6 +939,7 @@ impl Settings {
             osv_max_age_hours: 168,
             tool_path: None,
             archive_max_bytes: 512 * 1024 * 1024,
+            archive_quota_bytes: 10 * 1024 * 1024 * 1024,
             archive_max_extracted_bytes: 2 * 1024 * 1024 * 1024,
             archive_max_files: 100_000,
             api_tokens_file: None,

@@ -1,10 +1,11 @@
-//! The router and its middleware order: trace, metrics, same-origin checks (JSON bodies; Host
+//! The router and its middleware order: trace, metrics, audit trail, same-origin checks (JSON bodies; Host
 //! and Origin while authentication is off), access (authentication, rate limit, role), body
 //! size, timeout, body limit. Holds no state of its own beyond the shared
 //! [`AppState`].
 
 pub mod archives;
 pub mod artifacts;
+pub mod audit;
 pub mod auth;
 pub mod body_limit;
 pub mod findings;
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .route("/v1/profiles", get(scans::list_profiles))
+        .route("/v1/audit-events", get(audit::list_audit_events))
         .route(
             "/v1/security-scans",
             post(scans::submit_scan).get(scans::list_scans),
@@ -113,6 +115,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             same_origin::guard,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), audit::record))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             track_http_metrics,

@@ -6,6 +6,7 @@ mod helpers;
 mod monitoring;
 
 mod alerts;
+mod audit;
 mod cli;
 mod clone;
 mod collection;

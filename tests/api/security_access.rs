@@ -81,12 +81,17 @@ async fn send(
     (status, headers, value)
 }
 
-async fn get_as(app: &TestApp, path: &str, token: Option<&str>) -> (u16, Value) {
+pub(crate) async fn get_as(app: &TestApp, path: &str, token: Option<&str>) -> (u16, Value) {
     let (status, _, body) = send(app, reqwest::Method::GET, path, token, None).await;
     (status, body)
 }
 
-async fn post_as(app: &TestApp, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+pub(crate) async fn post_as(
+    app: &TestApp,
+    path: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> (u16, Value) {
     let (status, _, body) = send(app, reqwest::Method::POST, path, token, Some(body)).await;
     (status, body)
 }
