@@ -11,7 +11,14 @@
 //! - routes (README.md) against the OpenAPI document, which `openapi.rs` checks against the router;
 //! - the module map (docs/ARCHITECTURE.md) against the files under `src/`;
 //! - the bundle files (docs/scanning.md) against a full bundle (`assert_bundle_documented`, called
-//!   by the scanning test that writes one), and every relative link and anchor of the docs.
+//!   by the scanning test that writes one), and every relative link and anchor of the docs;
+//! - across README.md, docs/ and deploy/**/README*: every variable named (a setting, or read by
+//!   the build, the tests or the scripts), every `certus-assurance …` command line (subcommands
+//!   and flags of the binary), every metric and recording rule, every test named;
+//! - the fields of a submission and of a scan (README.md) against the OpenAPI schemas, the
+//!   `route` label values (docs/metrics.md) against the routes, the runbook sections against the
+//!   failure reasons and the alerts, the skip reasons of `CERTUS_ASSURANCE_TEST_SKIP` against the
+//!   tests' `cannot_run` calls, and the secrets scanner's rule count.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
