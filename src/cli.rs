@@ -608,7 +608,8 @@ pub fn baseline_of(bundle: &Path) -> anyhow::Result<(Value, u64)> {
     match read {
         Ok(_) => {}
         Err(ReadError::Missing) => bail!(
-            "{} has no {FINDINGS_JSON}: give the bundle directory of a scan (the `bundle:` line              `certus-assurance scan` prints), written by this version",
+            "{} has no {FINDINGS_JSON}: give the bundle directory of a scan (the `bundle:` line \
+             `certus-assurance scan` prints), written by this version",
             bundle.display()
         ),
         Err(err) => bail!("{}: {err}", bundle.display()),

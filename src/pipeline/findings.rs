@@ -79,6 +79,9 @@ pub struct SuppressionRules {
     excludes: Option<ignore::gitignore::Gitignore>,
     /// Fingerprints of the baseline, and where it came from.
     baseline: Option<(BTreeSet<String>, String)>,
+    /// The baseline file's path in the tree, when it is inside it: its fingerprints are hex
+    /// digests that entropy-based scanners (detect-secrets) report as secrets.
+    baseline_in_tree: Option<String>,
 }
 
 impl SuppressionRules {
@@ -150,7 +153,22 @@ impl SuppressionRules {
                 None => None,
             },
         };
-        Ok(SuppressionRules { excludes, baseline })
+        let baseline_in_tree = match (baseline_file, baseline_path) {
+            (Some(file), _) => {
+                let root = root.canonicalize().ok();
+                file.canonicalize().ok().and_then(|real| {
+                    let rel = real.strip_prefix(root?).ok()?;
+                    Some(rel.to_string_lossy().replace('\\', "/"))
+                })
+            }
+            (None, Some(rel)) => Some(rel.trim_start_matches("./").to_string()),
+            (None, None) => baseline.as_ref().map(|_| DEFAULT_BASELINE.to_string()),
+        };
+        Ok(SuppressionRules {
+            excludes,
+            baseline,
+            baseline_in_tree,
+        })
     }
 
     fn excluded(&self, path: &str) -> Option<String> {
@@ -316,6 +334,13 @@ pub fn process(
                 inline_marker(&mut sources, finding).map(|detail| Suppression {
                     kind: "inline",
                     detail,
+                })
+            })
+            .or_else(|| {
+                let file = rules.baseline_in_tree.as_deref()?;
+                (finding.path == file).then(|| Suppression {
+                    kind: "baseline",
+                    detail: format!("inside the baseline {file}, which holds only fingerprints"),
                 })
             })
             .or_else(|| {
@@ -1192,6 +1217,45 @@ mod tests {
             .unwrap_err()
             .contains("version"));
         assert!(parse_baseline(b"[]").is_err());
+    }
+
+    #[test]
+    fn findings_inside_the_baseline_file_itself_are_suppressed_as_baseline() {
+        let baseline = format!(
+            "{{\"version\": 1, \"fingerprints\": [\"{}\"]}}\n",
+            "ab".repeat(32)
+        );
+        for (file, baseline_path) in [
+            (DEFAULT_BASELINE, None),
+            ("ci/baseline.json", Some("ci/baseline.json")),
+        ] {
+            let t = tree(
+                &[(file, baseline.as_str()), ("src/app.py", "k = 1\n")],
+                &[(
+                    "detect-secrets",
+                    sarif(json!([
+                        result("HexHighEntropyString", file, 1, "low", "h1", "m"),
+                        result("HexHighEntropyString", "src/app.py", 1, "low", "h2", "m"),
+                    ])),
+                )],
+            );
+            let rules =
+                SuppressionRules::load(t.root.path(), &[], baseline_path, None, &mut vec![])
+                    .unwrap();
+            let out = run(&t, &["detect-secrets"], &rules);
+            assert_eq!(out.counts.total, 1, "{file}");
+            let inside = out.findings.iter().find(|f| f.path == file).unwrap();
+            assert_eq!(inside.suppression.as_ref().unwrap().kind, "baseline");
+            // The CLI's --baseline FILE, when it lies in the tree, too.
+            let named = t.root.path().join(file);
+            let rules = SuppressionRules::load(t.root.path(), &[], None, Some(&named), &mut vec![])
+                .unwrap();
+            assert_eq!(
+                run(&t, &["detect-secrets"], &rules).counts.total,
+                1,
+                "{file}"
+            );
+        }
     }
 
     #[test]

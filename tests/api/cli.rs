@@ -292,7 +292,10 @@ fn the_baseline_command_writes_every_fingerprint_of_a_bundle() {
     let o = baseline(&["--bundle", work.path().join("missing").to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("has no reports/findings.json"),
+        String::from_utf8_lossy(&o.stderr).contains(
+            "has no reports/findings.json: give the bundle directory of a scan (the `bundle:` \
+             line `certus-assurance scan` prints)"
+        ),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );

@@ -11,7 +11,14 @@
 //! - routes (README.md) against the OpenAPI document, which `openapi.rs` checks against the router;
 //! - the module map (docs/ARCHITECTURE.md) against the files under `src/`;
 //! - the bundle files (docs/scanning.md) against a full bundle (`assert_bundle_documented`, called
-//!   by the scanning test that writes one), and every relative link and anchor of the docs.
+//!   by the scanning test that writes one), and every relative link and anchor of the docs;
+//! - across README.md, docs/ and deploy/**/README*: every variable named (a setting, or read by
+//!   the build, the tests or the scripts), every `certus-assurance …` command line (subcommands
+//!   and flags of the binary), every metric and recording rule, every test named;
+//! - the fields of a submission and of a scan (README.md) against the OpenAPI schemas, the
+//!   `route` label values (docs/metrics.md) against the routes, the runbook sections against the
+//!   failure reasons and the alerts, the skip reasons of `CERTUS_ASSURANCE_TEST_SKIP` against the
+//!   tests' `cannot_run` calls, and the secrets scanner's rule count.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -155,6 +162,22 @@ fn every_setting_is_documented_with_its_flag_and_default() {
     report(&problems, "docs/configuration.md");
 }
 
+/// The service's registry, with every family present: the HTTP series appear with their first
+/// response, so one is recorded.
+fn registry_with_every_family() -> Metrics {
+    let scanners = certus_assurance::pipeline::BUILTIN_SCANNERS;
+    let metrics = Metrics::new(&PROFILE_LABELS, &scanners);
+    metrics
+        .http_requests_total
+        .with_label_values(&["GET", "/health", "200"])
+        .inc();
+    metrics
+        .http_request_duration_seconds
+        .with_label_values(&["GET", "/health", "200"])
+        .observe(0.001);
+    metrics
+}
+
 #[test]
 fn every_metric_is_documented_with_its_type_and_labels() {
     let doc = read("docs/metrics.md");
@@ -169,17 +192,7 @@ fn every_metric_is_documented_with_its_type_and_labels() {
             }
         }
     }
-    let scanners = certus_assurance::pipeline::BUILTIN_SCANNERS;
-    let metrics = Metrics::new(&PROFILE_LABELS, &scanners);
-    // HTTP series appear with their first response; make one so the families are gathered.
-    metrics
-        .http_requests_total
-        .with_label_values(&["GET", "/health", "200"])
-        .inc();
-    metrics
-        .http_request_duration_seconds
-        .with_label_values(&["GET", "/health", "200"])
-        .observe(0.001);
+    let metrics = registry_with_every_family();
     let mut problems = Vec::new();
     let mut declared = BTreeSet::new();
     for family in metrics.gather() {
@@ -321,14 +334,18 @@ fn the_readme_lists_every_failure_reason() {
         .iter()
         .filter_map(|r| leading_code(&r[0]))
         .collect();
-    let declared: BTreeSet<String> = FailureReason::ALL
-        .iter()
-        .map(|r| r.as_str().to_string())
-        .collect();
     assert_eq!(
-        documented, declared,
+        documented,
+        failure_reasons(),
         "README.md's failure_reason table and FailureReason::ALL differ"
     );
+}
+
+fn failure_reasons() -> BTreeSet<String> {
+    FailureReason::ALL
+        .iter()
+        .map(|r| r.as_str().to_string())
+        .collect()
 }
 
 /// The `type` of each event, by an exhaustive match: a new variant does not compile until it is
@@ -583,5 +600,495 @@ pub fn assert_bundle_documented(dir: &Path) {
         undocumented.is_empty() && unseen.is_empty(),
         "docs/scanning.md's bundle table and a full bundle differ: files without a row \
          {undocumented:?}; rows no file matches {unseen:?}"
+    );
+}
+
+/// README.md, every file of docs/ and every README under deploy/: the files whose sentences the
+/// checks below hold to the code.
+fn doc_files() -> Vec<PathBuf> {
+    let mut files = vec![repo().join("README.md")];
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(repo().join("docs"))
+        .expect("docs/")
+        .map(|e| e.expect("an entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    let mut deploy = BTreeSet::new();
+    source_files(&repo().join("deploy"), &repo(), &mut deploy);
+    files.extend(
+        deploy
+            .iter()
+            .filter(|p| {
+                p.rsplit('/')
+                    .next()
+                    .is_some_and(|n| n.starts_with("README"))
+            })
+            .map(|p| repo().join(p)),
+    );
+    files
+}
+
+fn doc_name(path: &Path) -> String {
+    path.strip_prefix(repo()).unwrap().display().to_string()
+}
+
+/// The code of a markdown text: each line of its fenced blocks and each inline code span
+/// outside them.
+fn code_texts(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_fence = false;
+    let mut prose = String::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
+            continue;
+        }
+        if in_fence {
+            out.push(line.to_string());
+        } else {
+            prose.push_str(line);
+            prose.push('\n');
+        }
+    }
+    out.extend(code_spans(&prose));
+    out
+}
+
+/// The text of every file under `dirs` (and of `extra` files), markdown excluded: where a
+/// variable a doc names must be read.
+fn code_corpus(dirs: &[&str], extra: &[&str]) -> String {
+    let mut corpus: String = extra.iter().map(|f| read(f) + "\n").collect();
+    for dir in dirs {
+        let mut files = BTreeSet::new();
+        let root = repo().join(dir);
+        if root.is_dir() {
+            source_files(&root, &repo(), &mut files);
+        }
+        for file in files.iter().filter(|f| !f.ends_with(".md")) {
+            if let Ok(text) = std::fs::read_to_string(repo().join(file)) {
+                corpus.push_str(&text);
+                corpus.push('\n');
+            }
+        }
+    }
+    corpus
+}
+
+#[test]
+fn every_variable_the_docs_name_is_a_setting_or_read_by_the_code() {
+    let settings: BTreeSet<String> = certus_assurance::config::Cli::command()
+        .get_arguments()
+        .filter_map(|a| a.get_env().and_then(|e| e.to_str()).map(String::from))
+        .collect();
+    // The build's and the tests' own variables (CERTUS_ASSURANCE_BUILD_REVISION,
+    // CERTUS_ASSURANCE_TEST_*) are read outside src/.
+    let outside_src = code_corpus(
+        &["tests", "scripts", "fuzz", "benches", ".ci"],
+        &["build.rs"],
+    );
+    let everywhere = outside_src.clone() + &code_corpus(&["src", "deploy"], &[]);
+    // Read by libraries (the OpenTelemetry SDK, libgit2's ssh agent) or named from the system.
+    let external =
+        |name: &str| name.starts_with("OTEL_") || ["SSH_AUTH_SOCK", "O_EXCL"].contains(&name);
+    let variable = regex::Regex::new(r"\b[A-Z][A-Z0-9]*_[A-Z0-9_]*[A-Z0-9]\b").expect("a pattern");
+    // The examples' own shell variables (`TEST_ID=$(curl …)`), in any of the docs.
+    let assigned = regex::Regex::new(r"\b([A-Z][A-Z0-9_]*)=\$\(").expect("a pattern");
+    let shell: BTreeSet<String> = doc_files()
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).expect("a doc");
+            assigned
+                .captures_iter(&text)
+                .map(|c| c[1].to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut problems = BTreeSet::new();
+    for file in doc_files() {
+        let text = std::fs::read_to_string(&file).expect("a doc");
+        // Every CERTUS_ASSURANCE_* name, in prose too.
+        for name in variable.find_iter(&text).map(|m| m.as_str()) {
+            if name.starts_with("CERTUS_ASSURANCE_")
+                && !settings.contains(name)
+                && !outside_src.contains(name)
+            {
+                problems.insert(format!(
+                    "{}: `{name}` is not a setting of the binary (nor a variable of the build or \
+                     the tests)",
+                    doc_name(&file)
+                ));
+            }
+        }
+        // In code: a setting's short form (`MAX_QUEUE`), or a variable the code reads.
+        for code in code_texts(&text) {
+            for name in variable.find_iter(&code).map(|m| m.as_str()) {
+                if !name.starts_with("CERTUS_ASSURANCE_")
+                    && !settings.contains(&format!("CERTUS_ASSURANCE_{name}"))
+                    && !external(name)
+                    && !shell.contains(name)
+                    && !everywhere.contains(name)
+                {
+                    problems.insert(format!(
+                        "{}: `{name}` is neither a setting nor read by the code",
+                        doc_name(&file)
+                    ));
+                }
+            }
+        }
+    }
+    report(
+        &problems.into_iter().collect::<Vec<_>>(),
+        "the variables the docs name",
+    );
+}
+
+/// The `certus-assurance …` invocations in the code of a text: the words after the binary's
+/// name, up to the end of the shell command.
+fn invocations(code: &str) -> Vec<Vec<String>> {
+    let binary =
+        regex::Regex::new(r"(?:^|[\s/(])certus-assurance((?:[ \t]+[^\s]+)*)").expect("a pattern");
+    binary
+        .captures_iter(code)
+        .map(|caps| {
+            caps[1]
+                .split_whitespace()
+                .take_while(|w| {
+                    !["|", "||", "&&", ";", "&", ">", "2>", "<<"].contains(w) && !w.starts_with('#')
+                })
+                .map(|w| {
+                    w.trim_matches(|c| "[]\"')`…".contains(c))
+                        .split('=')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .filter(|w| !w.is_empty())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn every_command_line_in_the_docs_has_the_binarys_subcommands_and_flags() {
+    let mut root = certus_assurance::config::Cli::command();
+    root.build();
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for file in doc_files() {
+        let text = std::fs::read_to_string(&file).expect("a doc");
+        for code in code_texts(&text) {
+            for words in invocations(&code) {
+                let Some(first) = words.first() else { continue };
+                // `image: certus-assurance`, `job="certus-assurance" …`: a name, not a command.
+                if !first.starts_with('-') && root.find_subcommand(first).is_none() {
+                    continue;
+                }
+                checked += 1;
+                let mut command = &root;
+                let mut positional = false;
+                for word in &words {
+                    let known = if let Some(long) = word.strip_prefix("--") {
+                        command.get_arguments().any(|a| a.get_long() == Some(long))
+                            || ["help", "version"].contains(&long)
+                    } else if let Some(short) = word.strip_prefix('-').filter(|s| s.len() == 1) {
+                        let c = short.chars().next().unwrap();
+                        command.get_arguments().any(|a| a.get_short() == Some(c))
+                            || ['h', 'V'].contains(&c)
+                    } else {
+                        match command.find_subcommand(word) {
+                            Some(sub) if !positional => command = sub,
+                            _ => positional = true,
+                        }
+                        true
+                    };
+                    if !known {
+                        problems.push(format!(
+                            "{}: `certus-assurance {}`: `{word}` is not a flag of `{}`",
+                            doc_name(&file),
+                            words.join(" "),
+                            command.get_name()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        checked > 10,
+        "only {checked} command lines found in the docs"
+    );
+    report(&problems, "the command lines in the docs");
+}
+
+/// The names of the `record:` or `alert:` rules (`kind`) of alerts/certus-assurance.rules.yml.
+fn rule_names(kind: &str) -> BTreeSet<String> {
+    let rules = read("alerts/certus-assurance.rules.yml");
+    regex::Regex::new(&format!(r"{kind}:\s*(\S+)"))
+        .unwrap()
+        .captures_iter(&rules)
+        .map(|c| c[1].to_string())
+        .collect()
+}
+
+#[test]
+fn every_metric_and_recording_rule_the_docs_name_exists() {
+    let families: BTreeSet<String> = registry_with_every_family()
+        .gather()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
+    let recorded = rule_names("record");
+    let series =
+        regex::Regex::new(r"(?:[a-z_]+:)?\bcertus_assurance_[a-z0-9_]*[a-z0-9](?::[a-z0-9_]+)?")
+            .expect("a pattern");
+    let mut problems = BTreeSet::new();
+    for file in doc_files() {
+        let text = std::fs::read_to_string(&file).expect("a doc");
+        for name in series.find_iter(&text).map(|m| m.as_str()) {
+            let known = if name.contains(':') {
+                recorded.contains(name)
+            } else {
+                let base = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(*s))
+                    .unwrap_or(name);
+                families.contains(name) || families.contains(base)
+            };
+            if !known {
+                problems.insert(format!(
+                    "{}: `{name}` is neither a registered metric nor a recording rule",
+                    doc_name(&file)
+                ));
+            }
+        }
+    }
+    report(
+        &problems.into_iter().collect::<Vec<_>>(),
+        "the series the docs name",
+    );
+}
+
+/// The level of a markdown heading line (`## A` → 2), if it is one.
+fn heading_level(line: &str) -> Option<usize> {
+    let hashes = line.len() - line.trim_start_matches('#').len();
+    (hashes > 0 && line[hashes..].starts_with(' ')).then_some(hashes)
+}
+
+/// The titles of the headings one level below the heading line `section` of `rel`, up to the
+/// next heading of its level or above (code fences skipped).
+fn subsections(rel: &str, section: &str) -> BTreeSet<String> {
+    let text = read(rel);
+    let level = heading_level(section).expect("a heading");
+    let mut inside = false;
+    let mut in_fence = false;
+    let mut out = BTreeSet::new();
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
+        }
+        if in_fence {
+            continue;
+        }
+        match heading_level(line) {
+            _ if line == section => inside = true,
+            Some(l) if inside && l <= level => inside = false,
+            Some(l) if inside && l == level + 1 => {
+                out.insert(line[l..].trim().to_string());
+            }
+            _ => {}
+        }
+    }
+    assert!(!out.is_empty(), "{rel} has no headings under `{section}`");
+    out
+}
+
+#[test]
+fn the_runbooks_cover_every_failure_reason_and_only_real_alerts() {
+    let reasons = subsections("docs/runbooks.md", "## Scans failing");
+    assert_eq!(
+        reasons,
+        failure_reasons(),
+        "docs/runbooks.md's sections under `Scans failing` and FailureReason::ALL differ"
+    );
+    // alerts.rs checks that every alert links to its section; here, every section is an alert.
+    let alerts = rule_names("alert");
+    let documented = subsections("docs/runbooks.md", "## Alerts");
+    assert_eq!(
+        documented, alerts,
+        "docs/runbooks.md's sections under `Alerts` and the alerts of \
+         alerts/certus-assurance.rules.yml differ"
+    );
+}
+
+#[test]
+fn the_readme_names_every_reason_a_test_may_be_skipped_for() {
+    let tests = code_corpus(&["tests"], &[]);
+    let used: BTreeSet<String> = regex::Regex::new(r#"cannot_run\(\s*"([^"]+)""#)
+        .unwrap()
+        .captures_iter(&tests)
+        .map(|c| c[1].to_string())
+        .collect();
+    assert!(
+        !used.is_empty(),
+        "no cannot_run(\"<reason>\", …) call found under tests/"
+    );
+    let documented: BTreeSet<String> =
+        spans_from("README.md", "`CERTUS_ASSURANCE_TEST_SKIP`", "\n- ")
+            .into_iter()
+            .filter(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            .collect();
+    assert_eq!(
+        documented, used,
+        "the skip reasons README.md lists next to CERTUS_ASSURANCE_TEST_SKIP and the reasons the \
+         tests pass to cannot_run differ"
+    );
+}
+
+/// The property names of the OpenAPI document's schema `name`.
+fn schema_properties(name: &str) -> BTreeSet<String> {
+    let document: serde_json::Value =
+        serde_json::from_str(&read("src/api/openapi.json")).expect("openapi.json parses");
+    document["components"]["schemas"][name]["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("openapi.json has no properties for the schema {name}"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+/// The code spans of the text of `rel` from the first `start` to the next `end` (a paragraph:
+/// `"\n\n"`; a list item: `"\n- "`).
+fn spans_from(rel: &str, start: &str, end: &str) -> Vec<String> {
+    let text = read(rel);
+    let at = text
+        .find(start)
+        .unwrap_or_else(|| panic!("{rel} has no {start:?}"));
+    let rest = &text[at..];
+    code_spans(&rest[..rest.find(end).unwrap_or(rest.len())])
+}
+
+/// The code spans of the README paragraph that starts with `start`.
+fn readme_paragraph_spans(start: &str) -> BTreeSet<String> {
+    spans_from("README.md", start, "\n\n").into_iter().collect()
+}
+
+#[test]
+fn the_readme_names_every_field_of_a_submission_and_of_a_scan() {
+    let mut documented = BTreeSet::new();
+    for row in table_after_header("README.md", &["field", "rules"]) {
+        documented.extend(code_spans(&row[0]));
+    }
+    assert_eq!(
+        documented,
+        schema_properties("Submission"),
+        "README.md's `Submitting a scan` table and the OpenAPI Submission schema differ"
+    );
+    let submitted = schema_properties("Submitted");
+    let answer = readme_paragraph_spans("The `202` body has");
+    let missing: Vec<_> = submitted.difference(&answer).collect();
+    assert!(
+        missing.is_empty(),
+        "README.md's `202` paragraph does not name {missing:?}"
+    );
+    // The full status adds to the `202` body; `cancel_requested` is the cancel answer's own.
+    let full: BTreeSet<String> = readme_paragraph_spans("The full status (")
+        .union(&submitted)
+        .cloned()
+        .collect();
+    let mut scan = schema_properties("Scan");
+    scan.remove("cancel_requested");
+    let missing: Vec<_> = scan.difference(&full).collect();
+    assert!(
+        missing.is_empty(),
+        "README.md's full status paragraph does not name {missing:?}"
+    );
+}
+
+/// docs/security.md names the test behind each defence: `module::name` for tests/api/, bare
+/// names for unit tests under src/ (and the fuzzers' and the scripts' checks).
+#[test]
+fn every_test_the_docs_name_exists() {
+    let code = code_corpus(&["src", "tests", "fuzz"], &[]);
+    // schemathesis's check names (`not_a_server_error`) are configured by the scripts.
+    let scripts = code_corpus(&["scripts"], &[]);
+    let defined = |name: &str| {
+        regex::Regex::new(&format!(r"\bfn\s+{name}\b"))
+            .unwrap()
+            .is_match(&code)
+    };
+    let qualified = regex::Regex::new(r"^([a-z_]+)::([a-z0-9_]+)$").unwrap();
+    let bare = regex::Regex::new(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+){3,}$").unwrap();
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for file in doc_files() {
+        let text = std::fs::read_to_string(&file).expect("a doc");
+        let security = file.ends_with("docs/security.md");
+        for span in code_spans(&text) {
+            if let Some(caps) = qualified.captures(&span) {
+                let module = repo().join(format!("tests/api/{}.rs", &caps[1]));
+                if !module.exists() {
+                    continue; // `jobs::state`, a module path rather than a test.
+                }
+                checked += 1;
+                let source = std::fs::read_to_string(&module).unwrap();
+                let test = regex::Regex::new(&format!(r"\bfn\s+{}\b", &caps[2])).unwrap();
+                if !test.is_match(&source) {
+                    problems.push(format!(
+                        "{}: `{span}`: tests/api/{}.rs has no such test",
+                        doc_name(&file),
+                        &caps[1]
+                    ));
+                }
+            } else if security && bare.is_match(&span) && !span.starts_with("certus_assurance_") {
+                checked += 1;
+                if !defined(&span) && !scripts.contains(&span) {
+                    problems.push(format!(
+                        "{}: `{span}` is no test or function of the code",
+                        doc_name(&file)
+                    ));
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} test names found in the docs");
+    report(&problems, "the tests the docs name");
+}
+
+#[test]
+fn the_route_label_values_in_the_metrics_doc_are_the_routes() {
+    let documented: BTreeSet<String> = spans_from("docs/metrics.md", "- `route`:", "\n- ")
+        .into_iter()
+        .filter(|s| s.starts_with('/') || s == "unmatched")
+        .collect();
+    let document: serde_json::Value =
+        serde_json::from_str(&read("src/api/openapi.json")).expect("openapi.json parses");
+    // The router's template of the one catch-all route is `{*path}`.
+    let mut routes: BTreeSet<String> = document["paths"]
+        .as_object()
+        .expect("paths")
+        .keys()
+        .map(|p| p.replace("{path}", "{*path}"))
+        .collect();
+    routes.insert("unmatched".into());
+    assert_eq!(
+        documented, routes,
+        "docs/metrics.md's `route` label values and the routes of the OpenAPI document differ"
+    );
+}
+
+#[test]
+fn the_secrets_rule_count_in_the_scanning_doc_is_the_codes() {
+    let doc = read("docs/scanning.md");
+    let stated: usize = regex::Regex::new(r"Credentials committed to the tree, by (\d+) rules")
+        .unwrap()
+        .captures(&doc)
+        .expect("docs/scanning.md states how many rules the secrets scanner has")[1]
+        .parse()
+        .unwrap();
+    let rules = certus_assurance::pipeline::scanners::secrets::SecretsScanner::rules().len();
+    assert_eq!(
+        stated, rules,
+        "docs/scanning.md says the secrets scanner has {stated} rules; it has {rules}"
     );
 }

@@ -602,6 +602,16 @@ async fn streams_over_the_cap_get_503_before_the_upgrade() {
                     .contains("CERTUS_ASSURANCE_MAX_STREAMS"),
                 "{body}"
             );
+            // The contract says so: the OpenAPI document (and the README's route table, which
+            // docs.rs holds to it) lists this 503.
+            let document: Value =
+                serde_json::from_str(certus_assurance::api::ops::OPENAPI_DOCUMENT).unwrap();
+            assert!(
+                document["paths"]["/v1/security-scans/{test_id}/stream"]["get"]["responses"]
+                    .get("503")
+                    .is_some(),
+                "openapi.json documents the stream route's 503"
+            );
         }
         other => panic!("the second stream is refused: {:?}", other.is_ok()),
     }
