@@ -672,6 +672,16 @@ impl Scanner for HoldingScanner {
     }
 }
 
+/// Releases the [`HoldingScanner`] when dropped, also when the test fails: a held scanner thread
+/// would keep the runtime from shutting down.
+struct Release(Arc<AtomicBool>);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 /// The service binary on a fixed port (so restarts keep its `instance`), no workers, stopped on
 /// drop.
 fn start_binary(dir: &Path, port: u16) -> Daemon {
@@ -798,6 +808,7 @@ async fn every_alert_reaches_pending_against_the_real_service_and_every_panel_sh
     s3.create_bucket("golden").await;
     let proxy = S3Proxy::start(moto.port).await;
     let hold = Arc::new(AtomicBool::new(true));
+    let _release = Release(hold.clone());
     let osv = stale_osv_database(dir.path());
     let data = dir.path().join("app-data");
     std::fs::create_dir_all(&data).unwrap();
