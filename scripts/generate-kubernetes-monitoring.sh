@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Generates the Kubernetes monitoring manifests from the sources of truth:
+# Generates the monitoring files derived from the sources of truth:
 #
+#   runbook_url annotations of alerts/*.rules.yml and of the promtool tests tests/alerts/*.test.yml:
+#                                             <the URL in alerts/runbook-base-url>#<section anchor>
 #   deploy/kubernetes/prometheusrule.yaml     PrometheusRule with every group of alerts/*.rules.yml
 #   deploy/kubernetes/grafana-dashboards.yaml ConfigMap with every dashboards/*.json
 #
-#   scripts/generate-kubernetes-monitoring.sh           # rewrite both files
-#   scripts/generate-kubernetes-monitoring.sh --check   # exit 1 if they are out of date
+#   scripts/generate-kubernetes-monitoring.sh           # rewrite them
+#   scripts/generate-kubernetes-monitoring.sh --check   # exit 1 if any is out of date
 #
-# Run it after changing a rule or a dashboard; the test suite fails while they differ.
+# Run it after changing a rule, a dashboard or the runbook base URL; the test suite fails while
+# they differ.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +21,24 @@ elif [[ $# -gt 0 ]]; then
     echo "usage: $0 [--check]" >&2
     exit 2
 fi
+
+# The runbook base URL: the first line of alerts/runbook-base-url that is not a comment.
+base_file=alerts/runbook-base-url
+base=$(grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' "$base_file" | head -n 1 | tr -d '[:space:]')
+url_form='^https?://[A-Za-z0-9.-]+(:[0-9]+)?(/[A-Za-z0-9._~%()*+,;=:@/-]*)?$'
+if [[ ! $base =~ $url_form ]]; then
+    echo "$base_file: expected an absolute http(s) URL without query or fragment, got '$base'" >&2
+    exit 2
+fi
+
+# A rule file or promtool test file with every runbook_url set to <base>#<anchor>.
+with_runbook_base() {
+    sed -E "s|^([[:space:]]*runbook_url:[[:space:]]*)[^#]*#([A-Za-z0-9_-]+)[[:space:]]*\$|\\1${base}#\\2|" "$1"
+}
+
+runbook_files() {
+    ls alerts/*.rules.yml tests/alerts/*.test.yml
+}
 
 rules() {
     cat <<'HEADER'
@@ -35,7 +56,8 @@ HEADER
     local file
     for file in alerts/*.rules.yml; do
         # Everything after the top-level `groups:` line, two spaces deeper.
-        awk 'found { print ($0 == "" ? "" : "  " $0) } /^groups:[[:space:]]*$/ { found = 1 }' "$file"
+        with_runbook_base "$file" |
+            awk 'found { print ($0 == "" ? "" : "  " $0) } /^groups:[[:space:]]*$/ { found = 1 }'
     done
 }
 
@@ -65,13 +87,20 @@ HEADER
 out=deploy/kubernetes
 if [[ $check == 1 ]]; then
     status=0
+    for file in $(runbook_files); do
+        diff -u "$file" <(with_runbook_base "$file") >&2 || status=1
+    done
     diff -u "$out/prometheusrule.yaml" <(rules) >&2 || status=1
     diff -u "$out/grafana-dashboards.yaml" <(dashboards) >&2 || status=1
     if [[ $status != 0 ]]; then
-        echo "deploy/kubernetes is out of date: run scripts/generate-kubernetes-monitoring.sh" >&2
+        echo "runbook links or deploy/kubernetes are out of date: run scripts/generate-kubernetes-monitoring.sh" >&2
     fi
     exit $status
 fi
+for file in $(runbook_files); do
+    with_runbook_base "$file" >"$file.tmp"
+    mv "$file.tmp" "$file"
+done
 rules >"$out/prometheusrule.yaml"
 dashboards >"$out/grafana-dashboards.yaml"
-echo "wrote $out/prometheusrule.yaml and $out/grafana-dashboards.yaml"
+echo "runbook links: $base#<anchor>; wrote $out/prometheusrule.yaml and $out/grafana-dashboards.yaml"

@@ -74,7 +74,7 @@ fi
 echo "== promtool check rules / test rules"
 promtool check rules alerts/*.rules.yml
 promtool test rules tests/alerts/*.test.yml
-echo "== deploy/kubernetes generated from alerts/ and dashboards/"
+echo "== runbook links and deploy/kubernetes generated from alerts/ (with alerts/runbook-base-url) and dashboards/"
 scripts/generate-kubernetes-monitoring.sh --check
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -56,6 +56,7 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    init_http_error_series(&state.metrics);
     let timeout = state.config.request_timeout;
     let body_limit = state.config.max_body_bytes;
     Router::new()
@@ -172,6 +173,43 @@ async fn limit_request_time(
     }
 }
 
+/// The 5xx statuses the service answers (see `crate::error::ApiError`, the request time limit
+/// and the drain): the statuses the error-ratio and burn-rate rules count.
+pub const ERROR_STATUSES: [&str; 5] = ["500", "502", "503", "504", "507"];
+
+/// Every operation (method, route template) the router serves, read from the OpenAPI document
+/// (which the `openapi` tests check against the router), in the route templates
+/// `MatchedPath` reports: the document's `{path}` is the router's catch-all `{*path}`.
+pub fn operations() -> Vec<(String, String)> {
+    let doc: serde_json::Value =
+        serde_json::from_str(ops::OPENAPI_DOCUMENT).expect("src/api/openapi.json is JSON");
+    let mut operations = Vec::new();
+    for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+        let route = path.replace("{path}", "{*path}");
+        for method in item.as_object().into_iter().flatten().map(|(m, _)| m) {
+            if method != "parameters" {
+                operations.push((method.to_uppercase(), route.clone()));
+            }
+        }
+    }
+    operations
+}
+
+/// Creates the request counter of every operation at zero for each of [`ERROR_STATUSES`], so
+/// `rate()` and `increase()` see the first error after a start (a series born at 1 reads as no
+/// increase). Bounded: the route templates × their methods × five statuses.
+fn init_http_error_series(metrics: &Metrics) {
+    for (method, route) in operations() {
+        for status in ERROR_STATUSES {
+            metrics.http_requests_total.with_label_values(&[
+                method.as_str(),
+                route.as_str(),
+                status,
+            ]);
+        }
+    }
+}
+
 /// Counts and times every request by method, route template (`unmatched` when no route
 /// matched) and status code.
 async fn track_http_metrics(
@@ -209,4 +247,44 @@ async fn track_http_metrics(
         .with_label_values(&labels)
         .observe(start.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_are_the_router_templates_of_every_documented_operation() {
+        let operations = operations();
+        for wanted in [
+            ("GET", "/health"),
+            ("POST", "/v1/security-scans"),
+            ("GET", "/v1/security-scans"),
+            ("POST", "/v1/security-scans/{test_id}/upload-request"),
+            ("GET", "/v1/security-scans/{test_id}/artifacts/{*path}"),
+        ] {
+            assert!(
+                operations
+                    .iter()
+                    .any(|(m, r)| (m.as_str(), r.as_str()) == wanted),
+                "{wanted:?} in {operations:?}"
+            );
+        }
+        assert!(operations.iter().all(|(m, _)| m == "GET" || m == "POST"));
+    }
+
+    #[test]
+    fn every_error_series_exists_at_zero_before_the_first_request() {
+        let metrics = Metrics::new(&["standard"], &["secrets"]);
+        init_http_error_series(&metrics);
+        let text = metrics.render_text();
+        for (method, route) in operations() {
+            for status in ERROR_STATUSES {
+                let series = format!(
+                    "certus_assurance_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} 0"
+                );
+                assert!(text.contains(&series), "{series} in\n{text}");
+            }
+        }
+    }
 }

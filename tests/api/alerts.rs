@@ -92,8 +92,8 @@ fn every_alert_is_labelled_described_and_linked_to_its_runbook_section() {
         let anchor = heading_anchor(name);
         assert_eq!(
             url,
-            format!("docs/runbooks.md#{anchor}"),
-            "{name} links to its own section"
+            format!("{}#{anchor}", runbook_base_url()),
+            "{name} links to its own section, absolutely (alerts/runbook-base-url)"
         );
         assert!(
             anchors.contains(&anchor),

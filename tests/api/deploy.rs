@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::helpers::*;
 use crate::monitoring::*;
+use crate::upload_helpers::*;
 
 /// The service's default port, from its own configuration defaults.
 fn default_port() -> u16 {
@@ -75,20 +76,7 @@ fn the_kubernetes_monitoring_is_generated_from_alerts_and_dashboards() {
 
 #[test]
 fn kustomize_builds_the_base_with_every_manifest() {
-    let output = Command::new("kubectl")
-        .args(["kustomize", "deploy/kubernetes"])
-        .current_dir(repo())
-        .output()
-        .expect("kubectl runs (scripts/install-test-deps.sh installs it)");
-    assert!(
-        output.status.success(),
-        "kubectl kustomize: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8(output.stdout).unwrap();
-    let built: Vec<Value> = yaml_serde::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect();
+    let built = kustomize(Path::new("deploy/kubernetes"));
     let kinds: BTreeSet<&str> = built.iter().filter_map(|d| d["kind"].as_str()).collect();
     for wanted in [
         "Deployment",
@@ -304,11 +292,12 @@ fn the_container_image_is_multi_stage_non_root_and_serves_the_default_port() {
 }
 
 #[test]
-fn the_compose_stack_wires_service_prometheus_alertmanager_grafana_and_s3() {
+fn the_compose_stack_wires_service_trust_s3_prometheus_alertmanager_and_grafana() {
     let compose = yaml(&repo().join("deploy/docker-compose.yml"));
     let services = compose["services"].as_object().unwrap();
     for wanted in [
         "certus-assurance",
+        "trust",
         "prometheus",
         "alertmanager",
         "grafana",
@@ -375,16 +364,98 @@ fn the_compose_stack_wires_service_prometheus_alertmanager_grafana_and_s3() {
         "{}",
         String::from_utf8_lossy(&output.stdout)
     );
-    let output = Command::new("amtool")
-        .args(["check-config", "deploy/alertmanager/alertmanager.yml"])
-        .current_dir(repo())
-        .output()
-        .expect("amtool runs (Debian prometheus-alertmanager)");
+    // Alertmanager: the config the entrypoint renders is valid with no receiver integration set
+    // and with all of them; the environment the stack passes is what the template reads.
+    let alertmanager = &services["alertmanager"];
+    let entrypoint = alertmanager["entrypoint"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join(" ");
     assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
+        entrypoint
+            .contains("render-config.sh /etc/alertmanager/alertmanager.yml /tmp/alertmanager.yml")
+            && entrypoint.contains("--config.file=/tmp/alertmanager.yml"),
+        "the entrypoint renders the template and starts on the result: {entrypoint}"
     );
+    assert!(mounts("alertmanager").contains(&"./alertmanager:/etc/alertmanager:ro".to_string()));
+    let passed: BTreeSet<&str> = alertmanager["environment"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(passed, BTreeSet::from(ALERTMANAGER_ENV));
+    let dir = tempfile::tempdir().unwrap();
+    for (name, env) in [
+        ("none", vec![]),
+        (
+            "all",
+            vec![
+                (
+                    "ALERTMANAGER_WEBHOOK_URL",
+                    "https://hooks.example.com/alerts",
+                ),
+                (
+                    "ALERTMANAGER_SLACK_WEBHOOK_URL",
+                    "https://hooks.slack.com/services/T0/B0/X",
+                ),
+                ("ALERTMANAGER_SLACK_CHANNEL", "#alerts"),
+            ],
+        ),
+    ] {
+        let rendered = dir.path().join(format!("{name}.yml"));
+        let text = render_alertmanager_config(&env, &rendered);
+        assert!(
+            !text.contains("${"),
+            "{name}: every placeholder is filled:\n{text}"
+        );
+        let output = Command::new("amtool")
+            .arg("check-config")
+            .arg(&rendered)
+            .output()
+            .expect("amtool runs (Debian prometheus-alertmanager)");
+        assert!(
+            output.status.success(),
+            "{name}: {}\n{text}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let config = yaml(&rendered);
+        for receiver in config["receivers"].as_array().unwrap() {
+            let has = |key: &str| receiver.get(key).is_some();
+            assert_eq!(has("webhook_configs"), name == "all", "{name}: {receiver}");
+            assert_eq!(has("slack_configs"), name == "all", "{name}: {receiver}");
+        }
+    }
+
+    // Uploads run end to end: uploads on, Trust is the stand-in service, with the same token.
+    let app_env = &app["environment"];
+    assert_eq!(app_env["CERTUS_ASSURANCE_ENABLE_S3_UPLOAD"], "true");
+    let trust = &services["trust"];
+    let listen = trust["environment"]["TRUST_STAND_IN_LISTEN"]
+        .as_str()
+        .unwrap();
+    let trust_port = listen.rsplit(':').next().unwrap();
+    assert_eq!(
+        app_env["CERTUS_ASSURANCE_TRUST_BASE_URL"],
+        format!("http://trust:{trust_port}")
+    );
+    assert_eq!(
+        app_env["CERTUS_ASSURANCE_TRUST_TOKEN"],
+        trust["environment"]["TRUST_STAND_IN_TOKEN"]
+    );
+    assert_eq!(
+        app["depends_on"]["trust"]["condition"], "service_healthy",
+        "the service starts once the stand-in answers"
+    );
+    assert!(mounts("trust").contains(&"./trust-stand-in:/app:ro".to_string()));
+    assert_eq!(trust["command"][1], "/app/trust_stand_in.py");
+    assert!(app_env["CERTUS_ASSURANCE_S3_ENDPOINT_URL"]
+        .as_str()
+        .unwrap()
+        .starts_with("http://s3:"));
 
     // Grafana gets the provisioning files and the dashboards where the provider looks.
     let grafana = mounts("grafana");
@@ -682,4 +753,250 @@ fn every_file_the_compose_stack_mounts_or_builds_from_exists() {
         }
     }
     assert!(checked > 0, "the compose stack mounts files");
+}
+
+/// `kubectl kustomize dir` (relative to the repository root, or absolute), parsed.
+fn kustomize(dir: &Path) -> Vec<Value> {
+    let output = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .current_dir(repo())
+        .output()
+        .expect("kubectl runs (scripts/install-test-deps.sh installs it)");
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    yaml_serde::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+/// The ServiceMonitor and the PrometheusRule of a build, with the label `release` taken out
+/// (returned), and everything else unchanged.
+fn without_release_labels(docs: &[Value]) -> (Vec<Value>, Vec<Option<Value>>) {
+    let mut releases = Vec::new();
+    let docs = docs
+        .iter()
+        .map(|d| {
+            let mut d = d.clone();
+            if d["kind"] == "ServiceMonitor" || d["kind"] == "PrometheusRule" {
+                let labels = d["metadata"]["labels"].as_object_mut().unwrap();
+                releases.push(labels.remove("release"));
+            }
+            d
+        })
+        .collect();
+    (docs, releases)
+}
+
+#[test]
+fn the_kube_prometheus_stack_overlay_labels_the_servicemonitor_and_prometheusrule_for_its_selectors(
+) {
+    let base = kustomize(Path::new("deploy/kubernetes"));
+    let overlay = kustomize(Path::new("deploy/overlays/kube-prometheus-stack"));
+    let (base_rest, base_releases) = without_release_labels(&base);
+    assert_eq!(
+        base_releases,
+        vec![None, None],
+        "the base has no release label"
+    );
+    let (rest, releases) = without_release_labels(&overlay);
+    let wanted = Some(Value::from("kube-prometheus-stack"));
+    assert_eq!(releases, vec![wanted.clone(), wanted]);
+    assert_eq!(rest, base_rest, "the overlay changes nothing else");
+    // The Grafana sidecar of the chart finds the dashboards by their label.
+    assert!(overlay
+        .iter()
+        .any(|d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1"));
+
+    // The overlay's documented patch for another release name, uncommented, sets that name.
+    let copy = tempfile::tempdir().unwrap();
+    copy_tree(&repo().join("deploy"), &copy.path().join("deploy"));
+    let file = copy
+        .path()
+        .join("deploy/overlays/kube-prometheus-stack/kustomization.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut uncommenting = false;
+    let edited: Vec<String> = text
+        .lines()
+        .map(|line| {
+            uncommenting |= line == "# patches:";
+            if uncommenting && line.starts_with('#') {
+                line.trim_start_matches('#')
+                    .strip_prefix(' ')
+                    .unwrap_or("")
+                    .replace("my-release", "monitoring")
+            } else {
+                uncommenting = false;
+                line.to_string()
+            }
+        })
+        .collect();
+    std::fs::write(&file, edited.join("\n") + "\n").unwrap();
+    let built = kustomize(&copy.path().join("deploy/overlays/kube-prometheus-stack"));
+    let (_, releases) = without_release_labels(&built);
+    let wanted = Some(Value::from("monitoring"));
+    assert_eq!(
+        releases,
+        vec![wanted.clone(), wanted],
+        "{}",
+        edited.join("\n")
+    );
+}
+
+/// Every `runbook_url` value of a rule, promtool test or PrometheusRule file.
+fn runbook_urls(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("runbook_url:"))
+        .map(|v| v.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn the_runbook_base_url_is_set_once_and_generated_into_every_runbook_link() {
+    let base = runbook_base_url();
+    assert!(
+        base.starts_with("https://")
+            && base.ends_with("/docs/runbooks.md")
+            && base.contains("YOUR-ORG"),
+        "the default is the repository URL form of docs/runbooks.md with a placeholder: {base}"
+    );
+    // Generated: every link is absolute, the base plus the alert's section.
+    let mut files = rule_files();
+    files.extend(
+        files_under(&repo().join("tests/alerts"))
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".test.yml")),
+    );
+    files.push(repo().join("deploy/kubernetes/prometheusrule.yaml"));
+    for file in &files {
+        let urls = runbook_urls(file);
+        assert!(!urls.is_empty(), "{}", file.display());
+        for url in urls {
+            assert!(
+                url.starts_with(&format!("{base}#")),
+                "{}: {url}",
+                file.display()
+            );
+        }
+    }
+
+    // One edit of the base and one run of the script change every link; --check notices the
+    // edit before the run.
+    let copy = tempfile::tempdir().unwrap();
+    for dir in [
+        "alerts",
+        "tests/alerts",
+        "dashboards",
+        "deploy/kubernetes",
+        "scripts",
+    ] {
+        copy_tree(&repo().join(dir), &copy.path().join(dir));
+    }
+    let new_base = "https://docs.example.com/certus/runbooks.html";
+    let setting = copy.path().join("alerts/runbook-base-url");
+    let text = std::fs::read_to_string(&setting).unwrap();
+    std::fs::write(&setting, text.replace(&base, new_base)).unwrap();
+    let script = copy
+        .path()
+        .join("scripts/generate-kubernetes-monitoring.sh");
+    let run = |args: &[&str]| Command::new(&script).args(args).output().unwrap();
+    let check = run(&["--check"]);
+    assert!(
+        !check.status.success(),
+        "--check fails while the links differ from the base"
+    );
+    assert!(String::from_utf8_lossy(&check.stderr)
+        .contains("run scripts/generate-kubernetes-monitoring.sh"));
+    let generate = run(&[]);
+    assert!(
+        generate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generate.stderr)
+    );
+    assert!(run(&["--check"]).status.success());
+    let mut links = 0;
+    for file in &files {
+        let copied = copy.path().join(file.strip_prefix(repo()).unwrap());
+        for url in runbook_urls(&copied) {
+            let anchor = url.rsplit('#').next().unwrap();
+            assert_eq!(url, format!("{new_base}#{anchor}"), "{}", copied.display());
+            links += 1;
+        }
+    }
+    assert!(links >= 30, "{links} links rewritten");
+    // A value that is not an absolute URL is refused, naming the file.
+    std::fs::write(&setting, "docs/runbooks.md\n").unwrap();
+    let refused = run(&[]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("alerts/runbook-base-url"));
+}
+
+#[tokio::test]
+async fn the_compose_trust_stand_in_permits_and_denies_and_the_service_uploads_through_it() {
+    let compose = yaml(&repo().join("deploy/docker-compose.yml"));
+    let services = &compose["services"];
+    let trust_env = services["trust"]["environment"].as_object().unwrap();
+    let env: Vec<(&str, &str)> = trust_env
+        .iter()
+        .filter(|(k, _)| k.as_str() != "TRUST_STAND_IN_LISTEN")
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap()))
+        .collect();
+    let denied = trust_env["TRUST_STAND_IN_DENY_WORKSPACES"]
+        .as_str()
+        .unwrap();
+    let token = services["certus-assurance"]["environment"]["CERTUS_ASSURANCE_TRUST_TOKEN"]
+        .as_str()
+        .unwrap();
+    let trust = ComposeTrustStandIn::start(&env);
+    let moto = MotoServer::start();
+    let s3 = S3::new(&moto.endpoint());
+    s3.create_bucket("raw").await;
+    s3.create_bucket("golden").await;
+    let git = GitServer::start();
+    git.create_repo("demo", &[("README.md", "# demo\n")]);
+    let (trust_url, endpoint) = (trust.url.clone(), moto.endpoint());
+    let app = spawn_app_with(|c| enable_uploads_with(c, &trust_url, token, &endpoint)).await;
+
+    let mut permitted = scan_body(&git.url("demo"));
+    permitted["workspace_id"] = "team-a".into();
+    let mut refused = permitted.clone();
+    refused["workspace_id"] = denied.into();
+    for (body, status, final_status) in [(permitted, 202, "uploaded"), (refused, 403, "denied")] {
+        let id = app.submit_scan(body).await;
+        assert_eq!(app.wait_for_terminal(&id).await["status"], "SUCCEEDED");
+        let response = app
+            .post_json(
+                &format!("/v1/security-scans/{id}/upload-request"),
+                &serde_json::json!({"tier": "basic"}),
+            )
+            .await;
+        let code = response.status().as_u16();
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(code, status, "{answer}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let scan = app.scan(&id).await;
+            if scan["upload_status"] == final_status && scan["upload_in_progress"] == false {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{scan}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    let raw = s3.objects("raw").await;
+    let golden = s3.objects("golden").await;
+    assert!(
+        !raw.is_empty() && raw.len() == golden.len(),
+        "{raw:?} {golden:?}"
+    );
+    let stats = app.stats().await;
+    assert_eq!(stats["upload_stats"]["uploaded"], 1, "{stats}");
+    assert_eq!(stats["upload_stats"]["denied"], 1, "{stats}");
 }

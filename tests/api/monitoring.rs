@@ -376,3 +376,47 @@ fn promql_names_are_told_apart_from_functions_labels_and_keywords() {
     );
     assert_eq!(prometheus_duration("1h30m"), Duration::from_secs(5400));
 }
+
+/// The runbook base URL set in alerts/runbook-base-url (its first line that is not a comment).
+pub fn runbook_base_url() -> String {
+    let text = std::fs::read_to_string(repo().join("alerts/runbook-base-url")).unwrap();
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .expect("alerts/runbook-base-url holds a URL")
+        .to_string()
+}
+
+/// The environment variables deploy/alertmanager/alertmanager.yml reads.
+pub const ALERTMANAGER_ENV: [&str; 3] = [
+    "ALERTMANAGER_WEBHOOK_URL",
+    "ALERTMANAGER_SLACK_WEBHOOK_URL",
+    "ALERTMANAGER_SLACK_CHANNEL",
+];
+
+/// deploy/alertmanager/alertmanager.yml rendered into `out` by deploy/alertmanager/render-config.sh
+/// (as the compose stack's entrypoint does) with exactly `env` among [`ALERTMANAGER_ENV`], and its
+/// template glob pointed at the repository's deploy/alertmanager/templates (mounted at
+/// /etc/alertmanager in the stack). Returns the rendered text.
+pub fn render_alertmanager_config(env: &[(&str, &str)], out: &Path) -> String {
+    let dir = repo().join("deploy/alertmanager");
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg(dir.join("render-config.sh"))
+        .arg(dir.join("alertmanager.yml"))
+        .arg(out);
+    for name in ALERTMANAGER_ENV {
+        command.env_remove(name);
+    }
+    let output = command.envs(env.iter().copied()).output().unwrap();
+    assert!(
+        output.status.success(),
+        "render-config.sh: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(out)
+        .unwrap()
+        .replace("/etc/alertmanager/", &format!("{}/", dir.display()));
+    std::fs::write(out, &text).unwrap();
+    text
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use certus_assurance::config::{Config, Secret};
+use certus_assurance::config::Config;
 use certus_assurance::pipeline::scanners::{ScanContext, Scanner, ScannerOutput};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -23,22 +23,14 @@ const GOLDEN_PREFIX: &str = "promoted";
 const THRESHOLD: u64 = 5 * 1024 * 1024;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-/// Turns uploads on against `trust_url` and the S3 endpoint.
+/// Turns uploads on against `trust_url` and the S3 endpoint, with this file's prefixes and
+/// multipart threshold.
 fn enable_uploads(c: &mut Config, trust_url: &str, s3_endpoint: &str) {
+    enable_uploads_with(c, trust_url, TRUST_TOKEN, s3_endpoint);
     let u = &mut c.upload;
-    u.enabled = true;
-    u.trust_base_url = Some(trust_url.parse().unwrap());
-    u.trust_token = Some(Secret::new(TRUST_TOKEN));
-    u.trust_timeout = Duration::from_secs(2);
-    u.s3_endpoint_url = Some(s3_endpoint.to_string());
-    u.s3_credentials = Some(("testing".into(), Secret::new("testing")));
-    u.raw_bucket = RAW.into();
-    u.golden_bucket = GOLDEN.into();
     u.raw_prefix = RAW_PREFIX.into();
     u.golden_prefix = GOLDEN_PREFIX.into();
     u.multipart_threshold = THRESHOLD;
-    u.s3_timeout = Duration::from_secs(10);
-    u.s3_max_attempts = 2;
 }
 
 /// A scanner that writes a SARIF report larger than the multipart threshold.

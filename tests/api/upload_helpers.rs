@@ -41,6 +41,15 @@ fn moto_python() -> PathBuf {
     }
 }
 
+/// Waits (at most 30 s) until something accepts connections on the loopback `port`.
+pub fn wait_until_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A real S3-compatible server (moto) on a loopback port, stopped on drop.
 pub struct MotoServer {
     pub port: u16,
@@ -72,14 +81,7 @@ impl MotoServer {
             })
             .spawn()
             .expect("moto_server starts (run scripts/install-test-deps.sh)");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not start listening"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until_listening(port, "moto_server");
         MotoServer { port, child }
     }
 
@@ -585,6 +587,68 @@ impl UntrustedTlsServer {
 }
 
 impl Drop for UntrustedTlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Turns uploads on against `trust_url` (sending `trust_token`) and the S3 server at
+/// `s3_endpoint` (moto's credentials), into the `raw` and `golden` buckets.
+pub fn enable_uploads_with(
+    c: &mut certus_assurance::config::Config,
+    trust_url: &str,
+    trust_token: &str,
+    s3_endpoint: &str,
+) {
+    let u = &mut c.upload;
+    u.enabled = true;
+    u.trust_base_url = Some(trust_url.parse().unwrap());
+    u.trust_token = Some(certus_assurance::config::Secret::new(trust_token));
+    u.trust_timeout = Duration::from_secs(2);
+    u.s3_endpoint_url = Some(s3_endpoint.to_string());
+    u.s3_credentials = Some((
+        "testing".into(),
+        certus_assurance::config::Secret::new("testing"),
+    ));
+    u.raw_bucket = "raw".into();
+    u.golden_bucket = "golden".into();
+    u.s3_timeout = Duration::from_secs(10);
+    u.s3_max_attempts = 2;
+}
+
+/// The docker-compose stack's Trust stand-in (deploy/trust-stand-in/trust_stand_in.py) run by
+/// the system's python3 on a loopback port with the given environment; stopped on drop.
+pub struct ComposeTrustStandIn {
+    pub url: String,
+    child: Child,
+}
+
+impl ComposeTrustStandIn {
+    pub fn start(env: &[(&str, &str)]) -> ComposeTrustStandIn {
+        let port = free_port();
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/trust-stand-in/trust_stand_in.py");
+        let child = Command::new("python3")
+            .arg(script)
+            .envs(env.iter().copied())
+            .env("TRUST_STAND_IN_LISTEN", format!("127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "python3 runs the Trust stand-in (scripts/install-test-deps.sh installs python3)",
+            );
+        wait_until_listening(port, "the Trust stand-in");
+        ComposeTrustStandIn {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        }
+    }
+}
+
+impl Drop for ComposeTrustStandIn {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
