@@ -8,6 +8,7 @@ mod monitoring;
 mod alerts;
 mod cli;
 mod clone;
+mod cluster;
 mod collection;
 mod corpus;
 mod dashboards;
