@@ -338,8 +338,7 @@ async fn every_replica_and_the_database_agree_on_the_cluster_counts() {
             ),
             ("CERTUS_ASSURANCE_REPLICA_ID", format!("replica-{id}")),
             ("CERTUS_ASSURANCE_MAX_WORKERS", "1".into()),
-            // Longer than the worker's stop grace (3 s) after a timeout plus a renewal interval, so
-            // a scan that timed out is recorded before its lease can run out.
+            // The killed replica's scan is reclaimed within seconds.
             ("CERTUS_ASSURANCE_LEASE_SECONDS", "6".into()),
             ("CERTUS_ASSURANCE_RECONCILE_INTERVAL_SECONDS", "1".into()),
             ("CERTUS_ASSURANCE_ENABLE_S3_UPLOAD", "true".into()),

@@ -743,6 +743,28 @@ async fn streams_and_cancellation_work_from_any_replica() {
     drop(runner);
 }
 
+/// A scan that times out while its clone hangs is recorded as `timeout` by the replica that ran
+/// it, also with a lease not much longer than the time the worker gives the pipeline to stop:
+/// the lease is renewed when the stop begins, so no other replica reclaims and re-runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_scan_is_recorded_before_its_lease_runs_out() {
+    let stall = StallingServer::start();
+    let schema = PgSchema::create();
+    let artifacts = tempfile::tempdir().unwrap();
+    // A lease of 3 s: the worker waits up to 3 s for the pipeline to stop after a timeout.
+    let runner = spawn_app_with(replica(&schema, artifacts.path(), 1, "runner", 3.0)).await;
+    let other = spawn_app_with(replica(&schema, artifacts.path(), 1, "other", 3.0)).await;
+    let mut body = scan_body(&stall.url());
+    body["timeout_seconds"] = json!(4);
+    let id = runner.submit_scan(body).await;
+    let scan = runner
+        .wait_for_state(&id, &["FAILED", "SUCCEEDED"], Duration::from_secs(60))
+        .await;
+    assert_eq!(scan["failure_reason"], "timeout", "{scan}");
+    assert_eq!(scan["attempts"], 1, "{scan}");
+    drop(other);
+}
+
 async fn read_events(
     mut ws: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
