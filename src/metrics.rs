@@ -6,8 +6,14 @@
 //! counters. Every label value comes from a closed list below (never an id, URL, path or commit),
 //! and every known label combination is created at 0 when the registry is built, so series exist
 //! from the first scrape. docs/metrics.md is the reader's catalogue of this file.
+//!
+//! The status gauges (`scans`, `uploads`) have two sources. On the embedded store (one process)
+//! each transition moves them in the code path that makes it. On a shared store other replicas
+//! move the counts too, so the transitions only mark the gauges stale and the job engine sets
+//! them from the store's counts when they are read ([`Metrics::read_counts_at_scrape`]).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus::core::Collector;
@@ -147,6 +153,11 @@ pub struct Metrics {
     pub running_earliest_deadline_timestamp_seconds: prometheus::Gauge,
     /// Scans by upload status (store-derived).
     pub uploads: IntGaugeVec,
+    /// Seconds since the status gauges were last read from a shared store (0 on the embedded
+    /// store, which moves them in process).
+    pub store_counts_age_seconds: prometheus::Gauge,
+    /// Reads of the status counts from a shared store that failed (the last good counts stay).
+    pub store_counts_read_failures_total: IntCounter,
     pub upload_transitions_total: IntCounterVec,
     pub trust_requests_total: IntCounterVec,
     pub trust_request_duration_seconds: HistogramVec,
@@ -165,6 +176,13 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// Size and age of the OSV database, per ecosystem.
     pub osv: OsvGauges,
+    /// Status gauges come from the store's counts at read time (shared store).
+    counts_at_read: Arc<AtomicBool>,
+    /// Bumped by every local transition while `counts_at_read`: the cached counts predate it.
+    counts_generation: Arc<AtomicU64>,
+    /// Held while the status gauges are set from one read and while the registry is gathered,
+    /// so a reader never sees the gauges of two different reads mixed.
+    counts_lock: Arc<Mutex<()>>,
 }
 
 /// `certus_assurance_osv_records`, `certus_assurance_osv_database_age_seconds` (computed from
@@ -427,6 +445,22 @@ impl Metrics {
                 "Scans by upload status, as recorded in the job store.",
                 &["status"],
             ),
+            store_counts_age_seconds: reg(
+                &registry,
+                prometheus::Gauge::new(
+                    name("store_counts_age_seconds"),
+                    "Seconds since the scan and upload status gauges were read from the shared store (0 on the embedded store, which keeps them in process).",
+                )
+                .expect("valid"),
+            ),
+            store_counts_read_failures_total: reg(
+                &registry,
+                IntCounter::new(
+                    name("store_counts_read_failures_total"),
+                    "Reads of the status counts from the shared store that failed or timed out; the gauges keep the last good counts.",
+                )
+                .expect("valid"),
+            ),
             upload_transitions_total: counter_vec(
                 "upload_transitions_total",
                 "Upload status transitions made by this process.",
@@ -521,6 +555,9 @@ impl Metrics {
             ),
             osv: reg(&registry, OsvGauges::new()),
             registry,
+            counts_at_read: Arc::default(),
+            counts_generation: Arc::default(),
+            counts_lock: Arc::default(),
         };
 
         #[cfg(target_os = "linux")]
@@ -604,7 +641,65 @@ impl Metrics {
 
     /// Every metric family of the registry (including the process collector).
     pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let _counts = self.counts_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.registry.gather()
+    }
+
+    /// From now on the status gauges are set from the store's counts when read
+    /// ([`Metrics::set_status_counts`]); transitions made here only mark them stale.
+    pub fn read_counts_at_scrape(&self) {
+        self.counts_at_read.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the status gauges are set from the store's counts when read.
+    pub fn counts_at_read(&self) -> bool {
+        self.counts_at_read.load(Ordering::SeqCst)
+    }
+
+    /// Changes with every local transition while the gauges are read from the store: counts read
+    /// before a change no longer hold after it.
+    pub fn counts_generation(&self) -> u64 {
+        self.counts_generation.load(Ordering::SeqCst)
+    }
+
+    /// Sets every status gauge from one read of the store's counts (statuses missing from a
+    /// list read 0). Readers gathering at the same time see all of the old or all of the new.
+    pub fn set_status_counts(&self, scans: &[(&str, i64)], uploads: &[(&str, i64)]) {
+        let _counts = self.counts_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let value = |list: &[(&str, i64)], label: &str| {
+            list.iter()
+                .find(|(l, _)| *l == label)
+                .map_or(0, |(_, n)| *n)
+        };
+        for s in SCAN_STATUSES {
+            self.scans.with_label_values(&[s]).set(value(scans, s));
+        }
+        for s in UPLOAD_STATUSES {
+            self.uploads.with_label_values(&[s]).set(value(uploads, s));
+        }
+    }
+
+    /// Moves one status gauge for a transition made by this process, or, when the gauges are
+    /// read from the store, marks them stale.
+    fn move_status(&self, gauges: &IntGaugeVec, status: &str, delta: i64) {
+        if self.counts_at_read() {
+            self.counts_generation.fetch_add(1, Ordering::SeqCst);
+        } else {
+            gauges.with_label_values(&[status]).add(delta);
+        }
+    }
+
+    /// `n` scans were inserted (QUEUED, upload `pending`).
+    pub fn scans_inserted(&self, n: i64) {
+        self.move_status(&self.scans, "queued", n);
+        self.move_status(&self.uploads, "pending", n);
+    }
+
+    /// Retention deleted a scan in `status` with upload status `upload_status`.
+    pub fn scan_pruned(&self, status: &str, upload_status: &str) {
+        self.move_status(&self.scans, status, -1);
+        self.move_status(&self.uploads, upload_status, -1);
+        self.scans_pruned_total.with_label_values(&[status]).inc();
     }
 
     /// The Prometheus text exposition (format 0.0.4) of the registry.
@@ -659,8 +754,8 @@ impl Metrics {
 
     /// Records one scan transition: moves the status gauges and counts the transition.
     pub fn scan_transition(&self, from: &str, to: &str) {
-        self.scans.with_label_values(&[from]).dec();
-        self.scans.with_label_values(&[to]).inc();
+        self.move_status(&self.scans, from, -1);
+        self.move_status(&self.scans, to, 1);
         self.scan_transitions_total
             .with_label_values(&[from, to])
             .inc();
@@ -668,8 +763,8 @@ impl Metrics {
 
     /// Records one upload transition: moves the upload status gauges and counts the transition.
     pub fn upload_transition(&self, from: &str, to: &str) {
-        self.uploads.with_label_values(&[from]).dec();
-        self.uploads.with_label_values(&[to]).inc();
+        self.move_status(&self.uploads, from, -1);
+        self.move_status(&self.uploads, to, 1);
         self.upload_transitions_total
             .with_label_values(&[from, to])
             .inc();
@@ -708,6 +803,44 @@ mod tests {
         assert!(text.contains("certus_assurance_scans{status=\"running\"} 1"));
         assert!(text
             .contains("certus_assurance_scan_transitions_total{from=\"queued\",to=\"running\"} 1"));
+    }
+
+    #[test]
+    fn status_gauges_read_from_the_store_are_set_whole_and_only_marked_stale_by_transitions() {
+        let m = Metrics::new(&["light"], &["secrets"]);
+        m.read_counts_at_scrape();
+        m.set_status_counts(&[("queued", 2), ("running", 1)], &[("pending", 3)]);
+        let before = m.counts_generation();
+        // Another replica's view may differ from this one's history: a local transition must
+        // not move the gauges (that is how they went negative), only mark the read stale.
+        m.scan_transition("running", "succeeded");
+        m.scan_transition("running", "succeeded");
+        m.upload_transition("pending", "permitted");
+        m.scans_inserted(4);
+        m.scan_pruned("failed", "failed");
+        assert_eq!(m.counts_generation(), before + 10);
+        let stats = m.stats(std::time::SystemTime::now());
+        assert_eq!(
+            stats["scans_by_status"],
+            json!({"queued":2,"running":1,"succeeded":0,"failed":0})
+        );
+        assert_eq!(
+            stats["upload_stats"],
+            json!({"pending":3,"permitted":0,"uploaded":0,"denied":0,"failed":0})
+        );
+        let text = m.render_text();
+        assert!(text.contains(
+            "certus_assurance_scan_transitions_total{from=\"running\",to=\"succeeded\"} 2"
+        ));
+        assert!(text.contains("certus_assurance_scans_pruned_total{status=\"failed\"} 1"));
+        // A status missing from a read is 0, not the value of an earlier read.
+        m.set_status_counts(&[("succeeded", 2)], &[]);
+        let stats = m.stats(std::time::SystemTime::now());
+        assert_eq!(
+            stats["scans_by_status"],
+            json!({"queued":0,"running":0,"succeeded":2,"failed":0})
+        );
+        assert_eq!(stats["upload_stats"]["pending"], 0);
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
 pub async fn ready(State(state): State<AppState>) -> Response {
     let store = state.jobs.store_ready().await;
     let draining = state.jobs.is_draining() || state.shutdown.is_cancelled();
-    let queue_full = state.jobs.queue_full();
+    let queue_full = state.jobs.queue_full().await;
     let ready = store && !draining && !queue_full;
     let body = json!({
         "status": if ready { "ready" } else { "not_ready" },
@@ -57,8 +57,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// The JSON stats, read from the registry `/metrics` renders.
+/// The JSON stats, read from the registry `/metrics` renders (on a shared store, with the
+/// status gauges read from the store's counts first, as for `/metrics`).
 pub async fn stats(State(state): State<AppState>) -> Json<serde_json::Value> {
+    state.jobs.refresh_status_gauges().await;
     Json(state.metrics.stats(SystemTime::now()))
 }
 

@@ -2,6 +2,7 @@
 //! and publishes their events. It is the only code that calls the job store or changes a scan's
 //! state, and every state change moves the metrics in the same code path.
 
+pub mod counts;
 pub mod events;
 pub mod state;
 pub mod upload;
@@ -220,6 +221,8 @@ struct Inner {
     uploader: Option<Arc<crate::upload::Uploader>>,
     /// Background uploads, their stop signal (drain deadline passed).
     uploads: upload::UploadTasks,
+    /// The last read of a shared store's status counts.
+    counts: counts::CountsCache,
 }
 
 /// Cheap-to-clone handle to the job engine.
@@ -237,6 +240,9 @@ impl JobManager {
         history_limit: usize,
     ) -> JobManager {
         metrics.workers.set(settings.max_workers as i64);
+        if store.is_shared() {
+            metrics.read_counts_at_scrape();
+        }
         JobManager {
             inner: Arc::new(Inner {
                 events: EventHub::new(history_limit, 64, metrics.clone()),
@@ -251,6 +257,7 @@ impl JobManager {
                 draining: AtomicBool::new(false),
                 uploader: None,
                 uploads: upload::UploadTasks::default(),
+                counts: counts::CountsCache::default(),
             }),
         }
     }
@@ -303,34 +310,15 @@ impl JobManager {
                 .with_label_values(&["running", "queued"])
                 .inc();
         }
-        self.recover_uploads().await?;
+        self.recover_uploads(true).await?;
         self.reconcile_gauges().await
-    }
-
-    /// Sets the store-derived gauges from the store's counts.
-    pub async fn reconcile_gauges(&self) -> anyhow::Result<()> {
-        let counts = self.inner.store.counts().await?;
-        for st in JobState::ALL {
-            self.inner
-                .metrics
-                .scans
-                .with_label_values(&[st.label()])
-                .set(counts.by_status.get(&st).copied().unwrap_or(0));
-        }
-        for up in UploadStatus::ALL {
-            self.inner
-                .metrics
-                .uploads
-                .with_label_values(&[up.as_str()])
-                .set(counts.by_upload_status.get(&up).copied().unwrap_or(0));
-        }
-        Ok(())
     }
 
     /// Refreshes the gauges that are computed when scraped (oldest queued/running times, earliest
     /// running deadline). Each is one indexed lookup (the deadline reads only the RUNNING rows), so
     /// the cost does not grow with the number of stored scans.
     pub async fn refresh_scrape_gauges(&self) {
+        self.refresh_status_gauges().await;
         match self.inner.store.oldest().await {
             Ok((queued, running)) => {
                 let m = &self.inner.metrics;
@@ -361,18 +349,6 @@ impl JobManager {
             .unwrap_or(false)
     }
 
-    pub fn queue_full(&self) -> bool {
-        self.queued_count() >= self.inner.settings.max_queue as i64
-    }
-
-    fn queued_count(&self) -> i64 {
-        self.inner
-            .metrics
-            .scans
-            .with_label_values(&["queued"])
-            .get()
-    }
-
     pub fn is_draining(&self) -> bool {
         self.inner.draining.load(Ordering::SeqCst)
     }
@@ -394,12 +370,12 @@ impl JobManager {
             return Err(SubmitError::Draining);
         }
         let _admission = self.inner.admission.lock().await;
-        if self.queue_full() {
+        if self.queue_full().await {
             metrics
                 .scan_submissions_rejected_total
                 .with_label_values(&["queue_full"])
                 .inc();
-            return Err(SubmitError::QueueFull(self.queued_count() as usize));
+            return Err(SubmitError::QueueFull(self.queued_count().await as usize));
         }
         let room = self
             .workspace_room(std::iter::once(new.workspace_id.clone()))
@@ -417,8 +393,7 @@ impl JobManager {
             self.forget_credentials(&record.test_id);
             return Err(SubmitError::Internal(err));
         }
-        metrics.scans.with_label_values(&["queued"]).inc();
-        metrics.uploads.with_label_values(&["pending"]).inc();
+        metrics.scans_inserted(1);
         metrics
             .scans_submitted_total
             .with_label_values(&[profile_label(&record), &record.source_type])
@@ -484,7 +459,7 @@ impl JobManager {
             return Ok(items.iter().map(|_| Err(SubmitError::Draining)).collect());
         }
         let admission = self.inner.admission.lock().await;
-        let queued = self.queued_count().max(0) as usize;
+        let queued = self.queued_count().await.max(0) as usize;
         let mut room = self.inner.settings.max_queue.saturating_sub(queued);
         let mut workspace_room = self
             .workspace_room(items.iter().map(|n| n.workspace_id.clone()))
@@ -517,8 +492,7 @@ impl JobManager {
             return Err(err);
         }
         let n = admitted.len() as i64;
-        metrics.scans.with_label_values(&["queued"]).add(n);
-        metrics.uploads.with_label_values(&["pending"]).add(n);
+        metrics.scans_inserted(n);
         for record in &admitted {
             metrics
                 .scans_submitted_total
@@ -572,13 +546,7 @@ impl JobManager {
             let pruned = self.inner.store.prune(policy).await?;
             let m = &self.inner.metrics;
             for p in &pruned {
-                m.scans.with_label_values(&[p.status.label()]).dec();
-                m.uploads
-                    .with_label_values(&[p.upload_status.as_str()])
-                    .dec();
-                m.scans_pruned_total
-                    .with_label_values(&[p.status.label()])
-                    .inc();
+                m.scan_pruned(p.status.label(), p.upload_status.as_str());
                 self.inner.events.remove(&p.test_id);
             }
             let dirs: Vec<_> = pruned
@@ -1021,7 +989,7 @@ impl JobManager {
             self.inner.wake.notify_waiters();
         }
         // Uploads whose replica died (their lease ran out) end `failed` and can be requested again.
-        self.recover_uploads().await?;
+        self.recover_uploads(false).await?;
         self.reconcile_gauges().await
     }
 

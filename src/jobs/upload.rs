@@ -510,18 +510,22 @@ impl JobManager {
         }
     }
 
-    /// Start-up: uploads left in flight by a process that died end (`permitted` → `failed`).
-    pub(super) async fn recover_uploads(&self) -> anyhow::Result<()> {
-        let failed = self
-            .inner
-            .store
-            .recover_uploads(
-                "the service stopped while this upload ran; request the upload again".into(),
-            )
-            .await
-            .context("ending uploads left in flight")?;
+    /// Uploads left in flight by a process that died end (`permitted` → `failed`): at start-up
+    /// (`at_start`) every upload the store cannot have running any more, later (a shared
+    /// store's reconcile pass) only those whose lease ran out — never this replica's live ones.
+    pub(super) async fn recover_uploads(&self, at_start: bool) -> anyhow::Result<()> {
+        let reason = "the service stopped while this upload ran; request the upload again";
+        let store = &self.inner.store;
+        let failed = if at_start {
+            store.recover_uploads(reason.into()).await
+        } else {
+            store
+                .reclaim_expired_uploads(reason.into(), super::now_secs())
+                .await
+        }
+        .context("ending uploads left in flight")?;
         for id in failed {
-            tracing::warn!(job.id = %id, "upload was running when the service stopped; marked failed");
+            tracing::warn!(job.id = %id, "upload was running when its service stopped; marked failed");
             self.inner
                 .metrics
                 .upload_transitions_total

@@ -288,8 +288,26 @@ async fn run_one(jobs: &JobManager, record: ScanRecord, hard_stop: &Cancellation
         lost = renewals => lost,
     };
     stop.store(true, Ordering::SeqCst);
+    // The renewals above ended with the select: keep the lease while the pipeline stops, so
+    // the outcome can still be recorded (a lease shorter than this wait would otherwise run
+    // out, and another replica would run the scan again).
+    let keep_lease = async {
+        if !jobs.is_shared() || matches!(interrupt, Interrupt::LeaseLost) {
+            return std::future::pending::<()>().await;
+        }
+        loop {
+            if let Err(err) = jobs.renew(&test_id).await {
+                tracing::warn!(error = %err, "renewing the lease while the scan stops failed");
+            }
+            tokio::time::sleep(jobs.settings().lease / 3).await;
+        }
+    };
     // Let the pipeline notice the stop and remove its workspace; abort it if it does not.
-    if tokio::time::timeout(STOP_GRACE, &mut task).await.is_err() {
+    let stopped = tokio::select! {
+        stopped = tokio::time::timeout(STOP_GRACE, &mut task) => stopped.is_ok(),
+        _ = keep_lease => unreachable!("keeping the lease never ends"),
+    };
+    if !stopped {
         tracing::warn!(
             "scan did not stop within {STOP_GRACE:?}; it finishes cleaning up in the background"
         );

@@ -314,6 +314,16 @@ pub trait JobStore: AuditStore {
     /// `reason`; returns the ids moved so. The embedded store runs this at start-up (every
     /// in-flight upload is then dead); a shared store only ends uploads whose replica is gone.
     fn recover_uploads(&self, reason: String) -> BoxFuture<'_, anyhow::Result<Vec<String>>>;
+    /// Shared store, each reconcile pass: uploads whose lease ran out (their replica stopped
+    /// without ending them) end as in [`JobStore::recover_uploads`]; live uploads, this
+    /// replica's own included, are left alone. The embedded store has no other process.
+    fn reclaim_expired_uploads(
+        &self,
+        _reason: String,
+        _now: f64,
+    ) -> BoxFuture<'_, anyhow::Result<Vec<String>>> {
+        Box::pin(async { Ok(vec![]) })
+    }
     /// Shared store: extends the lease of an upload this replica serves.
     fn renew_upload(&self, _test_id: String, _now: f64) -> BoxFuture<'_, anyhow::Result<bool>> {
         Box::pin(async { Ok(true) })

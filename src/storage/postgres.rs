@@ -181,6 +181,40 @@ impl PgStore {
     pub fn owner(&self) -> &str {
         &self.owner
     }
+
+    /// Ends uploads in flight whose lease ran out before `now` and, with `own`, every upload
+    /// of this replica: a `permitted` one becomes `failed` with `reason`, a `pending` one stays
+    /// `pending`; the marker is cleared. Returns the ids moved to `failed`.
+    async fn end_uploads(
+        &self,
+        reason: String,
+        own: bool,
+        now: f64,
+    ) -> anyhow::Result<Vec<String>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "WITH stale AS (
+                    SELECT test_id, upload_status AS was FROM scans
+                    WHERE upload_started_at IS NOT NULL
+                      AND (($4 AND upload_owner = $2) OR upload_lease_expires_at < $3)
+                    FOR UPDATE SKIP LOCKED)
+                 UPDATE scans s SET
+                    upload_status = CASE WHEN stale.was = 'permitted' THEN 'failed' ELSE stale.was END,
+                    upload_reason = CASE WHEN stale.was = 'permitted' THEN $1 ELSE s.upload_reason END,
+                    upload_started_at = NULL, upload_owner = NULL, upload_lease_expires_at = NULL
+                 FROM stale WHERE s.test_id = stale.test_id
+                 RETURNING s.test_id, stale.was",
+                &[&reason, &self.owner, &now, &own],
+            )
+            .await
+            .context("ending uploads whose replica is gone")?;
+        Ok(rows
+            .iter()
+            .filter(|r| r.get::<_, String>(1) == "permitted")
+            .map(|r| r.get(0))
+            .collect())
+    }
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(s: Option<String>) -> anyhow::Result<Option<T>> {
@@ -824,34 +858,17 @@ impl JobStore for PgStore {
     }
 
     fn recover_uploads(&self, reason: String) -> BoxFuture<'_, anyhow::Result<Vec<String>>> {
-        // Only uploads whose replica is gone: this replica's own (it restarted under the same
-        // identity) and those whose lease ran out. Other replicas' live uploads are left alone.
-        Box::pin(async move {
-            let client = self.client().await?;
-            let now = crate::jobs::now_secs();
-            let rows = client
-                .query(
-                    "WITH stale AS (
-                        SELECT test_id, upload_status AS was FROM scans
-                        WHERE upload_started_at IS NOT NULL
-                          AND (upload_owner = $2 OR upload_lease_expires_at < $3)
-                        FOR UPDATE SKIP LOCKED)
-                     UPDATE scans s SET
-                        upload_status = CASE WHEN stale.was = 'permitted' THEN 'failed' ELSE stale.was END,
-                        upload_reason = CASE WHEN stale.was = 'permitted' THEN $1 ELSE s.upload_reason END,
-                        upload_started_at = NULL, upload_owner = NULL, upload_lease_expires_at = NULL
-                     FROM stale WHERE s.test_id = stale.test_id
-                     RETURNING s.test_id, stale.was",
-                    &[&reason, &self.owner, &now],
-                )
-                .await
-                .context("ending uploads whose replica is gone")?;
-            Ok(rows
-                .iter()
-                .filter(|r| r.get::<_, String>(1) == "permitted")
-                .map(|r| r.get(0))
-                .collect())
-        })
+        // At start-up: this replica's own (it restarted under the same identity) and those
+        // whose lease ran out. Other replicas' live uploads are left alone.
+        Box::pin(self.end_uploads(reason, true, crate::jobs::now_secs()))
+    }
+
+    fn reclaim_expired_uploads(
+        &self,
+        reason: String,
+        now: f64,
+    ) -> BoxFuture<'_, anyhow::Result<Vec<String>>> {
+        Box::pin(self.end_uploads(reason, false, now))
     }
 
     fn renew_upload(&self, test_id: String, now: f64) -> BoxFuture<'_, anyhow::Result<bool>> {

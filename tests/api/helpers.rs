@@ -236,6 +236,33 @@ impl Drop for TestApp {
     }
 }
 
+/// `POST {addr}/v1/security-scans` with `body`; asserts `202` and returns the `test_id`.
+pub async fn submit_at(client: &reqwest::Client, addr: &str, body: &Value) -> String {
+    let r = client
+        .post(format!("{addr}/v1/security-scans"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    r.json::<Value>().await.unwrap()["test_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `GET url`, its body as JSON.
+pub async fn get_json_at(client: &reqwest::Client, url: &str) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// `GET {addr}/metrics`, the text.
+pub async fn metrics_text_at(client: &reqwest::Client, addr: &str) -> String {
+    let response = client.get(format!("{addr}/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}
+
 /// The value of one sample in Prometheus text, e.g. `sample(&text, "certus_assurance_scans", &[("status","queued")])`.
 pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     for line in text.lines() {
@@ -579,7 +606,16 @@ pub async fn assert_stats_match_metrics_and_store(app: &TestApp) -> Value {
 /// read one registry: the store comparison is what tests the counts (`active_streams` has no
 /// store and is only checked for both renderings agreeing).
 pub fn assert_counts_agree(stats: &Value, text: &str, data_dir: &Path) -> Value {
-    let (store, uploads) = store_counts_at(data_dir);
+    assert_counts_agree_with(stats, text, &store_counts_at(data_dir))
+}
+
+/// [`assert_counts_agree`] against counts read from any store: `(by status, by upload status)`,
+/// statuses in lower case, a missing status counting 0.
+pub fn assert_counts_agree_with(
+    stats: &Value,
+    text: &str,
+    (store, uploads): &(HashMap<String, i64>, HashMap<String, i64>),
+) -> Value {
     let mut total = 0;
     for status in ["queued", "running", "succeeded", "failed"] {
         let from_stats = stats["scans_by_status"][status].as_i64().unwrap();
@@ -808,15 +844,7 @@ impl Service {
 
         let (status, stats) = self.get("/stats").await;
         assert_eq!(status, 200, "/stats: {stats}");
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.address()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_text_at(&self.client, self.address()).await;
         let stats = assert_counts_agree(&stats, &text, &self.data);
         assert_eq!(stats["total_scans"].as_u64().unwrap(), stored.len() as u64);
 

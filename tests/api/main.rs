@@ -9,6 +9,7 @@ mod alerts;
 mod audit;
 mod cli;
 mod clone;
+mod cluster;
 mod collection;
 mod connections;
 mod corpus;

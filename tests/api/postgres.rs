@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use certus_assurance::jobs::counts::COUNTS_MAX_AGE;
 use certus_assurance::jobs::state::{FailureReason, JobState, UploadStatus};
 use certus_assurance::storage::postgres::PgStore;
 use certus_assurance::storage::sqlite::SqliteStore;
 use certus_assurance::storage::{
-    Completion, JobStore, LeaseState, ListCursor, ListQuery, PrunePolicy, ScanRecord,
+    Completion, JobStore, LeaseState, ListCursor, ListQuery, PrunePolicy, ScanRecord, UploadState,
 };
 use serde_json::{json, Value};
 
@@ -17,7 +18,7 @@ use crate::helpers::*;
 
 /// Server of the machine's PostgreSQL (trust authentication); override with
 /// CERTUS_ASSURANCE_TEST_POSTGRES_URL.
-fn server_url() -> String {
+pub fn server_url() -> String {
     std::env::var("CERTUS_ASSURANCE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
 }
@@ -27,7 +28,7 @@ pub struct PgSchema {
     pub name: String,
 }
 
-fn psql(sql: &str) {
+pub fn psql(sql: &str) {
     let out = std::process::Command::new("psql")
         .args([&server_url(), "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
         .output()
@@ -324,15 +325,33 @@ async fn the_store_contract_holds_on_postgres() {
     store_contract(Arc::new(store)).await;
 }
 
+/// A run that succeeded at `t`.
+fn succeeded_at(t: f64) -> Completion {
+    Completion {
+        status: JobState::Succeeded,
+        failure_reason: None,
+        errors: vec![],
+        summary: None,
+        artifacts: None,
+        finished_at: t,
+        manifest_digest: None,
+    }
+}
+
+/// Two stores on the schema, as replicas `replica-a` and `replica-b`.
+async fn two_replicas(schema: &PgSchema) -> (PgStore, PgStore) {
+    let connect = |owner: &'static str| {
+        let url = schema.url();
+        async move { PgStore::connect(&url, owner.into()).await }
+    };
+    let (a, b) = tokio::join!(connect("replica-a"), connect("replica-b"));
+    (a.unwrap(), b.unwrap())
+}
+
 #[tokio::test]
 async fn leases_expire_and_cancels_reach_the_owner() {
     let schema = PgSchema::create();
-    let a = PgStore::connect(&schema.url(), "replica-a".into())
-        .await
-        .unwrap();
-    let b = PgStore::connect(&schema.url(), "replica-b".into())
-        .await
-        .unwrap();
+    let (a, b) = two_replicas(&schema).await;
     a.insert(record("test_000000000001", "w", 1.0))
         .await
         .unwrap();
@@ -366,17 +385,10 @@ async fn leases_expire_and_cancels_reach_the_owner() {
         b.renew_lease(rb.test_id.clone(), 40.0).await.unwrap(),
         LeaseState::Lost
     );
-    let done = Completion {
-        status: JobState::Succeeded,
-        failure_reason: None,
-        errors: vec![],
-        summary: None,
-        artifacts: None,
-        finished_at: 26.0,
-        manifest_digest: None,
-    };
     assert!(
-        !b.finish(rb.test_id.clone(), done).await.unwrap(),
+        !b.finish(rb.test_id.clone(), succeeded_at(26.0))
+            .await
+            .unwrap(),
         "a replica that lost its lease cannot record"
     );
     // Second run also dies: attempts are used up.
@@ -386,6 +398,52 @@ async fn leases_expire_and_cancels_reach_the_owner() {
     assert_eq!(reclaimed.failed, vec![again.test_id.clone()]);
     let failed = a.get(again.test_id).await.unwrap().unwrap();
     assert_eq!(failed.failure_reason, Some(FailureReason::Interrupted));
+}
+
+/// A reconcile pass ends only the uploads whose lease ran out (their replica stopped): the live
+/// uploads of the replica that runs the pass stay in flight. Only a start under the same
+/// identity ends that replica's own uploads.
+#[tokio::test]
+async fn a_reconcile_pass_leaves_live_uploads_alone() {
+    let schema = PgSchema::create();
+    let (a, b) = two_replicas(&schema).await;
+    let (live, dead) = ("test_000000000001", "test_000000000002");
+    for (i, id) in [live, dead].into_iter().enumerate() {
+        a.insert(record(id, "w", i as f64)).await.unwrap();
+        let claimed = a.claim_leased(10.0, 20.0).await.unwrap().unwrap();
+        assert!(a.finish(claimed.test_id, succeeded_at(11.0)).await.unwrap());
+    }
+    let permitted = UploadState {
+        status: UploadStatus::Permitted,
+        in_flight: true,
+        ..Default::default()
+    };
+    let now = certus_assurance::jobs::now_secs();
+    // a's upload started now; b's started long ago and its lease was never renewed.
+    for (store, id, started) in [(&a, live, now), (&b, dead, now - 1000.0)] {
+        let from = store
+            .claim_upload(id.into(), "basic".into(), started)
+            .await
+            .unwrap();
+        assert_eq!(from, Some(UploadStatus::Pending));
+        assert!(store
+            .write_upload(id.into(), UploadStatus::Pending, permitted.clone())
+            .await
+            .unwrap());
+    }
+    let ended = a.reclaim_expired_uploads("gone".into(), now).await.unwrap();
+    assert_eq!(ended, vec![dead.to_string()]);
+    let still = a.get(live.into()).await.unwrap().unwrap();
+    assert_eq!(still.upload_status, UploadStatus::Permitted);
+    assert!(still.upload_started_at.is_some(), "{still:?}");
+    let gone = a.get(dead.into()).await.unwrap().unwrap();
+    assert_eq!(gone.upload_status, UploadStatus::Failed);
+    assert_eq!(gone.upload_reason.as_deref(), Some("gone"));
+    // A start under a's identity: a's uploads cannot be running any more.
+    assert_eq!(
+        a.recover_uploads("restarted".into()).await.unwrap(),
+        vec![live.to_string()]
+    );
 }
 
 async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
@@ -401,23 +459,168 @@ where
 }
 
 fn pg_counts(schema: &PgSchema) -> std::collections::HashMap<String, i64> {
+    pg_status_counts(schema).0
+}
+
+/// Rows of the schema's `scans` by status and by upload status (lower case), read in one
+/// statement (one snapshot) with `GROUP BY`, not from the trigger-kept counts.
+pub fn pg_status_counts(
+    schema: &PgSchema,
+) -> (
+    std::collections::HashMap<String, i64>,
+    std::collections::HashMap<String, i64>,
+) {
+    pg_status_counts_in(&schema.name)
+}
+
+/// [`pg_status_counts`] of the schema named `schema`.
+pub fn pg_status_counts_in(
+    schema: &str,
+) -> (
+    std::collections::HashMap<String, i64>,
+    std::collections::HashMap<String, i64>,
+) {
     let out = std::process::Command::new("psql")
         .args([
             &server_url(),
             "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
             "-c",
-            &format!(
-                "SELECT lower(status), count(*) FROM {}.scans GROUP BY status",
-                schema.name
-            ),
+            &status_counts_sql(schema),
         ])
         .output()
+        .expect("psql runs (Debian postgresql-client)");
+    assert!(
+        out.status.success(),
+        "psql: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_status_counts(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The one-snapshot `GROUP BY` of [`pg_status_counts`] on the schema `s`.
+fn status_counts_sql(s: &str) -> String {
+    format!(
+        "SELECT 'scan', lower(status), count(*) FROM {s}.scans GROUP BY status \
+         UNION ALL SELECT 'upload', lower(upload_status), count(*) FROM {s}.scans GROUP BY upload_status"
+    )
+}
+
+/// Parses `psql -At` output of [`status_counts_sql`].
+fn parse_status_counts(
+    text: &str,
+) -> (
+    std::collections::HashMap<String, i64>,
+    std::collections::HashMap<String, i64>,
+) {
+    let (mut scans, mut uploads) = (Default::default(), Default::default());
+    for line in text.lines() {
+        let mut parts = line.split('|');
+        let (Some(kind), Some(status), Some(n)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let target: &mut std::collections::HashMap<String, i64> = if kind == "scan" {
+            &mut scans
+        } else {
+            &mut uploads
+        };
+        target.insert(status.to_string(), n.parse().unwrap());
+    }
+    (scans, uploads)
+}
+
+/// The status gauges of every replica are the store's counts when read, not the replica's own
+/// history: a change made through one replica shows at once on the others (no reconcile pass
+/// runs in this test), a cancel through a replica that never counted the scan does not drive
+/// its gauge below zero, and a store that cannot be read is reported while the last good counts
+/// stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_replica_reads_the_status_gauges_from_the_store() {
+    let git = GitServer::start();
+    git.create_repo("r", &[("a.txt", "hello\n")]);
+    let schema = PgSchema::create();
+    let artifacts = tempfile::tempdir().unwrap();
+    let mk = |id: &'static str| {
+        let base = replica(&schema, artifacts.path(), 0, id, 30.0);
+        move |c: &mut certus_assurance::Config| {
+            base(c);
+            c.reconcile_interval = Duration::from_secs(3600);
+        }
+    };
+    let a = spawn_app_with(mk("a")).await;
+    let b = spawn_app_with(mk("b")).await;
+    let agree = |who: &str, stats: &Value, text: &str| {
+        let db = pg_status_counts(&schema);
+        eprintln!("{who}: {stats} vs {db:?}");
+        assert_counts_agree_with(stats, text, &db);
+    };
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(a.submit_scan(scan_body(&git.url("r"))).await);
+    }
+    // A replica answers from a read at most this old (its own changes always read afresh).
+    tokio::time::sleep(COUNTS_MAX_AGE).await;
+    for (who, app) in [("a", &a), ("b", &b)] {
+        agree(who, &app.stats().await, &app.metrics_text().await);
+    }
+    assert_eq!(b.stats().await["scans_by_status"]["queued"], 3);
+
+    // b never counted these scans: cancelling one through it must not take b's queue below 0.
+    let r = b
+        .client
+        .post(b.url(&format!("/v1/security-scans/{}/cancel", ids[0])))
+        .send()
+        .await
         .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('|'))
-        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
-        .collect()
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(COUNTS_MAX_AGE).await;
+    for (who, app) in [("b", &b), ("a", &a)] {
+        let stats = app.stats().await;
+        assert_eq!(stats["scans_by_status"]["queued"], 2, "{who}: {stats}");
+        assert_eq!(stats["scans_by_status"]["failed"], 1, "{who}: {stats}");
+        agree(who, &stats, &app.metrics_text().await);
+    }
+
+    // The counts cannot be read: the gauges keep the last good counts and say how old they are.
+    let good = a.stats().await;
+    psql(&format!(
+        "ALTER TABLE {}.scan_counts RENAME TO scan_counts_away",
+        schema.name
+    ));
+    let failures = |text: &str| {
+        sample(
+            text,
+            "certus_assurance_store_counts_read_failures_total",
+            &[],
+        )
+        .unwrap()
+    };
+    let age = |text: &str| sample(text, "certus_assurance_store_counts_age_seconds", &[]).unwrap();
+    wait_until(
+        "a failed read to be counted",
+        Duration::from_secs(20),
+        || async { failures(&a.metrics_text().await) >= 1.0 },
+    )
+    .await;
+    wait_until(
+        "the counts' age to grow",
+        Duration::from_secs(20),
+        || async { age(&a.metrics_text().await) >= 1.0 },
+    )
+    .await;
+    let stale = a.stats().await;
+    assert_eq!(stale["scans_by_status"], good["scans_by_status"]);
+    assert_eq!(stale["upload_stats"], good["upload_stats"]);
+    psql(&format!(
+        "ALTER TABLE {}.scan_counts_away RENAME TO scan_counts",
+        schema.name
+    ));
+    wait_until("fresh counts again", Duration::from_secs(20), || async {
+        age(&a.metrics_text().await) < 1.0
+    })
+    .await;
+    agree("a", &a.stats().await, &a.metrics_text().await);
 }
 
 /// Three replicas share one queue: 300 scans submitted round-robin all finish exactly once, and
@@ -540,6 +743,28 @@ async fn streams_and_cancellation_work_from_any_replica() {
     drop(runner);
 }
 
+/// A scan that times out while its clone hangs is recorded as `timeout` by the replica that ran
+/// it, also with a lease not much longer than the time the worker gives the pipeline to stop:
+/// the lease is renewed when the stop begins, so no other replica reclaims and re-runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_scan_is_recorded_before_its_lease_runs_out() {
+    let stall = StallingServer::start();
+    let schema = PgSchema::create();
+    let artifacts = tempfile::tempdir().unwrap();
+    // A lease of 3 s: the worker waits up to 3 s for the pipeline to stop after a timeout.
+    let runner = spawn_app_with(replica(&schema, artifacts.path(), 1, "runner", 3.0)).await;
+    let other = spawn_app_with(replica(&schema, artifacts.path(), 1, "other", 3.0)).await;
+    let mut body = scan_body(&stall.url());
+    body["timeout_seconds"] = json!(4);
+    let id = runner.submit_scan(body).await;
+    let scan = runner
+        .wait_for_state(&id, &["FAILED", "SUCCEEDED"], Duration::from_secs(60))
+        .await;
+    assert_eq!(scan["failure_reason"], "timeout", "{scan}");
+    assert_eq!(scan["attempts"], 1, "{scan}");
+    drop(other);
+}
+
 async fn read_events(
     mut ws: tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
@@ -599,28 +824,12 @@ async fn a_killed_replica_loses_its_scans_to_the_others() {
         })
         .collect();
     let client = reqwest::Client::new();
-    let submit = |addr: String, body: Value| {
-        let client = client.clone();
-        async move {
-            let r = client
-                .post(format!("{addr}/v1/security-scans"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 202);
-            r.json::<Value>().await.unwrap()["test_id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        }
-    };
     // Three slow scans first (one per replica), then quick ones.
     let mut ids = Vec::new();
     for p in &procs {
         let mut body = scan_body(&stall.url());
         body["timeout_seconds"] = json!(6);
-        ids.push(submit(p.address.clone(), body).await);
+        ids.push(submit_at(&client, &p.address, &body).await);
     }
     // One worker per replica: three RUNNING slow scans means each replica holds one, so the
     // replica killed below is running a scan.
@@ -630,7 +839,7 @@ async fn a_killed_replica_loses_its_scans_to_the_others() {
             .await;
     }
     for i in 0..12 {
-        ids.push(submit(procs[i % 3].address.clone(), scan_body(&git.url("r"))).await);
+        ids.push(submit_at(&client, &procs[i % 3].address, &scan_body(&git.url("r"))).await);
     }
     procs[0].kill9();
     let survivor = procs[1].address.clone();
