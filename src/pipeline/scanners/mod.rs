@@ -1,7 +1,14 @@
-//! Scanners: the `Scanner` trait and one file per scanner. A scanner reads a checked-out source
-//! tree and returns findings plus its SARIF log; it never uploads, never touches the job store and
-//! never knows which job it runs for.
+//! Phase 2 of a scan, the scanners: the `Scanner` trait of the built-in scanners and what every
+//! scanner shares (severities, findings, the context a scanner runs with), one file per built-in
+//! scanner, the external tools' adapters ([`external`]), the one table of every scanner
+//! ([`registry`], names in [`names`]) and the one run path for both kinds ([`run`]). A scanner
+//! reads a checked-out source tree and returns findings plus its SARIF log; it never uploads,
+//! never touches the job store and never knows which job it runs for.
 
+pub mod external;
+pub mod names;
+pub mod registry;
+pub(crate) mod run;
 pub mod sbom;
 pub mod secrets;
 pub mod vulnerabilities;
@@ -51,6 +58,40 @@ impl Severity {
             Severity::Critical | Severity::High => "error",
             Severity::Medium => "warning",
             Severity::Low | Severity::Info => "note",
+        }
+    }
+}
+
+/// Finding counts per severity.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SeverityCounts {
+    pub critical: u64,
+    pub high: u64,
+    pub medium: u64,
+    pub low: u64,
+    pub info: u64,
+    pub total: u64,
+}
+
+impl SeverityCounts {
+    pub fn add(&mut self, severity: Severity, n: u64) {
+        match severity {
+            Severity::Critical => self.critical += n,
+            Severity::High => self.high += n,
+            Severity::Medium => self.medium += n,
+            Severity::Low => self.low += n,
+            Severity::Info => self.info += n,
+        }
+        self.total += n;
+    }
+
+    pub fn get(&self, severity: Severity) -> u64 {
+        match severity {
+            Severity::Critical => self.critical,
+            Severity::High => self.high,
+            Severity::Medium => self.medium,
+            Severity::Low => self.low,
+            Severity::Info => self.info,
         }
     }
 }

@@ -20,11 +20,11 @@ use crate::pipeline::scanners::Finding;
 pub const BUILTIN_RULES: [(&str, &str); 2] = [
     (
         "python.yml",
-        include_str!("../../../rules/semgrep/python.yml"),
+        include_str!("../../../../rules/semgrep/python.yml"),
     ),
     (
         "javascript.yml",
-        include_str!("../../../rules/semgrep/javascript.yml"),
+        include_str!("../../../../rules/semgrep/javascript.yml"),
     ),
 ];
 
