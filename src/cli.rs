@@ -28,6 +28,7 @@ use crate::pipeline::bundle::read::{
 };
 use crate::pipeline::profile::{self, Profile};
 use crate::pipeline::scanners::external::passthrough_env;
+use crate::pipeline::scanners::registry::SCANNER_NAMES;
 use crate::pipeline::scanners::SeverityCounts;
 use crate::pipeline::source::{parse_git_url, SourcePolicy};
 use crate::pipeline::{
@@ -180,7 +181,7 @@ pub async fn run_scan(args: &ScanArgs, config: &Config) -> anyhow::Result<u8> {
         .osv_db_dir
         .clone()
         .map(|d| Arc::new(OsvStore::new(d).with_max_age(config.osv_max_age)));
-    let metrics = Metrics::new(&profile::PROFILE_LABELS, &crate::pipeline::BUILTIN_SCANNERS);
+    let metrics = Metrics::new(&profile::PROFILE_LABELS, &SCANNER_NAMES);
     let mut pipeline = Pipeline::local(
         work.path().join("work"),
         args.out.clone(),

@@ -169,7 +169,7 @@ fn every_metric_is_documented_with_its_type_and_labels() {
             }
         }
     }
-    let scanners = certus_assurance::pipeline::BUILTIN_SCANNERS;
+    let scanners = certus_assurance::pipeline::scanners::registry::SCANNER_NAMES;
     let metrics = Metrics::new(&PROFILE_LABELS, &scanners);
     // HTTP series appear with their first response; make one so the families are gathered.
     metrics

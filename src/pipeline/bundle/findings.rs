@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 
 use super::artifacts;
 use crate::pipeline::redact::mask_secrets;
+use crate::pipeline::scanners::names;
 use crate::pipeline::scanners::{Severity, SeverityCounts};
 
 /// `reports/findings.json`
@@ -573,15 +574,15 @@ static ADVISORY: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Scanners whose every result is about a secret.
-const SECRET_SCANNERS: [&str; 3] = ["secrets", "detect-secrets", "gitleaks"];
+const SECRET_SCANNERS: [&str; 3] = [names::SECRETS, names::DETECT_SECRETS, names::GITLEAKS];
 
 /// The rule family of a result: bandit and ruff's flake8-bandit rules share `bandit:NNN`; an
 /// advisory id stands for itself; any other rule is its own family within its scanner.
 fn family(scanner: &str, rule: &str) -> String {
-    if matches!(scanner, "bandit" | "ruff") {
+    if matches!(scanner, names::BANDIT | names::RUFF) {
         if let Some(c) = BANDIT_RULE.captures(rule) {
             // Ruff's S-rules are bandit's B-rules; bandit's own ids are all B.
-            if scanner == "ruff" && rule.starts_with('S') || scanner == "bandit" {
+            if scanner == names::RUFF && rule.starts_with('S') || scanner == names::BANDIT {
                 return format!("bandit:{}", &c[1]);
             }
         }
@@ -604,7 +605,7 @@ fn is_secret(scanner: &str, rule: &str) -> bool {
     }
     let lower = rule.to_ascii_lowercase();
     match scanner {
-        "semgrep" => [
+        names::SEMGREP => [
             "secret",
             "password",
             "credential",
@@ -616,7 +617,7 @@ fn is_secret(scanner: &str, rule: &str) -> bool {
         .any(|w| lower.contains(w)),
         // Trivy's secret rules are lower-case slugs (`aws-access-key-id`); its vulnerability
         // and misconfiguration ids are not.
-        "trivy" => {
+        names::TRIVY => {
             !rule.is_empty()
                 && rule
                     .bytes()
@@ -845,7 +846,7 @@ fn applies(scope: &MarkerScope, f: &MergedFinding) -> bool {
         MarkerScope::All => true,
         MarkerScope::Secrets => f.rules.iter().any(|(s, r)| is_secret(s, r)),
         MarkerScope::Families(fams) => f.rules.iter().any(|(s, r)| fams.contains(&family(s, r))),
-        MarkerScope::Semgrep(rules) => f.rules.get("semgrep").is_some_and(|r| {
+        MarkerScope::Semgrep(rules) => f.rules.get(names::SEMGREP).is_some_and(|r| {
             rules.is_empty()
                 || rules
                     .iter()

@@ -34,6 +34,7 @@ pub mod semgrep;
 pub mod severity;
 pub mod spec;
 
+use super::names;
 use super::registry::EXTERNAL_TOOL_NAMES;
 pub use spec::{Report, ToolSpec, REPORT_ARG};
 
@@ -371,7 +372,7 @@ fn read_report(
             let raw = read_capped(report_path)?;
             let findings =
                 bandit_findings(&raw).map_err(|e| ToolError::Failed(format!("bandit: {e:#}")))?;
-            converted("bandit", &["security", "sast"], findings)
+            converted(names::BANDIT, &["security", "sast"], findings)
         }
         Report::SemgrepJson => {
             let raw = read_capped(report_path)?;
@@ -381,7 +382,7 @@ fn read_report(
             let prefix = semgrep::rule_prefix(&out_dir.join("rules"));
             let findings = semgrep::findings(&raw, sarif.as_deref(), &prefix)
                 .map_err(|e| ToolError::Failed(format!("semgrep: {e:#}")))?;
-            converted("semgrep", &["security", "sast"], findings)
+            converted(names::SEMGREP, &["security", "sast"], findings)
         }
         Report::DetectSecretsStdout => {
             let raw = captured.unwrap_or_default();
@@ -393,7 +394,7 @@ fn read_report(
             }
             let findings = detect_secrets_findings(&raw)
                 .map_err(|e| ToolError::Failed(format!("detect-secrets: {e:#}")))?;
-            converted("detect-secrets", &["security", "secret"], findings)
+            converted(names::DETECT_SECRETS, &["security", "secret"], findings)
         }
     })
 }
@@ -532,9 +533,9 @@ fn tool_of_driver(run: &Value) -> String {
 /// value left is masked.
 pub fn scrub_message(tool: &str, rule_id: &str, text: &str) -> String {
     let fixed = match (tool, rule_id) {
-        ("ruff", "S105") => Some("Possible hardcoded password assigned to a variable"),
-        ("ruff", "S106") => Some("Possible hardcoded password assigned to an argument"),
-        ("ruff", "S107") => Some("Possible hardcoded password assigned to a function default"),
+        (names::RUFF, "S105") => Some("Possible hardcoded password assigned to a variable"),
+        (names::RUFF, "S106") => Some("Possible hardcoded password assigned to an argument"),
+        (names::RUFF, "S107") => Some("Possible hardcoded password assigned to a function default"),
         _ => None,
     };
     if let Some(fixed) = fixed {
@@ -664,7 +665,7 @@ fn scrub_rules(tool: &str, run: &mut Value) {
         .and_then(|r| r.as_array_mut())
     {
         for rule in rules.iter_mut() {
-            if tool == "trivy" && rule.get("name").and_then(|n| n.as_str()) == Some("Secret") {
+            if tool == names::TRIVY && rule.get("name").and_then(|n| n.as_str()) == Some("Secret") {
                 if let Some(obj) = rule.as_object_mut() {
                     let short = obj.get("shortDescription").cloned();
                     obj.remove("help");
@@ -674,7 +675,7 @@ fn scrub_rules(tool: &str, run: &mut Value) {
                     };
                 }
             }
-            if tool == "trivy" || tool == "gitleaks" {
+            if tool == names::TRIVY || tool == names::GITLEAKS {
                 scrub_value(rule, false);
             }
         }
@@ -868,7 +869,7 @@ pub fn bandit_findings(raw: &[u8]) -> anyhow::Result<Vec<Finding>> {
             line,
             column,
             snippet: format!("[{test_id} {test_name}]"),
-            fingerprint: fingerprint(&["bandit", test_id, &path, &line.to_string()]),
+            fingerprint: fingerprint(&[names::BANDIT, test_id, &path, &line.to_string()]),
         });
     }
     out.sort_by(|a, b| (&a.path, a.line, &a.rule_id).cmp(&(&b.path, b.line, &b.rule_id)));
@@ -903,7 +904,7 @@ pub fn detect_secrets_findings(raw: &[u8]) -> anyhow::Result<Vec<Finding>> {
                 line,
                 column: 1,
                 snippet: "[redacted]".into(),
-                fingerprint: fingerprint(&["detect-secrets", &rule_id, &path, hashed]),
+                fingerprint: fingerprint(&[names::DETECT_SECRETS, &rule_id, &path, hashed]),
             });
         }
     }
@@ -1049,7 +1050,7 @@ mod tests {
         assert!(findings
             .iter()
             .all(|f| f.rule_id == "secret-keyword" && f.severity == Severity::Medium));
-        let (sarif, _) = converted("detect-secrets", &["security", "secret"], findings);
+        let (sarif, _) = converted(names::DETECT_SECRETS, &["security", "secret"], findings);
         assert_contract(&sarif);
         assert_no_recorded_secret("detect-secrets", &sarif);
     }

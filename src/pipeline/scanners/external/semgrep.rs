@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::{clean_path, fingerprint, position, severity};
 use crate::pipeline::redact::mask_secrets;
-use crate::pipeline::scanners::Finding;
+use crate::pipeline::scanners::{names, Finding};
 
 /// The rules the service ships, by file name.
 pub const BUILTIN_RULES: [(&str, &str); 2] = [
@@ -124,7 +124,7 @@ pub fn findings(
             line,
             column,
             snippet: String::new(),
-            fingerprint: fingerprint(&["semgrep", rule_id, &path, &line.to_string()]),
+            fingerprint: fingerprint(&[names::SEMGREP, rule_id, &path, &line.to_string()]),
         });
     }
     out.sort_by(|a, b| {
