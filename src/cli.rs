@@ -26,10 +26,10 @@ use crate::pipeline::bundle::read::{
     for_each_finding, is_suppressed, masked, ReadError, FINDINGS_JSON, FINDINGS_SARIF,
     FINDINGS_VERSION,
 };
+use crate::pipeline::finding::SeverityCounts;
 use crate::pipeline::profile::{self, Profile};
 use crate::pipeline::scanners::external::passthrough_env;
 use crate::pipeline::scanners::registry::SCANNER_NAMES;
-use crate::pipeline::scanners::SeverityCounts;
 use crate::pipeline::source::{parse_git_url, SourcePolicy};
 use crate::pipeline::{
     archive, builtin_scanners_with, osv::OsvStore, Pipeline, ProgressSink, ScanEvent, ScanSource,

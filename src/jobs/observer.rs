@@ -5,8 +5,8 @@
 use std::time::SystemTime;
 
 use crate::metrics::Metrics;
+use crate::pipeline::finding::{Severity, SeverityCounts};
 use crate::pipeline::sbom::Ecosystem;
-use crate::pipeline::scanners::{Severity, SeverityCounts};
 use crate::pipeline::{Phase, ScanObserver, ScannerStatus};
 
 /// Records what scan runs report in [`Metrics`].

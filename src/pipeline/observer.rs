@@ -5,8 +5,8 @@
 
 use std::time::SystemTime;
 
+use super::finding::SeverityCounts;
 use super::sbom::Ecosystem;
-use super::scanners::SeverityCounts;
 
 /// The phases of a run (the `phase` label of `scan_phase_duration_seconds`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

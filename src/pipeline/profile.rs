@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::finding::{Severity, SeverityCounts};
 use super::scanners::{names, registry};
-use super::scanners::{Severity, SeverityCounts};
 
 /// Maximum number of findings of each severity a scan may have and still pass its policy;
 /// `None` means unlimited.

@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::scanners::SeverityCounts;
+use super::finding::SeverityCounts;
 
 /// One event of a scan's progress, as sent on the WebSocket stream (`type` is the tag).
 #[derive(Debug, Clone, Serialize, PartialEq)]

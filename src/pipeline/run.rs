@@ -3,6 +3,7 @@
 //! ([`super::source::prepare`]), the scanners ([`super::scanners::run`]) and the bundle
 //! ([`super::bundle`]), reporting progress to the sink and measures to the observer it is handed.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,13 +17,16 @@ use super::bundle::artifacts;
 use super::bundle::attestation::AttestationKey;
 use super::bundle::findings::{self, FindingsOutcome, SuppressionRules};
 use super::bundle::summary::{self, RunRecord};
+use super::failure::{FailureKind, ScanFailure};
+use super::finding::SeverityCounts;
+use super::observer::ScannerStatus;
 use super::observer::{Phase, ScanObserver};
 use super::osv::OsvStore;
-use super::profile::{self, Profile};
+use super::profile::{self, Profile, ScannerProblem};
 use super::progress::{ProgressSink, Reporter, ScanEvent};
-use super::scan::{now_secs, FailureKind, ScanFailure, ScanReport, ScanSpec};
+use super::scan::{now_secs, ScanReport, ScanSpec};
 use super::scanners::registry;
-use super::scanners::run::{run_profile, RunContext, ScannerResults};
+use super::scanners::run::{run_scanner, RunContext};
 use super::scanners::{Scanner, SharedFacts};
 use super::source::archive::Limits;
 use super::source::egress::{Resolver, SystemResolver};
@@ -331,6 +335,78 @@ struct RunOutcome {
     results: ScannerResults,
     warnings: Vec<String>,
     started_at: f64,
+}
+
+/// What the scanners phase hands to the bundle.
+struct ScannerResults {
+    by_scanner: BTreeMap<String, SeverityCounts>,
+    /// Scanners that did not succeed, for the policy.
+    problems: Vec<ScannerProblem>,
+    /// The `scanners` entries of `summary.json` and `scan.json`.
+    entries: Vec<serde_json::Value>,
+}
+
+/// Runs every scanner of `profile`, in order, each in a span under `phase`.
+async fn run_profile(
+    profile: &Profile,
+    ctx: &RunContext<'_>,
+    phase: &tracing::Span,
+    warnings: &mut Vec<String>,
+) -> Result<ScannerResults, ScanFailure> {
+    let mut results = ScannerResults {
+        by_scanner: BTreeMap::new(),
+        problems: Vec::new(),
+        entries: Vec::new(),
+    };
+    for name in &profile.scanners {
+        let span = tracing::info_span!(
+            parent: phase,
+            "scanner",
+            otel.name = %format!("scanner {name}"),
+            otel.status_code = tracing::field::Empty,
+            scanner.name = %name,
+            scanner.outcome = tracing::field::Empty,
+            scanner.findings = tracing::field::Empty,
+        );
+        let required = profile.required.iter().any(|r| r == name);
+        let record = run_scanner(name, &profile.name, required, ctx, warnings)
+            .instrument(span.clone())
+            .await;
+        match &record {
+            Ok(r) => {
+                span.record("scanner.outcome", r.status.outcome());
+                if let Some(counts) = &r.counts {
+                    span.record("scanner.findings", counts.total);
+                }
+            }
+            Err(_) => {
+                span.record("scanner.outcome", ScannerStatus::Failed.outcome());
+                span.record("otel.status_code", "error");
+            }
+        }
+        drop(span);
+        let record = record?;
+        if let Some(counts) = &record.counts {
+            results.by_scanner.insert(name.clone(), counts.clone());
+        }
+        if record.status != ScannerStatus::Succeeded {
+            results.problems.push(ScannerProblem {
+                scanner: name.clone(),
+                status: record.status.as_str().to_string(),
+                reason: record.reason.clone().unwrap_or_default(),
+            });
+        }
+        results
+            .entries
+            .push(record.entry(!profile.is_optional(name)));
+        if ctx.cancel.load(Ordering::Relaxed) {
+            return Err(ScanFailure::new(
+                FailureKind::Cancelled,
+                "cancelled between scanners",
+            ));
+        }
+    }
+    Ok(results)
 }
 
 /// The profile that runs: the submitted one, or the one the tree's `manifest_path` selects;

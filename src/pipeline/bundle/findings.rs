@@ -22,9 +22,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::artifacts;
+use crate::pipeline::finding::{Severity, SeverityCounts};
 use crate::pipeline::redact::mask_secrets;
 use crate::pipeline::scanners::names;
-use crate::pipeline::scanners::{Severity, SeverityCounts};
 
 /// `reports/findings.json`
 pub const FINDINGS_JSON: &str = "reports/findings.json";

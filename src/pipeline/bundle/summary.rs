@@ -9,9 +9,10 @@ use std::time::SystemTime;
 use serde_json::{json, Value};
 
 use super::{artifacts, attestation};
+use crate::pipeline::finding::SeverityCounts;
 use crate::pipeline::profile::{PolicyVerdict, Profile};
-use crate::pipeline::scan::{now_secs, Provenance, ScanSpec};
-use crate::pipeline::scanners::SeverityCounts;
+use crate::pipeline::scan::{now_secs, ScanSpec};
+use crate::pipeline::source::prepare::Provenance;
 
 /// What the records of one run say.
 pub(crate) struct RunRecord<'a> {

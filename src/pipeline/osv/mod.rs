@@ -28,10 +28,10 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use serde::Deserialize;
 
+use super::finding::Severity;
 use super::observer::ScanObserver;
 use super::sbom::version::parse_semver;
 use super::sbom::{Component, Ecosystem};
-use super::scanners::Severity;
 use version::EcoVersion;
 
 /// One advisory as it applies to one package.

@@ -1,9 +1,8 @@
-//! Phase 2 of a scan: the profile's scanners, one after the other, through one run path. A
-//! scanner is looked up in the scan's built-in instances first, then in the registry's external
-//! tools; either way its run ends as one [`Ended`], which [`finish`] turns into the same
-//! events, warnings, observer call and `scanners` entry.
+//! The one run path of phase 2, for every scanner of a profile: a scanner is looked up in the
+//! scan's built-in instances first, then in the registry's external tools; either way its run
+//! ends as one [`Ended`], which [`finish`] turns into the same events, warnings, observer call
+//! and `scanners` entry.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,16 +10,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use tracing::Instrument;
 
 use super::external::{self as tools, ToolRun};
 use super::registry;
 use super::{ScanContext, Scanner, SeverityCounts, SharedFacts, SideReports};
 use crate::pipeline::bundle::artifacts;
+use crate::pipeline::failure::{FailureKind, ScanFailure};
 use crate::pipeline::observer::{ScanObserver, ScannerStatus};
-use crate::pipeline::profile::{Profile, ScannerProblem};
 use crate::pipeline::progress::{Reporter, ScanEvent};
-use crate::pipeline::scan::{FailureKind, ScanFailure};
 
 /// Everything a scanner run needs from its scan.
 pub(crate) struct RunContext<'a> {
@@ -40,87 +37,15 @@ pub(crate) struct RunContext<'a> {
     pub builtin: &'a [Arc<dyn Scanner>],
 }
 
-/// What the scanners phase hands to the bundle.
-pub(crate) struct ScannerResults {
-    pub by_scanner: BTreeMap<String, SeverityCounts>,
-    /// Scanners that did not succeed, for the policy.
-    pub problems: Vec<ScannerProblem>,
-    /// The `scanners` entries of `summary.json` and `scan.json`.
-    pub entries: Vec<Value>,
-}
-
-/// Runs every scanner of `profile`, in order, each in a span under `phase`.
-pub(crate) async fn run_profile(
-    profile: &Profile,
-    ctx: &RunContext<'_>,
-    phase: &tracing::Span,
-    warnings: &mut Vec<String>,
-) -> Result<ScannerResults, ScanFailure> {
-    let mut results = ScannerResults {
-        by_scanner: BTreeMap::new(),
-        problems: Vec::new(),
-        entries: Vec::new(),
-    };
-    for name in &profile.scanners {
-        let span = tracing::info_span!(
-            parent: phase,
-            "scanner",
-            otel.name = %format!("scanner {name}"),
-            otel.status_code = tracing::field::Empty,
-            scanner.name = %name,
-            scanner.outcome = tracing::field::Empty,
-            scanner.findings = tracing::field::Empty,
-        );
-        let required = profile.required.iter().any(|r| r == name);
-        let record = run_scanner(name, &profile.name, required, ctx, warnings)
-            .instrument(span.clone())
-            .await;
-        match &record {
-            Ok(r) => {
-                span.record("scanner.outcome", r.status.outcome());
-                if let Some(counts) = &r.counts {
-                    span.record("scanner.findings", counts.total);
-                }
-            }
-            Err(_) => {
-                span.record("scanner.outcome", ScannerStatus::Failed.outcome());
-                span.record("otel.status_code", "error");
-            }
-        }
-        drop(span);
-        let record = record?;
-        if let Some(counts) = &record.counts {
-            results.by_scanner.insert(name.clone(), counts.clone());
-        }
-        if record.status != ScannerStatus::Succeeded {
-            results.problems.push(ScannerProblem {
-                scanner: name.clone(),
-                status: record.status.as_str().to_string(),
-                reason: record.reason.clone().unwrap_or_default(),
-            });
-        }
-        results
-            .entries
-            .push(record.entry(!profile.is_optional(name)));
-        if ctx.cancel.load(Ordering::Relaxed) {
-            return Err(ScanFailure::new(
-                FailureKind::Cancelled,
-                "cancelled between scanners",
-            ));
-        }
-    }
-    Ok(results)
-}
-
 /// How one scanner run ended, for `scan.json`, `summary.json`, the scan resource and the policy.
 pub(crate) struct ScannerRecord {
     name: String,
     kind: &'static str,
-    status: ScannerStatus,
-    reason: Option<String>,
+    pub status: ScannerStatus,
+    pub reason: Option<String>,
     duration_seconds: f64,
     /// Severity counts of a run that produced findings (an incomplete run too).
-    counts: Option<SeverityCounts>,
+    pub counts: Option<SeverityCounts>,
     /// Scanner-specific fields (`exit_code`, `reports`, `files_scanned`, ...).
     extra: Value,
 }
@@ -128,7 +53,7 @@ pub(crate) struct ScannerRecord {
 impl ScannerRecord {
     /// The `scanners` entry (contract: name, kind, status, reason, required, duration_seconds,
     /// findings), plus the scanner-specific fields.
-    fn entry(&self, required: bool) -> Value {
+    pub fn entry(&self, required: bool) -> Value {
         let mut entry = json!({
             "name": self.name,
             "kind": self.kind,
@@ -177,7 +102,7 @@ enum Ended {
 }
 
 /// The one run path: runs scanner `name` of profile `profile` and records how it ended.
-async fn run_scanner(
+pub(crate) async fn run_scanner(
     name: &str,
     profile: &str,
     required: bool,
@@ -568,15 +493,13 @@ mod tests {
             observer: &observer,
             builtin: &builtin,
         };
-        let manifest = json!({"profiles": {"x": {"scanners": ["secrets", "bandit"]}}});
-        let profile = crate::pipeline::profile::resolve("x", Some(&manifest)).unwrap();
         let mut warnings = Vec::new();
-        let results = run_profile(&profile, &ctx, &tracing::Span::none(), &mut warnings)
-            .await
-            .unwrap();
-
-        let entries: Vec<(&str, &str, &str)> = results
-            .entries
+        let mut records = Vec::new();
+        for name in ["secrets", "bandit"] {
+            let record = run_scanner(name, "x", false, &ctx, &mut warnings).await;
+            records.push(record.unwrap().entry(true));
+        }
+        let entries: Vec<(&str, &str, &str)> = records
             .iter()
             .map(|e| {
                 (
@@ -593,7 +516,6 @@ mod tests {
                 ("bandit", "external", "skipped")
             ]
         );
-        assert_eq!(results.problems.len(), 2);
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings[0].starts_with("secrets: skipped: nothing to read"));
         assert!(warnings[1].starts_with("bandit: skipped: not installed"));

@@ -16,8 +16,9 @@ use std::time::SystemTime;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{Finding, ScanContext, Scanner, ScannerOutput, Severity};
+use super::{ScanContext, Scanner, ScannerOutput};
 use crate::pipeline::bundle::sarif::{build_sarif, percent_encode_path, SarifTool};
+use crate::pipeline::finding::{Finding, Severity};
 use crate::pipeline::osv::{Freshness, OsvStore, VulnMatch};
 use crate::pipeline::sbom::{Component, Ecosystem};
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::archive::{self, ArchiveError, Limits};
@@ -16,10 +17,19 @@ use super::directory;
 use super::egress::Resolver;
 use super::git_url::GitUrl;
 use super::policy::SourcePolicy;
+use super::ScanSource;
+use crate::pipeline::failure::{is_disk_full_message, scrub_workspace, FailureKind, ScanFailure};
 use crate::pipeline::progress::{Reporter, ScanEvent};
-use crate::pipeline::scan::{
-    is_disk_full_message, scrub_workspace, FailureKind, Provenance, ScanFailure, ScanSource,
-};
+
+/// What identifies the exact content a scan saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Provenance {
+    /// `git_commit`, `directory_sha256` or `archive_sha256`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The commit id, or `sha256:<hex>` of the directory content or of the archive.
+    pub id: String,
+}
 
 /// What preparing a source needs from the service's settings.
 #[derive(Clone)]

@@ -26,8 +26,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
-use super::{Finding, Severity, SeverityCounts};
 use crate::pipeline::bundle::sarif::{build_sarif, SarifTool};
+use crate::pipeline::finding::{Finding, Severity, SeverityCounts};
 use crate::pipeline::redact::mask_secrets;
 
 pub mod semgrep;

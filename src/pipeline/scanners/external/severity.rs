@@ -6,9 +6,9 @@
 
 use serde_json::Value;
 
+use crate::pipeline::finding::Severity;
 use crate::pipeline::osv::severity_for_score;
 use crate::pipeline::scanners::names;
-use crate::pipeline::scanners::Severity;
 
 /// One step less severe (`info` stays `info`).
 pub fn lower(s: Severity) -> Severity {

@@ -25,8 +25,9 @@ use ignore::{DirEntry, WalkBuilder, WalkState};
 use regex::bytes::{Captures, Regex};
 use sha2::{Digest, Sha256};
 
-use super::{Finding, ScanContext, Scanner, ScannerOutput, Severity};
+use super::{ScanContext, Scanner, ScannerOutput};
 use crate::pipeline::bundle::sarif::{build_sarif, SarifTool};
+use crate::pipeline::finding::{Finding, Severity};
 use crate::pipeline::redact::shapes;
 use checks::*;
 use rules::{Check, RuleSpec, Scope, RULES};
