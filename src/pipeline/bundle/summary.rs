@@ -34,10 +34,6 @@ pub(crate) struct RunRecord<'a> {
     pub started_at: f64,
 }
 
-fn service() -> Value {
-    json!({ "name": "certus-assurance", "version": env!("CARGO_PKG_VERSION"), "revision": crate::BUILD_REVISION })
-}
-
 impl RunRecord<'_> {
     /// `summary.json`.
     pub fn summary(&self) -> Value {
@@ -61,48 +57,51 @@ impl RunRecord<'_> {
         })
     }
 
-    /// `scan.json`.
-    pub fn scan(&self) -> Value {
+    /// The fields `scan.json` and the predicate share: whom the scan is for, what it saw, and
+    /// the service that ran it; `more` adds to them.
+    fn with_subject(&self, more: Value) -> Value {
         let spec = self.spec;
-        json!({
+        let mut doc = json!({
             "test_id": spec.test_id,
             "workspace_id": spec.workspace_id,
             "component_id": spec.component_id,
             "assessment_id": spec.assessment_id,
-            "requested_by": spec.requested_by,
             "source": self.source,
             "provenance": self.provenance,
-            "profile": self.profile,
             "manifest_digest": self.manifest_digest,
+            "service": { "name": "certus-assurance", "version": env!("CARGO_PKG_VERSION"), "revision": crate::BUILD_REVISION },
+        });
+        if let (Some(doc), Value::Object(more)) = (doc.as_object_mut(), more) {
+            doc.extend(more);
+        }
+        doc
+    }
+
+    /// `scan.json`.
+    pub fn scan(&self) -> Value {
+        let spec = self.spec;
+        self.with_subject(json!({
+            "requested_by": spec.requested_by,
+            "profile": self.profile,
             "manifest_path": spec.manifest_path,
             "submitted_at": spec.submitted_at,
             "started_at": self.started_at,
             "finished_at": now_secs(),
-            "service": service(),
             "scanners": self.scanners,
             "unsupported_manifest_tools": self.profile.unsupported_manifest_tools,
             "strict": spec.strict,
             "warnings": self.warnings,
-        })
+        }))
     }
 
     /// The attestation's predicate.
     pub fn predicate(&self) -> Value {
-        let spec = self.spec;
-        json!({
-            "test_id": spec.test_id,
-            "workspace_id": spec.workspace_id,
-            "component_id": spec.component_id,
-            "assessment_id": spec.assessment_id,
-            "source": self.source,
-            "provenance": self.provenance,
+        self.with_subject(json!({
             "profile": self.profile.name,
-            "manifest_digest": self.manifest_digest,
             "policy": { "passed": self.policy.passed, "violations": self.policy.violations },
             "findings": self.totals,
-            "service": service(),
             "finished_at": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        })
+        }))
     }
 }
 
