@@ -83,14 +83,3 @@ pub trait ScanObserver: Send + Sync {
     /// What the OSV database holds for one ecosystem and when it was last updated.
     fn osv_ecosystem(&self, ecosystem: Ecosystem, records: u64, updated_at: Option<SystemTime>);
 }
-
-/// An observer that counts nothing.
-pub struct NoObserver;
-
-impl ScanObserver for NoObserver {
-    fn phase_finished(&self, _: Phase, _: f64) {}
-    fn scanner_finished(&self, _: &str, _: ScannerStatus, _: f64, _: Option<&SeverityCounts>) {}
-    fn findings_suppressed(&self, _: &str, _: u64) {}
-    fn osv_max_age(&self, _: f64) {}
-    fn osv_ecosystem(&self, _: Ecosystem, _: u64, _: Option<SystemTime>) {}
-}
