@@ -193,6 +193,7 @@ impl App {
                 .rate_limit
                 .map(|limit| Arc::new(api::rate_limit::RateLimiter::new(limit))),
             streams: Arc::new(tokio::sync::Semaphore::new(config.max_streams)),
+            stream_clients: api::per_client::PerClient::new(config.max_streams_per_client),
             config: Arc::new(config),
             shutdown: shutdown.close_streams.clone(),
         };
@@ -290,16 +291,15 @@ impl App {
         }
         shutdown.workers.close();
 
+        let metrics = state.metrics.clone();
         let router = api::router(state);
-        let stop_accepting = shutdown.stop_http.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { stop_accepting.cancelled().await })
-            .await
-        });
+        let server = tokio::spawn(api::connections::serve(
+            listener,
+            router,
+            config.connections,
+            metrics,
+            shutdown.stop_http.clone(),
+        ));
 
         stop.await;
         tracing::info!(grace_seconds = config.shutdown_grace.as_secs(), "draining");
@@ -317,8 +317,7 @@ impl App {
         shutdown.close_streams.cancel();
         shutdown.stop_http.cancel();
         match tokio::time::timeout(Duration::from_secs(10), server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(err))) => return Err(err).context("the HTTP server failed"),
+            Ok(Ok(())) => {}
             Ok(Err(join)) => return Err(join).context("the HTTP server task failed"),
             Err(_) => tracing::warn!("open connections did not close within 10s; stopping anyway"),
         }

@@ -413,6 +413,85 @@ pub struct Settings {
     )]
     pub max_streams: usize,
 
+    /// Most WebSocket streams open at once from one client address (IPv6 by its /64); further
+    /// connections from it get 429 before the upgrade (0: no limit).
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_MAX_STREAMS_PER_CLIENT",
+        default_value_t = 64,
+        value_name = "N"
+    )]
+    pub max_streams_per_client: usize,
+
+    /// Seconds a stream may go without an event and without a message from its client before
+    /// it is closed (code 4408; the client reconnects and gets the history replayed).
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_STREAM_IDLE_TIMEOUT_SECONDS",
+        default_value_t = 300,
+        value_name = "SECONDS"
+    )]
+    pub stream_idle_timeout_seconds: u64,
+
+    /// Seconds between WebSocket pings on a stream; a stream whose client has not answered the
+    /// previous ping with a pong by the next one is closed.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_STREAM_PING_INTERVAL_SECONDS",
+        default_value_t = 20,
+        value_name = "SECONDS"
+    )]
+    pub stream_ping_interval_seconds: u64,
+
+    /// Most HTTP connections open at once; a further connection is answered 503 and closed.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        value_name = "N"
+    )]
+    pub max_connections: usize,
+
+    /// Most HTTP connections open at once from one client address (IPv6 by its /64); a further
+    /// connection from it is answered 429 and closed (0: no limit; behind a reverse proxy every
+    /// connection comes from the proxy's address).
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_MAX_CONNECTIONS_PER_CLIENT",
+        default_value_t = 256,
+        value_name = "N"
+    )]
+    pub max_connections_per_client: usize,
+
+    /// Seconds a client has to send the head of a request (line and headers): counted from the
+    /// connection's opening, and from the first byte of each later request on a kept-alive
+    /// connection. A connection that does not is closed.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_HTTP_HEADER_READ_TIMEOUT_SECONDS",
+        default_value_t = 10,
+        value_name = "SECONDS"
+    )]
+    pub http_header_read_timeout_seconds: u64,
+
+    /// Seconds an HTTP connection may pass with no byte received or sent while no request is
+    /// being handled (a kept-alive connection waiting for its next request, a response the
+    /// client stopped reading, a silent WebSocket); it is then closed.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_HTTP_IDLE_TIMEOUT_SECONDS",
+        default_value_t = 75,
+        value_name = "SECONDS"
+    )]
+    pub http_idle_timeout_seconds: u64,
+
     /// Requests per second each client (token name, or IP address without a token) may send
     /// on average; over it, 429 with Retry-After (0: no limit; fractions allowed).
     #[arg(
@@ -502,6 +581,16 @@ pub struct Settings {
     /// Largest archive `upload-archive` accepts, in bytes.
     #[arg(long, global = true, env = "CERTUS_ASSURANCE_ARCHIVE_MAX_BYTES", default_value_t = 512 * 1024 * 1024, value_name = "BYTES")]
     pub archive_max_bytes: u64,
+
+    /// Most bytes of uploaded archives one workspace may keep stored; 0: no quota.
+    #[arg(
+        long,
+        global = true,
+        env = "CERTUS_ASSURANCE_ARCHIVE_QUOTA_BYTES",
+        default_value_t = 10 * 1024 * 1024 * 1024,
+        value_name = "BYTES"
+    )]
+    pub archive_quota_bytes: u64,
 
     /// Largest total size an archive may unpack to, in bytes.
     #[arg(long, global = true, env = "CERTUS_ASSURANCE_ARCHIVE_MAX_EXTRACTED_BYTES", default_value_t = 2 * 1024 * 1024 * 1024, value_name = "BYTES")]
@@ -606,6 +695,8 @@ pub struct Config {
     pub tool_path: Option<std::ffi::OsString>,
     /// Upload size limit of `upload-archive`.
     pub archive_max_bytes: u64,
+    /// Stored archive bytes a workspace may keep; `None`: no quota.
+    pub archive_quota_bytes: Option<u64>,
     /// Unpacked-size limit of an archive.
     pub archive_max_extracted_bytes: u64,
     /// Entry-count limit of an archive.
@@ -622,8 +713,29 @@ pub struct Config {
     pub max_active_per_workspace: usize,
     /// Cap of open WebSocket streams.
     pub max_streams: usize,
+    /// Cap of open WebSocket streams per client address (0: none).
+    pub max_streams_per_client: usize,
+    /// A stream with no event and no client message for this long is closed.
+    pub stream_idle_timeout: Duration,
+    /// Interval of WebSocket pings; a stream without a pong by the next ping is closed.
+    pub stream_ping_interval: Duration,
+    /// HTTP connection caps and timeouts.
+    pub connections: ConnectionLimits,
     /// Per-client request rate limit (`None`: off).
     pub rate_limit: Option<RateLimit>,
+}
+
+/// Caps and timeouts of HTTP connections (see `crate::api::connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Connections open at once from one client address (0: no limit).
+    pub max_per_client: usize,
+    /// Time to receive a request's head.
+    pub header_read_timeout: Duration,
+    /// Time without a byte either way while no request is being handled.
+    pub idle_timeout: Duration,
 }
 
 /// A variable passed through unchanged to external scanners (`PATH` and pyenv's variables).
@@ -778,6 +890,26 @@ impl Config {
             );
         }
         positive("MAX_STREAMS", s.max_streams as u64)?;
+        positive("STREAM_IDLE_TIMEOUT_SECONDS", s.stream_idle_timeout_seconds)?;
+        positive(
+            "STREAM_PING_INTERVAL_SECONDS",
+            s.stream_ping_interval_seconds,
+        )?;
+        positive("MAX_CONNECTIONS", s.max_connections as u64)?;
+        positive(
+            "HTTP_HEADER_READ_TIMEOUT_SECONDS",
+            s.http_header_read_timeout_seconds,
+        )?;
+        positive("HTTP_IDLE_TIMEOUT_SECONDS", s.http_idle_timeout_seconds)?;
+        if s.stream_ping_interval_seconds >= s.http_idle_timeout_seconds {
+            bail!(
+                "CERTUS_ASSURANCE_STREAM_PING_INTERVAL_SECONDS ({}) must be less than \
+                 CERTUS_ASSURANCE_HTTP_IDLE_TIMEOUT_SECONDS ({}): pings are what keeps a quiet \
+                 stream's connection from being closed as idle",
+                s.stream_ping_interval_seconds,
+                s.http_idle_timeout_seconds
+            );
+        }
         if !s.rate_limit_per_second.is_finite() || s.rate_limit_per_second < 0.0 {
             bail!("CERTUS_ASSURANCE_RATE_LIMIT_PER_SECOND must be 0 (off) or a positive number of requests per second");
         }
@@ -834,6 +966,7 @@ impl Config {
             signing_key,
             tool_path: s.tool_path.clone().or_else(|| passthrough_env("PATH")),
             archive_max_bytes: s.archive_max_bytes,
+            archive_quota_bytes: (s.archive_quota_bytes > 0).then_some(s.archive_quota_bytes),
             archive_max_extracted_bytes: s.archive_max_extracted_bytes,
             archive_max_files: s.archive_max_files,
             api_tokens,
@@ -842,6 +975,15 @@ impl Config {
             allowed_origins,
             max_active_per_workspace: s.max_active_per_workspace,
             max_streams: s.max_streams,
+            max_streams_per_client: s.max_streams_per_client,
+            stream_idle_timeout: Duration::from_secs(s.stream_idle_timeout_seconds),
+            stream_ping_interval: Duration::from_secs(s.stream_ping_interval_seconds),
+            connections: ConnectionLimits {
+                max_connections: s.max_connections,
+                max_per_client: s.max_connections_per_client,
+                header_read_timeout: Duration::from_secs(s.http_header_read_timeout_seconds),
+                idle_timeout: Duration::from_secs(s.http_idle_timeout_seconds),
+            },
             rate_limit,
         })
     }
@@ -926,6 +1068,7 @@ impl Settings {
             osv_max_age_hours: 168,
             tool_path: None,
             archive_max_bytes: 512 * 1024 * 1024,
+            archive_quota_bytes: 10 * 1024 * 1024 * 1024,
             archive_max_extracted_bytes: 2 * 1024 * 1024 * 1024,
             archive_max_files: 100_000,
             api_tokens_file: None,
@@ -935,6 +1078,13 @@ impl Settings {
             allowed_origins: vec![],
             max_active_per_workspace: 0,
             max_streams: 1000,
+            max_streams_per_client: 64,
+            stream_idle_timeout_seconds: 300,
+            stream_ping_interval_seconds: 20,
+            max_connections: 1024,
+            max_connections_per_client: 256,
+            http_header_read_timeout_seconds: 10,
+            http_idle_timeout_seconds: 75,
             rate_limit_per_second: 0.0,
             rate_limit_burst: 20,
             log_format: None,
@@ -1313,6 +1463,13 @@ fn parse_service_url(var: &str, raw: &str) -> anyhow::Result<url::Url> {
     if !url.username().is_empty() || url.password().is_some() {
         bail!("CERTUS_ASSURANCE_{var} must not carry credentials; use the token or key variables");
     }
+    if url.query().is_some() || url.fragment().is_some() {
+        bail!(
+            "CERTUS_ASSURANCE_{var} must not have a query string or fragment (`?...`, `#...`): \
+             they can carry credentials (tokens, signatures) that would be logged; use the token \
+             or key variables"
+        );
+    }
     Ok(url)
 }
 
@@ -1456,8 +1613,9 @@ impl OtlpExport {
         .find_map(|name| get(name).map(|v| (name, v))) else {
             return Ok(None);
         };
-        let url = url::Url::parse(&endpoint)
-            .with_context(|| format!("{endpoint_var} is not a URL: `{endpoint}`"))?;
+        let url = url::Url::parse(&endpoint).with_context(|| {
+            format!("{endpoint_var} is not a URL (such as http://otel-collector:4318)")
+        })?;
         match url.scheme() {
             "http" => {}
             "https" => bail!(
@@ -1465,6 +1623,17 @@ impl OtlpExport {
                  over http:// (for example an OpenTelemetry Collector next to the service)"
             ),
             other => bail!("{endpoint_var} must be an http:// URL (got scheme `{other}`)"),
+        }
+        // The endpoint is logged at start-up: it must hold nothing secret.
+        if !url.username().is_empty()
+            || url.password().is_some()
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            bail!(
+                "{endpoint_var} must not carry a user, a password, a query string or a fragment \
+                 (the endpoint is logged at start-up); authenticate at a collector next to the service"
+            );
         }
         let protocol = match [
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
@@ -1584,6 +1753,14 @@ mod tests {
         bad(
             &|s| s.upload.trust_base_url = Some("https://u:p@trust.example.com".into()),
             "CERTUS_ASSURANCE_TRUST_BASE_URL",
+        );
+        bad(
+            &|s| s.upload.trust_base_url = Some("https://trust.example.com/?access_token=x".into()),
+            "CERTUS_ASSURANCE_TRUST_BASE_URL",
+        );
+        bad(
+            &|s| s.upload.s3_endpoint_url = Some("https://s3.example.com/#sig=x".into()),
+            "CERTUS_ASSURANCE_S3_ENDPOINT_URL",
         );
         bad(
             &|s| s.upload.trust_timeout_seconds = 30,
@@ -1770,6 +1947,18 @@ mod tests {
         );
         bad(&|s| s.max_streams = 0, "CERTUS_ASSURANCE_MAX_STREAMS");
         bad(
+            &|s| s.max_connections = 0,
+            "CERTUS_ASSURANCE_MAX_CONNECTIONS",
+        );
+        bad(
+            &|s| s.http_header_read_timeout_seconds = 0,
+            "CERTUS_ASSURANCE_HTTP_HEADER_READ_TIMEOUT_SECONDS",
+        );
+        bad(
+            &|s| s.stream_ping_interval_seconds = 75,
+            "CERTUS_ASSURANCE_STREAM_PING_INTERVAL_SECONDS",
+        );
+        bad(
             &|s| s.rate_limit_per_second = -1.0,
             "CERTUS_ASSURANCE_RATE_LIMIT_PER_SECOND",
         );
@@ -1861,6 +2050,20 @@ mod tests {
             (
                 &[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318")][..],
                 "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                &[(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    "http://collector:4318/?access_token=x",
+                )][..],
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                &[(
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "http://user:secret@collector:4318",
+                )][..],
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             ),
             (
                 &[

@@ -32,7 +32,7 @@ pub use source::ScanSource;
 
 // The service's edge and wiring name these at their former paths.
 pub use bundle::{artifacts, attestation};
-pub use source::archive_store::stored_archive;
+pub use source::archive_store::{archive_not_stored, parse_archive_path, stored_archive};
 pub use source::{archive, checkout, directory as local_source, egress};
 
 /// The external tools as the `/v1/profiles` route looks them up.
