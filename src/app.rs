@@ -11,10 +11,12 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::config::{Config, RecoverRunning};
+use crate::jobs::observer::MetricsObserver;
 use crate::jobs::{worker, JobManager, JobSettings};
 use crate::metrics::Metrics;
 use crate::pipeline::profile::PROFILE_LABELS;
-use crate::pipeline::{builtin_scanners_with, Pipeline, BUILTIN_SCANNERS};
+use crate::pipeline::scanners::external::passthrough_env;
+use crate::pipeline::{builtin_scanners_with, Pipeline, ScanObserver, BUILTIN_SCANNERS};
 use crate::shutdown::Shutdown;
 use crate::storage::postgres::PgStore;
 use crate::storage::sqlite::SqliteStore;
@@ -120,6 +122,7 @@ impl App {
             }
         };
         let metrics = Metrics::new(&PROFILE_LABELS, &BUILTIN_SCANNERS);
+        let observer: Arc<dyn ScanObserver> = Arc::new(MetricsObserver::new(metrics.clone()));
         let pipeline = Pipeline {
             work_root: config.work_dir(),
             artifact_root: config.artifact_root.clone(),
@@ -128,7 +131,7 @@ impl App {
             source_policy: config.source_policy(),
             resolver: Arc::new(crate::pipeline::egress::SystemResolver),
             ssh_key: config.git_ssh_key_file.clone(),
-            metrics: metrics.clone(),
+            observer: observer.clone(),
             scanners: Arc::new(scanners),
             source_roots: Arc::new(config.source_roots.clone()),
             upload_dir: config.upload_dir(),
@@ -138,6 +141,7 @@ impl App {
             },
             signing_key: config.signing_key.clone(),
             tool_path: config.tool_path.clone(),
+            tool_env: Arc::new(passthrough_env(crate::config::passthrough_env)),
         };
         let jobs = JobManager::new(
             store,
@@ -178,7 +182,7 @@ impl App {
         if let Some(osv) = osv {
             shutdown.workers.spawn(crate::pipeline::osv::watch(
                 osv,
-                metrics.clone(),
+                observer,
                 shutdown.stop_claiming.clone(),
             ));
         }

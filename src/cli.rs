@@ -19,13 +19,17 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 
-use crate::api::findings::{
+use crate::config::Config;
+use crate::jobs::observer::MetricsObserver;
+use crate::metrics::Metrics;
+use crate::pipeline::bundle::read::{
     for_each_finding, is_suppressed, masked, ReadError, FINDINGS_JSON, FINDINGS_SARIF,
     FINDINGS_VERSION,
 };
-use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::pipeline::profile::{self, Profile, SeverityCounts};
+use crate::pipeline::finding::SeverityCounts;
+use crate::pipeline::profile::{self, Profile};
+use crate::pipeline::scanners::external::passthrough_env;
+use crate::pipeline::scanners::registry::SCANNER_NAMES;
 use crate::pipeline::source::{parse_git_url, SourcePolicy};
 use crate::pipeline::{
     archive, builtin_scanners_with, osv::OsvStore, Pipeline, ProgressSink, ScanEvent, ScanSource,
@@ -177,15 +181,16 @@ pub async fn run_scan(args: &ScanArgs, config: &Config) -> anyhow::Result<u8> {
         .osv_db_dir
         .clone()
         .map(|d| Arc::new(OsvStore::new(d).with_max_age(config.osv_max_age)));
-    let metrics = Metrics::new(&profile::PROFILE_LABELS, &crate::pipeline::BUILTIN_SCANNERS);
+    let metrics = Metrics::new(&profile::PROFILE_LABELS, &SCANNER_NAMES);
     let mut pipeline = Pipeline::local(
         work.path().join("work"),
         args.out.clone(),
-        metrics,
+        Arc::new(MetricsObserver::new(metrics)),
         builtin_scanners_with(osv),
     );
     pipeline.signing_key = config.signing_key.clone();
     pipeline.tool_path = config.tool_path.clone();
+    pipeline.tool_env = Arc::new(passthrough_env(crate::config::passthrough_env));
     pipeline.archive_limits = archive::Limits {
         max_bytes: config.archive_max_extracted_bytes,
         max_entries: config.archive_max_files,
@@ -254,7 +259,8 @@ pub async fn run_scan(args: &ScanArgs, config: &Config) -> anyhow::Result<u8> {
         show: std::io::stderr().is_terminal() || args.verbose,
         verbose: args.verbose,
         stream_file: Mutex::new(
-            std::fs::File::create(bundle.join(crate::pipeline::artifacts::STREAM_JSONL)).ok(),
+            std::fs::File::create(bundle.join(crate::pipeline::bundle::artifacts::STREAM_JSONL))
+                .ok(),
         ),
     });
     let cancel = Arc::new(AtomicBool::new(false));
@@ -553,7 +559,7 @@ pub fn merged_sarif(bundle: &Path) -> anyhow::Result<Value> {
         }
     }
     Ok(json!({
-        "$schema": crate::pipeline::sarif::SARIF_SCHEMA,
+        "$schema": crate::pipeline::bundle::sarif::SARIF_SCHEMA,
         "version": "2.1.0",
         "runs": runs,
     }))
@@ -827,9 +833,9 @@ mod tests {
     fn sarif_output_is_the_bundle_merged_log_when_there_is_one() {
         let bundle = tempfile::tempdir().unwrap();
         let run = |tool: &str| json!({"tool": {"driver": {"name": tool}}, "results": []});
-        crate::pipeline::artifacts::write_json(
+        crate::pipeline::bundle::artifacts::write_json(
             bundle.path(),
-            &crate::pipeline::artifacts::sarif_path("secrets"),
+            &crate::pipeline::bundle::artifacts::sarif_path("secrets"),
             &json!({"version": "2.1.0", "runs": [run("secrets")]}),
         )
         .unwrap();
@@ -841,7 +847,8 @@ mod tests {
         // Without findings.sarif.json: the per-scanner reports merged.
         assert_eq!(written(bundle.path())["runs"], json!([run("secrets")]));
         let merged = json!({"version": "2.1.0", "runs": [run("secrets"), run("bandit")]});
-        crate::pipeline::artifacts::write_json(bundle.path(), FINDINGS_SARIF, &merged).unwrap();
+        crate::pipeline::bundle::artifacts::write_json(bundle.path(), FINDINGS_SARIF, &merged)
+            .unwrap();
         assert_eq!(written(bundle.path()), merged);
     }
 

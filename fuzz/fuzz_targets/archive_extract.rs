@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use certus_assurance::pipeline::archive::{extract, inspect, sniff, ArchiveFormat, Limits};
+use certus_assurance::pipeline::source::archive::{extract, inspect, sniff, ArchiveFormat, Limits};
 use libfuzzer_sys::fuzz_target;
 
 const LIMITS: Limits = Limits {

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use certus_assurance::pipeline::tools::{
+use certus_assurance::pipeline::scanners::external::{
     bandit_findings, converted, detect_secrets_findings, native_sarif,
 };
 use libfuzzer_sys::fuzz_target;

@@ -74,7 +74,7 @@ pub async fn list_artifacts(
             return Ok(None);
         }
         let mut files = Vec::new();
-        for rel in crate::pipeline::artifacts::list_files(&bundle)? {
+        for rel in crate::pipeline::bundle::artifacts::list_files(&bundle)? {
             // Files being written (renamed into place when complete).
             if rel.ends_with(".tmp") {
                 continue;

@@ -4,6 +4,7 @@
 
 pub mod counts;
 pub mod events;
+pub mod observer;
 pub mod state;
 pub mod upload;
 pub mod worker;
@@ -726,7 +727,7 @@ impl JobManager {
             .inner
             .pipeline
             .artifact_dir(test_id)
-            .join(crate::pipeline::artifacts::STREAM_JSONL);
+            .join(crate::pipeline::bundle::artifacts::STREAM_JSONL);
         let mut lines: Vec<String> = tokio::fs::read_to_string(&path)
             .await
             .map(|text| {
@@ -1095,7 +1096,7 @@ pub(crate) fn append_stream_line(bundle_dir: &std::path::Path, json: &str) {
     if let Ok(mut file) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(bundle_dir.join(crate::pipeline::artifacts::STREAM_JSONL))
+        .open(bundle_dir.join(crate::pipeline::bundle::artifacts::STREAM_JSONL))
     {
         let _ = writeln!(file, "{json}");
     }

@@ -230,7 +230,7 @@ async fn run_one(jobs: &JobManager, record: ScanRecord, hard_stop: &Cancellation
         file_lock: Mutex::new(()),
     });
     // A re-run of a requeued scan starts a fresh stream file.
-    let _ = std::fs::remove_file(bundle_dir.join(crate::pipeline::artifacts::STREAM_JSONL));
+    let _ = std::fs::remove_file(bundle_dir.join(crate::pipeline::bundle::artifacts::STREAM_JSONL));
     tracing::info!("scan started");
 
     let spec = match spec_for(jobs, &record) {
@@ -421,7 +421,7 @@ async fn finish_failed(
     span.record("otel.status_code", "error");
     tracing::warn!(failure_reason = reason.as_str(), error = %message, "scan failed");
     let bundle_dir = jobs.pipeline().artifact_dir(&record.test_id);
-    let artifacts = crate::pipeline::artifacts::list_files(&bundle_dir).ok();
+    let artifacts = crate::pipeline::bundle::artifacts::list_files(&bundle_dir).ok();
     let done = Completion {
         status: JobState::Failed,
         failure_reason: Some(reason),

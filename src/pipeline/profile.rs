@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::scanners::Severity;
+use super::finding::{Severity, SeverityCounts};
+use super::scanners::{names, registry};
 
 /// Maximum number of findings of each severity a scan may have and still pass its policy;
 /// `None` means unlimited.
@@ -81,21 +82,10 @@ pub const BUILTIN_PROFILES: [&str; 4] = ["light", "standard", "polyglot", "sbom-
 /// manifest defined or changed (profile names chosen by callers never become labels).
 pub const PROFILE_LABELS: [&str; 5] = ["light", "standard", "polyglot", "sbom-only", "custom"];
 
-/// Scanners that run inside the service.
-pub const BUILTIN_SCANNER_NAMES: [&str; 3] = ["secrets", "sbom", "vulnerabilities"];
-/// External tools with an adapter (run when installed).
-pub const EXTERNAL_TOOL_NAMES: [&str; 7] = [
-    "bandit",
-    "semgrep",
-    "detect-secrets",
-    "ruff",
-    "gitleaks",
-    "trivy",
-    "osv-scanner",
-];
+pub use super::scanners::registry::{BUILTIN_SCANNER_NAMES, EXTERNAL_TOOL_NAMES};
 
 fn is_known_scanner(name: &str) -> bool {
-    BUILTIN_SCANNER_NAMES.contains(&name) || EXTERNAL_TOOL_NAMES.contains(&name)
+    registry::find(name).is_some()
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -103,6 +93,28 @@ fn strings(v: &[&str]) -> Vec<String> {
 }
 
 impl Profile {
+    /// A custom profile with nothing in it yet: no scanners, no thresholds.
+    fn empty(name: &str) -> Profile {
+        Profile {
+            name: name.to_string(),
+            description: String::new(),
+            scanners: vec![],
+            required: vec![],
+            optional: vec![],
+            exclude: vec![],
+            baseline_path: None,
+            thresholds: Thresholds {
+                critical: None,
+                high: None,
+                medium: None,
+                low: None,
+            },
+            custom: true,
+            unsupported_manifest_tools: vec![],
+            sent_manifest_digest: None,
+        }
+    }
+
     pub fn builtin(name: &str) -> Option<Profile> {
         let strict = Thresholds {
             critical: Some(0),
@@ -113,7 +125,7 @@ impl Profile {
         let (description, scanners, thresholds) = match name {
             "light" => (
                 "Fast built-in checks for every push: secrets, SBOM and known vulnerabilities.",
-                strings(&["secrets", "sbom", "vulnerabilities"]),
+                strings(&[names::SECRETS, names::SBOM, names::VULNERABILITIES]),
                 Thresholds {
                     critical: Some(0),
                     high: Some(5),
@@ -124,35 +136,35 @@ impl Profile {
             "standard" => (
                 "Release gate: the built-in checks plus bandit, detect-secrets, ruff and semgrep where installed, with strict thresholds.",
                 strings(&[
-                    "secrets",
-                    "sbom",
-                    "vulnerabilities",
-                    "bandit",
-                    "detect-secrets",
-                    "ruff",
-                    "semgrep",
+                    names::SECRETS,
+                    names::SBOM,
+                    names::VULNERABILITIES,
+                    names::BANDIT,
+                    names::DETECT_SECRETS,
+                    names::RUFF,
+                    names::SEMGREP,
                 ]),
                 strict.clone(),
             ),
             "polyglot" => (
                 "Multi-language repositories: every built-in scanner and every external tool that is installed, strict thresholds.",
                 strings(&[
-                    "secrets",
-                    "sbom",
-                    "vulnerabilities",
-                    "bandit",
-                    "semgrep",
-                    "detect-secrets",
-                    "ruff",
-                    "gitleaks",
-                    "trivy",
-                    "osv-scanner",
+                    names::SECRETS,
+                    names::SBOM,
+                    names::VULNERABILITIES,
+                    names::BANDIT,
+                    names::SEMGREP,
+                    names::DETECT_SECRETS,
+                    names::RUFF,
+                    names::GITLEAKS,
+                    names::TRIVY,
+                    names::OSV_SCANNER,
                 ]),
                 strict,
             ),
             "sbom-only" => (
                 "Inventory only: SPDX and CycloneDX SBOMs, no findings and no thresholds.",
-                strings(&["sbom"]),
+                strings(&[names::SBOM]),
                 Thresholds {
                     critical: None,
                     high: None,
@@ -306,35 +318,8 @@ pub fn resolve(requested: &str, manifest: Option<&Value>) -> Result<Profile, Vec
         return resolve_legacy(requested, manifest);
     }
     let mut errors = Vec::new();
-    let (definition, loc): (Option<&Value>, Vec<String>) = if let Some(profiles) =
-        obj.get("profiles")
-    {
-        for key in obj.keys() {
-            if key != "profiles" {
-                errors.push(err(
-                    &[key],
-                    "unknown field; a manifest with `profiles` has no other top-level fields",
-                ));
-            }
-        }
-        let Some(profiles) = profiles.as_object() else {
-            errors.push(err(
-                &["profiles"],
-                "profiles must be an object mapping profile names to definitions (or the earlier service's list of {name, tools, thresholds})",
-            ));
-            return Err(errors);
-        };
-        for name in profiles.keys() {
-            if !valid_profile_name(name) {
-                errors.push(err(&["profiles", name], "profile names are 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"));
-            }
-        }
-        (
-            profiles.get(requested),
-            vec!["profiles".to_string(), requested.to_string()],
-        )
-    } else {
-        (Some(manifest), vec![])
+    let Some((definition, loc)) = find_definition(requested, manifest, obj, &mut errors) else {
+        return Err(errors);
     };
     let loc_ref: Vec<&str> = loc.iter().map(String::as_str).collect();
     let at = |field: &str| -> Vec<String> {
@@ -377,6 +362,70 @@ pub fn resolve(requested: &str, manifest: Option<&Value>) -> Result<Profile, Vec
             ));
         }
     }
+    let Some(mut profile) = base_profile(requested, def, &at, &mut errors) else {
+        return Err(errors);
+    };
+    if !valid_profile_name(requested) {
+        errors.push(err(
+            &[] as &[&str],
+            format!("profile `{requested}`: names are 1-64 characters of a-z, 0-9, '-' and '_'"),
+        ));
+    }
+    apply_definition(&mut profile, def, &at, &mut errors);
+    if errors.is_empty() {
+        Ok(profile)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The definition of `requested` in a manifest's `profiles` (`None` inside when it has none),
+/// or the manifest itself as the definition, with its location; `None` when `profiles` is not
+/// an object.
+fn find_definition<'m>(
+    requested: &str,
+    manifest: &'m Value,
+    obj: &'m serde_json::Map<String, Value>,
+    errors: &mut Vec<ManifestError>,
+) -> Option<(Option<&'m Value>, Vec<String>)> {
+    if let Some(profiles) = obj.get("profiles") {
+        for key in obj.keys() {
+            if key != "profiles" {
+                errors.push(err(
+                    &[key],
+                    "unknown field; a manifest with `profiles` has no other top-level fields",
+                ));
+            }
+        }
+        let Some(profiles) = profiles.as_object() else {
+            errors.push(err(
+                &["profiles"],
+                "profiles must be an object mapping profile names to definitions (or the earlier service's list of {name, tools, thresholds})",
+            ));
+            return None;
+        };
+        for name in profiles.keys() {
+            if !valid_profile_name(name) {
+                errors.push(err(&["profiles", name], "profile names are 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"));
+            }
+        }
+        Some((
+            profiles.get(requested),
+            vec!["profiles".to_string(), requested.to_string()],
+        ))
+    } else {
+        Some((Some(manifest), vec![]))
+    }
+}
+
+/// The profile a definition starts from: the preset it extends (or of its own name), or an
+/// empty one; `None` when `extends` names no preset.
+fn base_profile(
+    requested: &str,
+    def: &serde_json::Map<String, Value>,
+    at: &dyn Fn(&str) -> Vec<String>,
+    errors: &mut Vec<ManifestError>,
+) -> Option<Profile> {
     let base_name = match def.get("extends") {
         None => requested.to_string(),
         Some(Value::String(b)) => b.clone(),
@@ -398,39 +447,26 @@ pub fn resolve(requested: &str, manifest: Option<&Value>) -> Result<Profile, Vec
                     BUILTIN_PROFILES.join(", ")
                 ),
             ));
-            return Err(errors);
+            return None;
         }
         // A new profile with no base starts empty: it must list its scanners.
-        None => Profile {
-            name: requested.to_string(),
-            description: String::new(),
-            scanners: vec![],
-            required: vec![],
-            optional: vec![],
-            exclude: vec![],
-            baseline_path: None,
-            thresholds: Thresholds {
-                critical: None,
-                high: None,
-                medium: None,
-                low: None,
-            },
-            custom: true,
-            unsupported_manifest_tools: vec![],
-            sent_manifest_digest: None,
-        },
+        None => Profile::empty(requested),
     };
-    let mut profile = Profile {
+    Some(Profile {
         name: requested.to_string(),
         custom: true,
         ..base
-    };
-    if !valid_profile_name(requested) {
-        errors.push(err(
-            &[] as &[&str],
-            format!("profile `{requested}`: names are 1-64 characters of a-z, 0-9, '-' and '_'"),
-        ));
-    }
+    })
+}
+
+/// Applies a definition's fields (description, scanners, required, thresholds, optional,
+/// excludes, baseline) to `profile`.
+fn apply_definition(
+    profile: &mut Profile,
+    def: &serde_json::Map<String, Value>,
+    at: &dyn Fn(&str) -> Vec<String>,
+    errors: &mut Vec<ManifestError>,
+) {
     match def.get("description") {
         None => {}
         Some(Value::String(d)) if d.chars().count() <= 512 => profile.description = d.clone(),
@@ -439,41 +475,10 @@ pub fn resolve(requested: &str, manifest: Option<&Value>) -> Result<Profile, Vec
             "description must be a string of at most 512 characters",
         )),
     }
-    let names = |field: &str, errors: &mut Vec<ManifestError>| -> Option<Vec<String>> {
-        let v = def.get(field)?;
-        let Some(list) = v.as_array() else {
-            errors.push(err(
-                &at(field),
-                format!("{field} must be a list of scanner names"),
-            ));
-            return None;
-        };
-        let mut out = Vec::new();
-        for item in list {
-            match item.as_str() {
-                Some(n) if is_known_scanner(n) => {
-                    if !out.iter().any(|o: &String| o == n) {
-                        out.push(n.to_string());
-                    }
-                }
-                Some(n) => errors.push(err(
-                    &at(field),
-                    format!(
-                        "unknown scanner `{}`; known: {}, {}",
-                        n.chars().take(64).collect::<String>(),
-                        BUILTIN_SCANNER_NAMES.join(", "),
-                        EXTERNAL_TOOL_NAMES.join(", ")
-                    ),
-                )),
-                None => errors.push(err(&at(field), "scanner names must be strings")),
-            }
-        }
-        Some(out)
-    };
-    if let Some(list) = names("scanners", &mut errors) {
+    if let Some(list) = scanner_list(def, "scanners", at, errors) {
         profile.scanners = list;
     }
-    if let Some(list) = names("required", &mut errors) {
+    if let Some(list) = scanner_list(def, "required", at, errors) {
         for tool in &list {
             if BUILTIN_SCANNER_NAMES.contains(&tool.as_str()) {
                 errors.push(err(&at("required"), format!("`{tool}` is built in and always available; only external tools can be required")));
@@ -493,9 +498,9 @@ pub fn resolve(requested: &str, manifest: Option<&Value>) -> Result<Profile, Vec
         ));
     }
     if let Some(t) = def.get("thresholds") {
-        apply_thresholds(t, &mut profile.thresholds, &at("thresholds"), &mut errors);
+        apply_thresholds(t, &mut profile.thresholds, &at("thresholds"), errors);
     }
-    if let Some(list) = names("optional", &mut errors) {
+    if let Some(list) = scanner_list(def, "optional", at, errors) {
         for name in &list {
             if profile.required.contains(name) {
                 errors.push(err(
@@ -525,11 +530,44 @@ pub fn resolve(requested: &str, manifest: Option<&Value>) -> Result<Profile, Vec
             "baseline_path must be a relative path inside the source tree (at most 1024 characters, without '..'), e.g. security/baseline.json",
         )),
     }
-    if errors.is_empty() {
-        Ok(profile)
-    } else {
-        Err(errors)
+}
+
+/// The list of scanner names in `field` of a definition, known names only, each once.
+fn scanner_list(
+    def: &serde_json::Map<String, Value>,
+    field: &str,
+    at: &dyn Fn(&str) -> Vec<String>,
+    errors: &mut Vec<ManifestError>,
+) -> Option<Vec<String>> {
+    let v = def.get(field)?;
+    let Some(list) = v.as_array() else {
+        errors.push(err(
+            &at(field),
+            format!("{field} must be a list of scanner names"),
+        ));
+        return None;
+    };
+    let mut out = Vec::new();
+    for item in list {
+        match item.as_str() {
+            Some(n) if is_known_scanner(n) => {
+                if !out.iter().any(|o: &String| o == n) {
+                    out.push(n.to_string());
+                }
+            }
+            Some(n) => errors.push(err(
+                &at(field),
+                format!(
+                    "unknown scanner `{}`; known: {}, {}",
+                    n.chars().take(64).collect::<String>(),
+                    BUILTIN_SCANNER_NAMES.join(", "),
+                    EXTERNAL_TOOL_NAMES.join(", ")
+                ),
+            )),
+            None => errors.push(err(&at(field), "scanner names must be strings")),
+        }
     }
+    Some(out)
 }
 
 /// Sets the thresholds a manifest gives (`{"critical": 0, "high": null}`) on `thresholds`.
@@ -630,18 +668,16 @@ pub enum LegacyTool {
 /// The mapping of the earlier service's tool ids (docs/scanning.md has the same table).
 pub fn legacy_tool(id: &str) -> LegacyTool {
     match id.trim().to_ascii_lowercase().as_str() {
-        "secrets" => LegacyTool::Scanner("secrets"),
-        "sbom" | "syft" => LegacyTool::Scanner("sbom"),
-        "vulnerabilities" | "osv" => LegacyTool::Scanner("vulnerabilities"),
-        "bandit" => LegacyTool::Scanner("bandit"),
-        "ruff" => LegacyTool::Scanner("ruff"),
-        "detect-secrets" | "detect_secrets" => LegacyTool::Scanner("detect-secrets"),
-        "semgrep" | "opengrep" => LegacyTool::Scanner("semgrep"),
-        "gitleaks" => LegacyTool::Scanner("gitleaks"),
-        "trivy" => LegacyTool::Scanner("trivy"),
-        "osv-scanner" | "osv_scanner" => LegacyTool::Scanner("osv-scanner"),
+        "syft" => LegacyTool::Scanner(names::SBOM),
+        "osv" => LegacyTool::Scanner(names::VULNERABILITIES),
+        "detect_secrets" => LegacyTool::Scanner(names::DETECT_SECRETS),
+        "opengrep" => LegacyTool::Scanner(names::SEMGREP),
+        "osv_scanner" => LegacyTool::Scanner(names::OSV_SCANNER),
         "attestation" | "provenance" | "in-toto" => LegacyTool::Always,
-        _ => LegacyTool::Unsupported,
+        // Every scanner's own name is a tool id too.
+        other => {
+            registry::find(other).map_or(LegacyTool::Unsupported, |s| LegacyTool::Scanner(s.name))
+        }
     }
 }
 
@@ -651,43 +687,7 @@ pub fn legacy_tool(id: &str) -> LegacyTool {
 fn resolve_legacy(requested: &str, manifest: &Value) -> Result<Profile, Vec<ManifestError>> {
     let obj = manifest.as_object().expect("checked by the caller");
     let mut errors = Vec::new();
-    let (entry, loc): (Option<&serde_json::Map<String, Value>>, Vec<String>) = if let Some(list) =
-        obj.get("profiles").and_then(Value::as_array)
-    {
-        for key in obj.keys() {
-            if key != "profiles" && key != "version" {
-                errors.push(err(
-                        &[key],
-                        "unknown field; a manifest with a `profiles` list has no other top-level fields but `version`",
-                    ));
-            }
-        }
-        let mut found = None;
-        for (i, item) in list.iter().enumerate() {
-            let here = vec!["profiles".to_string(), i.to_string()];
-            let Some(def) = item.as_object() else {
-                errors.push(err(&here, "each entry of `profiles` must be an object {\"name\", \"tools\", \"thresholds\"}"));
-                continue;
-            };
-            match def.get("name").and_then(Value::as_str) {
-                Some(n) if valid_profile_name(n) => {
-                    if n == requested && found.is_none() {
-                        found = Some((def, here));
-                    }
-                }
-                _ => errors.push(err(
-                    &[here[0].as_str(), here[1].as_str(), "name"],
-                    "each profile needs a `name` of 1-64 characters of a-z, 0-9, '-' and '_'",
-                )),
-            }
-        }
-        match found {
-            Some((def, here)) => (Some(def), here),
-            None => (None, vec!["profiles".to_string()]),
-        }
-    } else {
-        (Some(obj), vec![])
-    };
+    let (entry, loc) = find_legacy_entry(requested, obj, &mut errors);
     let name = match entry.and_then(|e| e.get("profile")) {
         None => requested.to_string(),
         Some(Value::String(p)) if valid_profile_name(p) => p.clone(),
@@ -730,24 +730,7 @@ fn resolve_legacy(requested: &str, manifest: &Value) -> Result<Profile, Vec<Mani
             ));
         }
     }
-    let mut profile = Profile::builtin(&name).unwrap_or(Profile {
-        name: name.clone(),
-        description: String::new(),
-        scanners: vec![],
-        required: vec![],
-        optional: vec![],
-        exclude: vec![],
-        baseline_path: None,
-        thresholds: Thresholds {
-            critical: None,
-            high: None,
-            medium: None,
-            low: None,
-        },
-        custom: true,
-        unsupported_manifest_tools: vec![],
-        sent_manifest_digest: None,
-    });
+    let mut profile = Profile::builtin(&name).unwrap_or_else(|| Profile::empty(&name));
     profile.custom = true;
     match entry.get("description") {
         None | Some(Value::Null) => {}
@@ -764,38 +747,7 @@ fn resolve_legacy(requested: &str, manifest: &Value) -> Result<Profile, Vec<Mani
                 "tools must be a list of tool ids (strings, or objects with `id` or `name`)",
             )),
             Some(list) => {
-                let mut scanners = Vec::new();
-                let mut unsupported = Vec::new();
-                for item in list {
-                    let id = match item {
-                        Value::String(s) => Some(s.as_str()),
-                        Value::Object(o) => o
-                            .get("id")
-                            .or_else(|| o.get("name"))
-                            .and_then(Value::as_str),
-                        _ => None,
-                    };
-                    let Some(id) = id.filter(|i| !i.trim().is_empty() && i.len() <= 64) else {
-                        errors.push(err(&at("tools"), "each tool is a string id or an object with a string `id` or `name` (at most 64 characters)"));
-                        continue;
-                    };
-                    match legacy_tool(id) {
-                        LegacyTool::Scanner(s) => {
-                            if !scanners.iter().any(|o: &String| o == s) {
-                                scanners.push(s.to_string());
-                            }
-                        }
-                        LegacyTool::Always => {}
-                        LegacyTool::Unsupported => {
-                            if !unsupported.iter().any(|o: &String| o == id) {
-                                unsupported.push(id.to_string());
-                            }
-                        }
-                    }
-                }
-                if scanners.is_empty() {
-                    errors.push(err(&at("tools"), format!("none of the tools has a scanner here{}; name at least one of: secrets, sbom, vulnerabilities, {}, opengrep", if unsupported.is_empty() { String::new() } else { format!(" (not supported: {})", unsupported.join(", ")) }, EXTERNAL_TOOL_NAMES.join(", "))));
-                }
+                let (scanners, unsupported) = legacy_tools(list, &at, &mut errors);
                 profile.scanners = scanners;
                 profile.unsupported_manifest_tools = unsupported;
             }
@@ -812,43 +764,105 @@ fn resolve_legacy(requested: &str, manifest: &Value) -> Result<Profile, Vec<Mani
     }
 }
 
+/// The entry of `requested` in an earlier service's manifest: the `profiles` list's entry of
+/// that name (`None` when it has none), or the manifest itself, with its location.
+fn find_legacy_entry<'m>(
+    requested: &str,
+    obj: &'m serde_json::Map<String, Value>,
+    errors: &mut Vec<ManifestError>,
+) -> (Option<&'m serde_json::Map<String, Value>>, Vec<String>) {
+    if let Some(list) = obj.get("profiles").and_then(Value::as_array) {
+        for key in obj.keys() {
+            if key != "profiles" && key != "version" {
+                errors.push(err(
+                        &[key],
+                        "unknown field; a manifest with a `profiles` list has no other top-level fields but `version`",
+                    ));
+            }
+        }
+        let mut found = None;
+        for (i, item) in list.iter().enumerate() {
+            let here = vec!["profiles".to_string(), i.to_string()];
+            let Some(def) = item.as_object() else {
+                errors.push(err(&here, "each entry of `profiles` must be an object {\"name\", \"tools\", \"thresholds\"}"));
+                continue;
+            };
+            match def.get("name").and_then(Value::as_str) {
+                Some(n) if valid_profile_name(n) => {
+                    if n == requested && found.is_none() {
+                        found = Some((def, here));
+                    }
+                }
+                _ => errors.push(err(
+                    &[here[0].as_str(), here[1].as_str(), "name"],
+                    "each profile needs a `name` of 1-64 characters of a-z, 0-9, '-' and '_'",
+                )),
+            }
+        }
+        match found {
+            Some((def, here)) => (Some(def), here),
+            None => (None, vec!["profiles".to_string()]),
+        }
+    } else {
+        (Some(obj), vec![])
+    }
+}
+
+/// The scanners an earlier service's tool ids map to, and the ids with no scanner here.
+fn legacy_tools(
+    list: &[Value],
+    at: &dyn Fn(&str) -> Vec<String>,
+    errors: &mut Vec<ManifestError>,
+) -> (Vec<String>, Vec<String>) {
+    let mut scanners = Vec::new();
+    let mut unsupported = Vec::new();
+    for item in list {
+        let id = match item {
+            Value::String(s) => Some(s.as_str()),
+            Value::Object(o) => o
+                .get("id")
+                .or_else(|| o.get("name"))
+                .and_then(Value::as_str),
+            _ => None,
+        };
+        let Some(id) = id.filter(|i| !i.trim().is_empty() && i.len() <= 64) else {
+            errors.push(err(&at("tools"), "each tool is a string id or an object with a string `id` or `name` (at most 64 characters)"));
+            continue;
+        };
+        match legacy_tool(id) {
+            LegacyTool::Scanner(s) => {
+                if !scanners.iter().any(|o: &String| o == s) {
+                    scanners.push(s.to_string());
+                }
+            }
+            LegacyTool::Always => {}
+            LegacyTool::Unsupported => {
+                if !unsupported.iter().any(|o: &String| o == id) {
+                    unsupported.push(id.to_string());
+                }
+            }
+        }
+    }
+    if scanners.is_empty() {
+        errors.push(err(
+            &at("tools"),
+            format!(
+                "none of the tools has a scanner here{}; name at least one of: {}, opengrep",
+                if unsupported.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (not supported: {})", unsupported.join(", "))
+                },
+                registry::SCANNER_NAMES.join(", ")
+            ),
+        ));
+    }
+    (scanners, unsupported)
+}
+
 /// sha256 of the manifest as sent, in canonical JSON (sorted keys, no whitespace).
 fn sent_digest(manifest: &Value) -> String {
     digest_of(&serde_json::to_string(manifest).expect("plain data serializes"))
-}
-
-/// Finding counts per severity.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct SeverityCounts {
-    pub critical: u64,
-    pub high: u64,
-    pub medium: u64,
-    pub low: u64,
-    pub info: u64,
-    pub total: u64,
-}
-
-impl SeverityCounts {
-    pub fn add(&mut self, severity: Severity, n: u64) {
-        match severity {
-            Severity::Critical => self.critical += n,
-            Severity::High => self.high += n,
-            Severity::Medium => self.medium += n,
-            Severity::Low => self.low += n,
-            Severity::Info => self.info += n,
-        }
-        self.total += n;
-    }
-
-    pub fn get(&self, severity: Severity) -> u64 {
-        match severity {
-            Severity::Critical => self.critical,
-            Severity::High => self.high,
-            Severity::Medium => self.medium,
-            Severity::Low => self.low,
-            Severity::Info => self.info,
-        }
-    }
 }
 
 /// A scanner run that did not succeed: `status` is `failed` or `skipped`.

@@ -165,8 +165,9 @@ fn every_setting_is_documented_with_its_flag_and_default() {
 /// The service's registry, with every family present: the HTTP series appear with their first
 /// response, so one is recorded.
 fn registry_with_every_family() -> Metrics {
-    let scanners = certus_assurance::pipeline::BUILTIN_SCANNERS;
+    let scanners = certus_assurance::pipeline::scanners::registry::SCANNER_NAMES;
     let metrics = Metrics::new(&PROFILE_LABELS, &scanners);
+    // HTTP series appear with their first response; make one so the families are gathered.
     metrics
         .http_requests_total
         .with_label_values(&["GET", "/health", "200"])

@@ -377,9 +377,12 @@ fn recorded_reports_of_tools_not_installable_here_become_schema_valid_sarif() {
         } else {
             "/work/scan/src"
         };
-        let (sarif, counts) =
-            certus_assurance::pipeline::tools::tool_sarif(Some(tool), &raw, Path::new(source))
-                .unwrap_or_else(|e| panic!("{tool}: {e:#}"));
+        let (sarif, counts) = certus_assurance::pipeline::scanners::external::tool_sarif(
+            Some(tool),
+            &raw,
+            Path::new(source),
+        )
+        .unwrap_or_else(|e| panic!("{tool}: {e:#}"));
         assert_eq!(counts.total, results(&sarif).len() as u64, "{tool}");
         assert!(counts.total >= 2, "{tool}");
         let path = out_dir.path().join(format!("{tool}.sarif.json"));

@@ -69,7 +69,7 @@ async fn stats_follow_a_scan_from_queued_to_succeeded() {
     .unwrap();
     assert_eq!(sarif["version"], "2.1.0");
     assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len(), 2);
-    for file in certus_assurance::pipeline::artifacts::list_files(&dir).unwrap() {
+    for file in certus_assurance::pipeline::bundle::artifacts::list_files(&dir).unwrap() {
         let text = std::fs::read_to_string(dir.join(&file)).unwrap();
         assert!(
             !text.contains(&planted_aws_key()),
@@ -557,7 +557,9 @@ async fn credentials_in_git_urls_never_appear_in_answers_events_or_files() {
         scan["git_url"],
         format!("https://***@127.0.0.1:{port}/org/repo.git")
     );
-    for file in certus_assurance::pipeline::artifacts::list_files(&app.artifact_dir(&id)).unwrap() {
+    for file in
+        certus_assurance::pipeline::bundle::artifacts::list_files(&app.artifact_dir(&id)).unwrap()
+    {
         let text = std::fs::read_to_string(app.artifact_dir(&id).join(&file)).unwrap();
         assert!(!text.contains(secret), "{file} leaks the credential");
     }

@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 
 use certus_assurance::api::scans::{validate_submission_json, SubmissionPolicy};
 use certus_assurance::error::ApiError;
-use certus_assurance::pipeline::archive::{extract, inspect, ArchiveFormat, Limits};
+use certus_assurance::pipeline::source::archive::{extract, inspect, ArchiveFormat, Limits};
 use certus_assurance::pipeline::source::{parse_git_url, redact_text, GitSchemes, SourcePolicy};
 use serde_json::{json, Map, Value};
 

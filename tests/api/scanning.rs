@@ -334,7 +334,7 @@ async fn lockfiles_of_every_ecosystem_are_matched_against_the_osv_fixture_exactl
     );
 
     // Provenance of a directory scan: the content hash of what was scanned.
-    let expected_hash = certus_assurance::pipeline::local_source::hash_directory(
+    let expected_hash = certus_assurance::pipeline::source::directory::hash_directory(
         &project,
         &std::sync::atomic::AtomicBool::new(false),
     )
@@ -391,7 +391,8 @@ async fn bundle_reports_validate_against_their_schemas_and_the_attestation_verif
     let app = spawn_app_with(move |c| {
         c.osv_db_dir = Some(osv_dir);
         c.signing_key = Some(
-            certus_assurance::pipeline::attestation::AttestationKey::from_file(&key_file).unwrap(),
+            certus_assurance::pipeline::bundle::attestation::AttestationKey::from_file(&key_file)
+                .unwrap(),
         );
         c.tool_path = Some(tool_path);
     })

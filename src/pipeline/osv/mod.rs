@@ -28,8 +28,10 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use serde::Deserialize;
 
+use super::finding::Severity;
+use super::observer::ScanObserver;
+use super::sbom::version::parse_semver;
 use super::sbom::{Component, Ecosystem};
-use super::scanners::Severity;
 use version::EcoVersion;
 
 /// One advisory as it applies to one package.
@@ -402,7 +404,7 @@ type VersionParser<'a> = dyn Fn(&str) -> Option<EcoVersion> + 'a;
 /// Whether `version` is affected; `Some(fixed versions)` if it is.
 fn affects(adv: &Advisory, ecosystem: Ecosystem, version: &str) -> Option<Vec<String>> {
     let eco_v = EcoVersion::parse(ecosystem, version);
-    let semver_v = version::parse_semver(version).map(EcoVersion::Semver);
+    let semver_v = parse_semver(version).map(EcoVersion::Semver);
     let listed = adv.versions.iter().any(|listed| {
         listed == version
             || match (&eco_v, EcoVersion::parse(ecosystem, listed)) {
@@ -415,7 +417,7 @@ fn affects(adv: &Advisory, ecosystem: Ecosystem, version: &str) -> Option<Vec<St
     for range in &adv.ranges {
         let (v, parse): (&Option<EcoVersion>, &VersionParser<'_>) = if range.semver {
             (&semver_v, &|s: &str| {
-                version::parse_semver(s).map(EcoVersion::Semver)
+                parse_semver(s).map(EcoVersion::Semver)
             })
         } else {
             (&eco_v, &|s: &str| EcoVersion::parse(ecosystem, s))
@@ -764,12 +766,10 @@ pub const WATCH_INTERVAL: Duration = Duration::from_secs(60);
 /// `certus_assurance_osv_database_age_seconds`.
 pub async fn watch(
     store: Arc<OsvStore>,
-    metrics: crate::metrics::Metrics,
+    observer: Arc<dyn ScanObserver>,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    metrics
-        .osv
-        .set_max_age(store.max_age().map_or(0.0, |d| d.as_secs_f64()));
+    observer.osv_max_age(store.max_age().map_or(0.0, |d| d.as_secs_f64()));
     let mut loaded: Option<Arc<OsvDatabase>> = None;
     loop {
         let s = store.clone();
@@ -792,7 +792,7 @@ pub async fn watch(
                         loaded = Some(db);
                     }
                     for (eco, f) in fresh {
-                        metrics.osv.set(eco.osv_name(), f.records as u64, f.updated_at);
+                        observer.osv_ecosystem(eco, f.records as u64, f.updated_at);
                     }
                 }
                 Ok(Err(err)) => {

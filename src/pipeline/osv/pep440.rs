@@ -75,95 +75,15 @@ impl Pep440 {
             p.i += 1;
             release.push(p.number()?);
         }
-        let mut pre = None;
-        let mut post = None;
-        let mut dev = None;
-        // Pre-release: [-_.]?(a|b|rc|alpha|beta|c|pre|preview)[-_.]?N?
-        {
-            let save = p.i;
-            p.separator();
-            let kind = p.word(&[
-                ("alpha", 0),
-                ("a", 0),
-                ("beta", 1),
-                ("b", 1),
-                ("preview", 2),
-                ("pre", 2),
-                ("rc", 2),
-                ("c", 2),
-            ]);
-            match kind {
-                Some(k) => {
-                    let save_n = p.i;
-                    p.separator();
-                    let n = match p.number() {
-                        Some(n) => n,
-                        None => {
-                            p.i = save_n;
-                            0
-                        }
-                    };
-                    pre = Some((k, n));
-                }
-                None => p.i = save,
-            }
-        }
-        // Post-release: [-_.]?(post|rev|r)[-_.]?N? or -N
-        {
-            let save = p.i;
-            if p.peek() == Some(b'-') && p.peek_at(1).is_some_and(|c| c.is_ascii_digit()) {
-                p.i += 1;
-                post = Some(p.number()?);
-            } else {
-                p.separator();
-                if p.word(&[("post", 0), ("rev", 0), ("r", 0)]).is_some() {
-                    let save_n = p.i;
-                    p.separator();
-                    post = Some(p.number().unwrap_or_else(|| {
-                        p.i = save_n;
-                        0
-                    }));
-                } else {
-                    p.i = save;
-                }
-            }
-        }
-        // Development release: [-_.]?dev[-_.]?N?
-        {
-            let save = p.i;
-            p.separator();
-            if p.word(&[("dev", 0)]).is_some() {
-                let save_n = p.i;
-                p.separator();
-                dev = Some(p.number().unwrap_or_else(|| {
-                    p.i = save_n;
-                    0
-                }));
-            } else {
-                p.i = save;
-            }
-        }
+        let pre = p.pre_release();
+        let post = p.post_release().ok()?;
+        let dev = p.dev_release();
         if p.i != p.s.len() {
             return None;
         }
         let local = match local {
             None => vec![],
-            Some(l) => {
-                if l.is_empty() {
-                    return None;
-                }
-                let mut out = Vec::new();
-                for seg in l.split(['.', '-', '_']) {
-                    if seg.is_empty() || !seg.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                        return None;
-                    }
-                    out.push(match seg.parse::<u64>() {
-                        Ok(n) if seg.bytes().all(|b| b.is_ascii_digit()) => LocalSegment::Num(n),
-                        _ => LocalSegment::Text(seg.to_string()),
-                    });
-                }
-                out
-            }
+            Some(l) => parse_local(l)?,
         };
         while release.len() > 1 && release.last() == Some(&0) {
             release.pop();
@@ -233,6 +153,24 @@ fn compare_release(a: &[u64], b: &[u64]) -> Ordering {
     Ordering::Equal
 }
 
+/// A local label (`ubuntu.1`): segments split at `.`, `-` and `_`, numeric or alphanumeric.
+fn parse_local(l: &str) -> Option<Vec<LocalSegment>> {
+    if l.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    for seg in l.split(['.', '-', '_']) {
+        if seg.is_empty() || !seg.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return None;
+        }
+        out.push(match seg.parse::<u64>() {
+            Ok(n) if seg.bytes().all(|b| b.is_ascii_digit()) => LocalSegment::Num(n),
+            _ => LocalSegment::Text(seg.to_string()),
+        });
+    }
+    Some(out)
+}
+
 struct Cursor<'a> {
     s: &'a [u8],
     i: usize,
@@ -259,6 +197,66 @@ impl Cursor<'_> {
             .ok()?
             .parse()
             .ok()
+    }
+
+    /// `[-_.]?N?` after a label: the number, or 0 when there is none (the separator is then
+    /// left unread).
+    fn label_number(&mut self) -> u64 {
+        let save_n = self.i;
+        self.separator();
+        self.number().unwrap_or_else(|| {
+            self.i = save_n;
+            0
+        })
+    }
+
+    /// Pre-release: `[-_.]?(a|b|rc|alpha|beta|c|pre|preview)[-_.]?N?`.
+    fn pre_release(&mut self) -> Option<(u8, u64)> {
+        let save = self.i;
+        self.separator();
+        let kind = self.word(&[
+            ("alpha", 0),
+            ("a", 0),
+            ("beta", 1),
+            ("b", 1),
+            ("preview", 2),
+            ("pre", 2),
+            ("rc", 2),
+            ("c", 2),
+        ]);
+        match kind {
+            Some(k) => Some((k, self.label_number())),
+            None => {
+                self.i = save;
+                None
+            }
+        }
+    }
+
+    /// Post-release: `[-_.]?(post|rev|r)[-_.]?N?` or `-N`; `Err` for a number out of range.
+    fn post_release(&mut self) -> Result<Option<u64>, ()> {
+        let save = self.i;
+        if self.peek() == Some(b'-') && self.peek_at(1).is_some_and(|c| c.is_ascii_digit()) {
+            self.i += 1;
+            return self.number().map(Some).ok_or(());
+        }
+        self.separator();
+        if self.word(&[("post", 0), ("rev", 0), ("r", 0)]).is_some() {
+            return Ok(Some(self.label_number()));
+        }
+        self.i = save;
+        Ok(None)
+    }
+
+    /// Development release: `[-_.]?dev[-_.]?N?`.
+    fn dev_release(&mut self) -> Option<u64> {
+        let save = self.i;
+        self.separator();
+        if self.word(&[("dev", 0)]).is_some() {
+            return Some(self.label_number());
+        }
+        self.i = save;
+        None
     }
 
     fn separator(&mut self) {

@@ -385,47 +385,7 @@ async fn sync_one(
     let last_modified = header(reqwest::header::LAST_MODIFIED);
 
     let tmp = dir.join(format!("{TEMP_PREFIX}{}{TEMP_SUFFIX}", std::process::id()));
-    let result = async {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .with_context(|| format!("creating {}; check that the directory is writable", tmp.display()))?;
-        let mut hasher = Sha256::new();
-        let mut bytes: u64 = 0;
-        loop {
-            let chunk = response.chunk().await.map_err(|err| {
-                anyhow::anyhow!(
-                    "downloading {url} failed after {bytes} bytes: {}; run the sync again",
-                    describe(&err)
-                )
-            })?;
-            let Some(chunk) = chunk else { break };
-            bytes += chunk.len() as u64;
-            if bytes > limits.max_bytes {
-                bail!(
-                    "{url} is larger than the {} bytes a sync accepts; this is not an osv.dev export",
-                    limits.max_bytes
-                );
-            }
-            hasher.update(&chunk);
-            file.write_all(&chunk)
-                .with_context(|| format!("writing {}; is the disk full?", tmp.display()))?;
-        }
-        file.sync_all()
-            .with_context(|| format!("flushing {} to disk", tmp.display()))?;
-        drop(file);
-        let check = tmp.clone();
-        let records = tokio::task::spawn_blocking(move || verify_zip(&check, eco, limits))
-            .await
-            .context("the check of the download stopped")?
-            .with_context(|| format!("the download of {url} is not a usable OSV export; the previous data is kept, run the sync again later"))?;
-        std::fs::rename(&tmp, dir.join(ZIP_FILE))
-            .with_context(|| format!("moving the download into {}", dir.display()))?;
-        sync_dir(&dir).with_context(|| format!("flushing {}", dir.display()))?;
-        anyhow::Ok((records, bytes, hex::encode(hasher.finalize())))
-    }
-    .await;
+    let result = download_verified(&mut response, &url, &dir, &tmp, eco, limits).await;
     let (records, bytes, sha256) = match result {
         Ok(r) => r,
         Err(err) => {
@@ -446,6 +406,61 @@ async fn sync_one(
     }
     .write(&dir)?;
     Ok(Outcome::Updated { records, bytes })
+}
+
+/// Streams the export into `tmp` (capped at the limit, hashed as it is written), checks it, and
+/// moves it into `dir`; returns its records, size and sha256.
+async fn download_verified(
+    response: &mut reqwest::Response,
+    url: &str,
+    dir: &Path,
+    tmp: &Path,
+    eco: Ecosystem,
+    limits: Limits,
+) -> anyhow::Result<(usize, u64, String)> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .with_context(|| {
+            format!(
+                "creating {}; check that the directory is writable",
+                tmp.display()
+            )
+        })?;
+    let mut hasher = Sha256::new();
+    let mut bytes: u64 = 0;
+    loop {
+        let chunk = response.chunk().await.map_err(|err| {
+            anyhow::anyhow!(
+                "downloading {url} failed after {bytes} bytes: {}; run the sync again",
+                describe(&err)
+            )
+        })?;
+        let Some(chunk) = chunk else { break };
+        bytes += chunk.len() as u64;
+        if bytes > limits.max_bytes {
+            bail!(
+                "{url} is larger than the {} bytes a sync accepts; this is not an osv.dev export",
+                limits.max_bytes
+            );
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk)
+            .with_context(|| format!("writing {}; is the disk full?", tmp.display()))?;
+    }
+    file.sync_all()
+        .with_context(|| format!("flushing {} to disk", tmp.display()))?;
+    drop(file);
+    let check = tmp.to_path_buf();
+    let records = tokio::task::spawn_blocking(move || verify_zip(&check, eco, limits))
+        .await
+        .context("the check of the download stopped")?
+        .with_context(|| format!("the download of {url} is not a usable OSV export; the previous data is kept, run the sync again later"))?;
+    std::fs::rename(tmp, dir.join(ZIP_FILE))
+        .with_context(|| format!("moving the download into {}", dir.display()))?;
+    sync_dir(dir).with_context(|| format!("flushing {}", dir.display()))?;
+    Ok((records, bytes, hex::encode(hasher.finalize())))
 }
 
 /// The fields every OSV record has (schema: `id` and `modified` are required).

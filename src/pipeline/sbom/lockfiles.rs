@@ -506,8 +506,8 @@ fn go_sum(text: &str) -> Vec<Pinned> {
             None => true,
             Some((current, _)) => {
                 match (
-                    crate::pipeline::osv::version::parse_semver(version),
-                    crate::pipeline::osv::version::parse_semver(current),
+                    super::version::parse_semver(version),
+                    super::version::parse_semver(current),
                 ) {
                     (Some(a), Some(b)) => a > b,
                     _ => false,

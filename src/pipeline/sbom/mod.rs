@@ -13,9 +13,10 @@ mod entries;
 pub mod graph;
 pub mod lockfiles;
 mod more_lockfiles;
+pub mod version;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::anyhow;
@@ -259,6 +260,50 @@ pub fn discover_excluding(
     cancel: &AtomicBool,
     excludes: &[String],
 ) -> anyhow::Result<Inventory> {
+    let found = find_lockfiles(root, cancel, excludes)?;
+    let covered = Covered::of(&found);
+    let mut inventory = Inventory::default();
+    let mut merger = Merger::default();
+    for (rel, path, kind) in found {
+        if covered.skips(&rel, kind) {
+            continue;
+        }
+        let Some(text) = read_text(&path, &rel, &mut inventory.warnings) else {
+            continue;
+        };
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let sibling = |name: &str| read_sibling(&dir, name);
+        let parsed = match lockfiles::parse(kind, &text, &sibling) {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                inventory
+                    .warnings
+                    .push(format!("{rel}: could not be parsed: {err:#}"));
+                continue;
+            }
+        };
+        inventory.files.push(rel.clone());
+        for warning in &parsed.warnings {
+            inventory.warnings.push(format!("{rel}: {warning}"));
+        }
+        if parsed.unpinned > 0 {
+            inventory
+                .warnings
+                .push(unpinned_warning(&rel, parsed.unpinned));
+        }
+        merger.add(&rel, parsed);
+    }
+    merger.finish(&mut inventory);
+    Ok(inventory)
+}
+
+/// Every lockfile and manifest under `root` (gitignore rules, [`IGNORE_FILE`] and `excludes`
+/// applied, [`SKIPPED_DIRS`] not entered), sorted by relative path.
+fn find_lockfiles(
+    root: &Path,
+    cancel: &AtomicBool,
+    excludes: &[String],
+) -> anyhow::Result<Vec<(String, PathBuf, lockfiles::Kind)>> {
     let mut overrides = ignore::overrides::OverrideBuilder::new(root);
     for glob in excludes {
         overrides
@@ -285,7 +330,7 @@ pub fn discover_excluding(
                 || !SKIPPED_DIRS.contains(&entry.file_name().to_string_lossy().as_ref())
         })
         .build();
-    let mut found: Vec<(String, std::path::PathBuf, lockfiles::Kind)> = Vec::new();
+    let mut found = Vec::new();
     for entry in walker {
         if cancel.load(Ordering::Relaxed) {
             return Err(anyhow!("cancelled"));
@@ -307,84 +352,87 @@ pub fn discover_excluding(
         found.push((rel, entry.path().to_path_buf(), kind));
     }
     found.sort();
-    // go.sum is only read where no go.mod sits beside it (go.mod lists the build's versions).
-    let go_mod_dirs: HashSet<String> = found
-        .iter()
-        .filter(|(_, _, k)| *k == lockfiles::Kind::GoMod)
-        .map(|(rel, _, _)| parent_of(rel))
-        .collect();
-    // package.json is only read where no npm, yarn or pnpm lockfile sits beside it or in a
-    // directory above (a workspace's lockfile is at its root).
-    let js_lock_dirs: HashSet<String> = found
-        .iter()
-        .filter(|(_, _, k)| k.is_js_lockfile())
-        .map(|(rel, _, _)| parent_of(rel))
-        .collect();
-    // pyproject.toml and Pipfile are only read where no Python lockfile or requirements file
-    // sits beside them.
-    let python_lock_dirs: HashSet<String> = found
-        .iter()
-        .filter(|(_, _, k)| k.is_python_lock())
-        .map(|(rel, _, _)| parent_of(rel))
-        .collect();
+    Ok(found)
+}
 
-    let mut inventory = Inventory::default();
-    let mut merged: BTreeMap<Key, (Component, Scope)> = BTreeMap::new();
-    let mut edges: BTreeSet<(Key, Key)> = BTreeSet::new();
-    let mut with_graph: BTreeSet<Key> = BTreeSet::new();
-    let mut direct: BTreeSet<Key> = BTreeSet::new();
-    for (rel, path, kind) in found {
-        if kind == lockfiles::Kind::GoSum && go_mod_dirs.contains(&parent_of(&rel)) {
-            continue;
-        }
-        if kind == lockfiles::Kind::PackageJson
-            && ancestors(&parent_of(&rel)).any(|d| js_lock_dirs.contains(&d))
-        {
-            continue;
-        }
-        if kind == lockfiles::Kind::PythonManifest && python_lock_dirs.contains(&parent_of(&rel)) {
-            continue;
-        }
-        let Some(text) = read_text(&path, &rel, &mut inventory.warnings) else {
-            continue;
+/// The directories whose lockfiles make other files beside them (or below) redundant.
+struct Covered {
+    /// go.sum is only read where no go.mod sits beside it (go.mod lists the build's versions).
+    go_mod_dirs: HashSet<String>,
+    /// package.json is only read where no npm, yarn or pnpm lockfile sits beside it or in a
+    /// directory above (a workspace's lockfile is at its root).
+    js_lock_dirs: HashSet<String>,
+    /// pyproject.toml and Pipfile are only read where no Python lockfile or requirements file
+    /// sits beside them.
+    python_lock_dirs: HashSet<String>,
+}
+
+impl Covered {
+    fn of(found: &[(String, PathBuf, lockfiles::Kind)]) -> Covered {
+        let dirs = |keep: &dyn Fn(lockfiles::Kind) -> bool| -> HashSet<String> {
+            found
+                .iter()
+                .filter(|(_, _, k)| keep(*k))
+                .map(|(rel, _, _)| parent_of(rel))
+                .collect()
         };
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let sibling = |name: &str| -> Option<String> {
-            let p = dir.join(name);
-            let meta = std::fs::symlink_metadata(&p).ok()?;
-            if !meta.is_file() || meta.len() > MAX_LOCKFILE_BYTES {
-                return None;
-            }
-            std::fs::read(&p)
-                .ok()
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-        };
-        let parsed = match lockfiles::parse(kind, &text, &sibling) {
-            Ok(parsed) => parsed,
-            Err(err) => {
-                inventory
-                    .warnings
-                    .push(format!("{rel}: could not be parsed: {err:#}"));
-                continue;
-            }
-        };
-        inventory.files.push(rel.clone());
-        for warning in &parsed.warnings {
-            inventory.warnings.push(format!("{rel}: {warning}"));
+        Covered {
+            go_mod_dirs: dirs(&|k| k == lockfiles::Kind::GoMod),
+            js_lock_dirs: dirs(&|k| k.is_js_lockfile()),
+            python_lock_dirs: dirs(&|k| k.is_python_lock()),
         }
-        if parsed.unpinned > 0 {
-            inventory.warnings.push(format!(
-                "{rel}: {} requirement{} without an exact version; what {} is unknown and \
-                 not in the SBOM. Pin exact versions or commit a lockfile",
-                parsed.unpinned,
-                if parsed.unpinned == 1 { "" } else { "s" },
-                if parsed.unpinned == 1 {
-                    "it installs"
-                } else {
-                    "they install"
-                }
-            ));
+    }
+
+    /// Whether the file at `rel` is left out because a lockfile covers it.
+    fn skips(&self, rel: &str, kind: lockfiles::Kind) -> bool {
+        let dir = parent_of(rel);
+        match kind {
+            lockfiles::Kind::GoSum => self.go_mod_dirs.contains(&dir),
+            lockfiles::Kind::PackageJson => ancestors(&dir).any(|d| self.js_lock_dirs.contains(&d)),
+            lockfiles::Kind::PythonManifest => self.python_lock_dirs.contains(&dir),
+            _ => false,
         }
+    }
+}
+
+/// A file beside a lockfile (a manifest it needs), when it is a regular file of bounded size.
+fn read_sibling(dir: &Path, name: &str) -> Option<String> {
+    let p = dir.join(name);
+    let meta = std::fs::symlink_metadata(&p).ok()?;
+    if !meta.is_file() || meta.len() > MAX_LOCKFILE_BYTES {
+        return None;
+    }
+    std::fs::read(&p)
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+}
+
+fn unpinned_warning(rel: &str, unpinned: usize) -> String {
+    format!(
+        "{rel}: {} requirement{} without an exact version; what {} is unknown and \
+         not in the SBOM. Pin exact versions or commit a lockfile",
+        unpinned,
+        if unpinned == 1 { "" } else { "s" },
+        if unpinned == 1 {
+            "it installs"
+        } else {
+            "they install"
+        }
+    )
+}
+
+/// The packages of every file, merged by (ecosystem, normalised name, version), with their
+/// scopes, dependency edges and direct dependencies.
+#[derive(Default)]
+struct Merger {
+    merged: BTreeMap<Key, (Component, Scope)>,
+    edges: BTreeSet<(Key, Key)>,
+    with_graph: BTreeSet<Key>,
+    direct: BTreeSet<Key>,
+}
+
+impl Merger {
+    fn add(&mut self, rel: &str, parsed: graph::Parsed) {
         let keys: Vec<Key> = parsed
             .pins
             .iter()
@@ -398,10 +446,10 @@ pub fn discover_excluding(
             .collect();
         for (pin, key) in parsed.pins.into_iter().zip(&keys) {
             let location = Location {
-                path: rel.clone(),
+                path: rel.to_string(),
                 line: pin.line,
             };
-            merged
+            self.merged
                 .entry(key.clone())
                 .and_modify(|(c, scope)| {
                     if !c.locations.contains(&location) {
@@ -422,49 +470,53 @@ pub fn discover_excluding(
                     )
                 });
             if parsed.has_graph {
-                with_graph.insert(key.clone());
+                self.with_graph.insert(key.clone());
             }
         }
         for &d in &parsed.direct {
-            direct.insert(keys[d].clone());
+            self.direct.insert(keys[d].clone());
         }
         if parsed.has_graph {
             for &(from, to) in &parsed.edges {
                 if keys[from] != keys[to] {
-                    edges.insert((keys[from].clone(), keys[to].clone()));
+                    self.edges.insert((keys[from].clone(), keys[to].clone()));
                 }
             }
         }
     }
-    let index: HashMap<Key, usize> = merged
-        .keys()
-        .enumerate()
-        .map(|(i, k)| (k.clone(), i))
-        .collect();
-    for (component, scope) in merged.into_values() {
-        inventory.components.push(component);
-        inventory.scopes.push(scope);
-    }
-    for c in &mut inventory.components {
-        c.locations.sort();
-    }
-    for key in &with_graph {
-        inventory.dependencies.insert(index[key], BTreeSet::new());
-    }
-    let mut has_parent = vec![false; inventory.components.len()];
-    for (from, to) in &edges {
-        let (f, t) = (index[from], index[to]);
-        inventory.dependencies.entry(f).or_default().insert(t);
-        has_parent[t] = true;
-    }
-    inventory.direct = direct.iter().map(|k| index[k]).collect();
-    // Every component stays reachable from the source.
-    for (i, parent) in has_parent.iter().enumerate() {
-        if !parent {
-            inventory.direct.insert(i);
+
+    /// Fills the inventory's components, scopes, dependencies and direct dependencies.
+    fn finish(self, inventory: &mut Inventory) {
+        let index: HashMap<Key, usize> = self
+            .merged
+            .keys()
+            .enumerate()
+            .map(|(i, k)| (k.clone(), i))
+            .collect();
+        for (component, scope) in self.merged.into_values() {
+            inventory.components.push(component);
+            inventory.scopes.push(scope);
+        }
+        for c in &mut inventory.components {
+            c.locations.sort();
+        }
+        for key in &self.with_graph {
+            inventory.dependencies.insert(index[key], BTreeSet::new());
+        }
+        let mut has_parent = vec![false; inventory.components.len()];
+        for (from, to) in &self.edges {
+            let (f, t) = (index[from], index[to]);
+            inventory.dependencies.entry(f).or_default().insert(t);
+            has_parent[t] = true;
+        }
+        inventory.direct = self.direct.iter().map(|k| index[k]).collect();
+        // Every component stays reachable from the source.
+        for (i, parent) in has_parent.iter().enumerate() {
+            if !parent {
+                inventory.direct.insert(i);
+            }
         }
     }
-    Ok(inventory)
 }
 
 /// Reads a lockfile as text, or records why it was not read.

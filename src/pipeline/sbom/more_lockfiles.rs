@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::entries::{key_lines, package_table_lines, pin, Sibling};
 use super::graph::{Builder, Parsed};
-use super::{normalize_pypi_name, Ecosystem, Scope};
+use super::{normalize_pypi_name, Ecosystem, Pinned, Scope};
 
 // ----- Python: poetry.lock -------------------------------------------------------------------
 
@@ -376,30 +376,7 @@ pub fn pnpm_lock(text: &str) -> anyhow::Result<Parsed> {
         node_of.insert(key.as_str(), b.node(pinned, stated));
     }
     let target = |name: &str, reference: &Value| -> Option<usize> {
-        let reference = match reference {
-            Value::String(s) => s.clone(),
-            Value::Object(o) => o.get("version")?.as_str()?.to_string(),
-            Value::Number(n) => n.to_string(),
-            _ => return None,
-        };
-        let key = if reference.starts_with("link:") || reference.starts_with("file:") {
-            return None;
-        } else if reference.starts_with('/') {
-            reference
-        } else if reference.bytes().next().is_some_and(|c| c.is_ascii_digit()) {
-            if v5 {
-                format!("/{name}/{reference}")
-            } else if version >= 9.0 {
-                format!("{name}@{reference}")
-            } else {
-                format!("/{name}@{reference}")
-            }
-        } else if version >= 9.0 {
-            // An alias: `string-width-cjs: string-width@4.2.3`.
-            reference
-        } else {
-            format!("/{reference}")
-        };
+        let key = pnpm_target_key(name, reference, version)?;
         node_of.get(key.as_str()).copied()
     };
     for (key, entry) in entries {
@@ -443,6 +420,37 @@ pub fn pnpm_lock(text: &str) -> anyhow::Result<Parsed> {
         }
     }
     Ok(b.finish())
+}
+
+/// The snapshot key a dependency reference points at, in the lockfile format `version`; `None`
+/// for links and local files.
+fn pnpm_target_key(name: &str, reference: &Value, version: f64) -> Option<String> {
+    let v5 = version < 6.0;
+    let reference = match reference {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => o.get("version")?.as_str()?.to_string(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let key = if reference.starts_with("link:") || reference.starts_with("file:") {
+        return None;
+    } else if reference.starts_with('/') {
+        reference
+    } else if reference.bytes().next().is_some_and(|c| c.is_ascii_digit()) {
+        if v5 {
+            format!("/{name}/{reference}")
+        } else if version >= 9.0 {
+            format!("{name}@{reference}")
+        } else {
+            format!("/{name}@{reference}")
+        }
+    } else if version >= 9.0 {
+        // An alias: `string-width-cjs: string-width@4.2.3`.
+        reference
+    } else {
+        format!("/{reference}")
+    };
+    Some(key)
 }
 
 /// `(name, version)` of a pnpm package key, without peer suffixes.
@@ -633,46 +641,46 @@ pub fn python_manifest(text: &str) -> anyhow::Result<Parsed> {
             .map(|i| (i + 1) as u32)
             .unwrap_or(1)
     };
-    // PEP 508 strings.
-    let mut pep508 = |item: &toml::Value, scope: Scope| {
-        let Some(s) = item.as_str() else {
-            return; // `{include-group = "..."}`
-        };
-        let req = s.split(';').next().unwrap_or("").trim();
-        let end = req
-            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-            .unwrap_or(req.len());
-        if end == 0 {
-            return;
-        }
-        let name = &req[..end];
-        let spec = req[end..].trim_start();
-        let spec = match spec.strip_prefix('[') {
-            Some(rest) => rest.split_once(']').map(|(_, r)| r).unwrap_or("").trim(),
-            None => spec,
-        };
-        let version = spec
-            .strip_prefix("===")
-            .or_else(|| spec.strip_prefix("=="))
-            .map(str::trim);
-        match version {
-            Some(v) if !v.is_empty() && !v.contains([',', '*', ' ']) => {
-                let mut p = pin(Ecosystem::PyPI, name, v, line_of(s));
-                p.scope = scope;
-                pins.push(p);
-            }
-            _ => unpinned += 1,
-        }
+    let mut add = |requirement: Requirement| match requirement {
+        Requirement::Pinned(p) => pins.push(p),
+        Requirement::Unpinned => unpinned += 1,
+        Requirement::NotAPackage => {}
     };
+    for (item, scope) in pep508_lists(&doc) {
+        add(pep508(item, scope, &line_of));
+    }
+    for (table, scope, poetry_style) in name_spec_tables(&doc) {
+        for (name, spec) in table.as_table().into_iter().flatten() {
+            if name != "python" {
+                add(name_spec(name, spec, scope, poetry_style, &line_of));
+            }
+        }
+    }
+    let mut parsed = Parsed::flat(pins);
+    parsed.unpinned = unpinned;
+    Ok(parsed)
+}
+
+/// What one requirement of a Python manifest says.
+enum Requirement {
+    Pinned(Pinned),
+    /// A package without an exact version.
+    Unpinned,
+    /// Something else (a path, git or URL dependency, an `include-group`).
+    NotAPackage,
+}
+
+/// The PEP 508 strings of `[project]` (dependencies, optional dependencies) and of
+/// `[dependency-groups]`, with their scopes.
+fn pep508_lists(doc: &toml::Table) -> Vec<(&toml::Value, Scope)> {
     let project = doc.get("project");
-    for item in project
+    let mut out: Vec<(&toml::Value, Scope)> = project
         .and_then(|p| p.get("dependencies"))
         .and_then(|d| d.as_array())
         .into_iter()
         .flatten()
-    {
-        pep508(item, Scope::Required);
-    }
+        .map(|item| (item, Scope::Required))
+        .collect();
     for (section, scope) in [
         (
             project.and_then(|p| p.get("optional-dependencies")),
@@ -686,11 +694,48 @@ pub fn python_manifest(text: &str) -> anyhow::Result<Parsed> {
             .flat_map(|t| t.values())
         {
             for item in list.as_array().into_iter().flatten() {
-                pep508(item, scope);
+                out.push((item, scope));
             }
         }
     }
-    // Tables of name = spec: Poetry (`"1.0"` is exact) and Pipfile (`"==1.0"`).
+    out
+}
+
+/// A PEP 508 string: pinned only with `==` or `===` and one plain version.
+fn pep508(item: &toml::Value, scope: Scope, line_of: &dyn Fn(&str) -> u32) -> Requirement {
+    let Some(s) = item.as_str() else {
+        return Requirement::NotAPackage; // `{include-group = "..."}`
+    };
+    let req = s.split(';').next().unwrap_or("").trim();
+    let end = req
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        .unwrap_or(req.len());
+    if end == 0 {
+        return Requirement::NotAPackage;
+    }
+    let name = &req[..end];
+    let spec = req[end..].trim_start();
+    let spec = match spec.strip_prefix('[') {
+        Some(rest) => rest.split_once(']').map(|(_, r)| r).unwrap_or("").trim(),
+        None => spec,
+    };
+    let version = spec
+        .strip_prefix("===")
+        .or_else(|| spec.strip_prefix("=="))
+        .map(str::trim);
+    match version {
+        Some(v) if !v.is_empty() && !v.contains([',', '*', ' ']) => {
+            let mut p = pin(Ecosystem::PyPI, name, v, line_of(s));
+            p.scope = scope;
+            Requirement::Pinned(p)
+        }
+        _ => Requirement::Unpinned,
+    }
+}
+
+/// Tables of name = spec with their scopes: Poetry's (`"1.0"` is exact; `true` in the tuple)
+/// and Pipfile's (`"==1.0"`).
+fn name_spec_tables(doc: &toml::Table) -> Vec<(&toml::Value, Scope, bool)> {
     let mut tables: Vec<(&toml::Value, Scope, bool)> = Vec::new();
     let poetry = doc.get("tool").and_then(|t| t.get("poetry"));
     if let Some(deps) = poetry.and_then(|p| p.get("dependencies")) {
@@ -720,56 +765,56 @@ pub fn python_manifest(text: &str) -> anyhow::Result<Parsed> {
     if let Some(deps) = doc.get("dev-packages") {
         tables.push((deps, Scope::Dev, false));
     }
-    for (table, scope, poetry_style) in tables {
-        for (name, spec) in table.as_table().into_iter().flatten() {
-            if name == "python" {
-                continue;
+    tables
+}
+
+/// One `name = spec` entry of a Poetry or Pipfile table.
+fn name_spec(
+    name: &str,
+    spec: &toml::Value,
+    scope: Scope,
+    poetry_style: bool,
+    line_of: &dyn Fn(&str) -> u32,
+) -> Requirement {
+    let version = match spec {
+        toml::Value::String(v) => Some(v.as_str()),
+        toml::Value::Table(t) => {
+            if ["path", "git", "url", "file", "editable"]
+                .iter()
+                .any(|k| t.contains_key(*k))
+            {
+                return Requirement::NotAPackage;
             }
-            let version = match spec {
-                toml::Value::String(v) => Some(v.as_str()),
-                toml::Value::Table(t) => {
-                    if ["path", "git", "url", "file", "editable"]
-                        .iter()
-                        .any(|k| t.contains_key(*k))
-                    {
-                        continue;
-                    }
-                    t.get("version").and_then(|v| v.as_str())
-                }
-                _ => None,
-            };
-            let optional = spec.get("optional").and_then(|o| o.as_bool()) == Some(true);
-            let exact = version.and_then(|v| {
-                let v = v.trim();
-                let v = match v.strip_prefix("==") {
-                    Some(rest) => rest.trim(),
-                    None if poetry_style => v.strip_prefix('=').unwrap_or(v).trim(),
-                    None => return None,
-                };
-                let plain = v.bytes().next().is_some_and(|b| b.is_ascii_digit())
-                    && v.bytes().all(|b| {
-                        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'!')
-                    });
-                plain.then_some(v)
-            });
-            match exact {
-                Some(v) => {
-                    let line = line_of(&format!("{name} ="));
-                    let mut p = pin(Ecosystem::PyPI, name, v, line);
-                    p.scope = if optional && scope == Scope::Required {
-                        Scope::Optional
-                    } else {
-                        scope
-                    };
-                    pins.push(p);
-                }
-                None => unpinned += 1,
-            }
+            t.get("version").and_then(|v| v.as_str())
         }
+        _ => None,
+    };
+    let optional = spec.get("optional").and_then(|o| o.as_bool()) == Some(true);
+    let exact = version.and_then(|v| {
+        let v = v.trim();
+        let v = match v.strip_prefix("==") {
+            Some(rest) => rest.trim(),
+            None if poetry_style => v.strip_prefix('=').unwrap_or(v).trim(),
+            None => return None,
+        };
+        let plain = v.bytes().next().is_some_and(|b| b.is_ascii_digit())
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+' | b'!'));
+        plain.then_some(v)
+    });
+    match exact {
+        Some(v) => {
+            let line = line_of(&format!("{name} ="));
+            let mut p = pin(Ecosystem::PyPI, name, v, line);
+            p.scope = if optional && scope == Scope::Required {
+                Scope::Optional
+            } else {
+                scope
+            };
+            Requirement::Pinned(p)
+        }
+        None => Requirement::Unpinned,
     }
-    let mut parsed = Parsed::flat(pins);
-    parsed.unpinned = unpinned;
-    Ok(parsed)
 }
 
 #[cfg(test)]

@@ -1,80 +1,25 @@
-//! Scanners: the `Scanner` trait and one file per scanner. A scanner reads a checked-out source
-//! tree and returns findings plus its SARIF log; it never uploads, never touches the job store and
-//! never knows which job it runs for.
+//! Phase 2 of a scan, the scanners: the `Scanner` trait of the built-in scanners and the context a
+//! scanner runs with (findings and severities are [`super::finding`]'s), one file per built-in
+//! scanner, the external tools' adapters ([`external`]), the one table of every scanner
+//! ([`registry`], names in [`names`]) and the one run path for both kinds ([`run`]). A scanner
+//! reads a checked-out source tree and returns findings plus its SARIF log; it never uploads,
+//! never touches the job store and never knows which job it runs for.
 
+pub mod external;
+pub mod names;
+pub mod registry;
+pub(crate) mod run;
 pub mod sbom;
 pub mod secrets;
 pub mod vulnerabilities;
+
+pub use super::finding::{Finding, Severity, SeverityCounts};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
-
 use super::sbom::Inventory;
-
-/// Severity of one finding, in the order used by policy thresholds (most severe first).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Critical,
-    High,
-    Medium,
-    Low,
-    Info,
-}
-
-impl Severity {
-    /// Every severity, most severe first; the metric label values.
-    pub const ALL: [Severity; 5] = [
-        Severity::Critical,
-        Severity::High,
-        Severity::Medium,
-        Severity::Low,
-        Severity::Info,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Critical => "critical",
-            Severity::High => "high",
-            Severity::Medium => "medium",
-            Severity::Low => "low",
-            Severity::Info => "info",
-        }
-    }
-
-    /// SARIF `level` for this severity.
-    pub fn sarif_level(self) -> &'static str {
-        match self {
-            Severity::Critical | Severity::High => "error",
-            Severity::Medium => "warning",
-            Severity::Low | Severity::Info => "note",
-        }
-    }
-}
-
-/// One problem found in the source tree. `snippet` is already redacted: no scanner ever hands a
-/// secret value in clear to the rest of the service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Finding {
-    /// Stable rule identifier, e.g. `aws-access-key-id`.
-    pub rule_id: String,
-    pub severity: Severity,
-    /// Human-readable message (never contains the secret).
-    pub message: String,
-    /// Path relative to the source root, with `/` separators.
-    pub path: String,
-    /// 1-based line number.
-    pub line: u32,
-    /// 1-based column (in characters) where the match starts.
-    pub column: u32,
-    /// The matched line with the secret value masked.
-    pub snippet: String,
-    /// Stable fingerprint: hex sha256 of rule id, path and secret value (not reversible to the value).
-    pub fingerprint: String,
-}
 
 /// What a scanner needs from the pipeline.
 pub struct ScanContext<'a> {

@@ -17,7 +17,7 @@ pub struct SbomScanner;
 
 impl Scanner for SbomScanner {
     fn name(&self) -> &'static str {
-        "sbom"
+        super::names::SBOM
     }
 
     fn run(&self, ctx: &ScanContext<'_>) -> anyhow::Result<ScannerOutput> {

@@ -16,9 +16,10 @@ use std::time::SystemTime;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{Finding, ScanContext, Scanner, ScannerOutput, Severity};
+use super::{ScanContext, Scanner, ScannerOutput};
+use crate::pipeline::bundle::sarif::{build_sarif, percent_encode_path, SarifTool};
+use crate::pipeline::finding::{Finding, Severity};
 use crate::pipeline::osv::{Freshness, OsvStore, VulnMatch};
-use crate::pipeline::sarif::{build_sarif, percent_encode_path, SarifTool};
 use crate::pipeline::sbom::{Component, Ecosystem};
 
 const TOOL_NAME: &str = "certus-assurance-vulnerabilities";
@@ -85,7 +86,7 @@ fn coverage(
 
 impl Scanner for VulnerabilityScanner {
     fn name(&self) -> &'static str {
-        "vulnerabilities"
+        super::names::VULNERABILITIES
     }
 
     fn run(&self, ctx: &ScanContext<'_>) -> anyhow::Result<ScannerOutput> {
@@ -113,90 +114,11 @@ impl Scanner for VulnerabilityScanner {
         let in_sbom: BTreeSet<Ecosystem> =
             inventory.components.iter().map(|c| c.ecosystem).collect();
         let cov = coverage(&in_sbom, &fresh, store.max_age(), now);
-        if !cov.missing.is_empty() {
-            let names: Vec<&str> = cov.missing.iter().map(|e| e.osv_name()).collect();
-            let reason = format!(
-                "the OSV database has no records for {} (in the SBOM), so those components were not checked; run `certus-assurance osv sync --ecosystems {}`",
-                names.join(", "),
-                names.join(",")
-            );
-            ctx.reports.warn(format!("vulnerabilities: {reason}"));
-            ctx.reports.incomplete(reason);
-        }
-        if !cov.stale.is_empty() {
-            let max_hours = store.max_age().map_or(0, |d| d.as_secs() / 3600);
-            let parts: Vec<String> = cov
-                .stale
-                .iter()
-                .map(|(e, age)| match age {
-                    Some(h) => format!("{} ({h} h old)", e.osv_name()),
-                    None => format!(
-                        "{} (age unknown: no sync state and no `modified` times)",
-                        e.osv_name()
-                    ),
-                })
-                .collect();
-            let reason = format!(
-                "the OSV data for {} is older than CERTUS_ASSURANCE_OSV_MAX_AGE_HOURS={max_hours}; run `certus-assurance osv sync` (daily, e.g. from cron) to refresh it",
-                parts.join(", ")
-            );
-            ctx.reports.warn(format!("vulnerabilities: {reason}"));
-            ctx.reports.incomplete(reason);
-        }
+        report_coverage(ctx, &cov, store.max_age());
         let matches = db.match_components(&inventory.components);
         let (findings, extra) = to_findings(&inventory.components, &matches);
 
-        let mut rules: BTreeMap<&str, (&str, Severity)> = BTreeMap::new();
-        for m in &matches {
-            rules
-                .entry(m.advisory.id.as_str())
-                .or_insert((m.advisory.summary.as_str(), m.advisory.severity));
-        }
-        let rule_list: Vec<(&str, &str, Severity)> = rules
-            .iter()
-            .map(|(id, (summary, sev))| {
-                (*id, if summary.is_empty() { *id } else { *summary }, *sev)
-            })
-            .collect();
-        let mut sarif = build_sarif(
-            &SarifTool {
-                name: TOOL_NAME,
-                version: env!("CARGO_PKG_VERSION"),
-                information_uri: env!("CARGO_PKG_HOMEPAGE"),
-                rule_tags: &["security", "vulnerability", "dependency"],
-                fingerprint_key: VULN_FINGERPRINT_KEY,
-            },
-            &rule_list,
-            &findings,
-        );
-        if let Some(rules) = sarif.pointer_mut("/runs/0/tool/driver/rules") {
-            for rule in rules.as_array_mut().into_iter().flatten() {
-                if let Some(id) = rule["id"].as_str() {
-                    rule["helpUri"] = json!(format!("https://osv.dev/vulnerability/{id}"));
-                }
-            }
-        }
-        if let Some(results) = sarif.pointer_mut("/runs/0/results") {
-            for (result, (props, locations)) in
-                results.as_array_mut().into_iter().flatten().zip(extra)
-            {
-                result["locations"] = json!(locations
-                    .iter()
-                    .map(|l| json!({
-                        "physicalLocation": {
-                            "artifactLocation": {
-                                "uri": percent_encode_path(&l.path),
-                                "uriBaseId": "SRCROOT",
-                            },
-                            "region": {"startLine": l.line.max(1), "startColumn": 1},
-                        },
-                    }))
-                    .collect::<Vec<_>>());
-                if let Some(obj) = result["properties"].as_object_mut() {
-                    obj.extend(props);
-                }
-            }
-        }
+        let mut sarif = vulnerability_sarif(&matches, &findings, extra);
         if let Some(run) = sarif.pointer_mut("/runs/0") {
             run["properties"] =
                 json!({ "osv": run_properties(&in_sbom, &fresh, &cov, store.max_age(), now) });
@@ -208,6 +130,99 @@ impl Scanner for VulnerabilityScanner {
             bytes_scanned: 0,
         })
     }
+}
+
+/// Warns about, and marks the run incomplete for, ecosystems of the SBOM without data or with
+/// data older than `max_age`.
+fn report_coverage(ctx: &ScanContext<'_>, cov: &Coverage, max_age: Option<std::time::Duration>) {
+    if !cov.missing.is_empty() {
+        let names: Vec<&str> = cov.missing.iter().map(|e| e.osv_name()).collect();
+        let reason = format!(
+            "the OSV database has no records for {} (in the SBOM), so those components were not checked; run `certus-assurance osv sync --ecosystems {}`",
+            names.join(", "),
+            names.join(",")
+        );
+        ctx.reports.warn(format!("vulnerabilities: {reason}"));
+        ctx.reports.incomplete(reason);
+    }
+    if !cov.stale.is_empty() {
+        let max_hours = max_age.map_or(0, |d| d.as_secs() / 3600);
+        let parts: Vec<String> = cov
+            .stale
+            .iter()
+            .map(|(e, age)| match age {
+                Some(h) => format!("{} ({h} h old)", e.osv_name()),
+                None => format!(
+                    "{} (age unknown: no sync state and no `modified` times)",
+                    e.osv_name()
+                ),
+            })
+            .collect();
+        let reason = format!(
+            "the OSV data for {} is older than CERTUS_ASSURANCE_OSV_MAX_AGE_HOURS={max_hours}; run `certus-assurance osv sync` (daily, e.g. from cron) to refresh it",
+            parts.join(", ")
+        );
+        ctx.reports.warn(format!("vulnerabilities: {reason}"));
+        ctx.reports.incomplete(reason);
+    }
+}
+
+/// The SARIF log of the matches: one rule per advisory (linked to osv.dev), one result per
+/// (component, advisory) with every lockfile location.
+fn vulnerability_sarif(
+    matches: &[VulnMatch],
+    findings: &[Finding],
+    extra: Vec<ResultExtra>,
+) -> serde_json::Value {
+    let mut rules: BTreeMap<&str, (&str, Severity)> = BTreeMap::new();
+    for m in matches {
+        rules
+            .entry(m.advisory.id.as_str())
+            .or_insert((m.advisory.summary.as_str(), m.advisory.severity));
+    }
+    let rule_list: Vec<(&str, &str, Severity)> = rules
+        .iter()
+        .map(|(id, (summary, sev))| (*id, if summary.is_empty() { *id } else { *summary }, *sev))
+        .collect();
+    let mut sarif = build_sarif(
+        &SarifTool {
+            name: TOOL_NAME,
+            version: env!("CARGO_PKG_VERSION"),
+            information_uri: env!("CARGO_PKG_HOMEPAGE"),
+            rule_tags: &["security", "vulnerability", "dependency"],
+            fingerprint_key: VULN_FINGERPRINT_KEY,
+        },
+        &rule_list,
+        findings,
+    );
+    if let Some(rules) = sarif.pointer_mut("/runs/0/tool/driver/rules") {
+        for rule in rules.as_array_mut().into_iter().flatten() {
+            if let Some(id) = rule["id"].as_str() {
+                rule["helpUri"] = json!(format!("https://osv.dev/vulnerability/{id}"));
+            }
+        }
+    }
+    if let Some(results) = sarif.pointer_mut("/runs/0/results") {
+        for (result, (props, locations)) in results.as_array_mut().into_iter().flatten().zip(extra)
+        {
+            result["locations"] = json!(locations
+                .iter()
+                .map(|l| json!({
+                    "physicalLocation": {
+                        "artifactLocation": {
+                            "uri": percent_encode_path(&l.path),
+                            "uriBaseId": "SRCROOT",
+                        },
+                        "region": {"startLine": l.line.max(1), "startColumn": 1},
+                    },
+                }))
+                .collect::<Vec<_>>());
+            if let Some(obj) = result["properties"].as_object_mut() {
+                obj.extend(props);
+            }
+        }
+    }
+    sarif
 }
 
 /// `runs[0].properties.osv`: what the data covered, per ecosystem the scanner supports.

@@ -7,7 +7,7 @@
 //!   directories, lockfiles and minified files);
 //! - redaction: a clear secret value never leaves [`SecretsScanner::scan_content`]; findings carry
 //!   a masked snippet and a one-way fingerprint only;
-//! - the SARIF 2.1.0 log of its findings, written by the shared [`crate::pipeline::sarif`] writer.
+//! - the SARIF 2.1.0 log of its findings, written by the shared [`crate::pipeline::bundle::sarif`] writer.
 //!
 //! A file costs one pass of a keyword [`RegexSet`] when no keyword occurs in it; only the rules
 //! whose keywords occur are run on it.
@@ -25,9 +25,10 @@ use ignore::{DirEntry, WalkBuilder, WalkState};
 use regex::bytes::{Captures, Regex};
 use sha2::{Digest, Sha256};
 
-use super::{Finding, ScanContext, Scanner, ScannerOutput, Severity};
+use super::{ScanContext, Scanner, ScannerOutput};
+use crate::pipeline::bundle::sarif::{build_sarif, SarifTool};
+use crate::pipeline::finding::{Finding, Severity};
 use crate::pipeline::redact::shapes;
-use crate::pipeline::sarif::{build_sarif, SarifTool};
 use checks::*;
 use rules::{Check, RuleSpec, Scope, RULES};
 
@@ -205,7 +206,7 @@ impl SecretsScanner {
     }
 
     /// `(id, title, severity)` of every rule, in rule order; the input of
-    /// [`crate::pipeline::sarif::build_sarif`].
+    /// [`crate::pipeline::bundle::sarif::build_sarif`].
     pub fn rules() -> Vec<(&'static str, &'static str, Severity)> {
         RULES.iter().map(|r| (r.id, r.title, r.severity)).collect()
     }
@@ -479,7 +480,7 @@ impl SecretsScanner {
 
 impl Scanner for SecretsScanner {
     fn name(&self) -> &'static str {
-        "secrets"
+        super::names::SECRETS
     }
 
     fn run(&self, ctx: &ScanContext<'_>) -> anyhow::Result<ScannerOutput> {
@@ -826,7 +827,7 @@ mod tests {
             super::checks::base62(super::checks::crc32(body.as_bytes()), 6)
         )
     }
-    use crate::pipeline::sarif::SARIF_SCHEMA;
+    use crate::pipeline::bundle::sarif::SARIF_SCHEMA;
     use serde_json::json;
     use std::fs;
 

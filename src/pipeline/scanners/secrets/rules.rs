@@ -17,7 +17,7 @@
 //! - `check`: the validation the value must pass besides the pattern ([`Check`]);
 //! - `scope`: whether the rule runs on every file or only on configuration files.
 
-use crate::pipeline::scanners::Severity;
+use crate::pipeline::finding::Severity;
 
 /// How a rule's regex is written; see [`Pat::regex`].
 #[derive(Debug, Clone, Copy)]

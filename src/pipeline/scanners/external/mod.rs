@@ -26,13 +26,17 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
-use super::profile::SeverityCounts;
-use super::redact::mask_secrets;
-use super::sarif::{build_sarif, SarifTool};
-use super::scanners::{Finding, Severity};
+use crate::pipeline::bundle::sarif::{build_sarif, SarifTool};
+use crate::pipeline::finding::{Finding, Severity, SeverityCounts};
+use crate::pipeline::redact::mask_secrets;
 
 pub mod semgrep;
 pub mod severity;
+pub mod spec;
+
+use super::names;
+use super::registry::EXTERNAL_TOOL_NAMES;
+pub use spec::{Report, ToolSpec, REPORT_ARG};
 
 /// Largest report (file or captured stdout) read back from a tool.
 pub const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
@@ -40,87 +44,6 @@ pub const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
 pub const MAX_LOG_LINES: usize = 1000;
 /// Longest log line forwarded (longer lines are cut).
 const MAX_LINE_CHARS: usize = 2000;
-
-/// How a tool hands back its findings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Report {
-    /// A SARIF file written to the path given in its arguments.
-    SarifFile,
-    /// Bandit's JSON report file.
-    BanditJson,
-    /// detect-secrets' JSON baseline on stdout.
-    DetectSecretsStdout,
-    /// semgrep's JSON report, with its SARIF report of the same run beside it (`.sarif`).
-    SemgrepJson,
-}
-
-/// One external tool.
-#[derive(Debug, Clone, Copy)]
-pub struct ToolSpec {
-    pub name: &'static str,
-    pub binary: &'static str,
-    /// How to install it, for the message when it is missing.
-    pub install_hint: &'static str,
-    report: Report,
-    /// Exit codes that mean "ran to completion" (findings or not).
-    ok_exit_codes: &'static [i32],
-}
-
-pub const TOOLS: [ToolSpec; 7] = [
-    ToolSpec {
-        name: "bandit",
-        binary: "bandit",
-        install_hint: "pip install bandit",
-        report: Report::BanditJson,
-        ok_exit_codes: &[0, 1],
-    },
-    ToolSpec {
-        name: "semgrep",
-        binary: "semgrep",
-        install_hint: "pip install semgrep",
-        report: Report::SemgrepJson,
-        ok_exit_codes: &[0, 1],
-    },
-    ToolSpec {
-        name: "detect-secrets",
-        binary: "detect-secrets",
-        install_hint: "pip install detect-secrets",
-        report: Report::DetectSecretsStdout,
-        ok_exit_codes: &[0],
-    },
-    ToolSpec {
-        name: "ruff",
-        binary: "ruff",
-        install_hint: "pip install ruff",
-        report: Report::SarifFile,
-        ok_exit_codes: &[0, 1],
-    },
-    ToolSpec {
-        name: "gitleaks",
-        binary: "gitleaks",
-        install_hint: "install the gitleaks binary",
-        report: Report::SarifFile,
-        ok_exit_codes: &[0, 1],
-    },
-    ToolSpec {
-        name: "trivy",
-        binary: "trivy",
-        install_hint: "install the trivy binary and its vulnerability database",
-        report: Report::SarifFile,
-        ok_exit_codes: &[0],
-    },
-    ToolSpec {
-        name: "osv-scanner",
-        binary: "osv-scanner",
-        install_hint: "install the osv-scanner binary",
-        report: Report::SarifFile,
-        ok_exit_codes: &[0, 1, 128],
-    },
-];
-
-pub fn spec(name: &str) -> Option<&'static ToolSpec> {
-    TOOLS.iter().find(|t| t.name == name)
-}
 
 /// Makes the kernel kill the tool when the service dies. `kill_on_drop` covers every way a scan
 /// ends inside a living service; after a kill -9 (or any crash) nothing is dropped, and the tool
@@ -173,6 +96,18 @@ fn child_path(tool_path: Option<&std::ffi::OsStr>) -> OsString {
     std::env::join_paths(dirs).unwrap_or_default()
 }
 
+/// The variables of the service's environment a tool also gets: tools installed with pyenv run
+/// through shims that need to find their interpreter.
+pub const PASSTHROUGH_ENV: [&str; 2] = ["PYENV_ROOT", "PYENV_VERSION"];
+
+/// The [`PASSTHROUGH_ENV`] variables that `read` (the caller's view of the environment) has.
+pub fn passthrough_env(read: impl Fn(&str) -> Option<OsString>) -> Vec<(&'static str, OsString)> {
+    PASSTHROUGH_ENV
+        .into_iter()
+        .filter_map(|var| read(var).map(|value| (var, value)))
+        .collect()
+}
+
 /// What the runner needs from the pipeline.
 pub struct ToolRun<'a> {
     /// The tree to scan (the tool's working directory).
@@ -181,6 +116,8 @@ pub struct ToolRun<'a> {
     pub scratch: &'a Path,
     /// `PATH` the tools are looked up on and run with.
     pub path: Option<OsString>,
+    /// Variables of the service's environment passed through unchanged ([`PASSTHROUGH_ENV`]).
+    pub env: &'a [(&'static str, OsString)],
     /// When the tool is stopped (the scan's own deadline).
     pub deadline: Instant,
     pub cancel: &'a Arc<AtomicBool>,
@@ -222,122 +159,96 @@ pub async fn run_tool(
     std::fs::create_dir_all(&home)
         .map_err(|e| ToolError::Failed(format!("cannot prepare a scratch directory: {e}")))?;
     let report_path = out_dir.join("report");
-    let mut args: Vec<OsString> = Vec::new();
-    fn push(args: &mut Vec<OsString>, a: &str) {
+    let args = tool_args(tool, run.source, &out_dir, &report_path)?;
+    let mut cmd = tool_command(&exe, &args, run, &out_dir, &home);
+    let child = cmd
+        .spawn()
+        .map_err(|e| ToolError::Failed(format!("could not start `{}`: {e}", exe.display())))?;
+    let capture_stdout = tool.report == Report::DetectSecretsStdout;
+    let (captured, status) = wait_for_tool(child, capture_stdout, run, on_line).await?;
+    let exit_code = checked_exit(tool, status, &report_path)?;
+    let captured = captured
+        .map_err(|e| ToolError::Failed(format!("reading the tool's output failed: {e}")))?;
+    let (sarif, counts) = read_report(tool, run.source, &out_dir, &report_path, captured)?;
+    Ok(ToolOutput {
+        exit_code,
+        sarif,
+        counts,
+        skipped: None,
+    })
+}
+
+/// The tool's arguments: its registry template with `{report}` standing for the report file,
+/// or, for semgrep, the shipped rules plus the tree's own configuration.
+fn tool_args(
+    tool: &ToolSpec,
+    source: &Path,
+    out_dir: &Path,
+    report_path: &Path,
+) -> Result<Vec<OsString>, ToolError> {
+    if tool.report == Report::SemgrepJson {
+        return semgrep_args(source, out_dir, report_path);
+    }
+    Ok(tool
+        .args
+        .iter()
+        .map(|a| match *a {
+            REPORT_ARG => report_path.as_os_str().to_owned(),
+            a => OsString::from(a),
+        })
+        .collect())
+}
+
+/// semgrep's arguments: the shipped rules, plus the tree's own configuration where it has one.
+/// No registry configuration (`--config auto`, `p/...`): the service runs offline.
+fn semgrep_args(
+    source: &Path,
+    out_dir: &Path,
+    report_path: &Path,
+) -> Result<Vec<OsString>, ToolError> {
+    let mut args: Vec<OsString> = vec!["scan".into()];
+    let rule_files = semgrep::write_builtin_rules(&out_dir.join("rules"))
+        .map_err(|e| ToolError::Failed(format!("cannot write the semgrep rules: {e}")))?;
+    for file in rule_files {
+        args.push("--config".into());
+        args.push(file.into());
+    }
+    if let Some(config) = semgrep::tree_config(source) {
+        args.push("--config".into());
+        args.push(config.into());
+    }
+    for a in [
+        "--json",
+        "--metrics=off",
+        "--disable-version-check",
+        "--quiet",
+    ] {
         args.push(a.into());
     }
-    match tool.name {
-        "bandit" => {
-            for a in ["-r", ".", "-f", "json", "-q", "--exit-zero", "-o"] {
-                push(&mut args, a);
-            }
-            args.push(report_path.clone().into());
-        }
-        "semgrep" => {
-            // The shipped rules, plus the tree's own configuration where it has one. No
-            // registry configuration (`--config auto`, `p/...`): the service runs offline.
-            push(&mut args, "scan");
-            let rules_dir = out_dir.join("rules");
-            let rule_files = semgrep::write_builtin_rules(&rules_dir)
-                .map_err(|e| ToolError::Failed(format!("cannot write the semgrep rules: {e}")))?;
-            for file in rule_files {
-                push(&mut args, "--config");
-                args.push(file.into());
-            }
-            if let Some(config) = semgrep::tree_config(run.source) {
-                push(&mut args, "--config");
-                push(&mut args, config);
-            }
-            for a in [
-                "--json",
-                "--metrics=off",
-                "--disable-version-check",
-                "--quiet",
-            ] {
-                push(&mut args, a);
-            }
-            let mut sarif_arg = OsString::from("--sarif-output=");
-            sarif_arg.push(report_path.with_extension("sarif"));
-            args.push(sarif_arg);
-            push(&mut args, "--output");
-            args.push(report_path.clone().into());
-            args.push(".".into());
-        }
-        "detect-secrets" => {
-            for a in ["scan", "--all-files", "."] {
-                push(&mut args, a);
-            }
-        }
-        "ruff" => {
-            for a in [
-                "check",
-                "--isolated",
-                "--select",
-                "S",
-                "--no-cache",
-                "--exit-zero",
-                "--output-format",
-                "sarif",
-                "--output-file",
-            ] {
-                push(&mut args, a);
-            }
-            args.push(report_path.clone().into());
-            args.push(".".into());
-        }
-        "gitleaks" => {
-            for a in [
-                "detect",
-                "--no-git",
-                "--source",
-                ".",
-                "--redact",
-                "--no-banner",
-                "--exit-code",
-                "0",
-                "--report-format",
-                "sarif",
-                "--report-path",
-            ] {
-                push(&mut args, a);
-            }
-            args.push(report_path.clone().into());
-        }
-        "trivy" => {
-            for a in [
-                "fs",
-                "--scanners",
-                "vuln",
-                "--skip-db-update",
-                "--offline-scan",
-                "--quiet",
-                "--format",
-                "sarif",
-                "--output",
-            ] {
-                push(&mut args, a);
-            }
-            args.push(report_path.clone().into());
-            args.push(".".into());
-        }
-        "osv-scanner" => {
-            for a in ["--offline", "--format", "sarif", "--output"] {
-                push(&mut args, a);
-            }
-            args.push(report_path.clone().into());
-            for a in ["-r", "."] {
-                push(&mut args, a);
-            }
-        }
-        other => return Err(ToolError::Failed(format!("no adapter for `{other}`"))),
-    }
+    let mut sarif_arg = OsString::from("--sarif-output=");
+    sarif_arg.push(report_path.with_extension("sarif"));
+    args.push(sarif_arg);
+    args.push("--output".into());
+    args.push(report_path.as_os_str().to_owned());
+    args.push(".".into());
+    Ok(args)
+}
 
-    let mut cmd = tokio::process::Command::new(&exe);
-    cmd.args(&args)
+/// The tool's process: in the tree, with a minimal environment, in a process group of its own
+/// that dies with the service.
+fn tool_command(
+    exe: &Path,
+    args: &[OsString],
+    run: &ToolRun<'_>,
+    out_dir: &Path,
+    home: &Path,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args(args)
         .current_dir(run.source)
         .env_clear()
-        .env("HOME", &home)
-        .env("TMPDIR", &out_dir)
+        .env("HOME", home)
+        .env("TMPDIR", out_dir)
         .env("LANG", "C.UTF-8")
         .env("LC_ALL", "C.UTF-8")
         .env("NO_COLOR", "1")
@@ -352,22 +263,29 @@ pub async fn run_tool(
         .kill_on_drop(true);
     die_with_service(&mut cmd);
     cmd.env("PATH", child_path(run.path.as_deref()));
-    // Tools installed with pyenv run through shims that need to find their interpreter.
-    for var in ["PYENV_ROOT", "PYENV_VERSION"] {
-        if let Some(v) = crate::config::passthrough_env(var) {
-            cmd.env(var, v);
-        }
+    for (var, value) in run.env {
+        cmd.env(var, value);
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| ToolError::Failed(format!("could not start `{}`: {e}", exe.display())))?;
+    cmd
+}
+
+/// Output of a tool's stdout when it is its report, and its exit status.
+type Waited = (std::io::Result<Option<Vec<u8>>>, std::process::ExitStatus);
+
+/// Streams the tool's output lines (or captures stdout when it is the report) until it exits,
+/// then kills what it left in its process group; stops it when the scan is cancelled or its
+/// deadline passes.
+async fn wait_for_tool(
+    mut child: tokio::process::Child,
+    capture_stdout: bool,
+    run: &ToolRun<'_>,
+    on_line: &(dyn Fn(&str, String) + Send + Sync),
+) -> Result<Waited, ToolError> {
     // Killed when this function returns, whichever way (declared after `child`, so it is
     // dropped first, while the group leader may still be unreaped).
     let group = ProcessGroup(child.id());
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
-    let capture_stdout = tool.report == Report::DetectSecretsStdout;
-
     let stdout_task = async {
         if capture_stdout {
             let mut buf = Vec::new();
@@ -389,8 +307,7 @@ pub async fn run_tool(
         status
     };
     let wait = async {
-        let (out, err, status) = tokio::join!(stdout_task, stderr_task, exited);
-        let _ = err;
+        let (out, _err, status) = tokio::join!(stdout_task, stderr_task, exited);
         (out, status)
     };
     let stopper = async {
@@ -407,47 +324,65 @@ pub async fn run_tool(
     };
     let status =
         status.map_err(|e| ToolError::Failed(format!("waiting for the tool failed: {e}")))?;
+    Ok((captured, status))
+}
+
+/// The exit code of a tool that ran to completion; any other exit is a failure that says why.
+fn checked_exit(
+    tool: &ToolSpec,
+    status: std::process::ExitStatus,
+    report_path: &Path,
+) -> Result<i32, ToolError> {
     let exit_code = status.code().unwrap_or(-1);
-    if !tool.ok_exit_codes.contains(&exit_code) {
-        // semgrep says why in its JSON report (an invalid rule of the tree, …), not on stderr.
-        let why = (tool.report == Report::SemgrepJson)
-            .then(|| read_capped(&report_path).ok())
-            .flatten()
-            .and_then(|raw| semgrep::error_summary(&raw))
-            .map(|w| format!(": {w}"))
-            .unwrap_or_default();
-        return Err(ToolError::Failed(format!(
-            "`{}` exited with {}{why} (see its log lines in the stream and logs/runner.log)",
-            tool.name,
-            status
-                .code()
-                .map(|c| format!("code {c}"))
-                .unwrap_or_else(|| "a signal".into())
-        )));
+    if tool.ok_exit_codes.contains(&exit_code) {
+        return Ok(exit_code);
     }
-    let captured = captured
-        .map_err(|e| ToolError::Failed(format!("reading the tool's output failed: {e}")))?;
-    let (sarif, counts) = match tool.report {
+    // semgrep says why in its JSON report (an invalid rule of the tree, …), not on stderr.
+    let why = (tool.report == Report::SemgrepJson)
+        .then(|| read_capped(report_path).ok())
+        .flatten()
+        .and_then(|raw| semgrep::error_summary(&raw))
+        .map(|w| format!(": {w}"))
+        .unwrap_or_default();
+    Err(ToolError::Failed(format!(
+        "`{}` exited with {}{why} (see its log lines in the stream and logs/runner.log)",
+        tool.name,
+        status
+            .code()
+            .map(|c| format!("code {c}"))
+            .unwrap_or_else(|| "a signal".into())
+    )))
+}
+
+/// Reads the tool's report back and turns it into SARIF with its counts.
+fn read_report(
+    tool: &ToolSpec,
+    source: &Path,
+    out_dir: &Path,
+    report_path: &Path,
+    captured: Option<Vec<u8>>,
+) -> Result<(Value, SeverityCounts), ToolError> {
+    Ok(match tool.report {
         Report::SarifFile => {
-            let raw = read_capped(&report_path)?;
-            tool_sarif(Some(tool.name), &raw, run.source)
+            let raw = read_capped(report_path)?;
+            tool_sarif(Some(tool.name), &raw, source)
                 .map_err(|e| ToolError::Failed(format!("{}: {e:#}", tool.name)))?
         }
         Report::BanditJson => {
-            let raw = read_capped(&report_path)?;
+            let raw = read_capped(report_path)?;
             let findings =
                 bandit_findings(&raw).map_err(|e| ToolError::Failed(format!("bandit: {e:#}")))?;
-            converted("bandit", &["security", "sast"], findings)
+            converted(names::BANDIT, &["security", "sast"], findings)
         }
         Report::SemgrepJson => {
-            let raw = read_capped(&report_path)?;
+            let raw = read_capped(report_path)?;
             // The SARIF half only supplies message templates; without it the messages are
             // masked instead.
             let sarif = read_capped(&report_path.with_extension("sarif")).ok();
             let prefix = semgrep::rule_prefix(&out_dir.join("rules"));
             let findings = semgrep::findings(&raw, sarif.as_deref(), &prefix)
                 .map_err(|e| ToolError::Failed(format!("semgrep: {e:#}")))?;
-            converted("semgrep", &["security", "sast"], findings)
+            converted(names::SEMGREP, &["security", "sast"], findings)
         }
         Report::DetectSecretsStdout => {
             let raw = captured.unwrap_or_default();
@@ -459,14 +394,8 @@ pub async fn run_tool(
             }
             let findings = detect_secrets_findings(&raw)
                 .map_err(|e| ToolError::Failed(format!("detect-secrets: {e:#}")))?;
-            converted("detect-secrets", &["security", "secret"], findings)
+            converted(names::DETECT_SECRETS, &["security", "secret"], findings)
         }
-    };
-    Ok(ToolOutput {
-        exit_code,
-        sarif,
-        counts,
-        skipped: None,
     })
 }
 
@@ -591,9 +520,8 @@ fn tool_of_driver(run: &Value) -> String {
         .and_then(|n| n.as_str())
         .unwrap_or("")
         .to_ascii_lowercase();
-    TOOLS
-        .iter()
-        .map(|t| t.name)
+    EXTERNAL_TOOL_NAMES
+        .into_iter()
         .find(|t| name.starts_with(t))
         .unwrap_or("sarif")
         .to_string()
@@ -605,9 +533,9 @@ fn tool_of_driver(run: &Value) -> String {
 /// value left is masked.
 pub fn scrub_message(tool: &str, rule_id: &str, text: &str) -> String {
     let fixed = match (tool, rule_id) {
-        ("ruff", "S105") => Some("Possible hardcoded password assigned to a variable"),
-        ("ruff", "S106") => Some("Possible hardcoded password assigned to an argument"),
-        ("ruff", "S107") => Some("Possible hardcoded password assigned to a function default"),
+        (names::RUFF, "S105") => Some("Possible hardcoded password assigned to a variable"),
+        (names::RUFF, "S106") => Some("Possible hardcoded password assigned to an argument"),
+        (names::RUFF, "S107") => Some("Possible hardcoded password assigned to a function default"),
         _ => None,
     };
     if let Some(fixed) = fixed {
@@ -710,28 +638,7 @@ pub fn tool_sarif(
         {
             scrub_value(invocation, false);
         }
-        // Rules are the tool's own text, except where a tool puts the match into its rule:
-        // trivy's secret rules carry the matched line as `fullDescription`.
-        if let Some(rules) = run
-            .pointer_mut("/tool/driver/rules")
-            .and_then(|r| r.as_array_mut())
-        {
-            for rule in rules.iter_mut() {
-                if tool == "trivy" && rule.get("name").and_then(|n| n.as_str()) == Some("Secret") {
-                    if let Some(obj) = rule.as_object_mut() {
-                        let short = obj.get("shortDescription").cloned();
-                        obj.remove("help");
-                        match short {
-                            Some(s) => obj.insert("fullDescription".into(), s),
-                            None => obj.remove("fullDescription"),
-                        };
-                    }
-                }
-                if tool == "trivy" || tool == "gitleaks" {
-                    scrub_value(rule, false);
-                }
-            }
-        }
+        scrub_rules(&tool, run);
         let rules: Vec<Value> = run
             .pointer("/tool/driver/rules")
             .and_then(|r| r.as_array())
@@ -743,93 +650,130 @@ pub fn tool_sarif(
             .into_iter()
             .flatten()
         {
-            let rule = result
-                .get("ruleIndex")
-                .and_then(|i| i.as_u64())
-                .and_then(|i| rules.get(i as usize))
-                .or_else(|| {
-                    let id = result.get("ruleId")?.as_str()?;
-                    rules.iter().find(|r| r["id"] == id)
-                });
-            let sev = severity::sarif_result(&tool, result, rule);
+            let sev = normalize_result(&tool, result, &rules, &roots);
             counts.add(sev, 1);
-            let rule_id = result
-                .get("ruleId")
-                .and_then(|r| r.as_str())
-                .unwrap_or("")
-                .to_string();
-            if let Some(text) = result.pointer_mut("/message/text") {
-                let scrubbed = scrub_message(&tool, &rule_id, text.as_str().unwrap_or(""));
-                *text = json!(scrubbed);
-            }
-            if let Some(obj) = result.as_object_mut() {
-                obj.remove("fingerprints");
-                obj.remove("partialFingerprints");
-            }
-            scrub_value(result, false);
-            for loc in result
-                .get_mut("locations")
-                .and_then(|l| l.as_array_mut())
-                .into_iter()
-                .flatten()
-            {
-                if let Some(artifact) = loc.pointer_mut("/physicalLocation/artifactLocation") {
-                    relativize(artifact, &roots);
-                    let relative = artifact
-                        .get("uri")
-                        .and_then(|u| u.as_str())
-                        .is_some_and(|u| !u.contains(':') && !u.starts_with('/'));
-                    if relative {
-                        artifact["uriBaseId"] = json!("SRCROOT");
-                    } else if let Some(a) = artifact.as_object_mut() {
-                        a.remove("uriBaseId");
-                    }
-                }
-                if let Some(phys) = loc
-                    .get_mut("physicalLocation")
-                    .and_then(|p| p.as_object_mut())
-                {
-                    let region = phys.entry("region").or_insert_with(|| json!({}));
-                    let line = region
-                        .get("startLine")
-                        .and_then(|l| l.as_u64())
-                        .unwrap_or(0);
-                    if line == 0 {
-                        region["startLine"] = json!(1);
-                    }
-                }
-            }
-            let location = result.pointer("/locations/0/physicalLocation");
-            let uri = location
-                .and_then(|l| l.pointer("/artifactLocation/uri"))
-                .and_then(|u| u.as_str())
-                .unwrap_or("");
-            let line = location
-                .and_then(|l| l.pointer("/region/startLine"))
-                .and_then(|u| u.as_u64())
-                .unwrap_or(1)
-                .to_string();
-            let message = result
-                .pointer("/message/text")
-                .and_then(|t| t.as_str())
-                .unwrap_or("");
-            let fp = fingerprint(&[&tool, &rule_id, uri, &line, message]);
-            if let Some(obj) = result.as_object_mut() {
-                obj.insert(
-                    "partialFingerprints".into(),
-                    json!({ format!("{tool}Fingerprint/v1"): fp }),
-                );
-                let props = obj.entry("properties").or_insert_with(|| json!({}));
-                if !props.is_object() {
-                    *props = json!({});
-                }
-                props["severity"] = json!(sev.as_str());
-                // The level follows the service's severity (ruff says `error` for everything).
-                obj.insert("level".into(), json!(sev.sarif_level()));
-            }
         }
     }
     Ok((sarif, counts))
+}
+
+/// Rules are the tool's own text, except where a tool puts the match into its rule: trivy's
+/// secret rules carry the matched line as `fullDescription`.
+fn scrub_rules(tool: &str, run: &mut Value) {
+    if let Some(rules) = run
+        .pointer_mut("/tool/driver/rules")
+        .and_then(|r| r.as_array_mut())
+    {
+        for rule in rules.iter_mut() {
+            if tool == names::TRIVY && rule.get("name").and_then(|n| n.as_str()) == Some("Secret") {
+                if let Some(obj) = rule.as_object_mut() {
+                    let short = obj.get("shortDescription").cloned();
+                    obj.remove("help");
+                    match short {
+                        Some(s) => obj.insert("fullDescription".into(), s),
+                        None => obj.remove("fullDescription"),
+                    };
+                }
+            }
+            if tool == names::TRIVY || tool == names::GITLEAKS {
+                scrub_value(rule, false);
+            }
+        }
+    }
+}
+
+/// Makes one result safe and uniform (see [`tool_sarif`]) and returns its severity.
+fn normalize_result(tool: &str, result: &mut Value, rules: &[Value], roots: &[String]) -> Severity {
+    let rule = result
+        .get("ruleIndex")
+        .and_then(|i| i.as_u64())
+        .and_then(|i| rules.get(i as usize))
+        .or_else(|| {
+            let id = result.get("ruleId")?.as_str()?;
+            rules.iter().find(|r| r["id"] == id)
+        });
+    let sev = severity::sarif_result(tool, result, rule);
+    let rule_id = result
+        .get("ruleId")
+        .and_then(|r| r.as_str())
+        .unwrap_or("")
+        .to_string();
+    if let Some(text) = result.pointer_mut("/message/text") {
+        let scrubbed = scrub_message(tool, &rule_id, text.as_str().unwrap_or(""));
+        *text = json!(scrubbed);
+    }
+    if let Some(obj) = result.as_object_mut() {
+        obj.remove("fingerprints");
+        obj.remove("partialFingerprints");
+    }
+    scrub_value(result, false);
+    normalize_locations(result, roots);
+    let location = result.pointer("/locations/0/physicalLocation");
+    let uri = location
+        .and_then(|l| l.pointer("/artifactLocation/uri"))
+        .and_then(|u| u.as_str())
+        .unwrap_or("");
+    let line = location
+        .and_then(|l| l.pointer("/region/startLine"))
+        .and_then(|u| u.as_u64())
+        .unwrap_or(1)
+        .to_string();
+    let message = result
+        .pointer("/message/text")
+        .and_then(|t| t.as_str())
+        .unwrap_or("");
+    let fp = fingerprint(&[tool, &rule_id, uri, &line, message]);
+    if let Some(obj) = result.as_object_mut() {
+        obj.insert(
+            "partialFingerprints".into(),
+            json!({ format!("{tool}Fingerprint/v1"): fp }),
+        );
+        let props = obj.entry("properties").or_insert_with(|| json!({}));
+        if !props.is_object() {
+            *props = json!({});
+        }
+        props["severity"] = json!(sev.as_str());
+        // The level follows the service's severity (ruff says `error` for everything).
+        obj.insert("level".into(), json!(sev.sarif_level()));
+    }
+    sev
+}
+
+/// Locations relative to `SRCROOT` where they are inside the tree, other base URIs dropped, and
+/// a `startLine` on every region (1 where the tool gives none).
+fn normalize_locations(result: &mut Value, roots: &[String]) {
+    for loc in result
+        .get_mut("locations")
+        .and_then(|l| l.as_array_mut())
+        .into_iter()
+        .flatten()
+    {
+        if let Some(artifact) = loc.pointer_mut("/physicalLocation/artifactLocation") {
+            relativize(artifact, roots);
+            let relative = artifact
+                .get("uri")
+                .and_then(|u| u.as_str())
+                .is_some_and(|u| !u.contains(':') && !u.starts_with('/'));
+            if relative {
+                artifact["uriBaseId"] = json!("SRCROOT");
+            } else if let Some(a) = artifact.as_object_mut() {
+                a.remove("uriBaseId");
+            }
+        }
+        if let Some(phys) = loc
+            .get_mut("physicalLocation")
+            .and_then(|p| p.as_object_mut())
+        {
+            let region = phys.entry("region").or_insert_with(|| json!({}));
+            let line = region
+                .get("startLine")
+                .and_then(|l| l.as_u64())
+                .unwrap_or(0);
+            if line == 0 {
+                region["startLine"] = json!(1);
+            }
+        }
+    }
 }
 
 /// Findings converted from a tool's own report format as a SARIF log, with their counts.
@@ -925,7 +869,7 @@ pub fn bandit_findings(raw: &[u8]) -> anyhow::Result<Vec<Finding>> {
             line,
             column,
             snippet: format!("[{test_id} {test_name}]"),
-            fingerprint: fingerprint(&["bandit", test_id, &path, &line.to_string()]),
+            fingerprint: fingerprint(&[names::BANDIT, test_id, &path, &line.to_string()]),
         });
     }
     out.sort_by(|a, b| (&a.path, a.line, &a.rule_id).cmp(&(&b.path, b.line, &b.rule_id)));
@@ -960,7 +904,7 @@ pub fn detect_secrets_findings(raw: &[u8]) -> anyhow::Result<Vec<Finding>> {
                 line,
                 column: 1,
                 snippet: "[redacted]".into(),
-                fingerprint: fingerprint(&["detect-secrets", &rule_id, &path, hashed]),
+                fingerprint: fingerprint(&[names::DETECT_SECRETS, &rule_id, &path, hashed]),
             });
         }
     }
@@ -1106,7 +1050,7 @@ mod tests {
         assert!(findings
             .iter()
             .all(|f| f.rule_id == "secret-keyword" && f.severity == Severity::Medium));
-        let (sarif, _) = converted("detect-secrets", &["security", "secret"], findings);
+        let (sarif, _) = converted(names::DETECT_SECRETS, &["security", "secret"], findings);
         assert_contract(&sarif);
         assert_no_recorded_secret("detect-secrets", &sarif);
     }
@@ -1388,10 +1332,12 @@ mod tests {
             source: source.path(),
             scratch: scratch.path(),
             path: Some(tools.as_os_str().to_owned()),
+            env: &[],
             deadline: Instant::now() + deadline,
             cancel,
         };
-        run_tool(spec("bandit").unwrap(), &run, &|_, _| {}).await
+        let bandit = crate::pipeline::scanners::registry::tool_spec("bandit").unwrap();
+        run_tool(bandit, &run, &|_, _| {}).await
     }
 
     /// Whether `pid` has ended (gone, or a zombie waiting for its new parent), waiting for it

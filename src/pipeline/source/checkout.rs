@@ -14,7 +14,8 @@ use git2::{
 };
 
 use super::egress::{self, ConnectProxy, Denial, ProxyTimeouts, Resolver};
-use super::source::{neutralize_controls, redact_text, GitScheme, GitUrl, HostCheck, SourcePolicy};
+use super::git_url::{neutralize_controls, redact_text, GitUrl};
+use super::policy::{GitScheme, HostCheck, SourcePolicy};
 
 /// Limits and inputs of one clone.
 pub struct CloneSpec<'a> {

@@ -22,9 +22,9 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::artifacts;
-use super::profile::SeverityCounts;
-use super::redact::mask_secrets;
-use super::scanners::Severity;
+use crate::pipeline::finding::{Severity, SeverityCounts};
+use crate::pipeline::redact::mask_secrets;
+use crate::pipeline::scanners::names;
 
 /// `reports/findings.json`
 pub const FINDINGS_JSON: &str = "reports/findings.json";
@@ -282,78 +282,15 @@ pub fn process(
     scanners: &[String],
     rules: &SuppressionRules,
 ) -> anyhow::Result<FindingsOutcome> {
-    // Every run of every scanner's log, in run order (a tool may write several runs).
-    let mut runs: Vec<Value> = Vec::new();
-    let mut raw: Vec<RawResult> = Vec::new();
     let mut sources = SourceLines::new(source_root);
-    for scanner in scanners {
-        let rel = artifacts::sarif_path(scanner);
-        let path = bundle_dir.join(&rel);
-        if !path.is_file() {
-            continue;
-        }
-        let text = std::fs::read(&path).with_context(|| format!("reading {rel}"))?;
-        let mut log: Value =
-            serde_json::from_slice(&text).with_context(|| format!("{rel} is not JSON"))?;
-        scrub_log(&mut log);
-        artifacts::write_json(bundle_dir, &rel, &log)?;
-        let log_runs = match log.get_mut("runs").and_then(Value::as_array_mut) {
-            Some(list) => std::mem::take(list),
-            None => continue,
-        };
-        for r in log_runs {
-            let run = runs.len();
-            if let Some(results) = r.get("results").and_then(Value::as_array) {
-                for (index, result) in results.iter().enumerate() {
-                    let mut found = raw_result(scanner, run, index, result);
-                    if found.snippet.is_empty() && found.line > 0 {
-                        if let Some(line) = sources.line(&found.path, found.line) {
-                            found.snippet = snippet_of(line);
-                        }
-                    }
-                    raw.push(found);
-                }
-            }
-            runs.push(r);
-        }
-    }
-
+    let (mut runs, raw) = read_scanner_logs(bundle_dir, scanners, &mut sources)?;
     let groups = merge(&raw);
     let mut findings: Vec<(MergedFinding, Vec<usize>)> = groups
         .into_iter()
         .map(|members| (merged(&raw, &members), members))
         .collect();
     for (finding, _) in findings.iter_mut() {
-        let suppression = rules
-            .excluded(&finding.path)
-            .map(|detail| Suppression {
-                kind: "path",
-                detail,
-            })
-            .or_else(|| {
-                inline_marker(&mut sources, finding).map(|detail| Suppression {
-                    kind: "inline",
-                    detail,
-                })
-            })
-            .or_else(|| {
-                let file = rules.baseline_in_tree.as_deref()?;
-                (finding.path == file).then(|| Suppression {
-                    kind: "baseline",
-                    detail: format!("inside the baseline {file}, which holds only fingerprints"),
-                })
-            })
-            .or_else(|| {
-                let (set, source) = rules.baseline.as_ref()?;
-                finding
-                    .fingerprints
-                    .iter()
-                    .any(|f| set.contains(f))
-                    .then(|| Suppression {
-                        kind: "baseline",
-                        detail: format!("fingerprint listed in the baseline {source}"),
-                    })
-            });
+        let suppression = suppression_of_finding(rules, &mut sources, finding);
         finding.suppressed = suppression.is_some();
         finding.suppression = suppression;
     }
@@ -386,6 +323,101 @@ pub fn process(
         FINDINGS_JSON,
         &json!({"version": 1, "test_id": test_id, "findings": outcome.findings}),
     )?;
+    mark_suppressed_results(&mut runs, &suppression_of);
+    artifacts::write_json(
+        bundle_dir,
+        FINDINGS_SARIF,
+        &json!({"$schema": super::sarif::SARIF_SCHEMA, "version": "2.1.0", "runs": runs}),
+    )?;
+    Ok(outcome)
+}
+
+/// Every run of every scanner's log, in run order (a tool may write several runs), each log
+/// scrubbed and written back, and every result of those runs.
+fn read_scanner_logs(
+    bundle_dir: &Path,
+    scanners: &[String],
+    sources: &mut SourceLines,
+) -> anyhow::Result<(Vec<Value>, Vec<RawResult>)> {
+    let mut runs: Vec<Value> = Vec::new();
+    let mut raw: Vec<RawResult> = Vec::new();
+    for scanner in scanners {
+        let rel = artifacts::sarif_path(scanner);
+        let path = bundle_dir.join(&rel);
+        if !path.is_file() {
+            continue;
+        }
+        let text = std::fs::read(&path).with_context(|| format!("reading {rel}"))?;
+        let mut log: Value =
+            serde_json::from_slice(&text).with_context(|| format!("{rel} is not JSON"))?;
+        scrub_log(&mut log);
+        artifacts::write_json(bundle_dir, &rel, &log)?;
+        let log_runs = match log.get_mut("runs").and_then(Value::as_array_mut) {
+            Some(list) => std::mem::take(list),
+            None => continue,
+        };
+        for r in log_runs {
+            let run = runs.len();
+            if let Some(results) = r.get("results").and_then(Value::as_array) {
+                for (index, result) in results.iter().enumerate() {
+                    let mut found = raw_result(scanner, run, index, result);
+                    if found.snippet.is_empty() && found.line > 0 {
+                        if let Some(line) = sources.line(&found.path, found.line) {
+                            found.snippet = snippet_of(line);
+                        }
+                    }
+                    raw.push(found);
+                }
+            }
+            runs.push(r);
+        }
+    }
+    Ok((runs, raw))
+}
+
+/// What suppresses a finding, first match wins: a path exclude, an inline marker, the baseline.
+fn suppression_of_finding(
+    rules: &SuppressionRules,
+    sources: &mut SourceLines,
+    finding: &MergedFinding,
+) -> Option<Suppression> {
+    rules
+        .excluded(&finding.path)
+        .map(|detail| Suppression {
+            kind: "path",
+            detail,
+        })
+        .or_else(|| {
+            inline_marker(sources, finding).map(|detail| Suppression {
+                kind: "inline",
+                detail,
+            })
+        })
+        .or_else(|| {
+            let file = rules.baseline_in_tree.as_deref()?;
+            (finding.path == file).then(|| Suppression {
+                kind: "baseline",
+                detail: format!("inside the baseline {file}, which holds only fingerprints"),
+            })
+        })
+        .or_else(|| {
+            let (set, source) = rules.baseline.as_ref()?;
+            finding
+                .fingerprints
+                .iter()
+                .any(|f| set.contains(f))
+                .then(|| Suppression {
+                    kind: "baseline",
+                    detail: format!("fingerprint listed in the baseline {source}"),
+                })
+        })
+}
+
+/// Gives the SARIF results of suppressed findings their `suppressions`.
+fn mark_suppressed_results(
+    runs: &mut [Value],
+    suppression_of: &HashMap<(usize, usize), Suppression>,
+) {
     for (run, r) in runs.iter_mut().enumerate() {
         if let Some(results) = r.get_mut("results").and_then(Value::as_array_mut) {
             for (index, result) in results.iter_mut().enumerate() {
@@ -399,12 +431,6 @@ pub fn process(
             }
         }
     }
-    artifacts::write_json(
-        bundle_dir,
-        FINDINGS_SARIF,
-        &json!({"$schema": super::sarif::SARIF_SCHEMA, "version": "2.1.0", "runs": runs}),
-    )?;
-    Ok(outcome)
 }
 
 /// Masks every result's message and snippet, and every notification message of a log.
@@ -573,15 +599,15 @@ static ADVISORY: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Scanners whose every result is about a secret.
-const SECRET_SCANNERS: [&str; 3] = ["secrets", "detect-secrets", "gitleaks"];
+const SECRET_SCANNERS: [&str; 3] = [names::SECRETS, names::DETECT_SECRETS, names::GITLEAKS];
 
 /// The rule family of a result: bandit and ruff's flake8-bandit rules share `bandit:NNN`; an
 /// advisory id stands for itself; any other rule is its own family within its scanner.
 fn family(scanner: &str, rule: &str) -> String {
-    if matches!(scanner, "bandit" | "ruff") {
+    if matches!(scanner, names::BANDIT | names::RUFF) {
         if let Some(c) = BANDIT_RULE.captures(rule) {
             // Ruff's S-rules are bandit's B-rules; bandit's own ids are all B.
-            if scanner == "ruff" && rule.starts_with('S') || scanner == "bandit" {
+            if scanner == names::RUFF && rule.starts_with('S') || scanner == names::BANDIT {
                 return format!("bandit:{}", &c[1]);
             }
         }
@@ -604,7 +630,7 @@ fn is_secret(scanner: &str, rule: &str) -> bool {
     }
     let lower = rule.to_ascii_lowercase();
     match scanner {
-        "semgrep" => [
+        names::SEMGREP => [
             "secret",
             "password",
             "credential",
@@ -616,7 +642,7 @@ fn is_secret(scanner: &str, rule: &str) -> bool {
         .any(|w| lower.contains(w)),
         // Trivy's secret rules are lower-case slugs (`aws-access-key-id`); its vulnerability
         // and misconfiguration ids are not.
-        "trivy" => {
+        names::TRIVY => {
             !rule.is_empty()
                 && rule
                     .bytes()
@@ -845,7 +871,7 @@ fn applies(scope: &MarkerScope, f: &MergedFinding) -> bool {
         MarkerScope::All => true,
         MarkerScope::Secrets => f.rules.iter().any(|(s, r)| is_secret(s, r)),
         MarkerScope::Families(fams) => f.rules.iter().any(|(s, r)| fams.contains(&family(s, r))),
-        MarkerScope::Semgrep(rules) => f.rules.get("semgrep").is_some_and(|r| {
+        MarkerScope::Semgrep(rules) => f.rules.get(names::SEMGREP).is_some_and(|r| {
             rules.is_empty()
                 || rules
                     .iter()

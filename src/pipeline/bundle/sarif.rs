@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use super::scanners::{Finding, Severity};
+use crate::pipeline::finding::{Finding, Severity};
 
 /// `$schema` of every SARIF log this crate writes.
 pub const SARIF_SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";

@@ -13,18 +13,19 @@ use anyhow::Context;
 use serde_json::Value;
 
 use super::{clean_path, fingerprint, position, severity};
+use crate::pipeline::finding::Finding;
 use crate::pipeline::redact::mask_secrets;
-use crate::pipeline::scanners::Finding;
+use crate::pipeline::scanners::names;
 
 /// The rules the service ships, by file name.
 pub const BUILTIN_RULES: [(&str, &str); 2] = [
     (
         "python.yml",
-        include_str!("../../../rules/semgrep/python.yml"),
+        include_str!("../../../../rules/semgrep/python.yml"),
     ),
     (
         "javascript.yml",
-        include_str!("../../../rules/semgrep/javascript.yml"),
+        include_str!("../../../../rules/semgrep/javascript.yml"),
     ),
 ];
 
@@ -124,7 +125,7 @@ pub fn findings(
             line,
             column,
             snippet: String::new(),
-            fingerprint: fingerprint(&["semgrep", rule_id, &path, &line.to_string()]),
+            fingerprint: fingerprint(&[names::SEMGREP, rule_id, &path, &line.to_string()]),
         });
     }
     out.sort_by(|a, b| {
@@ -165,7 +166,7 @@ pub fn error_summary(raw: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::scanners::Severity;
+    use crate::pipeline::finding::Severity;
 
     fn recorded(name: &str) -> Vec<u8> {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))

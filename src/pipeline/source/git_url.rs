@@ -1,150 +1,14 @@
-//! Source locations as callers give them: git URL syntax, scheme and address checks, and the
-//! redaction of credentials embedded in URLs. Pure functions, no I/O except name resolution in
-//! [`check_resolved_host`]. Names are checked where a clone connects ([`super::egress`]), not
-//! here: a submit is accepted while DNS is down, and a name checked early could be rebound.
+//! Git URLs as callers give them: syntax, scheme and literal address checks at submit time, and
+//! the redaction of credentials embedded in URLs. Pure functions, no I/O. Names are checked where
+//! a clone connects ([`super::egress`]), not here: a submit is accepted while DNS is down, and a
+//! name checked early could be rebound.
 //!
-//! Public entry points: [`parse_git_url`] (submit-time check of a `git_url`), [`is_internal`]
-//! (the address classifier), [`GitSchemes::parse`] and [`redact_url`] / [`redact_text`].
-
-use std::net::{IpAddr, Ipv4Addr};
+//! Public entry points: [`parse_git_url`] (submit-time check of a `git_url`) and [`redact_url`] /
+//! [`redact_text`]. The policy and the address classifier live in [`super::policy`].
 
 use url::Url;
 
-/// What the configuration allows for git sources.
-#[derive(Debug, Clone, Copy)]
-pub struct SourcePolicy {
-    /// Hosts on loopback, private, link-local or otherwise internal addresses are allowed.
-    pub allow_private_networks: bool,
-    /// `file://` URLs and local paths are allowed.
-    pub allow_local_sources: bool,
-    /// Network schemes allowed (`CERTUS_ASSURANCE_GIT_SCHEMES`).
-    pub schemes: GitSchemes,
-}
-
-impl SourcePolicy {
-    /// The defaults: public hosts only, no local sources, https, ssh and git.
-    pub const STRICT: SourcePolicy = SourcePolicy {
-        allow_private_networks: false,
-        allow_local_sources: false,
-        schemes: GitSchemes::DEFAULT,
-    };
-    /// Everything allowed (the local `scan` command, which runs as the user who calls it).
-    pub const OPEN: SourcePolicy = SourcePolicy {
-        allow_private_networks: true,
-        allow_local_sources: true,
-        schemes: GitSchemes::ALL,
-    };
-}
-
-impl Default for SourcePolicy {
-    fn default() -> Self {
-        SourcePolicy::STRICT
-    }
-}
-
-/// The network schemes of git URLs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GitScheme {
-    Https,
-    /// Plain http: only with private networks allowed (it cannot go through the checking proxy).
-    Http,
-    /// `ssh://` and scp-like `user@host:path`.
-    Ssh,
-    /// The git daemon protocol, `git://`.
-    Git,
-}
-
-impl GitScheme {
-    pub fn name(self) -> &'static str {
-        match self {
-            GitScheme::Https => "https",
-            GitScheme::Http => "http",
-            GitScheme::Ssh => "ssh",
-            GitScheme::Git => "git",
-        }
-    }
-}
-
-/// The set of allowed network schemes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GitSchemes {
-    pub https: bool,
-    pub http: bool,
-    pub ssh: bool,
-    pub git: bool,
-}
-
-impl GitSchemes {
-    /// `https,ssh,git`.
-    pub const DEFAULT: GitSchemes = GitSchemes {
-        https: true,
-        http: false,
-        ssh: true,
-        git: true,
-    };
-    pub const ALL: GitSchemes = GitSchemes {
-        https: true,
-        http: true,
-        ssh: true,
-        git: true,
-    };
-
-    /// Parses a comma-separated list such as `https,ssh`. `file` is not a value: local sources
-    /// are switched by `CERTUS_ASSURANCE_ALLOW_LOCAL_SOURCES`.
-    pub fn parse(list: &str) -> Result<GitSchemes, String> {
-        let mut set = GitSchemes {
-            https: false,
-            http: false,
-            ssh: false,
-            git: false,
-        };
-        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            match item.to_ascii_lowercase().as_str() {
-                "https" => set.https = true,
-                "http" => set.http = true,
-                "ssh" => set.ssh = true,
-                "git" => set.git = true,
-                "file" => return Err("`file` is not a git scheme setting; local sources are enabled by CERTUS_ASSURANCE_ALLOW_LOCAL_SOURCES=true".into()),
-                other => return Err(format!("unknown git scheme `{other}`; use a comma-separated list of https, ssh, git and http")),
-            }
-        }
-        if set
-            == (GitSchemes {
-                https: false,
-                http: false,
-                ssh: false,
-                git: false,
-            })
-        {
-            return Err("at least one git scheme is needed (https, ssh, git or http)".into());
-        }
-        Ok(set)
-    }
-
-    pub fn allows(self, scheme: GitScheme) -> bool {
-        match scheme {
-            GitScheme::Https => self.https,
-            GitScheme::Http => self.http,
-            GitScheme::Ssh => self.ssh,
-            GitScheme::Git => self.git,
-        }
-    }
-
-    /// `https, ssh, git` (for messages).
-    pub fn list(self) -> String {
-        [
-            GitScheme::Https,
-            GitScheme::Ssh,
-            GitScheme::Git,
-            GitScheme::Http,
-        ]
-        .into_iter()
-        .filter(|s| self.allows(*s))
-        .map(GitScheme::name)
-        .collect::<Vec<_>>()
-        .join(", ")
-    }
-}
+use super::policy::{is_internal, literal_ip, GitScheme, SourcePolicy};
 
 fn scheme_refused(scheme: GitScheme, policy: SourcePolicy) -> String {
     format!(
@@ -177,7 +41,7 @@ impl GitUrl {
 }
 
 /// Checks a `git_url` at submit time: syntax, scheme, and literal addresses. Names are not
-/// resolved here (a submit is accepted while DNS is down); see [`check_resolved_host`].
+/// resolved here (a submit is accepted while DNS is down); see [`super::egress::resolve_checked`].
 pub fn parse_git_url(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> {
     let raw = raw.trim();
     if raw.is_empty() {
@@ -198,51 +62,14 @@ pub fn parse_git_url(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> 
     if raw.contains('\\') {
         return Err("git_url must not contain a backslash; use / in paths".into());
     }
-    // scp-like ssh syntax: user@host:path
     if !raw.contains("://") {
-        if let Some((userhost, path)) = raw.split_once(':') {
-            let host = userhost.rsplit_once('@').map(|(_, h)| h).unwrap_or("");
-            let host_ok = !host.is_empty()
-                && host
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
-            let path_ok = !path.is_empty()
-                && path
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-/~".contains(&b));
-            if !userhost.contains('/') && host_ok && path_ok {
-                if !policy.schemes.ssh {
-                    return Err(scheme_refused(GitScheme::Ssh, policy));
-                }
-                check_literal_host(host, policy)?;
-                return Ok(GitUrl {
-                    clone_url: raw.to_string(),
-                    display_url: raw.to_string(),
-                    host: Some(host.to_string()),
-                    port: Some(22),
-                    is_local: false,
-                    scheme: Some(GitScheme::Ssh),
-                });
-            }
-        }
-        if raw.starts_with('/') || raw.starts_with("./") || raw.starts_with("../") {
-            if !policy.allow_local_sources {
-                return Err("local repository paths are not allowed on this server (set CERTUS_ASSURANCE_ALLOW_LOCAL_SOURCES=true to enable them)".into());
-            }
-            return Ok(GitUrl {
-                clone_url: raw.to_string(),
-                display_url: raw.to_string(),
-                host: None,
-                port: None,
-                is_local: true,
-                scheme: None,
-            });
-        }
-        return Err(
-            "git_url must be a URL such as https://host/org/repo.git or git@host:org/repo.git"
-                .into(),
-        );
+        return parse_scp_or_path(raw, policy);
     }
+    parse_network_url(raw, policy)
+}
+
+/// A `scheme://` git URL.
+fn parse_network_url(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> {
     let url = Url::parse(raw).map_err(|e| format!("git_url is not a valid URL: {e}"))?;
     // Git uses neither; credentials put there (`?access_token=`, `?private_token=`, signatures)
     // would be shown and stored as given, so the URL is refused rather than kept.
@@ -309,56 +136,47 @@ pub fn parse_git_url(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> 
     })
 }
 
-/// The address a host literal stands for, read the way resolvers and libgit2 read it, so that
-/// the submit-time check and the connect-time check see the same host: IPv6 in brackets or not,
-/// IPv4 in every form `inet_aton` accepts (one to four parts, each decimal, octal with a leading
-/// `0` or hexadecimal with `0x`: `127.1`, `0`, `2130706433`, `0x7f.1`, `0177.0.0.1`), with an
-/// optional trailing dot. `None` for a name.
-pub fn literal_ip(host: &str) -> Option<IpAddr> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Some(ip);
-    }
-    let bare = bare.strip_suffix('.').unwrap_or(bare);
-    let parts: Vec<&str> = bare.split('.').collect();
-    if parts.is_empty() || parts.len() > 4 {
-        return None;
-    }
-    let mut values = Vec::with_capacity(parts.len());
-    for part in &parts {
-        let (digits, radix) =
-            if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
-                (hex, 16)
-            } else if part.len() > 1 && part.starts_with('0') {
-                (&part[1..], 8)
-            } else {
-                (*part, 10)
-            };
-        if digits.is_empty() && radix != 16 {
-            return None;
+/// scp-like ssh syntax (`user@host:path`), or a local path.
+fn parse_scp_or_path(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> {
+    if let Some((userhost, path)) = raw.split_once(':') {
+        let host = userhost.rsplit_once('@').map(|(_, h)| h).unwrap_or("");
+        let host_ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
+        let path_ok = !path.is_empty()
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-/~".contains(&b));
+        if !userhost.contains('/') && host_ok && path_ok {
+            if !policy.schemes.ssh {
+                return Err(scheme_refused(GitScheme::Ssh, policy));
+            }
+            check_literal_host(host, policy)?;
+            return Ok(GitUrl {
+                clone_url: raw.to_string(),
+                display_url: raw.to_string(),
+                host: Some(host.to_string()),
+                port: Some(22),
+                is_local: false,
+                scheme: Some(GitScheme::Ssh),
+            });
         }
-        let value = if digits.is_empty() {
-            0
-        } else {
-            u64::from_str_radix(digits, radix).ok()?
-        };
-        values.push(value);
     }
-    // The last part fills the bytes the earlier parts left (a.b.c.d, a.b.c16, a.b24, a32).
-    let (last, init) = values.split_last()?;
-    if init.iter().any(|&v| v > 255) {
-        return None;
+    if raw.starts_with('/') || raw.starts_with("./") || raw.starts_with("../") {
+        if !policy.allow_local_sources {
+            return Err("local repository paths are not allowed on this server (set CERTUS_ASSURANCE_ALLOW_LOCAL_SOURCES=true to enable them)".into());
+        }
+        return Ok(GitUrl {
+            clone_url: raw.to_string(),
+            display_url: raw.to_string(),
+            host: None,
+            port: None,
+            is_local: true,
+            scheme: None,
+        });
     }
-    let last_bits = 8 * (4 - init.len() as u32);
-    if *last >= 1u64 << last_bits {
-        return None;
-    }
-    let mut addr: u64 = 0;
-    for (i, v) in init.iter().enumerate() {
-        addr |= v << (24 - 8 * i as u32);
-    }
-    addr |= last;
-    Some(IpAddr::V4(Ipv4Addr::from(addr as u32)))
+    Err("git_url must be a URL such as https://host/org/repo.git or git@host:org/repo.git".into())
 }
 
 /// Refuses what cannot be a git host (empty, starting with `-`, which a command line would read
@@ -401,74 +219,6 @@ fn check_literal_host(host: &str, policy: SourcePolicy) -> Result<(), String> {
     Ok(())
 }
 
-/// Why a host check at connect time did not pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostCheck {
-    /// The host resolves to an internal address (permanent).
-    Refused(String),
-    /// The name did not resolve (possibly transient).
-    Unresolved(String),
-}
-
-/// Resolves `host` with the system resolver and refuses it if any address is internal. The
-/// clone itself does not use this (it would resolve again when connecting): see
-/// [`super::egress::resolve_checked`], which returns the checked addresses to connect to.
-pub fn check_resolved_host(host: &str, port: u16, policy: SourcePolicy) -> Result<(), HostCheck> {
-    super::egress::resolve_checked(host, port, policy, &super::egress::SystemResolver).map(|_| ())
-}
-
-/// Loopback, private, link-local, shared (CGNAT), unspecified, multicast, reserved,
-/// documentation, benchmarking and unique-local addresses, cloud metadata endpoints, and IPv6
-/// forms that embed one of those IPv4 addresses (mapped, compatible, NAT64, 6to4): anything
-/// that is not a public unicast address.
-pub fn is_internal(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_internal_v4(v4),
-        IpAddr::V6(v6) => {
-            // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, which includes :: and ::1).
-            if let Some(v4) = v6.to_ipv4() {
-                return is_internal_v4(v4);
-            }
-            let seg = v6.segments();
-            let embedded = |hi: u16, lo: u16| Ipv4Addr::from(((hi as u32) << 16) | lo as u32);
-            // NAT64 (64:ff9b::/96, 64:ff9b:1::/48) reaches the embedded IPv4 address.
-            if seg[0] == 0x64 && seg[1] == 0xff9b {
-                return seg[2] != 0 || is_internal_v4(embedded(seg[6], seg[7]));
-            }
-            // 6to4 (2002::/16) tunnels to the IPv4 address in bits 16..48.
-            if seg[0] == 0x2002 {
-                return is_internal_v4(embedded(seg[1], seg[2]));
-            }
-            v6.is_unspecified()
-                || v6.is_loopback()
-                || v6.is_multicast()
-                || (seg[0] & 0xfe00) == 0xfc00 // unique local (fd00:ec2::254 is EC2's metadata)
-                || (seg[0] & 0xffc0) == 0xfe80 // link local
-                || (seg[0] & 0xffc0) == 0xfec0 // site local (deprecated)
-                || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
-                || (seg[0] == 0x2001 && seg[1] == 0) // Teredo: tunnels to anything
-                || (seg[0] == 0x0100 && seg[1..4] == [0, 0, 0]) // discard-only 100::/64
-                || (seg[0] & 0xe000) != 0x2000 // outside global unicast 2000::/3
-        }
-    }
-}
-
-fn is_internal_v4(v4: Ipv4Addr) -> bool {
-    let o = v4.octets();
-    v4.is_loopback()
-        || v4.is_private()
-        || v4.is_link_local() // 169.254.0.0/16, including 169.254.169.254 (metadata)
-        || v4.is_unspecified()
-        || v4.is_broadcast()
-        || v4.is_multicast()
-        || v4.is_documentation()
-        || o[0] == 0
-        || o[0] >= 240 // 240.0.0.0/4 reserved
-        || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10 shared (CGNAT; Alibaba metadata)
-        || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15 benchmarking
-        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0.0/24 protocol assignments
-}
-
 /// The URL with its user-info (user and password) replaced by `***`.
 pub fn redact_url(url: &Url) -> String {
     if url.username().is_empty() && url.password().is_none() {
@@ -480,8 +230,6 @@ pub fn redact_url(url: &Url) -> String {
     clean.to_string()
 }
 
-/// Replaces every occurrence of the credentialed URL (and its user-info) in `text` with the
-/// display form; used on error messages coming back from git.
 /// Text from a remote server (git's error messages quote what the server sent) with control
 /// characters written as escapes (`\n`, `\u{1b}`): such text ends up in logs, events and stored
 /// errors, and a newline or a terminal escape in it must not forge a log line or repaint a
@@ -501,6 +249,8 @@ pub fn neutralize_controls(text: &str) -> String {
     out
 }
 
+/// Replaces every occurrence of the credentialed URL (and its user-info) in `text` with the
+/// display form; used on error messages coming back from git.
 pub fn redact_text(text: &str, git: &GitUrl) -> String {
     let text = neutralize_controls(text);
     if !git.has_credentials() {
@@ -519,6 +269,7 @@ pub fn redact_text(text: &str, git: &GitUrl) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::policy::GitSchemes;
     use super::*;
 
     const STRICT: SourcePolicy = SourcePolicy::STRICT;

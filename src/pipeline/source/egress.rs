@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use super::source::{is_internal, HostCheck, SourcePolicy};
+use super::policy::{is_internal, literal_ip, HostCheck, SourcePolicy};
 
 /// Name resolution (the system resolver in the service; tests inject their own).
 pub trait Resolver: Send + Sync {
@@ -49,7 +49,7 @@ pub fn resolve_checked(
 ) -> Result<Vec<SocketAddr>, HostCheck> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     // The same reading of address literals as the submit-time check (`127.1`, `0x7f.1`, …).
-    let addrs = match super::source::literal_ip(bare) {
+    let addrs = match literal_ip(bare) {
         Some(ip) => vec![SocketAddr::new(ip, port)],
         None => resolver.resolve(bare, port).map_err(|e| {
             HostCheck::Unresolved(format!("could not resolve git host `{bare}`: {e}"))

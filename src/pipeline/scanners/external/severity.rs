@@ -6,8 +6,9 @@
 
 use serde_json::Value;
 
+use crate::pipeline::finding::Severity;
 use crate::pipeline::osv::severity_for_score;
-use crate::pipeline::scanners::Severity;
+use crate::pipeline::scanners::names;
 
 /// One step less severe (`info` stays `info`).
 pub fn lower(s: Severity) -> Severity {
@@ -236,9 +237,9 @@ pub fn sarif_default(result: &Value, rule: Option<&Value>) -> Severity {
 pub fn sarif_result(tool: &str, result: &Value, rule: Option<&Value>) -> Severity {
     let rule_id = result.get("ruleId").and_then(|r| r.as_str()).unwrap_or("");
     match tool {
-        "ruff" => ruff(rule_id),
-        "gitleaks" => gitleaks(rule_id),
-        "trivy" => trivy(result, rule).unwrap_or_else(|| sarif_default(result, rule)),
+        names::RUFF => ruff(rule_id),
+        names::GITLEAKS => gitleaks(rule_id),
+        names::TRIVY => trivy(result, rule).unwrap_or_else(|| sarif_default(result, rule)),
         // osv-scanner writes `warning` for every result and a score only in newer versions.
         _ => sarif_default(result, rule),
     }
