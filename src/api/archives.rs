@@ -24,7 +24,7 @@ fn multipart_error(state: &AppState, err: MultipartError) -> ApiError {
     if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge(format!(
             "the archive is larger than {} bytes (CERTUS_ASSURANCE_ARCHIVE_MAX_BYTES); send a smaller archive",
-            state.config.archive_max_bytes
+            state.config.archive.max_bytes
         ))
     } else {
         ApiError::invalid(
@@ -68,7 +68,7 @@ pub async fn upload_archive(
     tokio::fs::create_dir_all(&dir).await.map_err(|e| {
         ApiError::Internal(anyhow::Error::new(e).context(format!("creating {}", dir.display())))
     })?;
-    let limit = state.config.archive_max_bytes;
+    let limit = state.config.archive.max_bytes;
     loop {
         let field = multipart
             .next_field()
@@ -85,7 +85,7 @@ pub async fn upload_archive(
             continue;
         }
         let part = PartFile {
-            path: dir.join(format!(".upload-{}.part", crate::jobs::new_test_id())),
+            path: dir.join(format!(".upload-{}.part", crate::scan::new_test_id())),
             keep: false,
         };
         let mut out = tokio::fs::File::create(&part.path).await.map_err(|e| {
@@ -133,8 +133,8 @@ pub async fn upload_archive(
             ));
         };
         let limits = Limits {
-            max_bytes: state.config.archive_max_extracted_bytes,
-            max_entries: state.config.archive_max_files,
+            max_bytes: state.config.archive.max_extracted_bytes,
+            max_entries: state.config.archive.max_files,
         };
         let path = part.path.clone();
         let inspected =

@@ -48,11 +48,13 @@ pub struct AppState {
     pub rate_limiter: Option<Arc<rate_limit::RateLimiter>>,
     /// One permit per open WebSocket stream (`MAX_STREAMS`).
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// The API tokens, loaded at start-up; `None` when authentication is off.
+    pub tokens: Option<Arc<crate::auth::TokenSet>>,
 }
 
 pub fn router(state: AppState) -> Router {
-    let timeout = state.config.request_timeout;
-    let body_limit = state.config.max_body_bytes;
+    let timeout = state.config.server.request_timeout;
+    let body_limit = state.config.server.max_body_bytes;
     Router::new()
         .route("/health", get(ops::health))
         .route("/health/ready", get(ops::ready))

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::jobs::events::{StreamEvent, Subscription};
-use crate::jobs::{is_test_id, EventSource, StoredFeed};
+use crate::jobs::{EventSource, StoredFeed};
 use crate::metrics::Metrics;
+use crate::scan::is_test_id;
 
 /// Close code for an unknown scan id (4000-4999 are application codes).
 pub const CLOSE_NOT_FOUND: u16 = 4404;
@@ -94,7 +95,7 @@ pub async fn stream_scan_events(
                     detail: format!(
                     "this server already serves {} event streams (CERTUS_ASSURANCE_MAX_STREAMS); \
                          retry later, or poll GET /v1/security-scans/{{test_id}}",
-                    state.config.max_streams
+                    state.config.queue.max_streams
                 ),
                     retry_after_seconds: 5,
                 }

@@ -19,8 +19,8 @@ use super::scans::{not_found, visible_scan};
 use super::AppState;
 use crate::auth::Access;
 use crate::error::{ApiError, FieldError};
-use crate::jobs::is_test_id;
 use crate::jobs::upload::{UploadRequest, UploadRequestOutcome, UploadTier};
+use crate::scan::is_test_id;
 use crate::storage::ScanRecord;
 use crate::upload::trust::TrustError;
 
@@ -126,7 +126,7 @@ pub async fn request_upload(
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(format!(
                 "request body is larger than {} bytes; send a smaller body",
-                state.config.max_body_bytes
+                state.config.server.max_body_bytes
             ))
         } else {
             ApiError::invalid("body", "body_error", rejection.body_text())

@@ -3,31 +3,22 @@
 //! state, and every state change moves the metrics in the same code path.
 
 pub mod events;
-pub mod state;
 pub mod upload;
 pub mod worker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, ScanEvent};
+use crate::scan::{new_test_id, now_secs, FailureReason, JobState, UploadStatus};
 use crate::storage::{Completion, JobStore, LeaseState, ListQuery, PrunePolicy, ScanRecord};
 use events::{EventHub, Subscription};
-use state::{FailureReason, JobState, UploadStatus};
-
-/// Current time as Unix seconds.
-pub fn now_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
-}
 
 /// A validated submission.
 #[derive(Debug, Clone)]
@@ -1083,35 +1074,5 @@ pub(crate) fn append_stream_line(bundle_dir: &std::path::Path, json: &str) {
         .open(bundle_dir.join(crate::pipeline::artifacts::STREAM_JSONL))
     {
         let _ = writeln!(file, "{json}");
-    }
-}
-
-/// `test_` followed by 12 lowercase hex digits from the OS random source.
-pub fn new_test_id() -> String {
-    let mut bytes = [0u8; 6];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    format!("test_{}", hex::encode(bytes))
-}
-
-/// Whether `s` has the shape of a test id.
-pub fn is_test_id(s: &str) -> bool {
-    s.len() == 17
-        && s.starts_with("test_")
-        && s[5..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn test_ids_have_the_documented_shape() {
-        let id = new_test_id();
-        assert!(is_test_id(&id), "{id}");
-        assert_ne!(id, new_test_id());
-        assert!(!is_test_id("test_ABCDEF012345"));
-        assert!(!is_test_id("test_../../etc"));
     }
 }

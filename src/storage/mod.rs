@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::jobs::state::{FailureReason, JobState, UploadStatus};
+use crate::scan::{FailureReason, JobState, UploadStatus};
 
 /// One scan as stored. Times are Unix seconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

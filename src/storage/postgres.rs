@@ -15,7 +15,7 @@ use super::{
     Completion, JobStore, LeaseState, ListCursor, ListQuery, PrunePolicy, PrunedScan, Recovered,
     ScanRecord, StoreCounts, UploadState,
 };
-use crate::jobs::state::{FailureReason, JobState, UploadStatus};
+use crate::scan::{now_secs, FailureReason, JobState, UploadStatus, UPLOAD_LEASE_SECONDS};
 
 /// Embedded migrations, applied in order under an advisory lock.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -41,9 +41,6 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../migrations/postgres/0006_pinned_scans.sql"),
     ),
 ];
-
-/// Lease of an upload in flight; renewed while it runs, so a dead replica's upload ends.
-pub const UPLOAD_LEASE_SECONDS: f64 = 120.0;
 
 /// Advisory lock key that serializes migrations of replicas starting together.
 const MIGRATION_LOCK: i64 = 0x6365_7274_7573_0001;
@@ -819,7 +816,7 @@ impl JobStore for PgStore {
         // identity) and those whose lease ran out. Other replicas' live uploads are left alone.
         Box::pin(async move {
             let client = self.client().await?;
-            let now = crate::jobs::now_secs();
+            let now = now_secs();
             let rows = client
                 .query(
                     "WITH stale AS (

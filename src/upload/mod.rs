@@ -176,10 +176,9 @@ impl Uploader {
     /// The uploader of a configuration: the HTTP Trust client, the S3 client, the signing key.
     pub async fn from_config(config: &UploadConfig, metrics: Metrics) -> anyhow::Result<Uploader> {
         let base = config
-            .trust_base_url
-            .as_ref()
+            .trust_url()
             .context("CERTUS_ASSURANCE_TRUST_BASE_URL is required for uploads")?;
-        let trust = HttpTrustClient::new(base, config.trust_token.clone(), config.trust_timeout)?;
+        let trust = HttpTrustClient::new(&base, config.trust_token.clone(), config.trust_timeout)?;
         let signing_key = match &config.signing_key_file {
             Some(path) => Some(Arc::new(load_signing_key(path)?)),
             None => None,

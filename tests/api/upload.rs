@@ -27,11 +27,12 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 fn enable_uploads(c: &mut Config, trust_url: &str, s3_endpoint: &str) {
     let u = &mut c.upload;
     u.enabled = true;
-    u.trust_base_url = Some(trust_url.parse().unwrap());
+    u.trust_base_url = Some(trust_url.to_string());
     u.trust_token = Some(Secret::new(TRUST_TOKEN));
     u.trust_timeout = Duration::from_secs(2);
     u.s3_endpoint_url = Some(s3_endpoint.to_string());
-    u.s3_credentials = Some(("testing".into(), Secret::new("testing")));
+    u.s3_access_key_id = Some("testing".into());
+    u.s3_secret_access_key = Some(Secret::new("testing"));
     u.raw_bucket = RAW.into();
     u.golden_bucket = GOLDEN.into();
     u.raw_prefix = RAW_PREFIX.into();
@@ -893,7 +894,7 @@ async fn upload_requests_are_validated_and_refused_in_the_wrong_state() {
     // S3 is never reached by these requests.
     let app = spawn_app_with(|c| {
         enable_uploads(c, &trust.url, "http://127.0.0.1:9");
-        c.max_workers = 0;
+        c.queue.max_workers = 0;
     })
     .await;
 
@@ -975,7 +976,7 @@ async fn an_upload_stopped_by_shutdown_ends_failed_and_a_new_request_completes()
     let endpoint = proxy.endpoint();
     let env = Env::start_with(moto, false, move |c| {
         c.upload.s3_endpoint_url = Some(endpoint);
-        c.shutdown_grace = Duration::from_secs(1);
+        c.server.shutdown_grace = Duration::from_secs(1);
     })
     .await;
     let id = env.succeeded_scan().await;

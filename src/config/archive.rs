@@ -1,0 +1,40 @@
+//! Archive sources: the upload size and the limits of unpacking.
+
+use clap::Args;
+
+use super::positive;
+
+#[derive(Debug, Clone, Args)]
+pub struct ArchiveConfig {
+    /// Largest archive `upload-archive` accepts, in bytes.
+    #[arg(long = "archive-max-bytes", global = true, env = "CERTUS_ASSURANCE_ARCHIVE_MAX_BYTES", default_value_t = 512 * 1024 * 1024, value_name = "BYTES")]
+    pub max_bytes: u64,
+
+    /// Largest total size an archive may unpack to, in bytes.
+    #[arg(long = "archive-max-extracted-bytes", global = true, env = "CERTUS_ASSURANCE_ARCHIVE_MAX_EXTRACTED_BYTES", default_value_t = 2 * 1024 * 1024 * 1024, value_name = "BYTES")]
+    pub max_extracted_bytes: u64,
+
+    /// Largest number of entries (files, directories, links) an archive may hold.
+    #[arg(
+        long = "archive-max-files",
+        global = true,
+        env = "CERTUS_ASSURANCE_ARCHIVE_MAX_FILES",
+        default_value_t = 100_000,
+        value_name = "N"
+    )]
+    pub max_files: u64,
+}
+
+impl ArchiveConfig {
+    pub(super) fn check(&self) -> anyhow::Result<()> {
+        positive("ARCHIVE_MAX_BYTES", self.max_bytes)?;
+        positive("ARCHIVE_MAX_EXTRACTED_BYTES", self.max_extracted_bytes)?;
+        positive("ARCHIVE_MAX_FILES", self.max_files)
+    }
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        super::defaults_of()
+    }
+}
