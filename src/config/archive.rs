@@ -7,18 +7,16 @@ use super::positive;
 #[derive(Debug, Clone, Args)]
 pub struct ArchiveConfig {
     /// Largest archive `upload-archive` accepts, in bytes.
-    #[arg(long = "archive-max-bytes", global = true, env = "CERTUS_ASSURANCE_ARCHIVE_MAX_BYTES", default_value_t = 512 * 1024 * 1024, value_name = "BYTES")]
+    #[arg(long = "archive-max-bytes", default_value_t = 512 * 1024 * 1024, value_name = "BYTES")]
     pub max_bytes: u64,
 
     /// Largest total size an archive may unpack to, in bytes.
-    #[arg(long = "archive-max-extracted-bytes", global = true, env = "CERTUS_ASSURANCE_ARCHIVE_MAX_EXTRACTED_BYTES", default_value_t = 2 * 1024 * 1024 * 1024, value_name = "BYTES")]
+    #[arg(long = "archive-max-extracted-bytes", default_value_t = 2 * 1024 * 1024 * 1024, value_name = "BYTES")]
     pub max_extracted_bytes: u64,
 
     /// Largest number of entries (files, directories, links) an archive may hold.
     #[arg(
         long = "archive-max-files",
-        global = true,
-        env = "CERTUS_ASSURANCE_ARCHIVE_MAX_FILES",
         default_value_t = 100_000,
         value_name = "N"
     )]

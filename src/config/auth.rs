@@ -33,80 +33,38 @@ pub struct AuthConfig {
     /// API tokens file (TOML, or JSON when the name ends in `.json`): each token's `name`, `role`
     /// (read, submit, admin, metrics), `workspaces` (a list or "*") and `sha256` of its secret
     /// [default: none; without any token, authentication is off].
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_API_TOKENS_FILE",
-        value_name = "FILE"
-    )]
+    #[arg(long, value_name = "FILE")]
     pub api_tokens_file: Option<PathBuf>,
 
     /// SHA-256 (64 hex digits) of one admin token valid for every workspace, named `admin`
     /// (make it with `certus-assurance hash-token`).
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_ADMIN_TOKEN_SHA256",
-        value_name = "HEX",
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "HEX", hide_env_values = true)]
     pub admin_token_sha256: Option<Secret>,
 
     /// Who may read `/metrics` and `/stats`: `open`, or `token` (role metrics or admin).
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_METRICS_AUTH",
-        value_enum,
-        default_value = "open",
-        value_name = "MODE"
-    )]
+    #[arg(long, value_enum, default_value = "open", value_name = "MODE")]
     pub metrics_auth: MetricsAuth,
 
     /// Host names (with or without a port) the service answers to while authentication is off,
     /// comma-separated; a request with another `Host` gets 421. Default: when listening on
     /// loopback, loopback names and addresses only (a web page that rebinds its own name to
     /// 127.0.0.1 cannot reach the service); beyond loopback, any host. `*`: any host.
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_ALLOWED_HOSTS",
-        value_delimiter = ',',
-        value_name = "HOSTS"
-    )]
+    #[arg(long, value_delimiter = ',', value_name = "HOSTS")]
     pub allowed_hosts: Vec<String>,
 
     /// Web origins (`scheme://host[:port]`) whose pages may send state-changing requests and open
     /// event streams while authentication is off, comma-separated. Default: none besides the
     /// service's own origin; a POST or WebSocket with another `Origin` gets 403.
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_ALLOWED_ORIGINS",
-        value_delimiter = ',',
-        value_name = "ORIGINS"
-    )]
+    #[arg(long, value_delimiter = ',', value_name = "ORIGINS")]
     pub allowed_origins: Vec<String>,
 
     /// Requests per second each client (token name, or IP address without a token) may send
     /// on average; over it, 429 with Retry-After (0: no limit; fractions allowed).
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_RATE_LIMIT_PER_SECOND",
-        default_value_t = 0.0,
-        value_name = "RATE"
-    )]
+    #[arg(long, default_value_t = 0.0, value_name = "RATE")]
     pub rate_limit_per_second: f64,
 
     /// Requests a client may send in a burst on top of the rate.
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_RATE_LIMIT_BURST",
-        default_value_t = 20,
-        value_name = "N"
-    )]
+    #[arg(long, default_value_t = 20, value_name = "N")]
     pub rate_limit_burst: u32,
 }
 

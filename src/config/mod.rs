@@ -13,7 +13,7 @@
 //! by settings (token files, the signing key) are read by `App::build`, not here.
 //!
 //! Adding a setting: add one documented field to the section of its concern, with
-//! `#[arg(long, global = true, env = "CERTUS_ASSURANCE_<NAME>", default_value = "...")]` (a
+//! `#[arg(long, default_value = "...")]` (a
 //! `value_parser` such as [`seconds`] when the field is a `Duration`; `Option<T>` without a
 //! default when unset is meaningful), any rule it must satisfy in that section's `check`, and its
 //! row in docs/configuration.md (a test compares the table with the declarations). The owner of
@@ -51,6 +51,7 @@ use clap::{Args, FromArgMatches};
 /// (`crate::cli::Cli` flattens it), checked by [`Config::validate`], or made from the defaults by
 /// [`Config::defaults`] and [`Config::for_data_dir`] (tests and benches).
 #[derive(Debug, Clone, Args)]
+#[command(mut_args = with_variable)]
 pub struct Config {
     #[command(flatten)]
     pub server: ServerConfig,
@@ -72,6 +73,33 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     #[command(flatten)]
     pub upload: UploadConfig,
+}
+
+/// The prefix of every setting's environment variable.
+pub const VARIABLE_PREFIX: &str = "CERTUS_ASSURANCE_";
+
+/// Gives a setting its environment variable, the prefix and the flag in upper case with `_` for
+/// `-` (`--max-workers`: `CERTUS_ASSURANCE_MAX_WORKERS`), and accepts the flag after a
+/// subcommand too. Applied to every setting of [`Config`], so a declaration names neither.
+fn with_variable(arg: clap::Arg) -> clap::Arg {
+    match arg.get_long() {
+        Some(long) if arg.get_env().is_none() => {
+            let name = variable_name(long);
+            arg.env(name).global(true)
+        }
+        _ => arg,
+    }
+}
+
+/// `CERTUS_ASSURANCE_<FLAG>`, made once per flag (clap keeps variable names as `&'static str`).
+fn variable_name(long: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<std::collections::BTreeMap<String, &'static str>> =
+        std::sync::Mutex::new(std::collections::BTreeMap::new());
+    let mut names = NAMES.lock().unwrap_or_else(|p| p.into_inner());
+    names.entry(long.to_string()).or_insert_with(|| {
+        let name = format!("{VARIABLE_PREFIX}{}", long.replace('-', "_").to_uppercase());
+        Box::leak(name.into_boxed_str())
+    })
 }
 
 /// A variable passed through unchanged to external scanners (`PATH` and pyenv's variables).

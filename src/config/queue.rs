@@ -22,86 +22,36 @@ pub enum RecoverRunning {
 #[derive(Debug, Clone, Args)]
 pub struct QueueConfig {
     /// Number of scans that run at once (0 pauses the queue: scans are accepted but not run).
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_MAX_WORKERS",
-        default_value_t = 2,
-        value_name = "N"
-    )]
+    #[arg(long, default_value_t = 2, value_name = "N")]
     pub max_workers: usize,
 
     /// Maximum number of QUEUED scans; further submissions get 503 with Retry-After.
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_MAX_QUEUE",
-        default_value_t = 1000,
-        value_name = "N"
-    )]
+    #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_queue: usize,
 
     /// Default per-scan time limit in seconds (a request may ask for less or more, up to 24 h).
-    #[arg(
-        long = "scan-timeout-seconds",
-        global = true,
-        env = "CERTUS_ASSURANCE_SCAN_TIMEOUT_SECONDS",
-        default_value = "600",
-        value_parser = seconds,
-        value_name = "SECONDS"
-    )]
+    #[arg(long = "scan-timeout-seconds", default_value = "600", value_parser = seconds, value_name = "SECONDS")]
     pub scan_timeout: Duration,
 
     /// What to do at start-up with scans left RUNNING by a process that died.
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_RECOVER_RUNNING",
-        value_enum,
-        default_value = "fail",
-        value_name = "POLICY"
-    )]
+    #[arg(long, value_enum, default_value = "fail", value_name = "POLICY")]
     pub recover_running: RecoverRunning,
 
     /// Events kept per scan for late WebSocket subscribers (oldest log lines are dropped first).
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_STREAM_HISTORY_LIMIT",
-        default_value_t = 5000,
-        value_name = "N"
-    )]
+    #[arg(long, default_value_t = 5000, value_name = "N")]
     pub stream_history_limit: usize,
 
     /// Most submissions accepted in one `POST /v1/security-scans/batch`.
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_BATCH_MAX_ITEMS",
-        default_value_t = 100,
-        value_name = "N"
-    )]
+    #[arg(long, default_value_t = 100, value_name = "N")]
     pub batch_max_items: usize,
 
     /// Most QUEUED plus RUNNING scans one workspace may have; further submissions into it get
     /// 429 with Retry-After (0: no limit).
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_MAX_ACTIVE_PER_WORKSPACE",
-        default_value_t = 0,
-        value_name = "N"
-    )]
+    #[arg(long, default_value_t = 0, value_name = "N")]
     pub max_active_per_workspace: usize,
 
     /// Most WebSocket streams open at once; further connections get 503 before the upgrade.
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_MAX_STREAMS",
-        default_value_t = 1000,
-        value_name = "N"
-    )]
+    #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_streams: usize,
 }
 

@@ -14,45 +14,23 @@ pub struct ScanningConfig {
     /// Directory of OSV records (the osv.dev per-ecosystem exports, as JSON files or `all.zip`)
     /// the vulnerability scanner matches SBOM components against [default: none; the scanner
     /// reports itself skipped].
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_OSV_DB_DIR",
-        value_name = "DIR"
-    )]
+    #[arg(long, value_name = "DIR")]
     pub osv_db_dir: Option<PathBuf>,
 
     /// Base URL `osv sync` downloads `<URL>/<Ecosystem>/all.zip` from (osv.dev's export bucket,
     /// or a mirror with the same layout) [default: https://osv-vulnerabilities.storage.googleapis.com].
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_OSV_SOURCE_URL",
-        value_name = "URL"
-    )]
+    #[arg(long, value_name = "URL")]
     pub osv_source_url: Option<String>,
 
     /// Oldest OSV data, in hours, the vulnerability scanner accepts: older data (or no data for
     /// an ecosystem of the SBOM) makes its run incomplete, and `CertusAssuranceOsvDatabaseStale` fires
     /// (0: no limit).
-    #[arg(
-        long = "osv-max-age-hours",
-        global = true,
-        env = "CERTUS_ASSURANCE_OSV_MAX_AGE_HOURS",
-        default_value = "168",
-        value_parser = hours_or_off,
-        value_name = "HOURS"
-    )]
+    #[arg(long = "osv-max-age-hours", default_value = "168", value_parser = hours_or_off, value_name = "HOURS")]
     pub osv_max_age: ZeroIsOff<Duration>,
 
     /// `PATH` on which external scanners (bandit, semgrep, ...) are looked up and run
     /// [default: the service's own PATH].
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_TOOL_PATH",
-        value_name = "DIRS"
-    )]
+    #[arg(long, value_name = "DIRS")]
     pub tool_path: Option<OsString>,
 }
 

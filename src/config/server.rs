@@ -12,58 +12,27 @@ use super::{positive, seconds};
 #[derive(Debug, Clone, Args)]
 pub struct ServerConfig {
     /// Address and port to listen on.
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_LISTEN_ADDR",
-        default_value = "127.0.0.1:8056",
-        value_name = "ADDR"
-    )]
+    #[arg(long, default_value = "127.0.0.1:8056", value_name = "ADDR")]
     pub listen_addr: SocketAddr,
 
     /// Directory for the SQLite database and temporary scan workspaces (created if missing).
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_DATA_DIR",
-        default_value = "./certus-assurance-data",
-        value_name = "DIR"
-    )]
+    #[arg(long, default_value = "./certus-assurance-data", value_name = "DIR")]
     pub data_dir: PathBuf,
 
     /// Directory where each scan's artifact bundle is written [default: <DATA_DIR>/artifacts].
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_ARTIFACT_ROOT",
-        value_name = "DIR"
-    )]
+    #[arg(long, value_name = "DIR")]
     pub artifact_root: Option<PathBuf>,
 
     /// Maximum request body size in bytes.
-    #[arg(long, global = true, env = "CERTUS_ASSURANCE_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_name = "BYTES")]
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     pub max_body_bytes: usize,
 
     /// Time limit for one HTTP request (not WebSocket streams), in seconds.
-    #[arg(
-        long = "request-timeout-seconds",
-        global = true,
-        env = "CERTUS_ASSURANCE_REQUEST_TIMEOUT_SECONDS",
-        default_value = "30",
-        value_parser = seconds,
-        value_name = "SECONDS"
-    )]
+    #[arg(long = "request-timeout-seconds", default_value = "30", value_parser = seconds, value_name = "SECONDS")]
     pub request_timeout: Duration,
 
     /// Seconds a shutdown waits for running scans before they are put back in the queue.
-    #[arg(
-        long = "shutdown-grace-seconds",
-        global = true,
-        env = "CERTUS_ASSURANCE_SHUTDOWN_GRACE_SECONDS",
-        default_value = "30",
-        value_parser = seconds,
-        value_name = "SECONDS"
-    )]
+    #[arg(long = "shutdown-grace-seconds", default_value = "30", value_parser = seconds, value_name = "SECONDS")]
     pub shutdown_grace: Duration,
 }
 

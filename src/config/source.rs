@@ -13,71 +13,39 @@ use super::{positive, seconds};
 #[derive(Debug, Clone, Args)]
 pub struct SourceConfig {
     /// Time limit of one clone, in seconds (within the scan's own limit).
-    #[arg(
-        long = "clone-timeout-seconds",
-        global = true,
-        env = "CERTUS_ASSURANCE_CLONE_TIMEOUT_SECONDS",
-        default_value = "300",
-        value_parser = seconds,
-        value_name = "SECONDS"
-    )]
+    #[arg(long = "clone-timeout-seconds", default_value = "300", value_parser = seconds, value_name = "SECONDS")]
     pub clone_timeout: Duration,
 
     /// Maximum bytes a clone may transfer before it is stopped.
-    #[arg(long, global = true, env = "CERTUS_ASSURANCE_CLONE_MAX_BYTES", default_value_t = 2 * 1024 * 1024 * 1024, value_name = "BYTES")]
+    #[arg(long, default_value_t = 2 * 1024 * 1024 * 1024, value_name = "BYTES")]
     pub clone_max_bytes: u64,
 
     /// Seconds a git server may stay silent (connecting or mid-transfer) before the clone
     /// attempt fails; process-wide.
-    #[arg(
-        long = "clone-stall-timeout-seconds",
-        global = true,
-        env = "CERTUS_ASSURANCE_CLONE_STALL_TIMEOUT_SECONDS",
-        default_value = "20",
-        value_parser = seconds,
-        value_name = "SECONDS"
-    )]
+    #[arg(long = "clone-stall-timeout-seconds", default_value = "20", value_parser = seconds, value_name = "SECONDS")]
     pub clone_stall_timeout: Duration,
 
     /// Allow git hosts on loopback, private and link-local addresses (and plain http:// URLs,
     /// which internal git servers often use).
-    #[arg(long, global = true, env = "CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
+    #[arg(long, default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
     pub allow_private_networks: bool,
 
     /// Allow `file://` git URLs and local repository paths.
-    #[arg(long, global = true, env = "CERTUS_ASSURANCE_ALLOW_LOCAL_SOURCES", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
+    #[arg(long, default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
     pub allow_local_sources: bool,
 
     /// Network schemes allowed in `git_url`, comma-separated: https, ssh, git, http (plain http
     /// also needs CERTUS_ASSURANCE_ALLOW_PRIVATE_NETWORKS=true).
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_GIT_SCHEMES",
-        default_value = "https,ssh,git",
-        value_parser = GitSchemes::parse,
-        value_name = "LIST"
-    )]
+    #[arg(long, default_value = "https,ssh,git", value_parser = GitSchemes::parse, value_name = "LIST")]
     pub git_schemes: GitSchemes,
 
     /// Private key file used for `ssh://` and `user@host:path` git URLs [default: the ssh agent].
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_GIT_SSH_KEY_FILE",
-        value_name = "FILE"
-    )]
+    #[arg(long, value_name = "FILE")]
     pub git_ssh_key_file: Option<PathBuf>,
 
     /// Directories that `directory` scans may read, comma-separated (none: directory scans are
     /// refused). Symbolic links are resolved before a requested path is checked against them.
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_SOURCE_ROOTS",
-        value_delimiter = ',',
-        value_name = "DIRS"
-    )]
+    #[arg(long, value_delimiter = ',', value_name = "DIRS")]
     pub source_roots: Vec<PathBuf>,
 }
 

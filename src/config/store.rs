@@ -22,57 +22,25 @@ pub enum StoreLocation {
 pub struct StoreConfig {
     /// Job store URL: `sqlite://<path>` (default: <DATA_DIR>/certus-assurance.db), or
     /// `postgres://user:password@host:5432/db` for several replicas sharing one queue.
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_DATABASE_URL",
-        value_parser = parse_database_url,
-        value_name = "URL",
-        hide_env_values = true
-    )]
+    #[arg(long, value_parser = parse_database_url, value_name = "URL", hide_env_values = true)]
     pub database_url: Option<StoreLocation>,
 
     /// Shared store: seconds a running scan's lease lasts before other replicas may reclaim it.
-    #[arg(
-        long = "lease-seconds",
-        global = true,
-        env = "CERTUS_ASSURANCE_LEASE_SECONDS",
-        default_value = "30",
-        value_parser = seconds,
-        value_name = "SECONDS"
-    )]
+    #[arg(long = "lease-seconds", default_value = "30", value_parser = seconds, value_name = "SECONDS")]
     pub lease: Duration,
 
     /// Shared store: runs of one scan (first run plus re-runs after a replica died) before it
     /// fails as `interrupted`.
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_MAX_ATTEMPTS",
-        default_value_t = 3,
-        value_name = "N"
-    )]
+    #[arg(long, default_value_t = 3, value_name = "N")]
     pub max_attempts: u32,
 
     /// Shared store: seconds between passes that reclaim expired leases and refresh the
     /// cluster-wide gauges.
-    #[arg(
-        long = "reconcile-interval-seconds",
-        global = true,
-        env = "CERTUS_ASSURANCE_RECONCILE_INTERVAL_SECONDS",
-        default_value = "5",
-        value_parser = seconds,
-        value_name = "SECONDS"
-    )]
+    #[arg(long = "reconcile-interval-seconds", default_value = "5", value_parser = seconds, value_name = "SECONDS")]
     pub reconcile_interval: Duration,
 
     /// Shared store: this replica's identity as the owner of its scans [default: host-pid-random].
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_REPLICA_ID",
-        value_name = "ID"
-    )]
+    #[arg(long, value_name = "ID")]
     pub replica_id: Option<String>,
 }
 

@@ -16,23 +16,11 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct TelemetryConfig {
     /// Log format: `json` or `pretty` [default: pretty on a terminal, json otherwise].
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_LOG_FORMAT",
-        value_enum,
-        value_name = "FORMAT"
-    )]
+    #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
 
     /// Log filter in `tracing` syntax, e.g. `info` or `certus_assurance=debug`.
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_LOG_LEVEL",
-        default_value = "info",
-        value_name = "FILTER"
-    )]
+    #[arg(long, default_value = "info", value_name = "FILTER")]
     pub log_level: String,
 }
 

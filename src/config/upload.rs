@@ -17,84 +17,41 @@ pub const S3_MAX_SINGLE_OBJECT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 #[derive(Debug, Clone, Args)]
 pub struct UploadConfig {
     /// Enable the upload workflow (`POST .../upload-request`): Trust permission, then S3.
-    #[arg(long = "enable-s3-upload", global = true, env = "CERTUS_ASSURANCE_ENABLE_S3_UPLOAD", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
+    #[arg(long = "enable-s3-upload", default_value_t = false, value_name = "BOOL", action = clap::ArgAction::Set)]
     pub enabled: bool,
 
     /// Base URL of the Certus Trust service (required when uploads are enabled).
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_TRUST_BASE_URL",
-        value_name = "URL"
-    )]
+    #[arg(long, value_name = "URL")]
     pub trust_base_url: Option<String>,
 
     /// Bearer token sent to the Trust service.
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_TRUST_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "TOKEN", hide_env_values = true)]
     pub trust_token: Option<Secret>,
 
     /// Total time limit of one request to the Trust service, in seconds (less than the request
     /// time limit, since upload-request waits for Trust's answer).
-    #[arg(
-        long = "trust-timeout-seconds",
-        global = true,
-        env = "CERTUS_ASSURANCE_TRUST_TIMEOUT_SECONDS",
-        default_value = "10",
-        value_parser = seconds,
-        value_name = "SECONDS"
-    )]
+    #[arg(long = "trust-timeout-seconds", default_value = "10", value_parser = seconds, value_name = "SECONDS")]
     pub trust_timeout: Duration,
 
     /// S3 endpoint (e.g. MinIO or LocalStack) [default: AWS for the region]; path-style addressing.
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_S3_ENDPOINT_URL",
-        value_name = "URL"
-    )]
+    #[arg(long, value_name = "URL")]
     pub s3_endpoint_url: Option<String>,
 
     /// S3 region.
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_S3_REGION",
-        default_value = "us-east-1",
-        value_name = "REGION"
-    )]
+    #[arg(long, default_value = "us-east-1", value_name = "REGION")]
     pub s3_region: String,
 
     /// S3 access key id [default: the standard AWS credential chain].
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_S3_ACCESS_KEY_ID",
-        value_name = "ID",
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "ID", hide_env_values = true)]
     pub s3_access_key_id: Option<String>,
 
     /// S3 secret access key (with S3_ACCESS_KEY_ID).
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_S3_SECRET_ACCESS_KEY",
-        value_name = "KEY",
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "KEY", hide_env_values = true)]
     pub s3_secret_access_key: Option<Secret>,
 
     /// Bucket that receives each permitted file first.
     #[arg(
         long = "datalake-raw-bucket",
-        global = true,
-        env = "CERTUS_ASSURANCE_DATALAKE_RAW_BUCKET",
         default_value = "raw",
         value_name = "BUCKET"
     )]
@@ -103,8 +60,6 @@ pub struct UploadConfig {
     /// Bucket that files are copied to once every file is in the raw bucket.
     #[arg(
         long = "datalake-golden-bucket",
-        global = true,
-        env = "CERTUS_ASSURANCE_DATALAKE_GOLDEN_BUCKET",
         default_value = "golden",
         value_name = "BUCKET"
     )]
@@ -113,8 +68,6 @@ pub struct UploadConfig {
     /// Key prefix in the raw bucket: `<prefix>/<test_id>/incoming/<path>`.
     #[arg(
         long = "datalake-raw-prefix",
-        global = true,
-        env = "CERTUS_ASSURANCE_DATALAKE_RAW_PREFIX",
         default_value = "security-scans",
         value_name = "PREFIX"
     )]
@@ -123,47 +76,27 @@ pub struct UploadConfig {
     /// Key prefix in the golden bucket: `<prefix>/<test_id>/golden/<path>`.
     #[arg(
         long = "datalake-golden-prefix",
-        global = true,
-        env = "CERTUS_ASSURANCE_DATALAKE_GOLDEN_PREFIX",
         default_value = "security-scans",
         value_name = "PREFIX"
     )]
     pub golden_prefix: String,
 
     /// Files larger than this go up in parts of this size (multipart upload); at least 5 MiB.
-    #[arg(long = "s3-multipart-threshold-bytes", global = true, env = "CERTUS_ASSURANCE_S3_MULTIPART_THRESHOLD_BYTES", default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
+    #[arg(long = "s3-multipart-threshold-bytes", default_value_t = 16 * 1024 * 1024, value_name = "BYTES")]
     pub multipart_threshold: u64,
 
     /// Time limit of one attempt of one S3 request, in seconds.
-    #[arg(
-        long = "s3-timeout-seconds",
-        global = true,
-        env = "CERTUS_ASSURANCE_S3_TIMEOUT_SECONDS",
-        default_value = "60",
-        value_parser = seconds,
-        value_name = "SECONDS"
-    )]
+    #[arg(long = "s3-timeout-seconds", default_value = "60", value_parser = seconds, value_name = "SECONDS")]
     pub s3_timeout: Duration,
 
     /// Attempts per S3 request (transient errors are retried with capped exponential backoff).
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_S3_MAX_ATTEMPTS",
-        default_value_t = 4,
-        value_name = "N"
-    )]
+    #[arg(long, default_value_t = 4, value_name = "N")]
     pub s3_max_attempts: u32,
 
     /// ed25519 private key (PKCS#8 PEM or DER, or a 32-byte seed as raw bytes, hex or base64)
     /// that signs each bundle's attestation (a DSSE envelope) and the inner signature of upload
     /// requests [default: unsigned attestation, `basic` uploads only].
-    #[arg(
-        long,
-        global = true,
-        env = "CERTUS_ASSURANCE_SIGNING_KEY_FILE",
-        value_name = "FILE"
-    )]
+    #[arg(long, value_name = "FILE")]
     pub signing_key_file: Option<PathBuf>,
 }
 
