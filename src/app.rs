@@ -421,3 +421,39 @@ async fn run_reconciler(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusable_key_and_token_files_are_invalid_configuration_naming_their_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "not a key").unwrap();
+        let mut config = Config::for_data_dir(dir.path());
+        config.upload.signing_key_file = Some(key.clone());
+        let err = load_signing_key(&config).unwrap_err();
+        assert!(err.downcast_ref::<InvalidConfig>().is_some());
+        let text = format!("{err:#}");
+        assert!(text.contains("CERTUS_ASSURANCE_SIGNING_KEY_FILE"), "{text}");
+        assert!(!text.contains("not a key"), "the key is not echoed: {text}");
+
+        std::fs::write(&key, "11".repeat(32)).unwrap();
+        assert!(load_signing_key(&config).unwrap().is_some());
+
+        config.auth.api_tokens_file = Some(dir.path().join("missing.toml"));
+        let err = load_tokens(&config).unwrap_err();
+        assert!(err.downcast_ref::<InvalidConfig>().is_some());
+        assert!(format!("{err:#}").contains("CERTUS_ASSURANCE_API_TOKENS_FILE"));
+
+        config.auth.api_tokens_file = None;
+        config.auth.admin_token_sha256 = Some(crate::config::Secret::new("not-hex"));
+        let err = format!("{:#}", load_tokens(&config).unwrap_err());
+        assert!(err.contains("CERTUS_ASSURANCE_ADMIN_TOKEN_SHA256"), "{err}");
+
+        config.auth.admin_token_sha256 =
+            Some(crate::config::Secret::new(crate::auth::hash_token("root")));
+        assert_eq!(load_tokens(&config).unwrap().unwrap().len(), 1);
+    }
+}
