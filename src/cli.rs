@@ -290,7 +290,7 @@ pub async fn run_scan(args: &ScanArgs, config: &Config) -> anyhow::Result<u8> {
             profile::BUILTIN_PROFILES.join(", ")
         );
     };
-    let test_id = crate::scan::new_test_id();
+    let test_id = String::from(crate::scan::TestId::random());
     let work = tempfile::Builder::new()
         .prefix("certus-assurance-")
         .tempdir()

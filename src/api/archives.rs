@@ -85,7 +85,7 @@ pub async fn upload_archive(
             continue;
         }
         let part = PartFile {
-            path: dir.join(format!(".upload-{}.part", crate::scan::new_test_id())),
+            path: dir.join(format!(".upload-{}.part", crate::scan::TestId::random())),
             keep: false,
         };
         let mut out = tokio::fs::File::create(&part.path).await.map_err(|e| {

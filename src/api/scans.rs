@@ -23,8 +23,8 @@ use crate::pipeline::local_source::resolve_directory;
 use crate::pipeline::profile::{self, Profile, BUILTIN_PROFILES};
 use crate::pipeline::source::{parse_git_url, SourcePolicy};
 use crate::pipeline::stored_archive;
-use crate::scan::is_test_id;
 use crate::scan::JobState;
+use crate::scan::TestId;
 use crate::storage::{ListCursor, ListQuery, ScanRecord};
 
 const ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,128}$";
@@ -535,7 +535,7 @@ pub(super) async fn visible_scan(
     access: &Access,
     test_id: &str,
 ) -> Result<ScanRecord, ApiError> {
-    if !is_test_id(test_id) {
+    if TestId::parse(test_id).is_none() {
         return Err(not_found(test_id));
     }
     match state.jobs.get(test_id).await? {
@@ -545,7 +545,7 @@ pub(super) async fn visible_scan(
 }
 
 pub(super) fn not_found(test_id: &str) -> ApiError {
-    if is_test_id(test_id) {
+    if TestId::parse(test_id).is_some() {
         ApiError::NotFound(format!("Scan {test_id} not found"))
     } else {
         ApiError::NotFound("Scan not found: test ids look like test_0123456789ab".into())
@@ -571,7 +571,7 @@ pub async fn cancel_scan(
 ) -> Result<Response, ApiError> {
     if access.workspace_filter().is_some() {
         visible_scan(&state, &access, &test_id).await?;
-    } else if !is_test_id(&test_id) {
+    } else if TestId::parse(&test_id).is_none() {
         return Err(not_found(&test_id));
     }
     match state.jobs.cancel(&test_id).await? {

@@ -17,7 +17,7 @@ use crate::error::ApiError;
 use crate::jobs::events::{StreamEvent, Subscription};
 use crate::jobs::{EventSource, StoredFeed};
 use crate::metrics::Metrics;
-use crate::scan::is_test_id;
+use crate::scan::TestId;
 
 /// Close code for an unknown scan id (4000-4999 are application codes).
 pub const CLOSE_NOT_FOUND: u16 = 4404;
@@ -63,7 +63,7 @@ pub async fn stream_scan_events(
     // A token confined to other workspaces gets the same 4404 close as for an unknown id.
     let visible = match access.workspace_filter() {
         None => true,
-        Some(_) if !is_test_id(&test_id) => false,
+        Some(_) if TestId::parse(&test_id).is_none() => false,
         Some(_) => match state.jobs.get(&test_id).await {
             Ok(record) => record.is_some_and(|r| access.may_see(&r.workspace_id)),
             Err(err) => {
@@ -72,7 +72,7 @@ pub async fn stream_scan_events(
             }
         },
     };
-    let source = if visible && is_test_id(&test_id) {
+    let source = if visible && TestId::parse(&test_id).is_some() {
         match state.jobs.subscribe(&test_id).await {
             Ok(source) => source,
             Err(err) => {

@@ -20,7 +20,7 @@ use super::AppState;
 use crate::auth::Access;
 use crate::error::{ApiError, FieldError};
 use crate::jobs::upload::{UploadRequest, UploadRequestOutcome, UploadTier};
-use crate::scan::is_test_id;
+use crate::scan::TestId;
 use crate::storage::ScanRecord;
 use crate::upload::trust::TrustError;
 
@@ -119,7 +119,7 @@ pub async fn request_upload(
 ) -> Result<Response, ApiError> {
     if access.workspace_filter().is_some() {
         visible_scan(&state, &access, &test_id).await?;
-    } else if !is_test_id(&test_id) {
+    } else if TestId::parse(&test_id).is_none() {
         return Err(not_found(&test_id));
     }
     let body = body.map_err(|rejection| {

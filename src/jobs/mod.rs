@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, ScanEvent};
-use crate::scan::{new_test_id, now_secs, FailureReason, JobState, UploadStatus};
+use crate::scan::{now_secs, FailureReason, JobState, TestId, UploadStatus};
 use crate::storage::{Completion, JobStore, LeaseState, ListQuery, PrunePolicy, ScanRecord};
 use events::{EventHub, Subscription};
 
@@ -1023,7 +1023,7 @@ impl JobManager {
 /// The stored form of a new submission (QUEUED, upload pending).
 fn new_record(new: &NewScan) -> ScanRecord {
     ScanRecord {
-        test_id: new_test_id(),
+        test_id: TestId::random().into(),
         workspace_id: new.workspace_id.clone(),
         component_id: new.component_id.clone(),
         assessment_id: new.assessment_id.clone(),
