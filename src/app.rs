@@ -182,7 +182,7 @@ impl App {
                 max_bytes: config.archive.max_extracted_bytes,
                 max_entries: config.archive.max_files,
             },
-            signing_key,
+            signing_key: signing_key.clone(),
             tool_path: config.scanning.tool_path.clone(),
         };
         let jobs = JobManager::new(
@@ -201,9 +201,11 @@ impl App {
             config.queue.stream_history_limit,
         );
         let jobs = if config.upload.enabled {
-            let uploader = crate::upload::Uploader::from_config(&config.upload, metrics.clone())
-                .await
-                .context("configuring uploads (CERTUS_ASSURANCE_ENABLE_S3_UPLOAD=true)")?;
+            let seed = signing_key.as_ref().map(|key| key.seed());
+            let uploader =
+                crate::upload::Uploader::from_config(&config.upload, seed, metrics.clone())
+                    .await
+                    .context("configuring uploads (CERTUS_ASSURANCE_ENABLE_S3_UPLOAD=true)")?;
             jobs.with_uploader(uploader)
         } else {
             jobs

@@ -33,8 +33,6 @@ const BASE: &[&str] = &[
 const KNOWN_EXCEPTIONS: &[(&str, &str)] = &[
     // The metric label sets read pipeline constants (suppression kinds, SBOM ecosystems).
     ("metrics", "pipeline"),
-    // The upload signature loads its key with the attestation key reader.
-    ("upload", "pipeline"),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
