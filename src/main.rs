@@ -93,8 +93,15 @@ fn main() -> std::process::ExitCode {
             }
         }
     });
+    // A file a setting names that cannot be used is bad configuration, reported as such below.
+    let invalid_config = result.as_ref().is_err_and(|err| {
+        err.downcast_ref::<certus_assurance::app::InvalidConfig>()
+            .is_some()
+    });
     if let Err(err) = &result {
-        tracing::error!(error = ?err, "certus-assurance stopped with an error");
+        if !invalid_config {
+            tracing::error!(error = ?err, "certus-assurance stopped with an error");
+        }
     }
     // Last: export the spans still buffered while the runtime still runs.
     if let Some(telemetry) = telemetry {
@@ -107,9 +114,6 @@ fn main() -> std::process::ExitCode {
         Ok(code) => std::process::ExitCode::from(code),
         Err(err) => {
             eprintln!("certus-assurance: {err:#}");
-            let invalid_config = err
-                .downcast_ref::<certus_assurance::app::InvalidConfig>()
-                .is_some();
             std::process::ExitCode::from(if is_scan || invalid_config { 2 } else { 1 })
         }
     }
