@@ -13,11 +13,12 @@
 //! by settings (token files, the signing key) are read by `App::build`, not here.
 //!
 //! Adding a setting: add one documented field to the section of its concern, with
-//! `#[arg(long, default_value = "...")]` (a
-//! `value_parser` such as [`seconds`] when the field is a `Duration`; `Option<T>` without a
-//! default when unset is meaningful), any rule it must satisfy in that section's `check`, and its
-//! row in docs/configuration.md (a test compares the table with the declarations). The owner of
-//! the concern reads `config.<section>.<field>`.
+//! `#[arg(long, default_value = "...")]`. Its doc comment is the `--help` text; its variable,
+//! `CERTUS_ASSURANCE_` and the flag in upper case, is given to every setting by [`Config`]. A
+//! `Duration` takes a `value_parser` such as `seconds` and `long = "<name>-seconds"`; an
+//! `Option<T>` without a default is a setting that may stay unset. Add any rule it must satisfy
+//! to that section's `check`, and its row to docs/configuration.md (a test compares the table
+//! with the declarations). The owner of the concern reads `config.<section>.<field>`.
 
 mod archive;
 mod auth;
