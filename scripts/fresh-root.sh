@@ -80,9 +80,11 @@ say "debootstrap --variant=minbase $suite: $(elapsed "$t") ($(. "$root/etc/os-re
 printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d"
 chmod +x "$root/usr/sbin/policy-rc.d"
 # This machine's network configuration, which a machine on the same network would have too: the
-# resolver, the local CA certificates (an intercepting proxy's, if any; trusted once the root's
+# resolver, the host table (the root shares this machine's host name, which an installed Debian
+# machine maps in /etc/hosts and a minbase root does not), the local CA certificates (an intercepting proxy's, if any; trusted once the root's
 # ca-certificates package is installed) and pip's global configuration.
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+cp /etc/hosts "$root/etc/hosts"
 if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
   mkdir -p "$root/usr/local/share/ca-certificates"
   cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"

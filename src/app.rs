@@ -235,6 +235,7 @@ impl App {
                 .map(|limit| Arc::new(api::rate_limit::RateLimiter::new(limit))),
             streams: Arc::new(tokio::sync::Semaphore::new(config.queue.max_streams)),
             tokens,
+            stream_clients: api::per_client::PerClient::new(config.queue.max_streams_per_client),
             config: Arc::new(config),
             shutdown: shutdown.close_streams.clone(),
         };
@@ -333,16 +334,15 @@ impl App {
         }
         shutdown.workers.close();
 
+        let metrics = state.metrics.clone();
         let router = api::router(state);
-        let stop_accepting = shutdown.stop_http.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { stop_accepting.cancelled().await })
-            .await
-        });
+        let server = tokio::spawn(api::connections::serve(
+            listener,
+            router,
+            config.server.connections(),
+            metrics,
+            shutdown.stop_http.clone(),
+        ));
 
         stop.await;
         let grace = config.server.shutdown_grace;
@@ -361,8 +361,7 @@ impl App {
         shutdown.close_streams.cancel();
         shutdown.stop_http.cancel();
         match tokio::time::timeout(Duration::from_secs(10), server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(err))) => return Err(err).context("the HTTP server failed"),
+            Ok(Ok(())) => {}
             Ok(Err(join)) => return Err(join).context("the HTTP server task failed"),
             Err(_) => tracing::warn!("open connections did not close within 10s; stopping anyway"),
         }

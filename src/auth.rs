@@ -11,7 +11,8 @@
 //! - `metrics`: only `GET /metrics` and `GET /stats` (when `CERTUS_ASSURANCE_METRICS_AUTH=token`);
 //! - `read`: `GET /v1/profiles`, list scans, get a scan, stream a scan's events;
 //! - `submit`: `read`, plus submit, batch, cancel, upload-request and upload-archive;
-//! - `admin`: everything, including `/metrics` and `/stats` when they need a token.
+//! - `admin`: everything, including `/metrics` and `/stats` when they need a token, and the audit
+//!   trail (`GET /v1/audit-events`).
 //!
 //! Every role except `metrics` is confined to its token's workspaces (`"*"` for all).
 
@@ -58,6 +59,7 @@ impl Role {
             Permission::Scrape => matches!(self, Role::Metrics | Role::Admin),
             Permission::Read => self >= Role::Read,
             Permission::Submit => self >= Role::Submit,
+            Permission::Audit => self == Role::Admin,
         }
     }
 }
@@ -71,6 +73,8 @@ pub enum Permission {
     Read,
     /// Routes that create or change scans.
     Submit,
+    /// The audit trail.
+    Audit,
 }
 
 impl Permission {
@@ -80,6 +84,7 @@ impl Permission {
             Permission::Scrape => "metrics or admin",
             Permission::Read => "read",
             Permission::Submit => "submit",
+            Permission::Audit => "admin",
         }
     }
 }
@@ -177,7 +182,8 @@ fn parse_digest(what: &str, hex_digest: &str) -> anyhow::Result<[u8; 32]> {
     })
 }
 
-fn valid_workspace(id: &str) -> bool {
+/// Whether `id` is a workspace id: 1-128 of `[A-Za-z0-9._-]`, and neither `.` nor `..`.
+pub fn valid_workspace(id: &str) -> bool {
     (1..=128).contains(&id.len())
         && id != "."
         && id != ".."

@@ -49,6 +49,13 @@ pub const REJECT_REASONS: [&str; 6] = [
     "workspace_limit",
     "rate_limited",
 ];
+/// Why an HTTP connection was refused when it opened (`http_connections_refused_total`).
+pub const CONNECTION_REFUSAL_REASONS: [&str; 2] = ["global_limit", "per_client_limit"];
+/// Why an HTTP connection was closed for taking too long (`http_connections_timed_out_total`).
+pub const CONNECTION_TIMEOUT_REASONS: [&str; 2] = ["header_read", "idle"];
+/// Why a WebSocket stream was refused or closed early (`stream_closures_total`).
+pub const STREAM_CLOSURE_REASONS: [&str; 4] =
+    ["global_limit", "per_client_limit", "idle", "no_pong"];
 /// Values of the `source_type` label.
 pub const SOURCE_TYPES: [&str; 3] = ["git", "directory", "archive"];
 /// Values of the `phase` label of `scan_phase_duration_seconds`.
@@ -151,6 +158,10 @@ pub struct Metrics {
     pub stream_events_dropped_total: IntCounter,
     pub http_requests_total: IntCounterVec,
     pub http_request_duration_seconds: HistogramVec,
+    pub http_connections_open: IntGauge,
+    pub http_connections_refused_total: IntCounterVec,
+    pub http_connections_timed_out_total: IntCounterVec,
+    pub stream_closures_total: IntCounterVec,
     pub build_info: IntGaugeVec,
     /// Size and age of the OSV database, per ecosystem.
     pub osv: OsvGauges,
@@ -480,6 +491,29 @@ impl Metrics {
                 &["method", "route", "status"],
                 HTTP_BUCKETS,
             ),
+            http_connections_open: reg(
+                &registry,
+                IntGauge::new(
+                    name("http_connections_open"),
+                    "HTTP connections open (WebSocket streams included).",
+                )
+                .expect("valid"),
+            ),
+            http_connections_refused_total: counter_vec(
+                "http_connections_refused_total",
+                "HTTP connections refused when they opened, by reason (global_limit, per_client_limit).",
+                &["reason"],
+            ),
+            http_connections_timed_out_total: counter_vec(
+                "http_connections_timed_out_total",
+                "HTTP connections closed for taking too long, by reason (header_read, idle).",
+                &["reason"],
+            ),
+            stream_closures_total: counter_vec(
+                "stream_closures_total",
+                "WebSocket streams refused before the upgrade or closed by the server before their scan ended, by reason.",
+                &["reason"],
+            ),
             build_info: gauge_vec(
                 "build_info",
                 "Always 1; the labels carry the version and source revision of this build.",
@@ -515,6 +549,15 @@ impl Metrics {
         }
         for r in REJECT_REASONS {
             m.scan_submissions_rejected_total.with_label_values(&[r]);
+        }
+        for r in CONNECTION_REFUSAL_REASONS {
+            m.http_connections_refused_total.with_label_values(&[r]);
+        }
+        for r in CONNECTION_TIMEOUT_REASONS {
+            m.http_connections_timed_out_total.with_label_values(&[r]);
+        }
+        for r in STREAM_CLOSURE_REASONS {
+            m.stream_closures_total.with_label_values(&[r]);
         }
         for (from, to) in SCAN_TRANSITIONS {
             m.scan_transitions_total.with_label_values(&[from, to]);

@@ -1,6 +1,7 @@
 //! `git_url` checks and credential redaction: whatever is submitted, the display form never
-//! carries a password, the strict policy never accepts a local source or a literal internal
-//! address, and `redact_text` removes the credentialed URL from messages.
+//! carries a password, no accepted URL has a query string or fragment (where tokens and
+//! signatures would be kept in clear), the strict policy never accepts a local source or a
+//! literal internal address, and `redact_text` removes the credentialed URL from messages.
 #![no_main]
 
 use certus_assurance::pipeline::source::{is_internal, parse_git_url, redact_text, SourcePolicy};
@@ -29,6 +30,10 @@ fuzz_target!(|data: &[u8]| {
                 shown.password().is_none(),
                 "{} shows a password",
                 git.display_url
+            );
+            assert!(
+                clone.query().is_none() && clone.fragment().is_none(),
+                "{raw:?} was accepted with a query string or fragment"
             );
             assert!(
                 shown.username().is_empty() || shown.username() == "***",

@@ -6,19 +6,29 @@
 //! whole archive is walked once without writing anything, so a traversal, absolute path,
 //! escaping link, or bomb is refused here with the entry named. Accepted archives are stored by
 //! content (`uploads/<sha256>.<ext>`); that value is what a scan's `archive_path` names.
+//!
+//! An archive belongs to the workspaces that uploaded it (the `workspace_id` field, or the only
+//! workspace of the caller's token): a scan may name it only from one of them. Each workspace's
+//! stored archives are bounded by `CERTUS_ASSURANCE_ARCHIVE_QUOTA_BYTES` (an archive it already
+//! owns is not counted twice); retention removes archives no retained scan names.
 
+use axum::extract::multipart::Field;
 use axum::extract::multipart::MultipartError;
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use super::audit::AuditNote;
+use super::scans::check_workspace;
 use super::AppState;
+use crate::auth::{valid_workspace, Access, WorkspaceScope};
 use crate::error::ApiError;
-use crate::pipeline::archive::{self, Limits};
+use crate::pipeline::archive::{self, ArchiveFormat, Limits};
+use crate::storage::audit::{ArchiveClaim, ArchiveUpload};
 
 fn multipart_error(state: &AppState, err: MultipartError) -> ApiError {
     if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -49,9 +59,118 @@ impl Drop for PartFile {
     }
 }
 
+/// An archive received and checked, not yet stored.
+struct Received {
+    part: PartFile,
+    sha256: String,
+    size: u64,
+    format: ArchiveFormat,
+    stats: archive::Stats,
+}
+
+/// Streams the `file` field to a partial file while hashing and counting it, then recognises and
+/// inspects it.
+async fn receive(
+    state: &AppState,
+    dir: &std::path::Path,
+    mut field: Field<'_>,
+) -> Result<Received, ApiError> {
+    let limit = state.config.archive.max_bytes;
+    let part = PartFile {
+        path: dir.join(format!(".upload-{}.part", crate::scan::TestId::random())),
+        keep: false,
+    };
+    let mut out = tokio::fs::File::create(&part.path).await.map_err(|e| {
+        ApiError::Internal(anyhow::Error::new(e).context("creating an upload file"))
+    })?;
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let mut head: Vec<u8> = Vec::with_capacity(512);
+    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(state, e))? {
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the archive is larger than {limit} bytes (CERTUS_ASSURANCE_ARCHIVE_MAX_BYTES); send a smaller archive"
+            )));
+        }
+        if head.len() < 512 {
+            let take = (512 - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+        }
+        hasher.update(&chunk);
+        out.write_all(&chunk)
+            .await
+            .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("writing an upload")))?;
+    }
+    out.flush()
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("writing an upload")))?;
+    drop(out);
+    if size == 0 {
+        return Err(ApiError::invalid(
+            "file",
+            "value_error",
+            "the archive is empty",
+        ));
+    }
+    let Some(format) = archive::sniff(&head) else {
+        return Err(ApiError::invalid(
+            "file",
+            "value_error",
+            "the upload is not a tar, tar.gz/tgz, tar.bz2 or zip archive (checked by content, not by name)",
+        ));
+    };
+    let limits = Limits {
+        max_bytes: state.config.archive.max_extracted_bytes,
+        max_entries: state.config.archive.max_files,
+    };
+    let path = part.path.clone();
+    let inspected = tokio::task::spawn_blocking(move || archive::inspect(&path, format, limits))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("inspecting an upload")))?;
+    let stats = inspected.map_err(|e| {
+        ApiError::invalid(
+            "file",
+            "value_error",
+            format!("the archive was refused: {e}"),
+        )
+    })?;
+    Ok(Received {
+        part,
+        sha256: hex::encode(hasher.finalize()),
+        size,
+        format,
+        stats,
+    })
+}
+
+/// Reads the short `workspace_id` field.
+async fn read_workspace(state: &AppState, mut field: Field<'_>) -> Result<String, ApiError> {
+    let invalid = || {
+        ApiError::invalid(
+            "workspace_id",
+            "string_pattern_mismatch",
+            "workspace_id must be 1-128 of [A-Za-z0-9._-] (not '.' or '..'): the workspace whose scans will use the archive",
+        )
+    };
+    let mut value = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(state, e))? {
+        value.extend_from_slice(&chunk);
+        if value.len() > 128 {
+            return Err(invalid());
+        }
+    }
+    String::from_utf8(value)
+        .ok()
+        .filter(|w| valid_workspace(w))
+        .ok_or_else(invalid)
+}
+
 #[tracing::instrument(name = "upload_archive", skip_all)]
 pub async fn upload_archive(
     State(state): State<AppState>,
+    Extension(access): Extension<Access>,
+    note: AuditNote,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Response, ApiError> {
     let mut multipart = multipart.map_err(|e| {
@@ -68,107 +187,93 @@ pub async fn upload_archive(
     tokio::fs::create_dir_all(&dir).await.map_err(|e| {
         ApiError::Internal(anyhow::Error::new(e).context(format!("creating {}", dir.display())))
     })?;
-    let limit = state.config.archive.max_bytes;
-    loop {
-        let field = multipart
-            .next_field()
-            .await
-            .map_err(|e| multipart_error(&state, e))?;
-        let Some(mut field) = field else {
-            return Err(ApiError::invalid(
-                "file",
-                "missing",
-                "no field named `file` in the multipart body; send the archive as `file`",
-            ));
-        };
-        if field.name() != Some("file") {
-            continue;
-        }
-        let part = PartFile {
-            path: dir.join(format!(".upload-{}.part", crate::scan::TestId::random())),
-            keep: false,
-        };
-        let mut out = tokio::fs::File::create(&part.path).await.map_err(|e| {
-            ApiError::Internal(anyhow::Error::new(e).context("creating an upload file"))
-        })?;
-        let mut hasher = Sha256::new();
-        let mut size: u64 = 0;
-        let mut head: Vec<u8> = Vec::with_capacity(512);
-        while let Some(chunk) = field
-            .chunk()
-            .await
-            .map_err(|e| multipart_error(&state, e))?
-        {
-            size += chunk.len() as u64;
-            if size > limit {
-                return Err(ApiError::PayloadTooLarge(format!(
-                    "the archive is larger than {limit} bytes (CERTUS_ASSURANCE_ARCHIVE_MAX_BYTES); send a smaller archive"
-                )));
+    let mut workspace: Option<String> = None;
+    let mut received: Option<Received> = None;
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| multipart_error(&state, e))?
+    {
+        match field.name() {
+            Some("file") if received.is_none() => {
+                received = Some(receive(&state, &dir, field).await?)
             }
-            if head.len() < 512 {
-                let take = (512 - head.len()).min(chunk.len());
-                head.extend_from_slice(&chunk[..take]);
-            }
-            hasher.update(&chunk);
-            out.write_all(&chunk).await.map_err(|e| {
-                ApiError::Internal(anyhow::Error::new(e).context("writing an upload"))
-            })?;
+            Some("workspace_id") => workspace = Some(read_workspace(&state, field).await?),
+            _ => {}
         }
-        out.flush()
-            .await
-            .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("writing an upload")))?;
-        drop(out);
-        if size == 0 {
-            return Err(ApiError::invalid(
-                "file",
-                "value_error",
-                "the archive is empty",
-            ));
-        }
-        let Some(format) = archive::sniff(&head) else {
-            return Err(ApiError::invalid(
-                "file",
-                "value_error",
-                "the upload is not a tar, tar.gz/tgz, tar.bz2 or zip archive (checked by content, not by name)",
-            ));
-        };
-        let limits = Limits {
-            max_bytes: state.config.archive.max_extracted_bytes,
-            max_entries: state.config.archive.max_files,
-        };
-        let path = part.path.clone();
-        let inspected =
-            tokio::task::spawn_blocking(move || archive::inspect(&path, format, limits))
-                .await
-                .map_err(|e| {
-                    ApiError::Internal(anyhow::Error::new(e).context("inspecting an upload"))
-                })?;
-        let stats = inspected.map_err(|e| {
-            ApiError::invalid(
-                "file",
-                "value_error",
-                format!("the archive was refused: {e}"),
-            )
-        })?;
-        let sha = hex::encode(hasher.finalize());
-        let name = format!("{sha}.{}", format.extension());
-        let stored = dir.join(&name);
-        let mut part = part;
-        if tokio::fs::metadata(&stored).await.is_err() {
-            tokio::fs::rename(&part.path, &stored).await.map_err(|e| {
-                ApiError::Internal(anyhow::Error::new(e).context("storing an upload"))
-            })?;
-            part.keep = true;
-        }
-        tracing::info!(archive.sha256 = %sha, archive.bytes = size, archive.files = stats.files, "archive stored");
-        let body = json!({
-            "archive_path": format!("uploads/{name}"),
-            "sha256": sha,
-            "size_bytes": size,
-            "format": format.extension(),
-            "files": stats.files,
-            "unpacked_bytes": stats.bytes,
-        });
-        return Ok((StatusCode::CREATED, Json(body)).into_response());
     }
+    let Some(received) = received else {
+        return Err(ApiError::invalid(
+            "file",
+            "missing",
+            "no field named `file` in the multipart body; send the archive as `file`",
+        ));
+    };
+    note.archive(&received.sha256);
+    // A token of a single workspace may leave it out.
+    let workspace = match (workspace, &access) {
+        (Some(w), _) => w,
+        (None, Access::Token(t)) => match &t.workspaces {
+            WorkspaceScope::Only(set) if set.len() == 1 => {
+                set.first().expect("one workspace").clone()
+            }
+            _ => return Err(missing_workspace()),
+        },
+        (None, Access::Open) => return Err(missing_workspace()),
+    };
+    note.workspace(&workspace);
+    check_workspace(&access, &workspace)?;
+    let Received {
+        mut part,
+        sha256,
+        size,
+        format,
+        stats,
+    } = received;
+    let quota = state.config.archive.quota_bytes;
+    let claim = state
+        .jobs
+        .store()
+        .claim_archive(
+            ArchiveUpload {
+                sha256: sha256.clone(),
+                ext: format.extension().to_string(),
+                workspace_id: workspace.clone(),
+                size_bytes: size,
+            },
+            quota,
+            crate::scan::now_secs(),
+        )
+        .await?;
+    if let ArchiveClaim::OverQuota { stored_bytes } = claim {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "workspace `{workspace}` already stores {stored_bytes} bytes of archives, and this one ({size} bytes) would pass its quota of {} bytes (CERTUS_ASSURANCE_ARCHIVE_QUOTA_BYTES); scan from archives already uploaded, wait for retention to remove the ones no scan uses any more, or ask the operator to raise the quota",
+            quota.unwrap_or_default()
+        )));
+    }
+    // Same name, same bytes: replacing a stored copy changes nothing a scan reads.
+    let name = format!("{sha256}.{}", format.extension());
+    tokio::fs::rename(&part.path, dir.join(&name))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("storing an upload")))?;
+    part.keep = true;
+    tracing::info!(archive.sha256 = %sha256, archive.bytes = size, archive.files = stats.files, workspace.id = %workspace, "archive stored");
+    let body = json!({
+        "archive_path": format!("uploads/{name}"),
+        "sha256": sha256,
+        "workspace_id": workspace,
+        "size_bytes": size,
+        "format": format.extension(),
+        "files": stats.files,
+        "unpacked_bytes": stats.bytes,
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+fn missing_workspace() -> ApiError {
+    ApiError::invalid(
+        "workspace_id",
+        "missing",
+        "send the workspace whose scans will use the archive as a multipart field `workspace_id` (a token of a single workspace may leave it out)",
+    )
 }

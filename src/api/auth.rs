@@ -8,6 +8,7 @@
 //! | `GET /metrics`, `GET /stats` | nothing with `METRICS_AUTH=open`; role `metrics` or `admin` with `token` |
 //! | `GET /v1/profiles`, `GET /v1/security-scans[/{id}]`, `GET .../{id}/stream`, `GET .../{id}/findings`, `GET .../{id}/artifacts[/{path}]` | role `read` (scoped to the token's workspaces) |
 //! | `POST /v1/security-scans[/batch]`, `POST .../{id}/cancel`, `POST .../{id}/upload-request`, `POST .../upload-archive` | role `submit` |
+//! | `GET /v1/audit-events` | role `admin` (scoped to the token's workspaces) |
 //! | any other path | role `read` (then 404/405) |
 //!
 //! With authentication off every request gets [`Access::Open`] and behaves as before. The token is
@@ -43,6 +44,7 @@ pub fn required_permission(
         Some("/metrics" | "/stats") => {
             (metrics_auth == MetricsAuth::Token).then_some(Permission::Scrape)
         }
+        Some("/v1/audit-events") => Some(Permission::Audit),
         // Reading a scan's findings and bundle files: workspace-scoped in the handlers.
         Some(
             "/v1/security-scans/{test_id}/findings"
@@ -142,6 +144,11 @@ pub async fn guard(State(state): State<AppState>, mut req: Request<Body>, next: 
         }
     }
 
+    if let (Ok(Access::Token(token)), Some(note)) =
+        (&identity, req.extensions().get::<super::audit::AuditNote>())
+    {
+        note.token(&token.name);
+    }
     let needed = required_permission(&method, route, state.config.auth.metrics_auth);
     let access = match (identity, needed) {
         (Ok(access), None) => access,
@@ -270,6 +277,7 @@ mod tests {
                 open,
                 Some(Permission::Submit),
             ),
+            (&get, "/v1/audit-events", open, Some(Permission::Audit)),
         ] {
             assert_eq!(
                 required_permission(method, Some(route), metrics_auth),

@@ -1,14 +1,17 @@
-//! The router and its middleware order: trace, metrics, same-origin checks (JSON bodies; Host
+//! The router and its middleware order: trace, metrics, audit trail, same-origin checks (JSON bodies; Host
 //! and Origin while authentication is off), access (authentication, rate limit, role), body
 //! size, timeout, body limit. Holds no state of its own beyond the shared
 //! [`AppState`].
 
 pub mod archives;
 pub mod artifacts;
+pub mod audit;
 pub mod auth;
 pub mod body_limit;
+pub mod connections;
 pub mod findings;
 pub mod ops;
+pub mod per_client;
 pub mod rate_limit;
 pub mod same_origin;
 pub mod scans;
@@ -50,6 +53,8 @@ pub struct AppState {
     pub streams: Arc<tokio::sync::Semaphore>,
     /// The API tokens, loaded at start-up; `None` when authentication is off.
     pub tokens: Option<Arc<crate::auth::TokenSet>>,
+    /// Open WebSocket streams per client address (`MAX_STREAMS_PER_CLIENT`).
+    pub stream_clients: Arc<per_client::PerClient>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -62,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .route("/v1/profiles", get(scans::list_profiles))
+        .route("/v1/audit-events", get(audit::list_audit_events))
         .route(
             "/v1/security-scans",
             post(scans::submit_scan).get(scans::list_scans),
@@ -115,6 +121,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             same_origin::guard,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), audit::record))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             track_http_metrics,

@@ -14,7 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
+use super::audit::AuditNote;
 use super::AppState;
+use crate::auth::valid_workspace;
 use crate::auth::Access;
 use crate::config::{Config, MAX_SCAN_TIMEOUT_SECONDS};
 use crate::error::{ApiError, FieldError};
@@ -22,14 +24,13 @@ use crate::jobs::{CancelOutcome, NewScan, SubmitError};
 use crate::pipeline::local_source::resolve_directory;
 use crate::pipeline::profile::{self, Profile, BUILTIN_PROFILES};
 use crate::pipeline::source::{parse_git_url, SourcePolicy};
-use crate::pipeline::stored_archive;
-use crate::scan::JobState;
-use crate::scan::TestId;
+use crate::pipeline::{archive_not_stored, parse_archive_path};
+use crate::scan::{JobState, TestId};
 use crate::storage::{ListCursor, ListQuery, ScanRecord};
 
 const ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,128}$";
 
-fn rfc3339(secs: f64) -> String {
+pub(super) fn rfc3339(secs: f64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(secs.max(0.0));
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -180,10 +181,7 @@ impl<'a> Fields<'a> {
             ));
             return None;
         }
-        let valid = value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
-        if !valid || value == "." || value == ".." {
+        if !valid_workspace(&value) {
             self.errors.push(FieldError::body(
                 name,
                 "string_pattern_mismatch",
@@ -351,7 +349,7 @@ fn validate_submission(policy: &SubmissionPolicy, value: &Value) -> Result<NewSc
                 "archive_path",
                 "archive_path is only used with source_type 'archive'",
             );
-        } else if let Err(msg) = stored_archive(&policy.upload_dir, path) {
+        } else if let Err(msg) = parse_archive_path(path) {
             f.invalid("archive_path", msg);
         }
     }
@@ -459,6 +457,7 @@ fn validate_submission(policy: &SubmissionPolicy, value: &Value) -> Result<NewSc
 pub async fn submit_scan(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
+    note: AuditNote,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let rejected = |reason: &str| {
@@ -482,8 +481,13 @@ pub async fn submit_scan(
             return Err(e);
         }
     };
+    note.workspace(&new.workspace_id);
     if let Err(e) = check_workspace(&access, &new.workspace_id) {
         rejected("unauthorized");
+        return Err(e);
+    }
+    if let Err(e) = check_archive(&state, &new).await {
+        rejected("invalid");
         return Err(e);
     }
     let record = state.jobs.submit(new).await.map_err(|e| match e {
@@ -501,14 +505,44 @@ pub async fn submit_scan(
         },
         SubmitError::Internal(err) => ApiError::Internal(err),
     })?;
+    note.scan(&record.workspace_id, &record.test_id);
     Ok((StatusCode::ACCEPTED, Json(submitted(&record))).into_response())
+}
+
+/// An `archive` scan may name only an archive its workspace uploaded and that is still stored.
+/// An unknown hash and another workspace's hash get the same answer, so hashes cannot be
+/// probed.
+async fn check_archive(state: &AppState, new: &NewScan) -> Result<(), ApiError> {
+    let Some(path) = &new.archive_path else {
+        return Ok(());
+    };
+    let (sha, format) = parse_archive_path(path)
+        .map_err(|msg| ApiError::invalid("archive_path", "value_error", msg))?;
+    let file = state
+        .config
+        .upload_dir()
+        .join(format!("{sha}.{}", format.extension()));
+    let owned = state
+        .jobs
+        .store()
+        .archive_owned(sha, new.workspace_id.clone())
+        .await?;
+    if owned && tokio::fs::metadata(&file).await.is_ok_and(|m| m.is_file()) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "archive_path",
+            "value_error",
+            archive_not_stored(path),
+        ))
+    }
 }
 
 /// `Retry-After` of a submission over its workspace's limit of active scans.
 const WORKSPACE_LIMIT_RETRY_SECONDS: u64 = 30;
 
 /// 403 unless the caller's token may submit into `workspace_id`.
-fn check_workspace(access: &Access, workspace_id: &str) -> Result<(), ApiError> {
+pub(super) fn check_workspace(access: &Access, workspace_id: &str) -> Result<(), ApiError> {
     if access.may_see(workspace_id) {
         return Ok(());
     }
@@ -567,14 +601,23 @@ pub async fn get_scan(
 pub async fn cancel_scan(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
+    note: AuditNote,
     Path(test_id): Path<String>,
 ) -> Result<Response, ApiError> {
     if access.workspace_filter().is_some() {
-        visible_scan(&state, &access, &test_id).await?;
+        let record = visible_scan(&state, &access, &test_id).await?;
+        note.scan(&record.workspace_id, &record.test_id);
     } else if TestId::parse(&test_id).is_none() {
         return Err(not_found(&test_id));
     }
-    match state.jobs.cancel(&test_id).await? {
+    let outcome = state.jobs.cancel(&test_id).await?;
+    if let CancelOutcome::AlreadyFinished(r)
+    | CancelOutcome::Cancelled(r)
+    | CancelOutcome::Requested(r) = &outcome
+    {
+        note.scan(&r.workspace_id, &r.test_id);
+    }
+    match outcome {
         CancelOutcome::NotFound => Err(not_found(&test_id)),
         CancelOutcome::AlreadyFinished(r) => Err(ApiError::Conflict(format!(
             "Scan {} already finished with status {}; there is nothing to cancel",
@@ -661,6 +704,7 @@ fn submitted(record: &ScanRecord) -> Value {
 pub async fn submit_batch(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
+    note: AuditNote,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let rejected = |reason: &str, n: u64| {
@@ -707,14 +751,31 @@ pub async fn submit_batch(
     let mut results: Vec<Option<Value>> = vec![None; items.len()];
     let mut valid = Vec::new();
     let mut valid_index = Vec::new();
+    // The workspace of each item, for the audit trail.
+    let mut workspaces: Vec<Option<String>> = items
+        .iter()
+        .map(|item| {
+            item.get("workspace_id")
+                .and_then(Value::as_str)
+                .filter(|w| valid_workspace(w))
+                .map(str::to_string)
+        })
+        .collect();
     for (i, item) in items.iter().enumerate() {
-        match validate_submission(&policy, item) {
+        let checked = match validate_submission(&policy, item) {
+            Ok(new) if check_workspace(&access, &new.workspace_id).is_ok() => {
+                check_archive(&state, &new).await.map(|()| new)
+            }
+            other => other,
+        };
+        match checked {
             Ok(new) => {
                 if let Err(e) = check_workspace(&access, &new.workspace_id) {
                     rejected("unauthorized", 1);
                     results[i] = Some(json!({"index": i, "status": 403, "detail": e.to_string()}));
                     continue;
                 }
+                workspaces[i] = Some(new.workspace_id.clone());
                 valid.push(new);
                 valid_index.push(i);
             }
@@ -750,6 +811,13 @@ pub async fn submit_batch(
         .into_iter()
         .map(|r| r.expect("every item answered"))
         .collect();
+    for (result, workspace) in results.iter().zip(&workspaces) {
+        note.item(
+            workspace.as_deref(),
+            result["scan"]["test_id"].as_str(),
+            result["status"].as_u64().map_or(500, |s| s as u16),
+        );
+    }
     let accepted = results.iter().filter(|r| r["status"] == 202).count();
     Ok((
         StatusCode::OK,
@@ -784,6 +852,104 @@ fn decode_cursor(cursor: &str) -> Option<ListCursor> {
     })
 }
 
+/// The page bounds of a list query: `limit` and `cursor`.
+pub(super) struct Page {
+    pub limit: usize,
+    pub cursor: Option<ListCursor>,
+    max: usize,
+}
+
+impl Page {
+    pub fn new(default: usize, max: usize) -> Page {
+        Page {
+            limit: default,
+            cursor: None,
+            max,
+        }
+    }
+
+    /// The cursor and how many rows to fetch (one extra tells whether another page exists), or
+    /// the refusal of the query when a parameter was invalid.
+    pub fn bounds(&self, errors: Vec<FieldError>) -> Result<(Option<ListCursor>, usize), ApiError> {
+        if errors.is_empty() {
+            Ok((self.cursor, self.limit + 1))
+        } else {
+            Err(ApiError::Validation(errors))
+        }
+    }
+
+    /// The page out of `rows` (fetched with one extra row) and the cursor of the next page.
+    pub fn split<T>(
+        &self,
+        mut rows: Vec<T>,
+        key: impl Fn(&T) -> ListCursor,
+    ) -> (Vec<T>, Option<String>) {
+        let more = rows.len() > self.limit;
+        rows.truncate(self.limit);
+        let next = if more {
+            rows.last().map(|r| encode_cursor(key(r)))
+        } else {
+            None
+        };
+        (rows, next)
+    }
+}
+
+/// The workspaces a scoped token lists (`None` for every workspace), and whether the workspace
+/// asked for lies outside them: the answer is then empty, exactly as for a workspace with nothing
+/// in it.
+pub(super) fn list_scope(access: &Access, asked: Option<&str>) -> (Option<Vec<String>>, bool) {
+    match access.workspace_filter() {
+        Some(allowed) => (
+            Some(allowed.iter().cloned().collect()),
+            asked.is_some_and(|w| !allowed.contains(w)),
+        ),
+        None => (None, false),
+    }
+}
+
+/// Reads `limit` and `cursor` into `page`; `false` for any other parameter.
+pub(super) fn page_param(
+    page: &mut Page,
+    key: &str,
+    value: &str,
+    errors: &mut Vec<FieldError>,
+) -> bool {
+    match key {
+        "limit" => match value.parse::<usize>() {
+            Ok(n) if (1..=page.max).contains(&n) => page.limit = n,
+            _ => errors.push(FieldError::query(
+                "limit",
+                "int_range",
+                format!("Input should be a whole number from 1 to {}", page.max),
+            )),
+        },
+        "cursor" => match decode_cursor(value) {
+            Some(cursor) => page.cursor = Some(cursor),
+            None => errors.push(FieldError::query(
+                "cursor",
+                "value_error",
+                "cursor is not one this server issued; pass next_cursor from the previous page unchanged",
+            )),
+        },
+        _ => return false,
+    }
+    true
+}
+
+/// A time parameter (RFC 3339 or Unix seconds); `None` after recording the error.
+pub(super) fn time_param(key: &str, value: &str, errors: &mut Vec<FieldError>) -> Option<f64> {
+    let t = parse_time(value);
+    if t.is_none() {
+        errors.push(FieldError::query(
+            key,
+            "datetime_parsing",
+            "Input should be an RFC 3339 time such as 2025-12-13T19:30:45Z, or Unix seconds",
+        ));
+    }
+    t
+}
+
 fn parse_time(value: &str) -> Option<f64> {
     if let Ok(secs) = value.parse::<f64>() {
         return secs.is_finite().then_some(secs);
@@ -808,12 +974,13 @@ pub async fn list_scans(
                 .collect()
         })
         .unwrap_or_default();
-    let mut query = ListQuery {
-        limit: DEFAULT_PAGE,
-        ..ListQuery::default()
-    };
+    let mut query = ListQuery::default();
+    let mut page = Page::new(DEFAULT_PAGE, MAX_PAGE);
     let mut errors = Vec::new();
     for (key, value) in pairs {
+        if page_param(&mut page, &key, &value, &mut errors) {
+            continue;
+        }
         match key.as_str() {
             "workspace_id" => query.workspace_id = Some(value),
             "component_id" => query.component_id = Some(value),
@@ -827,73 +994,29 @@ pub async fn list_scans(
                     "Input should be 'QUEUED', 'RUNNING', 'SUCCEEDED' or 'FAILED'",
                 )),
             },
-            "limit" => match value.parse::<usize>() {
-                Ok(n) if (1..=MAX_PAGE).contains(&n) => query.limit = n,
-                _ => errors.push(FieldError::query(
-                    "limit",
-                    "int_range",
-                    format!("Input should be a whole number from 1 to {MAX_PAGE}"),
-                )),
-            },
-            "cursor" => match decode_cursor(&value) {
-                Some(cursor) => query.before = Some(cursor),
-                None => errors.push(FieldError::query(
-                    "cursor",
-                    "value_error",
-                    "cursor is not one this server issued; pass next_cursor from the previous page unchanged",
-                )),
-            },
-            "submitted_after" | "submitted_before" => match parse_time(&value) {
-                Some(t) if key == "submitted_after" => query.submitted_after = Some(t),
-                Some(t) => query.submitted_before = Some(t),
-                None => errors.push(FieldError::query(
-                    &key,
-                    "datetime_parsing",
-                    "Input should be an RFC 3339 time such as 2025-12-13T19:30:45Z, or Unix seconds",
-                )),
-            },
+            "submitted_after" => query.submitted_after = time_param(&key, &value, &mut errors),
+            "submitted_before" => query.submitted_before = time_param(&key, &value, &mut errors),
             // Unknown parameters are ignored, as the earlier service did.
             _ => {}
         }
     }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    let limit = query.limit;
-    // One extra row tells whether another page exists.
-    query.limit = limit + 1;
-    // A scoped token lists only its workspaces; asking for another one finds nothing, exactly as
-    // for a workspace without scans.
-    let mut outside_scope = false;
-    if let Some(allowed) = access.workspace_filter() {
-        outside_scope = query
-            .workspace_id
-            .as_ref()
-            .is_some_and(|w| !allowed.contains(w));
-        query.workspace_in = Some(allowed.iter().cloned().collect());
-    }
-    let mut rows = if outside_scope {
+    (query.before, query.limit) = page.bounds(errors)?;
+    let outside_scope;
+    (query.workspace_in, outside_scope) = list_scope(&access, query.workspace_id.as_deref());
+    let rows = if outside_scope {
         Vec::new()
     } else {
         state.jobs.list(query).await?
     };
-    let more = rows.len() > limit;
-    rows.truncate(limit);
-    let next_cursor = if more {
-        rows.last().map(|(seq, record)| {
-            encode_cursor(ListCursor {
-                submitted_at: record.submitted_at,
-                seq: *seq,
-            })
-        })
-    } else {
-        None
-    };
+    let (rows, next_cursor) = page.split(rows, |(seq, record)| ListCursor {
+        submitted_at: record.submitted_at,
+        seq: *seq,
+    });
     let scans: Vec<Value> = rows.iter().map(|(_, r)| scan_resource(r)).collect();
     Ok(Json(json!({
         "scans": scans,
         "count": scans.len(),
-        "limit": limit,
+        "limit": page.limit,
         "next_cursor": next_cursor,
     })))
 }

@@ -1,15 +1,22 @@
 //! The WebSocket stream of one scan: replay of earlier events, then live events, then a close
 //! frame after `scan_complete`. Unknown scans get close code 4404 after the handshake. A client
 //! that disconnects is noticed at once, and shutdown closes every stream with 1001.
+//!
+//! Streams are capped in all (`MAX_STREAMS`, 503) and per client address
+//! (`MAX_STREAMS_PER_CLIENT`, 429), both before the upgrade and only for a scan the caller may
+//! see. A live stream is pinged every `STREAM_PING_INTERVAL_SECONDS` and closed (4408) when its
+//! client has not answered the previous ping, or when neither an event nor a client message came
+//! for `STREAM_IDLE_TIMEOUT_SECONDS`.
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Extension, Path, State};
+use axum::extract::{ConnectInfo, Extension, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
 use super::AppState;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::auth::Access;
@@ -21,6 +28,9 @@ use crate::scan::TestId;
 
 /// Close code for an unknown scan id (4000-4999 are application codes).
 pub const CLOSE_NOT_FOUND: u16 = 4404;
+/// Close code for a stream ended by the server for being idle (no event and no client message
+/// within the idle limit, or no pong to a ping).
+pub const CLOSE_IDLE: u16 = 4408;
 
 /// Keeps `active_streams` right however the connection ends.
 struct StreamGuard(Metrics);
@@ -43,6 +53,7 @@ pub async fn stream_scan_events(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(test_id): Path<String>,
 ) -> Response {
     let ws = match ws {
@@ -87,28 +98,62 @@ pub async fn stream_scan_events(
     // streams that will carry events, and a full server must not answer 503 where it would
     // answer "not found". Refused before the upgrade, so the client sees a plain HTTP answer it
     // can retry.
-    let permit = if source.is_some() {
-        match state.streams.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                return ApiError::Unavailable {
-                    detail: format!(
-                    "this server already serves {} event streams (CERTUS_ASSURANCE_MAX_STREAMS); \
-                         retry later, or poll GET /v1/security-scans/{{test_id}}",
-                    state.config.queue.max_streams
-                ),
-                    retry_after_seconds: 5,
-                }
-                .into_response()
-            }
+    let slots = if source.is_some() {
+        match take_stream_slots(&state, peer) {
+            Ok(slots) => Some(slots),
+            Err(refusal) => return refusal.into_response(),
         }
     } else {
         None
     };
     ws.on_upgrade(move |socket| async move {
         serve_stream(socket, state, source).await;
-        drop(permit);
+        drop(slots);
     })
+}
+
+/// A stream's places: one of `MAX_STREAMS` and one of its client's `MAX_STREAMS_PER_CLIENT`.
+type StreamSlots = (
+    tokio::sync::OwnedSemaphorePermit,
+    super::per_client::PerClientSlot,
+);
+
+/// Counts a stream refused or ended by the server (`stream_closures_total`).
+fn count_closure(state: &AppState, reason: &str) {
+    state
+        .metrics
+        .stream_closures_total
+        .with_label_values(&[reason])
+        .inc();
+}
+
+/// Takes a global and a per-client stream slot, or answers why not: 503 when the server is full,
+/// 429 when this client address holds its share (other clients are still served).
+fn take_stream_slots(state: &AppState, peer: SocketAddr) -> Result<StreamSlots, ApiError> {
+    let Ok(permit) = state.streams.clone().try_acquire_owned() else {
+        count_closure(state, "global_limit");
+        return Err(ApiError::Unavailable {
+            detail: format!(
+                "this server already serves {} event streams (CERTUS_ASSURANCE_MAX_STREAMS); \
+                 retry later, or poll GET /v1/security-scans/{{test_id}}",
+                state.config.queue.max_streams
+            ),
+            retry_after_seconds: 5,
+        });
+    };
+    let Some(slot) = state.stream_clients.try_take(peer.ip()) else {
+        count_closure(state, "per_client_limit");
+        return Err(ApiError::TooManyRequests {
+            detail: format!(
+                "your address already has {} event streams open \
+                 (CERTUS_ASSURANCE_MAX_STREAMS_PER_CLIENT); close one, or poll \
+                 GET /v1/security-scans/{{test_id}}",
+                state.stream_clients.cap()
+            ),
+            retry_after_seconds: 5,
+        });
+    };
+    Ok((permit, slot))
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
@@ -162,9 +207,23 @@ impl Feed {
     }
 }
 
-/// Sends events until the terminal one (then a normal close), the client leaves, or shutdown.
+/// Ends a live stream the server gives up on (4408), counting why (`label`).
+async fn give_up(socket: &mut WebSocket, state: &AppState, label: &str, reason: &str) {
+    count_closure(state, label);
+    close(socket, CLOSE_IDLE, reason).await;
+}
+
+/// Sends events until the terminal one (then a normal close), the client leaves, the stream
+/// goes idle or stops answering pings (4408), or shutdown (1001).
 async fn follow(socket: &mut WebSocket, state: &AppState, mut feed: Feed) {
     let sent = &state.metrics.stream_events_sent_total;
+    let idle_limit = state.config.queue.stream_idle_timeout;
+    let ping_every = state.config.queue.stream_ping_interval;
+    let idle = tokio::time::sleep(idle_limit);
+    tokio::pin!(idle);
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut awaiting_pong = false;
     loop {
         tokio::select! {
             event = feed.next() => {
@@ -180,12 +239,35 @@ async fn follow(socket: &mut WebSocket, state: &AppState, mut feed: Feed) {
                     close(socket, close_code::NORMAL, "scan complete").await;
                     return;
                 }
+                idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
             }
             incoming = socket.recv() => match incoming {
-                // Clients have nothing to say; pings are answered by the protocol layer.
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
+                // A pong proves the client alive, but is not traffic that keeps a stream open.
+                Some(Ok(Message::Pong(_))) => awaiting_pong = false,
+                // Pings are answered by the protocol layer; any message is client traffic.
+                Some(Ok(_)) => idle.as_mut().reset(tokio::time::Instant::now() + idle_limit),
             },
+            _ = ping.tick() => {
+                if awaiting_pong {
+                    let reason = format!(
+                        "no pong to the ping of {}s ago; reconnect to resume",
+                        ping_every.as_secs()
+                    );
+                    return give_up(socket, state, "no_pong", &reason).await;
+                }
+                if socket.send(Message::Ping(axum::body::Bytes::new())).await.is_err() {
+                    return;
+                }
+                awaiting_pong = true;
+            }
+            _ = &mut idle => {
+                let reason = format!(
+                    "no event for {}s (CERTUS_ASSURANCE_STREAM_IDLE_TIMEOUT_SECONDS); reconnect to resume",
+                    idle_limit.as_secs()
+                );
+                return give_up(socket, state, "idle", &reason).await;
+            }
             _ = state.shutdown.cancelled() => {
                 close(socket, close_code::AWAY, "server shutting down").await;
                 return;

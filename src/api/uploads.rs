@@ -114,13 +114,17 @@ fn parse_request(body: &[u8]) -> Result<UploadRequest, ApiError> {
 pub async fn request_upload(
     State(state): State<AppState>,
     Extension(access): Extension<Access>,
+    note: super::audit::AuditNote,
     Path(test_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     if access.workspace_filter().is_some() {
-        visible_scan(&state, &access, &test_id).await?;
+        let r = visible_scan(&state, &access, &test_id).await?;
+        note.scan(&r.workspace_id, &r.test_id);
     } else if TestId::parse(&test_id).is_none() {
         return Err(not_found(&test_id));
+    } else if let Some(r) = state.jobs.get(&test_id).await? {
+        note.scan(&r.workspace_id, &r.test_id);
     }
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

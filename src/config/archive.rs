@@ -2,13 +2,17 @@
 
 use clap::Args;
 
-use super::positive;
+use super::{count_or_off, positive, ZeroIsOff};
 
 #[derive(Debug, Clone, Args)]
 pub struct ArchiveConfig {
     /// Largest archive `upload-archive` accepts, in bytes.
     #[arg(long = "archive-max-bytes", default_value_t = 512 * 1024 * 1024, value_name = "BYTES")]
     pub max_bytes: u64,
+
+    /// Most bytes of uploaded archives one workspace may keep stored; 0: no quota.
+    #[arg(long = "archive-quota-bytes", default_value = "10737418240", value_parser = count_or_off, value_name = "BYTES")]
+    pub quota_bytes: ZeroIsOff<u64>,
 
     /// Largest total size an archive may unpack to, in bytes.
     #[arg(long = "archive-max-extracted-bytes", default_value_t = 2 * 1024 * 1024 * 1024, value_name = "BYTES")]

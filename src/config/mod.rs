@@ -36,7 +36,7 @@ pub use auth::{AuthConfig, MetricsAuth, RateLimit};
 pub use queue::{QueueConfig, RecoverRunning, MAX_SCAN_TIMEOUT_SECONDS};
 pub use retention::RetentionConfig;
 pub use scanning::ScanningConfig;
-pub use server::ServerConfig;
+pub use server::{ConnectionLimits, ServerConfig};
 pub use source::{GitSchemes, SourceConfig, SourcePolicy};
 pub use store::{StoreConfig, StoreLocation};
 pub use telemetry::{LogFormat, OtlpExport, OtlpProtocol, TelemetryConfig};
@@ -122,6 +122,15 @@ impl Config {
         self.auth.check(self.server.listen_addr)?;
         self.scanning.check()?;
         self.upload.check()?;
+        if self.queue.stream_ping_interval >= self.server.http_idle_timeout {
+            bail!(
+                "CERTUS_ASSURANCE_STREAM_PING_INTERVAL_SECONDS ({}) must be less than \
+                 CERTUS_ASSURANCE_HTTP_IDLE_TIMEOUT_SECONDS ({}): pings are what keeps a quiet \
+                 stream's connection from being closed as idle",
+                self.queue.stream_ping_interval.as_secs(),
+                self.server.http_idle_timeout.as_secs()
+            );
+        }
         if self.upload.trust_timeout >= self.server.request_timeout {
             bail!(
                 "CERTUS_ASSURANCE_TRUST_TIMEOUT_SECONDS ({}) must be less than \
@@ -336,6 +345,14 @@ mod tests {
             "CERTUS_ASSURANCE_TRUST_BASE_URL",
         );
         bad(
+            |c| c.upload.trust_base_url = Some("https://trust.example.com/?access_token=x".into()),
+            "CERTUS_ASSURANCE_TRUST_BASE_URL",
+        );
+        bad(
+            |c| c.upload.s3_endpoint_url = Some("https://s3.example.com/#sig=x".into()),
+            "CERTUS_ASSURANCE_S3_ENDPOINT_URL",
+        );
+        bad(
             |c| c.upload.trust_timeout = Duration::from_secs(30),
             "CERTUS_ASSURANCE_TRUST_TIMEOUT_SECONDS",
         );
@@ -452,6 +469,18 @@ mod tests {
             "CERTUS_ASSURANCE_METRICS_AUTH",
         );
         bad(|c| c.queue.max_streams = 0, "CERTUS_ASSURANCE_MAX_STREAMS");
+        bad(
+            |c| c.server.max_connections = 0,
+            "CERTUS_ASSURANCE_MAX_CONNECTIONS",
+        );
+        bad(
+            |c| c.server.http_header_read_timeout = Duration::ZERO,
+            "CERTUS_ASSURANCE_HTTP_HEADER_READ_TIMEOUT_SECONDS",
+        );
+        bad(
+            |c| c.queue.stream_ping_interval = Duration::from_secs(75),
+            "CERTUS_ASSURANCE_STREAM_PING_INTERVAL_SECONDS",
+        );
         bad(
             |c| c.auth.rate_limit_per_second = -1.0,
             "CERTUS_ASSURANCE_RATE_LIMIT_PER_SECOND",

@@ -53,6 +53,21 @@ pub struct QueueConfig {
     /// Most WebSocket streams open at once; further connections get 503 before the upgrade.
     #[arg(long, default_value_t = 1000, value_name = "N")]
     pub max_streams: usize,
+
+    /// Most WebSocket streams open at once from one client address (IPv6 by its /64); further
+    /// connections from it get 429 before the upgrade (0: no limit).
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_streams_per_client: usize,
+
+    /// Seconds a stream may go without an event and without a message from its client before
+    /// it is closed (code 4408; the client reconnects and gets the history replayed).
+    #[arg(long = "stream-idle-timeout-seconds", default_value = "300", value_parser = seconds, value_name = "SECONDS")]
+    pub stream_idle_timeout: Duration,
+
+    /// Seconds between WebSocket pings on a stream; a stream whose client has not answered the
+    /// previous ping with a pong by the next one is closed.
+    #[arg(long = "stream-ping-interval-seconds", default_value = "20", value_parser = seconds, value_name = "SECONDS")]
+    pub stream_ping_interval: Duration,
 }
 
 impl QueueConfig {
@@ -78,6 +93,14 @@ impl QueueConfig {
             bail!("CERTUS_ASSURANCE_STREAM_HISTORY_LIMIT must be at least 8");
         }
         positive("MAX_STREAMS", self.max_streams as u64)?;
+        positive(
+            "STREAM_IDLE_TIMEOUT_SECONDS",
+            self.stream_idle_timeout.as_secs(),
+        )?;
+        positive(
+            "STREAM_PING_INTERVAL_SECONDS",
+            self.stream_ping_interval.as_secs(),
+        )?;
         Ok(())
     }
 }

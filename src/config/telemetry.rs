@@ -94,8 +94,9 @@ impl OtlpExport {
         .find_map(|name| get(name).map(|v| (name, v))) else {
             return Ok(None);
         };
-        let url = url::Url::parse(&endpoint)
-            .with_context(|| format!("{endpoint_var} is not a URL: `{endpoint}`"))?;
+        let url = url::Url::parse(&endpoint).with_context(|| {
+            format!("{endpoint_var} is not a URL (such as http://otel-collector:4318)")
+        })?;
         match url.scheme() {
             "http" => {}
             "https" => bail!(
@@ -103,6 +104,17 @@ impl OtlpExport {
                  over http:// (for example an OpenTelemetry Collector next to the service)"
             ),
             other => bail!("{endpoint_var} must be an http:// URL (got scheme `{other}`)"),
+        }
+        // The endpoint is logged at start-up: it must hold nothing secret.
+        if !url.username().is_empty()
+            || url.password().is_some()
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            bail!(
+                "{endpoint_var} must not carry a user, a password, a query string or a fragment \
+                 (the endpoint is logged at start-up); authenticate at a collector next to the service"
+            );
         }
         let protocol = match [
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
@@ -185,6 +197,20 @@ mod tests {
             (
                 &[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318")][..],
                 "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                &[(
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    "http://collector:4318/?access_token=x",
+                )][..],
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                &[(
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "http://user:secret@collector:4318",
+                )][..],
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
             ),
             (
                 &[

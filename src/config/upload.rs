@@ -208,6 +208,13 @@ fn parse_service_url(var: &str, raw: &str) -> anyhow::Result<url::Url> {
     if !url.username().is_empty() || url.password().is_some() {
         bail!("CERTUS_ASSURANCE_{var} must not carry credentials; use the token or key variables");
     }
+    if url.query().is_some() || url.fragment().is_some() {
+        bail!(
+            "CERTUS_ASSURANCE_{var} must not have a query string or fragment (`?...`, `#...`): \
+             they can carry credentials (tokens, signatures) that would be logged; use the token \
+             or key variables"
+        );
+    }
     Ok(url)
 }
 

@@ -595,7 +595,54 @@ impl JobManager {
         if total > 0 {
             tracing::info!(pruned = total, "retention pruned finished scans");
         }
+        self.prune_archives_and_audit(policy).await?;
         Ok(total)
+    }
+
+    /// Retention of the archive store and the audit trail: archives uploaded before the age
+    /// cut-off that no retained scan of their workspace names (the file goes with its last
+    /// owner), then audit events older than the cut-off or than every retained scan.
+    async fn prune_archives_and_audit(&self, policy: PrunePolicy) -> anyhow::Result<()> {
+        let store = &self.inner.store;
+        let batch = policy.batch.max(1);
+        if let Some(cutoff) = policy.finished_before {
+            let archives = crate::storage::audit::ArchivePrune {
+                uploaded_before: cutoff,
+                batch,
+            };
+            loop {
+                let pruned = store.prune_archives(archives, now_secs()).await?;
+                for p in pruned.iter().filter(|p| p.orphaned) {
+                    let file = self
+                        .inner
+                        .pipeline
+                        .upload_dir
+                        .join(format!("{}.{}", p.sha256, p.ext));
+                    if let Err(err) = tokio::fs::remove_file(&file).await {
+                        if err.kind() != std::io::ErrorKind::NotFound {
+                            tracing::warn!(path = %file.display(), error = %err, "could not remove a pruned archive");
+                        }
+                    }
+                }
+                if !pruned.is_empty() {
+                    tracing::info!(pruned = pruned.len(), "retention pruned stored archives");
+                }
+                if pruned.len() < batch as usize {
+                    break;
+                }
+            }
+        }
+        while store
+            .prune_audit(policy.finished_before, policy.keep_latest.is_some(), batch)
+            .await?
+            >= u64::from(batch)
+        {}
+        Ok(())
+    }
+
+    /// The store (its audit trail and archive ownership, for the API).
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.inner.store
     }
 
     pub async fn get(&self, test_id: &str) -> anyhow::Result<Option<ScanRecord>> {

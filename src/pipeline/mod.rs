@@ -1351,6 +1351,24 @@ pub fn stored_archive(
     upload_dir: &Path,
     archive_path: &str,
 ) -> Result<(PathBuf, String, archive::ArchiveFormat), String> {
+    let (sha, format) = parse_archive_path(archive_path)?;
+    let file = upload_dir.join(format!("{sha}.{}", format.extension()));
+    if !file.is_file() {
+        return Err(archive_not_stored(archive_path));
+    }
+    Ok((file, sha, format))
+}
+
+/// The refusal of an `archive_path` naming no archive stored for the scan's workspace.
+pub fn archive_not_stored(archive_path: &str) -> String {
+    format!(
+        "archive {archive_path} is not stored on this server; upload it again with POST /v1/security-scans/upload-archive"
+    )
+}
+
+/// The sha256 and format an `archive_path` names (`uploads/<sha256>.<ext>`), without looking
+/// for the file.
+pub fn parse_archive_path(archive_path: &str) -> Result<(String, archive::ArchiveFormat), String> {
     let invalid = || {
         "archive_path must be a value returned by POST /v1/security-scans/upload-archive, e.g. uploads/<sha256>.tar.gz".to_string()
     };
@@ -1364,13 +1382,7 @@ pub fn stored_archive(
         return Err(invalid());
     }
     let format = archive::ArchiveFormat::from_extension(ext).ok_or_else(invalid)?;
-    let file = upload_dir.join(format!("{sha}.{ext}"));
-    if !file.is_file() {
-        return Err(format!(
-            "archive {archive_path} is not stored on this server; upload it again with POST /v1/security-scans/upload-archive"
-        ));
-    }
-    Ok((file, sha.to_string(), format))
+    Ok((sha.to_string(), format))
 }
 
 /// The span of one phase of a run (`clone`, `scan`, `bundle`: the `phase` label of

@@ -160,6 +160,17 @@ pub fn parse_git_url(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> 
         );
     }
     let url = Url::parse(raw).map_err(|e| format!("git_url is not a valid URL: {e}"))?;
+    // Git uses neither; credentials put there (`?access_token=`, `?private_token=`, signatures)
+    // would be shown and stored as given, so the URL is refused rather than kept.
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(
+            "git_url must not have a query string or fragment (`?...`, `#...`): git does \
+                    not use them, and credentials there would be shown and stored; put a token in \
+                    the user-info (https://user:TOKEN@host/org/repo.git), where it is redacted, or \
+                    use an ssh URL with CERTUS_ASSURANCE_GIT_SSH_KEY_FILE"
+                .into(),
+        );
+    }
     let display_url = redact_url(&url);
     let scheme = match url.scheme() {
         "https" => GitScheme::Https,
@@ -461,6 +472,24 @@ mod tests {
         }
         assert!(parse_git_url("git://127.0.0.1:9418/repo", OPEN).is_ok());
         assert!(parse_git_url("file:///tmp/repo", OPEN).unwrap().is_local);
+    }
+
+    #[test]
+    fn query_strings_and_fragments_are_refused_for_every_scheme() {
+        for bad in [
+            "https://git.example.com/org/repo.git?access_token=abcd1234",
+            "https://git.example.com/org/repo.git?private_token=abcd1234",
+            "https://git.example.com/org/repo.git?sv=2024&sig=abcd1234",
+            "https://git.example.com/org/repo.git?",
+            "https://git.example.com/org/repo.git#token=abcd1234",
+            "ssh://git@git.example.com/org/repo.git?token=abcd1234",
+            "git://git.example.com/repo?token=abcd1234",
+            "git@git.example.com:org/repo.git?token=abcd1234",
+            "file:///srv/repo?token=abcd1234",
+        ] {
+            let err = parse_git_url(bad, OPEN).expect_err(bad);
+            assert!(!err.contains("abcd1234"), "{err}");
+        }
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The job store: the `JobStore` interface, the scan record it keeps, the backend chosen from the
 //! configuration, and the embedded migrations. It knows nothing of HTTP or scanning.
 
+pub mod audit;
+mod audit_postgres;
+mod audit_sqlite;
 pub mod postgres;
 pub mod sqlite;
 
@@ -9,6 +12,7 @@ use std::collections::HashMap;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+pub use self::audit::AuditStore;
 use crate::scan::{FailureReason, JobState, UploadStatus};
 
 /// One scan as stored. Times are Unix seconds.
@@ -134,18 +138,24 @@ impl ListQuery {
     /// whichever ends the range first. One range on the key lets the store read a single index
     /// range (two separate bounds can mislead the planner into a wider index).
     pub fn upper_bound(&self) -> Option<ListCursor> {
-        let before = self.submitted_before.map(|t| ListCursor {
-            submitted_at: t,
-            seq: i64::MIN,
-        });
-        match (before, self.before) {
-            (Some(a), Some(b)) => Some(if (a.submitted_at, a.seq) <= (b.submitted_at, b.seq) {
-                a
-            } else {
-                b
-            }),
-            (a, b) => a.or(b),
-        }
+        upper_bound(self.submitted_before, self.before)
+    }
+}
+
+/// A time bound (`before`: only keys of earlier times) and a cursor as one bound on a list key
+/// `(time, seq)`: whichever ends the range first.
+pub fn upper_bound(before: Option<f64>, cursor: Option<ListCursor>) -> Option<ListCursor> {
+    let before = before.map(|t| ListCursor {
+        submitted_at: t,
+        seq: i64::MIN,
+    });
+    match (before, cursor) {
+        (Some(a), Some(b)) => Some(if (a.submitted_at, a.seq) <= (b.submitted_at, b.seq) {
+            a
+        } else {
+            b
+        }),
+        (a, b) => a.or(b),
     }
 }
 
@@ -172,13 +182,15 @@ pub struct PrunePolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrunedScan {
     pub test_id: String,
+    pub workspace_id: String,
     pub status: JobState,
     pub upload_status: UploadStatus,
 }
 
 /// The storage interface the job manager uses. Every state change is a conditional update on
 /// the stored status, so a change that lost a race reports `false` instead of overwriting.
-pub trait JobStore: Send + Sync + 'static {
+/// Every store keeps the audit trail and archive ownership too ([`AuditStore`]).
+pub trait JobStore: AuditStore {
     /// Inserts a new QUEUED scan.
     fn insert(&self, scan: ScanRecord) -> BoxFuture<'_, anyhow::Result<()>>;
     fn get(&self, test_id: String) -> BoxFuture<'_, anyhow::Result<Option<ScanRecord>>>;
@@ -217,7 +229,8 @@ pub trait JobStore: Send + Sync + 'static {
     fn insert_many(&self, scans: Vec<ScanRecord>) -> BoxFuture<'_, anyhow::Result<()>>;
     /// Scans matching `query`, newest first, with their sequence numbers (the keyset).
     fn list(&self, query: ListQuery) -> BoxFuture<'_, anyhow::Result<Vec<(i64, ScanRecord)>>>;
-    /// Deletes finished scans selected by `policy`; returns what was deleted.
+    /// Deletes finished scans selected by `policy`, recording each deletion in the audit trail
+    /// in the same transaction; returns what was deleted.
     fn prune(&self, policy: PrunePolicy) -> BoxFuture<'_, anyhow::Result<Vec<PrunedScan>>>;
 
     // Several replicas sharing one store. The embedded store serves one process, so its defaults

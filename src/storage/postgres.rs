@@ -40,6 +40,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         6,
         include_str!("../../migrations/postgres/0006_pinned_scans.sql"),
     ),
+    (
+        7,
+        include_str!("../../migrations/postgres/0007_audit_and_archives.sql"),
+    ),
 ];
 
 /// Advisory lock key that serializes migrations of replicas starting together.
@@ -111,7 +115,7 @@ impl PgStore {
         Ok(store)
     }
 
-    async fn client(&self) -> anyhow::Result<deadpool_postgres::Object> {
+    pub(super) async fn client(&self) -> anyhow::Result<deadpool_postgres::Object> {
         self.pool
             .get()
             .await
@@ -687,22 +691,27 @@ impl JobStore for PgStore {
                 .query(
                     &format!(
                         "DELETE FROM scans WHERE seq = ANY($1) AND {prunable}
-                         RETURNING test_id, status, upload_status"
+                         RETURNING test_id, status, upload_status, workspace_id"
                     ),
                     &[&seqs],
                 )
                 .await
                 .context("pruning scans")?;
-            tx.commit().await?;
-            rows.iter()
+            let pruned = rows
+                .iter()
                 .map(|r| {
                     Ok(PrunedScan {
                         test_id: r.get(0),
+                        workspace_id: r.get(3),
                         status: r.get::<_, String>(1).parse().map_err(anyhow::Error::msg)?,
                         upload_status: r.get::<_, String>(2).parse().map_err(anyhow::Error::msg)?,
                     })
                 })
-                .collect()
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            super::audit_postgres::insert_events(&tx, &super::audit::retention_events(&pruned))
+                .await?;
+            tx.commit().await?;
+            Ok(pruned)
         })
     }
 

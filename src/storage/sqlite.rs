@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_list_indexes.sql"),
     include_str!("../../migrations/sqlite/0004_scan_manifest.sql"),
     include_str!("../../migrations/sqlite/0005_list_by_submission.sql"),
+    include_str!("../../migrations/sqlite/0006_audit_and_archives.sql"),
 ];
 
 const COLUMNS: &str = "test_id, workspace_id, component_id, assessment_id, source_type, git_url, \
@@ -62,7 +63,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` with the connection on the blocking pool.
-    fn with_conn<T: Send + 'static>(
+    pub(super) fn with_conn<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> anyhow::Result<T> + Send + 'static,
     ) -> BoxFuture<'_, anyhow::Result<T>> {
@@ -441,21 +442,23 @@ impl JobStore for SqliteStore {
             let mut pruned = Vec::with_capacity(seqs.len());
             {
                 let mut delete = tx.prepare_cached(
-                    "DELETE FROM scans WHERE seq = ?1 RETURNING test_id, status, upload_status",
+                    "DELETE FROM scans WHERE seq = ?1 RETURNING test_id, status, upload_status, workspace_id",
                 )?;
                 for seq in seqs {
                     let row = delete
-                        .query_row([seq], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+                        .query_row([seq], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?)))
                         .optional()?;
-                    if let Some((test_id, status, upload)) = row {
+                    if let Some((test_id, status, upload, workspace_id)) = row {
                         pruned.push(PrunedScan {
                             test_id,
+                            workspace_id,
                             status: status.parse().map_err(anyhow::Error::msg)?,
                             upload_status: upload.parse().map_err(anyhow::Error::msg)?,
                         });
                     }
                 }
             }
+            super::audit_sqlite::insert_events(&tx, &super::audit::retention_events(&pruned))?;
             tx.commit().context("pruning scans")?;
             Ok(pruned)
         })

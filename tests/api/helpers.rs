@@ -291,6 +291,17 @@ pub fn scan_body(git_url: &str) -> Value {
 }
 
 /// A free loopback port.
+/// The status line and the body of a raw HTTP answer.
+pub fn status_and_body(answer: &[u8]) -> (String, String) {
+    let text = String::from_utf8_lossy(answer).into_owned();
+    let status = text.lines().next().unwrap_or_default().to_string();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .unwrap()

@@ -267,20 +267,11 @@ async fn real_responses_validate_against_the_document() {
     assert!((400..500).contains(&status), "{status}: {body}");
     record("GET", "/v1/security-scans/{test_id}/stream", status, body);
 
-    let boundary = "openapi-test-boundary";
-    let mut multipart = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"src.tar\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    multipart.extend_from_slice(&small_tar());
-    multipart.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let (content_type, multipart) = crate::scanning::multipart(&small_tar(), "src.tar");
     let response = app
         .client
         .post(app.url("/v1/security-scans/upload-archive"))
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={boundary}"),
-        )
+        .header("content-type", content_type)
         .body(multipart)
         .send()
         .await
@@ -289,6 +280,13 @@ async fn real_responses_validate_against_the_document() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(status, 201, "{body}");
     record("POST", "/v1/security-scans/upload-archive", status, body);
+    // The audit trail of the requests above.
+    let response = app.get("/v1/audit-events?limit=5").await;
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["count"], 5, "{body}");
+    record("GET", "/v1/audit-events", status, body);
 
     assert_responses_match(&cases);
 }

@@ -77,10 +77,12 @@ fn tool_dir(names: &[&str]) -> tempfile::TempDir {
     dir
 }
 
+/// A multipart upload of `bytes` for workspace `ws` (the workspace of [`ids`]).
 pub(crate) fn multipart(bytes: &[u8], filename: &str) -> (String, Vec<u8>) {
     let boundary = "certus-test-boundary-7d2f";
     let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"workspace_id\"\r\n\r\nws\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
     )
     .into_bytes();
     body.extend_from_slice(bytes);
@@ -1191,6 +1193,17 @@ async fn hostile_archives_are_refused_with_a_clear_error_and_write_nothing_outsi
     let sha = hex::encode(Sha256::digest(&hostile));
     std::fs::create_dir_all(app.data_dir.join("uploads")).unwrap();
     std::fs::write(app.data_dir.join(format!("uploads/{sha}.tar")), &hostile).unwrap();
+    let owner = certus_assurance::storage::audit::ArchiveUpload {
+        sha256: sha.clone(),
+        ext: "tar".into(),
+        workspace_id: "ws".into(),
+        size_bytes: hostile.len() as u64,
+    };
+    app.jobs
+        .store()
+        .claim_archive(owner, None, certus_assurance::scan::now_secs())
+        .await
+        .unwrap();
     let body = ids(json!({"source_type": "archive", "archive_path": format!("uploads/{sha}.tar")}));
     let id = app.submit_scan(body).await;
     let scan = finish(&app, &id).await;

@@ -79,12 +79,17 @@ async fn send(
     (status, headers, value)
 }
 
-async fn get_as(app: &TestApp, path: &str, token: Option<&str>) -> (u16, Value) {
+pub(crate) async fn get_as(app: &TestApp, path: &str, token: Option<&str>) -> (u16, Value) {
     let (status, _, body) = send(app, reqwest::Method::GET, path, token, None).await;
     (status, body)
 }
 
-async fn post_as(app: &TestApp, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+pub(crate) async fn post_as(
+    app: &TestApp,
+    path: &str,
+    token: Option<&str>,
+    body: &Value,
+) -> (u16, Value) {
     let (status, _, body) = send(app, reqwest::Method::POST, path, token, Some(body)).await;
     (status, body)
 }
@@ -503,13 +508,7 @@ async fn raw_request(app: &TestApp, head: &str, body: &[u8]) -> (String, String)
     let _ = stream.write_all(body).await;
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
-    let text = String::from_utf8_lossy(&answer).into_owned();
-    let status = text.lines().next().unwrap_or_default().to_string();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    status_and_body(&answer)
 }
 
 #[tokio::test]
