@@ -10,7 +10,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
-use crate::config::{Config, RecoverRunning};
+use crate::config::{Config, RecoverRunning, StoreLocation};
 use crate::jobs::observer::MetricsObserver;
 use crate::jobs::{worker, JobManager, JobSettings};
 use crate::metrics::Metrics;
@@ -28,6 +28,48 @@ pub struct App {
     addr: SocketAddr,
     state: AppState,
     shutdown: Shutdown,
+}
+
+/// Marks an error in the files the settings name (API tokens, the signing key): the binary
+/// reports it as invalid configuration (exit status 2), as it does a bad setting.
+#[derive(Debug)]
+pub struct InvalidConfig;
+
+impl std::fmt::Display for InvalidConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid configuration")
+    }
+}
+
+/// The API tokens the settings name (`None`: authentication off).
+pub fn load_tokens(config: &Config) -> anyhow::Result<Option<Arc<crate::auth::TokenSet>>> {
+    let auth = &config.auth;
+    Ok(crate::auth::TokenSet::load(
+        auth.api_tokens_file.as_deref(),
+        auth.admin_token_sha256
+            .as_ref()
+            .map(crate::config::Secret::expose),
+    )
+    .context(InvalidConfig)?
+    .map(Arc::new))
+}
+
+/// The key that signs attestations, if the settings name one.
+pub fn load_signing_key(
+    config: &Config,
+) -> anyhow::Result<Option<crate::pipeline::attestation::AttestationKey>> {
+    let Some(path) = &config.upload.signing_key_file else {
+        return Ok(None);
+    };
+    crate::pipeline::attestation::AttestationKey::from_file(path)
+        .with_context(|| {
+            format!(
+                "CERTUS_ASSURANCE_SIGNING_KEY_FILE: {} is not a usable ed25519 key",
+                path.display()
+            )
+        })
+        .context(InvalidConfig)
+        .map(Some)
 }
 
 /// Removes temporary workspaces left behind by a process that died mid-scan.
@@ -87,37 +129,41 @@ impl App {
         config: Config,
         replacements: Vec<Arc<dyn crate::pipeline::scanners::Scanner>>,
     ) -> anyhow::Result<App> {
-        let osv = config.osv_db_dir.clone().map(|dir| {
-            Arc::new(crate::pipeline::osv::OsvStore::new(dir).with_max_age(config.osv_max_age))
+        let tokens = load_tokens(&config)?;
+        let signing_key = load_signing_key(&config)?;
+        let osv = config.scanning.osv_db_dir.clone().map(|dir| {
+            Arc::new(
+                crate::pipeline::osv::OsvStore::new(dir).with_max_age(config.scanning.osv_max_age),
+            )
         });
         let mut scanners = builtin_scanners_with(osv.clone());
         for r in replacements {
             scanners.retain(|s| s.name() != r.name());
             scanners.push(r);
         }
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
             format!(
                 "creating CERTUS_ASSURANCE_DATA_DIR {}",
-                config.data_dir.display()
+                config.server.data_dir.display()
             )
         })?;
-        std::fs::create_dir_all(&config.artifact_root).with_context(|| {
+        let artifact_root = config.artifact_root();
+        std::fs::create_dir_all(&artifact_root).with_context(|| {
             format!(
                 "creating CERTUS_ASSURANCE_ARTIFACT_ROOT {}",
-                config.artifact_root.display()
+                artifact_root.display()
             )
         })?;
         clear_work_dir(&config)?;
         clear_partial_uploads(&config);
-        crate::pipeline::checkout::init_git_timeouts(config.clone_stall_timeout);
-        let store: Arc<dyn crate::storage::JobStore> = match &config.postgres_url {
-            Some(url) => Arc::new(
-                PgStore::connect(url, config.replica_id.clone())
+        crate::pipeline::checkout::init_git_timeouts(config.source.clone_stall_timeout);
+        let store: Arc<dyn crate::storage::JobStore> = match config.store_location() {
+            StoreLocation::Postgres(url) => Arc::new(
+                PgStore::connect(&url, config.store.replica_id())
                     .await
                     .context("opening the PostgreSQL store (CERTUS_ASSURANCE_DATABASE_URL)")?,
             ),
-            None => {
-                let path = config.database_path.clone();
+            StoreLocation::Sqlite(path) => {
                 Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??)
             }
         };
@@ -125,22 +171,22 @@ impl App {
         let observer: Arc<dyn ScanObserver> = Arc::new(MetricsObserver::new(metrics.clone()));
         let pipeline = Pipeline {
             work_root: config.work_dir(),
-            artifact_root: config.artifact_root.clone(),
-            clone_timeout: config.clone_timeout,
-            clone_max_bytes: config.clone_max_bytes,
-            source_policy: config.source_policy(),
+            artifact_root,
+            clone_timeout: config.source.clone_timeout,
+            clone_max_bytes: config.source.clone_max_bytes,
+            source_policy: config.source.policy(),
             resolver: Arc::new(crate::pipeline::egress::SystemResolver),
-            ssh_key: config.git_ssh_key_file.clone(),
+            ssh_key: config.source.git_ssh_key_file.clone(),
             observer: observer.clone(),
             scanners: Arc::new(scanners),
-            source_roots: Arc::new(config.source_roots.clone()),
+            source_roots: Arc::new(config.source.source_roots.clone()),
             upload_dir: config.upload_dir(),
             archive_limits: crate::pipeline::archive::Limits {
-                max_bytes: config.archive_max_extracted_bytes,
-                max_entries: config.archive_max_files,
+                max_bytes: config.archive.max_extracted_bytes,
+                max_entries: config.archive.max_files,
             },
-            signing_key: config.signing_key.clone(),
-            tool_path: config.tool_path.clone(),
+            signing_key: signing_key.clone(),
+            tool_path: config.scanning.tool_path.clone(),
             tool_env: Arc::new(passthrough_env(crate::config::passthrough_env)),
         };
         let jobs = JobManager::new(
@@ -148,35 +194,33 @@ impl App {
             metrics.clone(),
             pipeline,
             JobSettings {
-                max_queue: config.max_queue,
-                max_workers: config.max_workers,
-                default_timeout: config.scan_timeout,
-                shutdown_grace: config.shutdown_grace,
-                lease: config.lease,
-                max_attempts: config.max_attempts,
-                max_active_per_workspace: config.max_active_per_workspace,
+                max_queue: config.queue.max_queue,
+                max_workers: config.queue.max_workers,
+                default_timeout: config.queue.scan_timeout,
+                shutdown_grace: config.server.shutdown_grace,
+                lease: config.store.lease,
+                max_attempts: config.store.max_attempts,
+                max_active_per_workspace: config.queue.max_active_per_workspace,
             },
-            config.stream_history_limit,
+            config.queue.stream_history_limit,
         );
         let jobs = if config.upload.enabled {
-            let uploader = crate::upload::Uploader::from_config(&config.upload, metrics.clone())
-                .await
-                .context("configuring uploads (CERTUS_ASSURANCE_ENABLE_S3_UPLOAD=true)")?;
+            let seed = signing_key.as_ref().map(|key| key.seed());
+            let uploader =
+                crate::upload::Uploader::from_config(&config.upload, seed, metrics.clone())
+                    .await
+                    .context("configuring uploads (CERTUS_ASSURANCE_ENABLE_S3_UPLOAD=true)")?;
             jobs.with_uploader(uploader)
         } else {
             jobs
         };
-        jobs.recover(config.recover_running == RecoverRunning::Requeue)
+        jobs.recover(config.queue.recover_running == RecoverRunning::Requeue)
             .await
             .context("recovering scans from the store")?;
-        let listener = TcpListener::bind(config.listen_addr)
+        let listen_addr = config.server.listen_addr;
+        let listener = TcpListener::bind(listen_addr)
             .await
-            .with_context(|| {
-                format!(
-                    "binding CERTUS_ASSURANCE_LISTEN_ADDR {}",
-                    config.listen_addr
-                )
-            })?;
+            .with_context(|| format!("binding CERTUS_ASSURANCE_LISTEN_ADDR {listen_addr}"))?;
         let addr = listener.local_addr()?;
         let shutdown = Shutdown::default();
         if let Some(osv) = osv {
@@ -190,10 +234,12 @@ impl App {
             jobs,
             metrics,
             rate_limiter: config
-                .rate_limit
+                .auth
+                .rate_limit()
                 .map(|limit| Arc::new(api::rate_limit::RateLimiter::new(limit))),
-            streams: Arc::new(tokio::sync::Semaphore::new(config.max_streams)),
-            stream_clients: api::per_client::PerClient::new(config.max_streams_per_client),
+            streams: Arc::new(tokio::sync::Semaphore::new(config.queue.max_streams)),
+            tokens,
+            stream_clients: api::per_client::PerClient::new(config.queue.max_streams_per_client),
             config: Arc::new(config),
             shutdown: shutdown.close_streams.clone(),
         };
@@ -238,18 +284,19 @@ impl App {
         } else {
             tracing::info!(%addr, "listening");
         }
-        match &config.api_tokens {
-            Some(tokens) => match config.metrics_auth {
+        let metrics_auth = config.auth.metrics_auth;
+        match &state.tokens {
+            Some(tokens) => match metrics_auth {
                 crate::config::MetricsAuth::Open => tracing::info!(
                     tokens = tokens.len(),
-                    metrics_auth = ?config.metrics_auth,
+                    metrics_auth = ?metrics_auth,
                     "authentication is on: every route needs a bearer token but /health, \
                      /health/ready, /openapi.json, /metrics and /stats (open to scrapers: set \
                      CERTUS_ASSURANCE_METRICS_AUTH=token to close the last two)"
                 ),
                 crate::config::MetricsAuth::Token => tracing::info!(
                     tokens = tokens.len(),
-                    metrics_auth = ?config.metrics_auth,
+                    metrics_auth = ?metrics_auth,
                     "authentication is on: every route needs a bearer token but /health, \
                      /health/ready and /openapi.json; /metrics and /stats need role metrics or admin"
                 ),
@@ -260,10 +307,10 @@ impl App {
                  CERTUS_ASSURANCE_ADMIN_TOKEN_SHA256 to turn it on)"
             ),
         }
-        if config.exposed_without_auth() {
+        if !addr.ip().is_loopback() && state.tokens.is_none() {
             tracing::warn!(%addr, "listening beyond loopback with authentication off; turn authentication on or bind to 127.0.0.1");
         }
-        for index in 0..config.max_workers {
+        for index in 0..config.queue.max_workers {
             shutdown.workers.spawn(worker::run_worker(
                 jobs.clone(),
                 index,
@@ -282,7 +329,7 @@ impl App {
                 shutdown.stop_claiming.clone(),
             ));
         }
-        if config.retention_max_age.is_some() || config.retention_max_scans.is_some() {
+        if config.retention.enabled() {
             shutdown.workers.spawn(run_retention(
                 jobs.clone(),
                 config.clone(),
@@ -296,16 +343,17 @@ impl App {
         let server = tokio::spawn(api::connections::serve(
             listener,
             router,
-            config.connections,
+            config.server.connections(),
             metrics,
             shutdown.stop_http.clone(),
         ));
 
         stop.await;
-        tracing::info!(grace_seconds = config.shutdown_grace.as_secs(), "draining");
+        let grace = config.server.shutdown_grace;
+        tracing::info!(grace_seconds = grace.as_secs(), "draining");
         jobs.start_draining();
         shutdown.stop_claiming.cancel();
-        if tokio::time::timeout(config.shutdown_grace, shutdown.workers.wait())
+        if tokio::time::timeout(grace, shutdown.workers.wait())
             .await
             .is_err()
         {
@@ -313,7 +361,7 @@ impl App {
             shutdown.hard_stop.cancel();
             shutdown.workers.wait().await;
         }
-        jobs.drain_uploads(config.shutdown_grace).await;
+        jobs.drain_uploads(grace).await;
         shutdown.close_streams.cancel();
         shutdown.stop_http.cancel();
         match tokio::time::timeout(Duration::from_secs(10), server).await {
@@ -335,9 +383,10 @@ async fn run_retention(
     loop {
         let policy = PrunePolicy {
             finished_before: config
-                .retention_max_age
-                .map(|age| crate::jobs::now_secs() - age.as_secs_f64()),
-            keep_latest: config.retention_max_scans,
+                .retention
+                .max_age
+                .map(|age| crate::scan::now_secs() - age.as_secs_f64()),
+            keep_latest: config.retention.max_scans,
             batch: 500,
         };
         if let Err(err) = jobs.prune(policy).await {
@@ -345,7 +394,7 @@ async fn run_retention(
         }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(config.retention_interval) => {}
+            _ = tokio::time::sleep(config.retention.interval) => {}
         }
     }
 }
@@ -353,7 +402,7 @@ async fn run_retention(
 /// How long a heartbeat keeps this replica alive in the shared store: three reconcile intervals,
 /// and at least one lease, so a replica busy for a moment is not taken for dead.
 fn liveness(config: &Config) -> std::time::Duration {
-    (config.reconcile_interval * 3).max(config.lease)
+    (config.store.reconcile_interval * 3).max(config.store.lease)
 }
 
 /// Shared store: renews this replica's liveness, reclaims scans of dead replicas and refreshes
@@ -363,7 +412,7 @@ async fn run_reconciler(
     config: std::sync::Arc<Config>,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let interval = config.reconcile_interval;
+    let interval = config.store.reconcile_interval;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -375,5 +424,41 @@ async fn run_reconciler(
         if let Err(err) = jobs.reconcile_cluster().await {
             tracing::warn!(error = ?err, "reconciling with the shared store failed; retrying at the next interval");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusable_key_and_token_files_are_invalid_configuration_naming_their_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, "not a key").unwrap();
+        let mut config = Config::for_data_dir(dir.path());
+        config.upload.signing_key_file = Some(key.clone());
+        let err = load_signing_key(&config).unwrap_err();
+        assert!(err.downcast_ref::<InvalidConfig>().is_some());
+        let text = format!("{err:#}");
+        assert!(text.contains("CERTUS_ASSURANCE_SIGNING_KEY_FILE"), "{text}");
+        assert!(!text.contains("not a key"), "the key is not echoed: {text}");
+
+        std::fs::write(&key, "11".repeat(32)).unwrap();
+        assert!(load_signing_key(&config).unwrap().is_some());
+
+        config.auth.api_tokens_file = Some(dir.path().join("missing.toml"));
+        let err = load_tokens(&config).unwrap_err();
+        assert!(err.downcast_ref::<InvalidConfig>().is_some());
+        assert!(format!("{err:#}").contains("CERTUS_ASSURANCE_API_TOKENS_FILE"));
+
+        config.auth.api_tokens_file = None;
+        config.auth.admin_token_sha256 = Some(crate::config::Secret::new("not-hex"));
+        let err = format!("{:#}", load_tokens(&config).unwrap_err());
+        assert!(err.contains("CERTUS_ASSURANCE_ADMIN_TOKEN_SHA256"), "{err}");
+
+        config.auth.admin_token_sha256 =
+            Some(crate::config::Secret::new(crate::auth::hash_token("root")));
+        assert_eq!(load_tokens(&config).unwrap().unwrap().len(), 1);
     }
 }

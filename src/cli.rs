@@ -1,3 +1,7 @@
+//! The command line of the `certus-assurance` binary ([`Cli`]: the subcommands around the
+//! settings of [`crate::config::Config`], and [`explain_cli_error`]) and the commands that run
+//! without the server.
+//!
 //! `certus-assurance scan <path-or-git-url>`: one scan through the same pipeline as the service,
 //! without the server, the job store or the network (except to clone a remote git URL). Shows
 //! progress on a terminal, prints a findings summary (table, JSON summary or merged SARIF), and
@@ -16,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 
 use crate::config::Config;
@@ -35,6 +39,124 @@ use crate::pipeline::{
     archive, builtin_scanners_with, osv::OsvStore, Pipeline, ProgressSink, ScanEvent, ScanSource,
     ScanSpec,
 };
+
+/// Command line of the `certus-assurance` binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "certus-assurance",
+    version,
+    about = "Certus Assurance security-scan service",
+    long_about = "Certus Assurance security-scan service.\n\nWith no subcommand, `serve` runs. Every \
+                  setting can be given as a flag or as the CERTUS_ASSURANCE_* environment variable \
+                  shown next to it (see docs/configuration.md)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (the default).
+    Serve,
+    /// Scan a directory, archive or git URL once, without the server; exits 1 when the
+    /// policy fails and 2 when the scan cannot run.
+    Scan(ScanArgs),
+    /// Write a baseline file (the fingerprints of every finding of a scan's bundle) that later
+    /// scans read to mark those findings suppressed.
+    Baseline(BaselineArgs),
+    /// Read an API token on standard input and print its SHA-256, the value to put in the
+    /// token file's `sha256` field or in CERTUS_ASSURANCE_ADMIN_TOKEN_SHA256.
+    HashToken,
+    /// Manage the offline OSV database (`osv sync` downloads and refreshes it).
+    #[command(subcommand)]
+    Osv(OsvCommand),
+}
+
+/// `certus-assurance osv ...`
+#[derive(Debug, Subcommand)]
+pub enum OsvCommand {
+    /// Download the osv.dev export of each ecosystem into the OSV database directory (only what
+    /// changed since the last sync), check it, and swap it in atomically. Exits 0 when every
+    /// ecosystem is current, 1 when one failed (its previous data is kept), 2 on bad arguments.
+    Sync(SyncArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SyncArgs {
+    /// Ecosystems to download, comma-separated, as OSV spells them (crates.io, npm, PyPI, Go,
+    /// RubyGems, Packagist) [default: all of them].
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub ecosystems: Vec<String>,
+    /// Directory to write (created if missing) [default: CERTUS_ASSURANCE_OSV_DB_DIR].
+    #[arg(long, value_name = "DIR")]
+    pub db_dir: Option<PathBuf>,
+    /// Time limit of each download, in seconds (connecting is limited to 30 s, and a download
+    /// that receives nothing for 60 s is abandoned).
+    #[arg(long, default_value_t = 1800, value_name = "N")]
+    pub timeout_seconds: u64,
+}
+
+/// `osv sync`: run before the configuration is validated, since the sync creates the directory
+/// the service requires.
+pub fn run_osv(command: &OsvCommand, config: &Config) -> std::process::ExitCode {
+    let OsvCommand::Sync(args) = command;
+    crate::pipeline::osv::sync::main(
+        &args.ecosystems,
+        args.db_dir
+            .clone()
+            .or_else(|| config.scanning.osv_db_dir.clone()),
+        config
+            .scanning
+            .osv_source_url
+            .as_deref()
+            .unwrap_or(crate::pipeline::osv::sync::DEFAULT_SOURCE_URL),
+        args.timeout_seconds,
+    )
+}
+
+/// Rewrites clap's "invalid value for '--max-workers <N>'" so that it also names the
+/// environment variable, which is how most deployments set it. The value of a setting whose
+/// value is secret (a database URL with a password, a token) is not repeated.
+pub fn explain_cli_error(err: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use clap::CommandFactory;
+    if !matches!(
+        err.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return err;
+    }
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return err;
+    };
+    let flag = arg
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_start_matches('-');
+    let command = Cli::command();
+    let Some(setting) = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(flag) && a.get_env().is_some())
+    else {
+        return err;
+    };
+    let var = setting.get_env().unwrap_or_default().to_string_lossy();
+    let rendered = err.render().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    let mut first = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    if setting.is_hide_env_values_set() {
+        if let Some(ContextValue::String(value)) = err.get(ContextKind::InvalidValue) {
+            if !value.is_empty() {
+                first = first.replace(value.as_str(), "[redacted]");
+            }
+        }
+    }
+    clap::Error::raw(err.kind(), format!("{first} (set by {var} or --{flag})\n"))
+}
 
 /// Output format of the findings summary on standard output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -172,15 +294,16 @@ pub async fn run_scan(args: &ScanArgs, config: &Config) -> anyhow::Result<u8> {
             profile::BUILTIN_PROFILES.join(", ")
         );
     };
-    let test_id = crate::jobs::new_test_id();
+    let test_id = String::from(crate::scan::TestId::random());
     let work = tempfile::Builder::new()
         .prefix("certus-assurance-")
         .tempdir()
         .context("creating a temporary work directory")?;
     let osv = config
+        .scanning
         .osv_db_dir
         .clone()
-        .map(|d| Arc::new(OsvStore::new(d).with_max_age(config.osv_max_age)));
+        .map(|d| Arc::new(OsvStore::new(d).with_max_age(config.scanning.osv_max_age)));
     let metrics = Metrics::new(&profile::PROFILE_LABELS, &SCANNER_NAMES);
     let mut pipeline = Pipeline::local(
         work.path().join("work"),
@@ -188,12 +311,12 @@ pub async fn run_scan(args: &ScanArgs, config: &Config) -> anyhow::Result<u8> {
         Arc::new(MetricsObserver::new(metrics)),
         builtin_scanners_with(osv),
     );
-    pipeline.signing_key = config.signing_key.clone();
-    pipeline.tool_path = config.tool_path.clone();
+    pipeline.signing_key = crate::app::load_signing_key(config)?;
+    pipeline.tool_path = config.scanning.tool_path.clone();
     pipeline.tool_env = Arc::new(passthrough_env(crate::config::passthrough_env));
     pipeline.archive_limits = archive::Limits {
-        max_bytes: config.archive_max_extracted_bytes,
-        max_entries: config.archive_max_files,
+        max_bytes: config.archive.max_extracted_bytes,
+        max_entries: config.archive.max_files,
     };
     pipeline.upload_dir = work.path().join("uploads");
 
@@ -690,6 +813,102 @@ pub fn hash_token(input: impl std::io::Read) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn parsing_with_an_empty_environment_gives_the_defaults() {
+        let command = Cli::command();
+        let set: Vec<String> = command
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .filter(|var| std::env::var_os(var).is_some())
+            .map(|var| var.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            set.is_empty(),
+            "this test needs an environment without {set:?}; unset them to run it"
+        );
+        let cli = Cli::try_parse_from(["certus-assurance"]).unwrap();
+        assert_eq!(
+            format!("{:?}", cli.config),
+            format!("{:?}", Config::defaults())
+        );
+        assert!(cli.config.server.listen_addr.ip().is_loopback());
+    }
+
+    #[test]
+    fn a_local_pipeline_has_the_service_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let pipeline = Pipeline::local(
+            dir.path().join("work"),
+            dir.path().join("out"),
+            Metrics::new(&profile::PROFILE_LABELS, &crate::pipeline::BUILTIN_SCANNERS),
+            vec![],
+        );
+        let defaults = Config::defaults();
+        assert_eq!(
+            pipeline.archive_limits.max_bytes,
+            defaults.archive.max_extracted_bytes
+        );
+        assert_eq!(
+            pipeline.archive_limits.max_entries,
+            defaults.archive.max_files
+        );
+        assert_eq!(pipeline.clone_max_bytes, defaults.source.clone_max_bytes);
+        assert_eq!(pipeline.clone_timeout, defaults.source.clone_timeout);
+    }
+
+    #[test]
+    fn cli_errors_name_the_variable() {
+        let err = Cli::try_parse_from(["certus-assurance", "--max-workers", "lots"]).unwrap_err();
+        let text = explain_cli_error(err).to_string();
+        assert!(text.contains("CERTUS_ASSURANCE_MAX_WORKERS"), "{text}");
+        for (flag, value, var) in [
+            ("--s3-max-attempts", "x", "CERTUS_ASSURANCE_S3_MAX_ATTEMPTS"),
+            ("--git-schemes", "https,ftp", "CERTUS_ASSURANCE_GIT_SCHEMES"),
+            ("--git-schemes", ",", "CERTUS_ASSURANCE_GIT_SCHEMES"),
+            (
+                "--scan-timeout-seconds",
+                "ten",
+                "CERTUS_ASSURANCE_SCAN_TIMEOUT_SECONDS",
+            ),
+            (
+                "--retention-max-scans",
+                "many",
+                "CERTUS_ASSURANCE_RETENTION_MAX_SCANS",
+            ),
+        ] {
+            let err = Cli::try_parse_from(["certus-assurance", flag, value]).unwrap_err();
+            let text = explain_cli_error(err).to_string();
+            assert!(text.contains(var), "{flag} {value}: {text}");
+        }
+        let err = Cli::try_parse_from([
+            "certus-assurance",
+            "--database-url",
+            "mysql://u:hunter2@db/x",
+        ])
+        .unwrap_err();
+        let text = explain_cli_error(err).to_string();
+        assert!(text.contains("CERTUS_ASSURANCE_DATABASE_URL"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn upload_settings_come_from_the_environment_names() {
+        let cli = Cli::try_parse_from([
+            "certus-assurance",
+            "--enable-s3-upload",
+            "true",
+            "--trust-base-url",
+            "https://trust.example.com",
+            "--s3-multipart-threshold-bytes",
+            "5242880",
+        ])
+        .unwrap();
+        let config = cli.config.validate().unwrap();
+        assert!(config.upload.enabled);
+        assert_eq!(config.upload.multipart_threshold, 5 * 1024 * 1024);
+    }
 
     #[test]
     fn the_table_names_scanners_that_did_not_succeed() {

@@ -7,9 +7,9 @@ pub mod api;
 pub mod app;
 /// API tokens: roles, workspace scopes, hashed secrets compared in constant time.
 pub mod auth;
-/// The `scan` command: one scan through the pipeline without the server.
+/// The command line, and the commands that run without the server (`scan`, `baseline`, ...).
 pub mod cli;
-/// Settings from `CERTUS_ASSURANCE_*` variables, validated at start-up.
+/// Settings from `CERTUS_ASSURANCE_*` variables, one section per concern, validated at start-up.
 pub mod config;
 /// The HTTP error type and its one mapping to status and body.
 pub mod error;
@@ -21,9 +21,11 @@ pub mod metrics;
 pub mod pipeline;
 /// The standard `process_*` metrics, read from `/proc` at each scrape.
 pub mod process_metrics;
+/// The scan domain: state machine, test ids, clock. No I/O; everything above imports it.
+pub mod scan;
 /// Stop signal and drain ordering.
 pub mod shutdown;
-/// Job store interface and its SQLite backend.
+/// Job store interface and its SQLite and PostgreSQL backends.
 pub mod storage;
 /// Log subscriber setup.
 pub mod telemetry;

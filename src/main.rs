@@ -1,7 +1,8 @@
 use clap::Parser;
 
-use certus_assurance::config::{explain_cli_error, Cli, Command, OtlpExport};
-use certus_assurance::{telemetry, App, Config};
+use certus_assurance::cli::{explain_cli_error, Cli, Command};
+use certus_assurance::config::OtlpExport;
+use certus_assurance::{telemetry, App};
 
 fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
@@ -22,7 +23,7 @@ fn main() -> std::process::ExitCode {
     }
     if let Some(Command::Osv(command)) = &cli.command {
         // Before the configuration: the sync creates the directory the service requires.
-        return certus_assurance::pipeline::osv::sync::main(command, &cli.settings);
+        return certus_assurance::cli::run_osv(command, &cli.config);
     }
     if let Some(Command::Baseline(args)) = &cli.command {
         return match certus_assurance::cli::run_baseline(args) {
@@ -33,7 +34,9 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
-    let config = match Config::from_settings(&cli.settings) {
+    let log_format = cli.config.telemetry.log_format;
+    let log_level = cli.config.telemetry.log_level.clone();
+    let config = match cli.config.validate() {
         Ok(c) => c,
         Err(err) => {
             eprintln!("certus-assurance: invalid configuration: {err:#}");
@@ -57,22 +60,16 @@ fn main() -> std::process::ExitCode {
     };
     let telemetry = if is_scan {
         // The scan command's standard output is its result; its logs go to standard error.
-        let level = if cli.settings.log_level == "info" {
+        let level = if log_level == "info" {
             "warn"
         } else {
-            cli.settings.log_level.as_str()
+            log_level.as_str()
         };
         telemetry::init_stderr(level).map(|()| None)
     } else {
         // Inside the runtime: the gRPC exporter keeps its connection on it.
         runtime
-            .block_on(async {
-                telemetry::init_with_traces(
-                    cli.settings.log_format,
-                    &cli.settings.log_level,
-                    traces,
-                )
-            })
+            .block_on(async { telemetry::init_with_traces(log_format, &log_level, traces) })
             .map(Some)
     };
     let telemetry = match telemetry {
@@ -96,8 +93,15 @@ fn main() -> std::process::ExitCode {
             }
         }
     });
+    // A file a setting names that cannot be used is bad configuration, reported as such below.
+    let invalid_config = result.as_ref().is_err_and(|err| {
+        err.downcast_ref::<certus_assurance::app::InvalidConfig>()
+            .is_some()
+    });
     if let Err(err) = &result {
-        tracing::error!(error = ?err, "certus-assurance stopped with an error");
+        if !invalid_config {
+            tracing::error!(error = ?err, "certus-assurance stopped with an error");
+        }
     }
     // Last: export the spans still buffered while the runtime still runs.
     if let Some(telemetry) = telemetry {
@@ -110,7 +114,7 @@ fn main() -> std::process::ExitCode {
         Ok(code) => std::process::ExitCode::from(code),
         Err(err) => {
             eprintln!("certus-assurance: {err:#}");
-            std::process::ExitCode::from(if is_scan { 2 } else { 1 })
+            std::process::ExitCode::from(if is_scan || invalid_config { 2 } else { 1 })
         }
     }
 }

@@ -34,7 +34,7 @@ fn multipart_error(state: &AppState, err: MultipartError) -> ApiError {
     if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::PayloadTooLarge(format!(
             "the archive is larger than {} bytes (CERTUS_ASSURANCE_ARCHIVE_MAX_BYTES); send a smaller archive",
-            state.config.archive_max_bytes
+            state.config.archive.max_bytes
         ))
     } else {
         ApiError::invalid(
@@ -75,9 +75,9 @@ async fn receive(
     dir: &std::path::Path,
     mut field: Field<'_>,
 ) -> Result<Received, ApiError> {
-    let limit = state.config.archive_max_bytes;
+    let limit = state.config.archive.max_bytes;
     let part = PartFile {
-        path: dir.join(format!(".upload-{}.part", crate::jobs::new_test_id())),
+        path: dir.join(format!(".upload-{}.part", crate::scan::TestId::random())),
         keep: false,
     };
     let mut out = tokio::fs::File::create(&part.path).await.map_err(|e| {
@@ -121,8 +121,8 @@ async fn receive(
         ));
     };
     let limits = Limits {
-        max_bytes: state.config.archive_max_extracted_bytes,
-        max_entries: state.config.archive_max_files,
+        max_bytes: state.config.archive.max_extracted_bytes,
+        max_entries: state.config.archive.max_files,
     };
     let path = part.path.clone();
     let inspected = tokio::task::spawn_blocking(move || archive::inspect(&path, format, limits))
@@ -230,7 +230,7 @@ pub async fn upload_archive(
         format,
         stats,
     } = received;
-    let quota = state.config.archive_quota_bytes;
+    let quota = state.config.archive.quota_bytes;
     let claim = state
         .jobs
         .store()
@@ -242,7 +242,7 @@ pub async fn upload_archive(
                 size_bytes: size,
             },
             quota,
-            crate::jobs::now_secs(),
+            crate::scan::now_secs(),
         )
         .await?;
     if let ArchiveClaim::OverQuota { stored_bytes } = claim {

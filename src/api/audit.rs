@@ -24,7 +24,7 @@ use super::scans::{list_scope, page_param, rfc3339, time_param, Page};
 use super::AppState;
 use crate::auth::Access;
 use crate::error::{ApiError, FieldError};
-use crate::jobs::is_test_id;
+use crate::scan::TestId;
 use crate::storage::audit::{ActorKind, AuditAction, AuditEvent, AuditOutcome, AuditQuery};
 use crate::storage::ListCursor;
 
@@ -135,13 +135,13 @@ pub async fn record(State(state): State<AppState>, mut req: Request<Body>, next:
         .path()
         .split('/')
         .nth(3)
-        .filter(|id| is_test_id(id))
+        .filter(|id| TestId::parse(id).is_some())
         .map(str::to_string);
     let note = AuditNote::default();
     req.extensions_mut().insert(note.clone());
     let response = next.run(req).await;
     let status = response.status().as_u16();
-    let now = crate::jobs::now_secs();
+    let now = crate::scan::now_secs();
     let events = note.with(|n| {
         let (actor, actor_kind) = match &n.token {
             Some(name) => (name.clone(), ActorKind::Token),

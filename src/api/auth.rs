@@ -106,7 +106,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request<Body>, next: 
     };
 
     // Who is calling: `Ok(access)`, or `Err(invalid)` when no valid token was presented.
-    let identity: Result<Access, bool> = match &state.config.api_tokens {
+    let identity: Result<Access, bool> = match &state.tokens {
         None => Ok(Access::Open),
         Some(tokens) => match bearer(&req) {
             None => Err(false),
@@ -135,8 +135,8 @@ pub async fn guard(State(state): State<AppState>, mut req: Request<Body>, next: 
             return ApiError::TooManyRequests {
                 detail: format!(
                     "too many requests from this client (limit: {} per second, bursts of {}); retry after {retry_after_seconds}s",
-                    state.config.rate_limit.map(|r| r.per_second).unwrap_or_default(),
-                    state.config.rate_limit.map(|r| r.burst).unwrap_or_default(),
+                    state.config.auth.rate_limit().map(|r| r.per_second).unwrap_or_default(),
+                    state.config.auth.rate_limit().map(|r| r.burst).unwrap_or_default(),
                 ),
                 retry_after_seconds,
             }
@@ -149,7 +149,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request<Body>, next: 
     {
         note.token(&token.name);
     }
-    let needed = required_permission(&method, route, state.config.metrics_auth);
+    let needed = required_permission(&method, route, state.config.auth.metrics_auth);
     let access = match (identity, needed) {
         (Ok(access), None) => access,
         // An open route ignores whatever credential came with the request.

@@ -23,10 +23,11 @@ pub fn limit_for(state: &AppState, route: Option<&str>) -> u64 {
     if route == Some(ARCHIVE_ROUTE) {
         state
             .config
-            .archive_max_bytes
+            .archive
+            .max_bytes
             .saturating_add(MULTIPART_OVERHEAD)
     } else {
-        state.config.max_body_bytes as u64
+        state.config.server.max_body_bytes as u64
     }
 }
 

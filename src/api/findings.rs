@@ -15,7 +15,7 @@ use super::scans::visible_scan;
 use super::AppState;
 use crate::auth::Access;
 use crate::error::{ApiError, FieldError};
-use crate::jobs::state::JobState;
+use crate::scan::JobState;
 use crate::pipeline::bundle::read::{
     masked, read_page, FindingFilter, PageRequest, ReadError, FINDINGS_JSON,
 };
@@ -114,7 +114,7 @@ fn parse_query(raw: Option<&str>) -> Result<FindingsQuery, ApiError> {
 
 /// The bundle directory of a scan on this server.
 pub(super) fn bundle_dir(state: &AppState, test_id: &str) -> PathBuf {
-    state.config.artifact_root.join(test_id)
+    state.config.artifact_root().join(test_id)
 }
 
 /// `GET /v1/security-scans/{test_id}/findings`

@@ -51,14 +51,16 @@ pub struct AppState {
     pub rate_limiter: Option<Arc<rate_limit::RateLimiter>>,
     /// One permit per open WebSocket stream (`MAX_STREAMS`).
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// The API tokens, loaded at start-up; `None` when authentication is off.
+    pub tokens: Option<Arc<crate::auth::TokenSet>>,
     /// Open WebSocket streams per client address (`MAX_STREAMS_PER_CLIENT`).
     pub stream_clients: Arc<per_client::PerClient>,
 }
 
 pub fn router(state: AppState) -> Router {
     init_http_error_series(&state.metrics);
-    let timeout = state.config.request_timeout;
-    let body_limit = state.config.max_body_bytes;
+    let timeout = state.config.server.request_timeout;
+    let body_limit = state.config.server.max_body_bytes;
     Router::new()
         .route("/health", get(ops::health))
         .route("/health/ready", get(ops::ready))

@@ -19,7 +19,7 @@ pub async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
         "service": "certus-assurance",
         "version": env!("CARGO_PKG_VERSION"),
         "scanning_mode": "builtin",
-        "workers": state.config.max_workers,
+        "workers": state.config.queue.max_workers,
         "draining": state.jobs.is_draining(),
     }))
 }

@@ -150,7 +150,7 @@ pub async fn guard(State(state): State<AppState>, req: Request<Body>, next: Next
             );
         }
     }
-    if state.config.auth_enabled() {
+    if state.tokens.is_some() {
         return next.run(req).await;
     }
     let host = req
@@ -158,7 +158,7 @@ pub async fn guard(State(state): State<AppState>, req: Request<Body>, next: Next
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    if let Some(allowed) = &state.config.allowed_hosts {
+    if let Some(allowed) = state.config.auth.allowed_hosts() {
         let ok = host.as_deref().is_some_and(|h| host_allowed(h, allowed));
         if !ok {
             rejected("unauthorized");
@@ -174,7 +174,7 @@ pub async fn guard(State(state): State<AppState>, req: Request<Body>, next: Next
     if is_post || is_upgrade {
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             let origin = origin.to_str().unwrap_or("");
-            if !origin_allowed(origin, host.as_deref(), &state.config.allowed_origins) {
+            if !origin_allowed(origin, host.as_deref(), &state.config.auth.allowed_origins) {
                 rejected("unauthorized");
                 return refuse(
                     StatusCode::FORBIDDEN,

@@ -20,12 +20,12 @@ use crate::auth::valid_workspace;
 use crate::auth::Access;
 use crate::config::{Config, MAX_SCAN_TIMEOUT_SECONDS};
 use crate::error::{ApiError, FieldError};
-use crate::jobs::state::JobState;
-use crate::jobs::{is_test_id, CancelOutcome, NewScan, SubmitError};
+use crate::jobs::{CancelOutcome, NewScan, SubmitError};
 use crate::pipeline::local_source::resolve_directory;
 use crate::pipeline::profile::{self, Profile, BUILTIN_PROFILES};
 use crate::pipeline::source::{parse_git_url, SourcePolicy};
 use crate::pipeline::{archive_not_stored, parse_archive_path};
+use crate::scan::{JobState, TestId};
 use crate::storage::{ListCursor, ListQuery, ScanRecord};
 
 const ID_PATTERN: &str = "^[A-Za-z0-9._-]{1,128}$";
@@ -235,10 +235,10 @@ pub struct SubmissionPolicy {
 impl SubmissionPolicy {
     pub fn from_config(config: &Config) -> SubmissionPolicy {
         SubmissionPolicy {
-            source: config.source_policy(),
-            source_roots: config.source_roots.clone(),
+            source: config.source.policy(),
+            source_roots: config.source.source_roots.clone(),
             upload_dir: config.upload_dir(),
-            default_timeout_seconds: config.scan_timeout.as_secs(),
+            default_timeout_seconds: config.queue.scan_timeout.as_secs(),
         }
     }
 }
@@ -569,7 +569,7 @@ pub(super) async fn visible_scan(
     access: &Access,
     test_id: &str,
 ) -> Result<ScanRecord, ApiError> {
-    if !is_test_id(test_id) {
+    if TestId::parse(test_id).is_none() {
         return Err(not_found(test_id));
     }
     match state.jobs.get(test_id).await? {
@@ -579,7 +579,7 @@ pub(super) async fn visible_scan(
 }
 
 pub(super) fn not_found(test_id: &str) -> ApiError {
-    if is_test_id(test_id) {
+    if TestId::parse(test_id).is_some() {
         ApiError::NotFound(format!("Scan {test_id} not found"))
     } else {
         ApiError::NotFound("Scan not found: test ids look like test_0123456789ab".into())
@@ -607,7 +607,7 @@ pub async fn cancel_scan(
     if access.workspace_filter().is_some() {
         let record = visible_scan(&state, &access, &test_id).await?;
         note.scan(&record.workspace_id, &record.test_id);
-    } else if !is_test_id(&test_id) {
+    } else if TestId::parse(&test_id).is_none() {
         return Err(not_found(&test_id));
     }
     let outcome = state.jobs.cancel(&test_id).await?;
@@ -639,7 +639,7 @@ pub async fn cancel_scan(
 /// `GET /v1/profiles`: the built-in presets with their scanners, thresholds and digests, and
 /// which external tools are installed on this server.
 pub async fn list_profiles(State(state): State<AppState>) -> Json<Value> {
-    let path = state.config.tool_path.clone();
+    let path = state.config.scanning.tool_path.clone();
     let installed = |name: &str| {
         crate::pipeline::tools::spec(name)
             .map(|t| crate::pipeline::tools::find_on_path(t.binary, path.as_deref()).is_some())
@@ -674,7 +674,7 @@ fn read_body(state: &AppState, body: Result<Bytes, BytesRejection>) -> Result<By
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(format!(
                 "request body is larger than {} bytes; send a smaller body",
-                state.config.max_body_bytes
+                state.config.server.max_body_bytes
             ))
         } else {
             ApiError::invalid("body", "body_error", rejection.body_text())
@@ -735,7 +735,7 @@ pub async fn submit_batch(
             ));
         }
     };
-    let max = state.config.batch_max_items;
+    let max = state.config.queue.batch_max_items;
     if items.is_empty() || items.len() > max {
         rejected("invalid", 1);
         return Err(ApiError::invalid(

@@ -22,8 +22,9 @@ use std::sync::Arc;
 use crate::auth::Access;
 use crate::error::ApiError;
 use crate::jobs::events::{StreamEvent, Subscription};
-use crate::jobs::{is_test_id, EventSource, StoredFeed};
+use crate::jobs::{EventSource, StoredFeed};
 use crate::metrics::Metrics;
+use crate::scan::TestId;
 
 /// Close code for an unknown scan id (4000-4999 are application codes).
 pub const CLOSE_NOT_FOUND: u16 = 4404;
@@ -73,7 +74,7 @@ pub async fn stream_scan_events(
     // A token confined to other workspaces gets the same 4404 close as for an unknown id.
     let visible = match access.workspace_filter() {
         None => true,
-        Some(_) if !is_test_id(&test_id) => false,
+        Some(_) if TestId::parse(&test_id).is_none() => false,
         Some(_) => match state.jobs.get(&test_id).await {
             Ok(record) => record.is_some_and(|r| access.may_see(&r.workspace_id)),
             Err(err) => {
@@ -82,7 +83,7 @@ pub async fn stream_scan_events(
             }
         },
     };
-    let source = if visible && is_test_id(&test_id) {
+    let source = if visible && TestId::parse(&test_id).is_some() {
         match state.jobs.subscribe(&test_id).await {
             Ok(source) => source,
             Err(err) => {
@@ -135,7 +136,7 @@ fn take_stream_slots(state: &AppState, peer: SocketAddr) -> Result<StreamSlots, 
             detail: format!(
                 "this server already serves {} event streams (CERTUS_ASSURANCE_MAX_STREAMS); \
                  retry later, or poll GET /v1/security-scans/{{test_id}}",
-                state.config.max_streams
+                state.config.queue.max_streams
             ),
             retry_after_seconds: 5,
         });
@@ -216,8 +217,8 @@ async fn give_up(socket: &mut WebSocket, state: &AppState, label: &str, reason: 
 /// goes idle or stops answering pings (4408), or shutdown (1001).
 async fn follow(socket: &mut WebSocket, state: &AppState, mut feed: Feed) {
     let sent = &state.metrics.stream_events_sent_total;
-    let idle_limit = state.config.stream_idle_timeout;
-    let ping_every = state.config.stream_ping_interval;
+    let idle_limit = state.config.queue.stream_idle_timeout;
+    let ping_every = state.config.queue.stream_ping_interval;
     let idle = tokio::time::sleep(idle_limit);
     tokio::pin!(idle);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);

@@ -19,8 +19,8 @@ use super::scans::{not_found, visible_scan};
 use super::AppState;
 use crate::auth::Access;
 use crate::error::{ApiError, FieldError};
-use crate::jobs::is_test_id;
 use crate::jobs::upload::{UploadRequest, UploadRequestOutcome, UploadTier};
+use crate::scan::TestId;
 use crate::storage::ScanRecord;
 use crate::upload::trust::TrustError;
 
@@ -121,7 +121,7 @@ pub async fn request_upload(
     if access.workspace_filter().is_some() {
         let r = visible_scan(&state, &access, &test_id).await?;
         note.scan(&r.workspace_id, &r.test_id);
-    } else if !is_test_id(&test_id) {
+    } else if TestId::parse(&test_id).is_none() {
         return Err(not_found(&test_id));
     } else if let Some(r) = state.jobs.get(&test_id).await? {
         note.scan(&r.workspace_id, &r.test_id);
@@ -130,7 +130,7 @@ pub async fn request_upload(
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(format!(
                 "request body is larger than {} bytes; send a smaller body",
-                state.config.max_body_bytes
+                state.config.server.max_body_bytes
             ))
         } else {
             ApiError::invalid("body", "body_error", rejection.body_text())

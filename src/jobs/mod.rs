@@ -5,31 +5,22 @@
 pub mod counts;
 pub mod events;
 pub mod observer;
-pub mod state;
 pub mod upload;
 pub mod worker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, ScanEvent};
+use crate::scan::{now_secs, FailureReason, JobState, TestId, UploadStatus};
 use crate::storage::{Completion, JobStore, LeaseState, ListQuery, PrunePolicy, ScanRecord};
 use events::{EventHub, Subscription};
-use state::{FailureReason, JobState, UploadStatus};
-
-/// Current time as Unix seconds.
-pub fn now_secs() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
-}
 
 /// A validated submission.
 #[derive(Debug, Clone)]
@@ -1048,7 +1039,7 @@ impl JobManager {
 /// The stored form of a new submission (QUEUED, upload pending).
 fn new_record(new: &NewScan) -> ScanRecord {
     ScanRecord {
-        test_id: new_test_id(),
+        test_id: TestId::random().into(),
         workspace_id: new.workspace_id.clone(),
         component_id: new.component_id.clone(),
         assessment_id: new.assessment_id.clone(),
@@ -1099,35 +1090,5 @@ pub(crate) fn append_stream_line(bundle_dir: &std::path::Path, json: &str) {
         .open(bundle_dir.join(crate::pipeline::bundle::artifacts::STREAM_JSONL))
     {
         let _ = writeln!(file, "{json}");
-    }
-}
-
-/// `test_` followed by 12 lowercase hex digits from the OS random source.
-pub fn new_test_id() -> String {
-    let mut bytes = [0u8; 6];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    format!("test_{}", hex::encode(bytes))
-}
-
-/// Whether `s` has the shape of a test id.
-pub fn is_test_id(s: &str) -> bool {
-    s.len() == 17
-        && s.starts_with("test_")
-        && s[5..]
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn test_ids_have_the_documented_shape() {
-        let id = new_test_id();
-        assert!(is_test_id(&id), "{id}");
-        assert_ne!(id, new_test_id());
-        assert!(!is_test_id("test_ABCDEF012345"));
-        assert!(!is_test_id("test_../../etc"));
     }
 }

@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use super::state::{JobState, UploadStatus};
-use super::{now_secs, JobManager};
+use super::JobManager;
+use crate::scan::{now_secs, JobState, UploadStatus, UPLOAD_LEASE_SECONDS};
 use crate::storage::{ScanRecord, UploadState};
 use crate::upload::trust::{TrustDecision, TrustError};
 use crate::upload::{ProgressReport, UploadProgress, UploadSubject, Uploader};
@@ -259,8 +259,7 @@ impl JobManager {
             if !self.is_shared() {
                 return std::future::pending::<()>().await;
             }
-            let every =
-                Duration::from_secs_f64(crate::storage::postgres::UPLOAD_LEASE_SECONDS / 4.0);
+            let every = Duration::from_secs_f64(UPLOAD_LEASE_SECONDS / 4.0);
             loop {
                 tokio::time::sleep(every).await;
                 if let Err(err) = self

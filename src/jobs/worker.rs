@@ -11,11 +11,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::events::JobChannel;
-use super::state::{FailureReason, JobState};
-use super::{append_stream_line, now_secs, JobManager};
+use super::{append_stream_line, JobManager};
 use crate::pipeline::profile::Profile;
 use crate::pipeline::source::parse_git_url;
 use crate::pipeline::{FailureKind, ProgressSink, ScanEvent, ScanSource, ScanSpec};
+use crate::scan::{now_secs, FailureReason, JobState};
 use crate::storage::{Completion, LeaseState, ScanRecord};
 
 /// How long a stopped pipeline may take to notice the stop before the worker records the outcome

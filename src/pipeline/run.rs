@@ -94,12 +94,14 @@ impl Pipeline {
         observer: Arc<dyn ScanObserver>,
         scanners: Vec<Arc<dyn Scanner>>,
     ) -> Pipeline {
+        let source_defaults = crate::config::SourceConfig::default();
+        let archive_defaults = crate::config::ArchiveConfig::default();
         Pipeline {
             upload_dir: work_root.join("uploads"),
             work_root,
             artifact_root,
-            clone_timeout: Duration::from_secs(300),
-            clone_max_bytes: 2 * 1024 * 1024 * 1024,
+            clone_timeout: source_defaults.clone_timeout,
+            clone_max_bytes: source_defaults.clone_max_bytes,
             source_policy: SourcePolicy::OPEN,
             resolver: Arc::new(SystemResolver),
             ssh_key: None,
@@ -107,8 +109,8 @@ impl Pipeline {
             scanners: Arc::new(scanners),
             source_roots: Arc::new(vec![]),
             archive_limits: Limits {
-                max_bytes: 1024 * 1024 * 1024,
-                max_entries: 100_000,
+                max_bytes: archive_defaults.max_extracted_bytes,
+                max_entries: archive_defaults.max_files,
             },
             signing_key: None,
             tool_path: None,

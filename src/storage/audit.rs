@@ -323,7 +323,7 @@ pub trait AuditStore: Send + Sync + 'static {
 
 /// The audit events of scans deleted by retention.
 pub(super) fn retention_events(pruned: &[super::PrunedScan]) -> Vec<AuditEvent> {
-    let now = crate::jobs::now_secs();
+    let now = crate::scan::now_secs();
     pruned
         .iter()
         .map(|p| {

@@ -13,7 +13,7 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub use self::audit::AuditStore;
-use crate::jobs::state::{FailureReason, JobState, UploadStatus};
+use crate::scan::{FailureReason, JobState, UploadStatus};
 
 /// One scan as stored. Times are Unix seconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,7 +15,7 @@ use super::{
     Completion, JobStore, LeaseState, ListCursor, ListQuery, PrunePolicy, PrunedScan, Recovered,
     ScanRecord, StoreCounts, UploadState,
 };
-use crate::jobs::state::{FailureReason, JobState, UploadStatus};
+use crate::scan::{now_secs, FailureReason, JobState, UploadStatus, UPLOAD_LEASE_SECONDS};
 
 /// Embedded migrations, applied in order under an advisory lock.
 const MIGRATIONS: &[(i32, &str)] = &[
@@ -45,9 +45,6 @@ const MIGRATIONS: &[(i32, &str)] = &[
         include_str!("../../migrations/postgres/0007_audit_and_archives.sql"),
     ),
 ];
-
-/// Lease of an upload in flight; renewed while it runs, so a dead replica's upload ends.
-pub const UPLOAD_LEASE_SECONDS: f64 = 120.0;
 
 /// Advisory lock key that serializes migrations of replicas starting together.
 const MIGRATION_LOCK: i64 = 0x6365_7274_7573_0001;
@@ -860,7 +857,7 @@ impl JobStore for PgStore {
     fn recover_uploads(&self, reason: String) -> BoxFuture<'_, anyhow::Result<Vec<String>>> {
         // At start-up: this replica's own (it restarted under the same identity) and those
         // whose lease ran out. Other replicas' live uploads are left alone.
-        Box::pin(self.end_uploads(reason, true, crate::jobs::now_secs()))
+        Box::pin(self.end_uploads(reason, true, crate::scan::now_secs()))
     }
 
     fn reclaim_expired_uploads(

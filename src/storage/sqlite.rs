@@ -14,7 +14,7 @@ use super::{
     Completion, JobStore, ListCursor, ListQuery, PrunePolicy, PrunedScan, Recovered, ScanRecord,
     StoreCounts, UploadState,
 };
-use crate::jobs::state::{FailureReason, JobState, UploadStatus};
+use crate::scan::{FailureReason, JobState, UploadStatus};
 
 /// Embedded migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[

@@ -173,15 +173,20 @@ pub struct Uploader {
 }
 
 impl Uploader {
-    /// The uploader of a configuration: the HTTP Trust client, the S3 client, the signing key.
-    pub async fn from_config(config: &UploadConfig, metrics: Metrics) -> anyhow::Result<Uploader> {
+    /// The uploader of a configuration: the HTTP Trust client, the S3 client, and the signing
+    /// key from `signing_seed`, the ed25519 seed of the key file `App::build` read (one key file
+    /// serves the attestation and the upload signature).
+    pub async fn from_config(
+        config: &UploadConfig,
+        signing_seed: Option<[u8; 32]>,
+        metrics: Metrics,
+    ) -> anyhow::Result<Uploader> {
         let base = config
-            .trust_base_url
-            .as_ref()
+            .trust_url()
             .context("CERTUS_ASSURANCE_TRUST_BASE_URL is required for uploads")?;
-        let trust = HttpTrustClient::new(base, config.trust_token.clone(), config.trust_timeout)?;
-        let signing_key = match &config.signing_key_file {
-            Some(path) => Some(Arc::new(load_signing_key(path)?)),
+        let trust = HttpTrustClient::new(&base, config.trust_token.clone(), config.trust_timeout)?;
+        let signing_key = match &signing_seed {
+            Some(seed) => Some(Arc::new(signing_key_pair(seed)?)),
             None => None,
         };
         let store = ObjectStore::connect(config, metrics.clone()).await;
@@ -694,23 +699,10 @@ pub fn canonical_digest_list(artifacts: &[ArtifactDeclaration]) -> String {
         .collect()
 }
 
-/// Loads the ed25519 signing key: PKCS#8 as PEM (`-----BEGIN PRIVATE KEY-----`, as written by
-/// `openssl genpkey -algorithm ed25519`) or DER.
-pub fn load_signing_key(path: &Path) -> anyhow::Result<Ed25519KeyPair> {
-    let var = "CERTUS_ASSURANCE_SIGNING_KEY_FILE";
-    // One key file serves the attestation and the upload signature: the same formats are read.
-    let key = crate::pipeline::attestation::AttestationKey::from_file(path).map_err(|e| {
-        anyhow::anyhow!(
-            "{var}: {} is not an ed25519 private key ({e:#}); create one with \
-             `openssl genpkey -algorithm ed25519 -out signing-key.pem`",
-            path.display()
-        )
-    })?;
-    Ed25519KeyPair::from_seed_unchecked(&key.seed()).map_err(|e| {
-        anyhow::anyhow!(
-            "{var}: {} is not a usable ed25519 key ({e})",
-            path.display()
-        )
+/// The key pair that signs upload requests, from an ed25519 seed.
+pub fn signing_key_pair(seed: &[u8; 32]) -> anyhow::Result<Ed25519KeyPair> {
+    Ed25519KeyPair::from_seed_unchecked(seed).map_err(|e| {
+        anyhow::anyhow!("CERTUS_ASSURANCE_SIGNING_KEY_FILE: not a usable ed25519 key ({e})")
     })
 }
 
@@ -796,7 +788,11 @@ mod tests {
             B64.encode(pkcs8.as_ref())
         );
         std::fs::write(dir.path().join("k.pem"), pem).unwrap();
-        let key = load_signing_key(&dir.path().join("k.pem")).unwrap();
+        let seed =
+            crate::pipeline::attestation::AttestationKey::from_file(&dir.path().join("k.pem"))
+                .unwrap()
+                .seed();
+        let key = signing_key_pair(&seed).unwrap();
         let sig = key.sign(b"hello");
         ring::signature::UnparsedPublicKey::new(
             &ring::signature::ED25519,
@@ -804,14 +800,6 @@ mod tests {
         )
         .verify(b"hello", sig.as_ref())
         .unwrap();
-
-        std::fs::write(dir.path().join("bad.pem"), "not a key").unwrap();
-        let err = load_signing_key(&dir.path().join("bad.pem")).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("CERTUS_ASSURANCE_SIGNING_KEY_FILE"),
-            "{err}"
-        );
     }
 
     #[test]

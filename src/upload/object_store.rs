@@ -97,9 +97,9 @@ impl ObjectStore {
                     .operation_attempt_timeout(config.s3_timeout)
                     .build(),
             );
-        if let Some((id, secret)) = &config.s3_credentials {
+        if let Some((id, secret)) = config.s3_credentials() {
             loader = loader.credentials_provider(Credentials::new(
-                id.clone(),
+                id,
                 secret.expose().to_string(),
                 None,
                 None,

@@ -4,9 +4,7 @@
 //! unknown and foreign hashes; the per-workspace quota; retention of archives and events.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
-use certus_assurance::auth::TokenSet;
 use certus_assurance::config::Config;
 use certus_assurance::storage::PrunePolicy;
 use serde_json::{json, Value};
@@ -38,8 +36,7 @@ fn with_tokens(config: &mut Config) {
         entry("alpha-admin", "admin", "[\"alpha\"]", ALPHA_ADMIN),
     ]
     .concat();
-    let tokens = TokenSet::parse(&file, false).expect("test tokens parse");
-    config.api_tokens = Some(Arc::new(TokenSet::from_tokens(tokens).unwrap()));
+    use_tokens(config, &file);
 }
 
 /// Which store an app of these tests uses; PostgreSQL in a schema of its own.
@@ -59,8 +56,8 @@ impl Store {
             Store::Postgres(schema) => Some(schema.url()),
         };
         spawn_app_with(move |c| {
-            c.max_workers = 0;
-            c.postgres_url = url;
+            c.queue.max_workers = 0;
+            c.store.database_url = url.map(certus_assurance::config::StoreLocation::Postgres);
             tweak(c);
         })
         .await
@@ -459,7 +456,7 @@ async fn archives_belong_to_the_workspaces_that_uploaded_them_on_postgres() {
 async fn the_archive_quota_refuses_uploads_past_it_with_a_413() {
     let one = tar_archive("a").len() as u64;
     let app = Store::Sqlite
-        .app(move |c| c.archive_quota_bytes = Some(one + one / 2))
+        .app(move |c| c.archive.quota_bytes = Some(one + one / 2))
         .await;
     let (status, body) = upload(&app, None, Some("ws"), &tar_archive("a")).await;
     assert_eq!(status, 201, "{body}");
@@ -504,7 +501,7 @@ async fn retention_prunes(store: Store) {
     assert_eq!(post(&app, &cancel, None, &json!({})).await.0, 200);
     let before = all_events(&app, None, "", 50).await;
     assert_eq!(before.len(), 5, "{before:#?}");
-    let cutoff = certus_assurance::jobs::now_secs();
+    let cutoff = certus_assurance::scan::now_secs();
 
     app.jobs
         .prune(PrunePolicy {
@@ -606,7 +603,7 @@ fn the_openapi_document_lists_every_audit_action_and_outcome() {
 async fn the_archive_quota_holds_across_replicas_on_postgres() {
     let one = tar_archive("a").len() as u64;
     let store = Store::postgres();
-    let quota = move |c: &mut Config| c.archive_quota_bytes = Some(one + one / 2);
+    let quota = move |c: &mut Config| c.archive.quota_bytes = Some(one + one / 2);
     let first = store.app(quota).await;
     let second = store.app(quota).await;
     for round in 0..5 {

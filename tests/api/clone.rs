@@ -99,7 +99,7 @@ async fn clones_over_the_size_limit_are_stopped() {
     let git = GitServer::start();
     let big: String = (0..200_000).map(|i| format!("{i:x}")).collect();
     git.create_repo("big", &[("big.txt", &big)]);
-    let app = spawn_app_with(|c| c.clone_max_bytes = 1024).await;
+    let app = spawn_app_with(|c| c.source.clone_max_bytes = 1024).await;
     let id = app.submit_scan(scan_body(&git.url("big"))).await;
     let scan = app.wait_for_terminal(&id).await;
     assert_eq!(scan["failure_reason"], "source_invalid", "{scan}");

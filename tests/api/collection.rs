@@ -40,9 +40,9 @@ async fn page(app: &TestApp, query: &str) -> Value {
 #[tokio::test]
 async fn pagination_walks_ten_thousand_scans_without_duplicates_or_gaps() {
     let app = spawn_app_with(|c| {
-        c.max_workers = 0;
-        c.max_queue = 20_000;
-        c.batch_max_items = 500;
+        c.queue.max_workers = 0;
+        c.queue.max_queue = 20_000;
+        c.queue.batch_max_items = 500;
     })
     .await;
     let mut expected = HashSet::new();
@@ -92,7 +92,7 @@ fn body_for_walk() -> Value {
 
 #[tokio::test]
 async fn list_filters_and_validates_its_parameters() {
-    let app = spawn_app_with(|c| c.max_workers = 0).await;
+    let app = spawn_app_with(|c| c.queue.max_workers = 0).await;
     let a1 = app.submit_scan(body("ws-a", "api")).await;
     let a2 = app.submit_scan(body("ws-a", "web")).await;
     let b1 = app.submit_scan(body("ws-b", "api")).await;
@@ -181,8 +181,8 @@ async fn list_filters_and_validates_its_parameters() {
 #[tokio::test]
 async fn batches_answer_per_item_and_admit_only_what_fits() {
     let app = spawn_app_with(|c| {
-        c.max_workers = 0;
-        c.max_queue = 5;
+        c.queue.max_workers = 0;
+        c.queue.max_queue = 5;
     })
     .await;
     let mut items: Vec<Value> = (0..3).map(|i| body("batch", &format!("c{i}"))).collect();
@@ -274,7 +274,7 @@ async fn retention_prunes_finished_scans_and_their_bundles_only() {
     let git = GitServer::start();
     git.create_repo("r", &[("a.txt", "x")]);
     let stall = StallingServer::start();
-    let app = spawn_app_with(|c| c.max_workers = 1).await;
+    let app = spawn_app_with(|c| c.queue.max_workers = 1).await;
     let mut finished = Vec::new();
     for _ in 0..4 {
         let id = app.submit_scan(scan_body(&git.url("r"))).await;
@@ -335,7 +335,7 @@ async fn retention_prunes_finished_scans_and_their_bundles_only() {
 
 #[tokio::test]
 async fn scans_with_an_upload_in_flight_are_never_pruned() {
-    let app = spawn_app_with(|c| c.max_workers = 0).await;
+    let app = spawn_app_with(|c| c.queue.max_workers = 0).await;
     let id = app.submit_scan(body("w", "c")).await;
     app.client
         .post(app.url(&format!("/v1/security-scans/{id}/cancel")))
@@ -364,9 +364,9 @@ async fn scans_with_an_upload_in_flight_are_never_pruned() {
 #[tokio::test]
 async fn the_retention_task_runs_on_its_schedule() {
     let app = spawn_app_with(|c| {
-        c.max_workers = 0;
-        c.retention_max_scans = Some(1);
-        c.retention_interval = Duration::from_millis(200);
+        c.queue.max_workers = 0;
+        c.retention.max_scans = Some(1);
+        c.retention.interval = Duration::from_millis(200);
     })
     .await;
     let first = app.submit_scan(body("w", "c")).await;

@@ -134,7 +134,7 @@ async fn wait_for_metric(app: &TestApp, from: &str, series: &str, n: f64) {
 #[tokio::test]
 async fn a_client_sending_half_a_header_is_dropped_after_the_header_read_timeout() {
     let app = spawn_app_with(|c| {
-        c.connections.header_read_timeout = Duration::from_secs(1);
+        c.server.http_header_read_timeout = Duration::from_secs(1);
     })
     .await;
     let mut half = connect_from(&app, "127.0.0.1").await;
@@ -152,10 +152,10 @@ async fn a_client_sending_half_a_header_is_dropped_after_the_header_read_timeout
 #[tokio::test]
 async fn a_silent_connection_is_closed_after_the_idle_timeout() {
     let app = spawn_app_with(|c| {
-        c.max_workers = 0;
-        c.connections.idle_timeout = Duration::from_secs(1);
+        c.queue.max_workers = 0;
+        c.server.http_idle_timeout = Duration::from_secs(1);
         // Pings would be traffic; this test wants a stream that sends nothing.
-        c.stream_ping_interval = Duration::from_secs(3600);
+        c.queue.stream_ping_interval = Duration::from_secs(3600);
     })
     .await;
     let id = app
@@ -174,8 +174,8 @@ async fn a_silent_connection_is_closed_after_the_idle_timeout() {
 #[tokio::test]
 async fn connections_over_the_per_client_cap_get_429_while_another_client_is_served() {
     let app = spawn_app_with(|c| {
-        c.connections.max_per_client = 2;
-        c.connections.header_read_timeout = Duration::from_secs(60);
+        c.server.max_connections_per_client = 2;
+        c.server.http_header_read_timeout = Duration::from_secs(60);
     })
     .await;
     let first = connect_from(&app, "127.0.0.1").await;
@@ -209,9 +209,9 @@ async fn connections_over_the_per_client_cap_get_429_while_another_client_is_ser
 #[tokio::test]
 async fn connections_over_the_global_cap_get_503_and_are_served_once_one_closes() {
     let app = spawn_app_with(|c| {
-        c.connections.max_connections = 2;
-        c.connections.max_per_client = 0;
-        c.connections.header_read_timeout = Duration::from_secs(60);
+        c.server.max_connections = 2;
+        c.server.max_connections_per_client = 0;
+        c.server.http_header_read_timeout = Duration::from_secs(60);
     })
     .await;
     let first = connect_from(&app, "127.0.0.1").await;

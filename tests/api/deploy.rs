@@ -16,6 +16,7 @@ use crate::upload_helpers::*;
 /// The service's default port, from its own configuration defaults.
 fn default_port() -> u16 {
     certus_assurance::Config::for_data_dir("/nonexistent")
+        .server
         .listen_addr
         .port()
 }
@@ -217,7 +218,9 @@ async fn kubernetes_ports_probes_and_scrape_path_match_the_service() {
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["capabilities"]["drop"][0], "ALL");
     // Longer than the drain: shutdown grace plus time to close connections.
-    let grace = certus_assurance::Config::for_data_dir("/nonexistent").shutdown_grace;
+    let grace = certus_assurance::Config::for_data_dir("/nonexistent")
+        .server
+        .shutdown_grace;
     assert!(
         pod["spec"]["terminationGracePeriodSeconds"]
             .as_u64()

@@ -23,10 +23,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use certus_assurance::jobs::state::FailureReason;
 use certus_assurance::metrics::Metrics;
 use certus_assurance::pipeline::profile::{Profile, BUILTIN_PROFILES, PROFILE_LABELS};
 use certus_assurance::pipeline::ScanEvent;
+use certus_assurance::scan::FailureReason;
 use clap::CommandFactory;
 
 fn repo() -> PathBuf {
@@ -115,7 +115,7 @@ fn every_setting_is_documented_with_its_flag_and_default() {
             }
         }
     }
-    let command = certus_assurance::config::Cli::command();
+    let command = certus_assurance::cli::Cli::command();
     let mut problems = Vec::new();
     let mut declared = BTreeSet::new();
     for arg in command.get_arguments() {

@@ -90,8 +90,8 @@ async fn events(app: &TestApp, id: &str) -> Vec<String> {
 fn spawn_with_tools(tools: &tempfile::TempDir) -> impl std::future::Future<Output = TestApp> {
     let tool_path = tools.path().as_os_str().to_owned();
     spawn_app_with(move |c| {
-        c.tool_path = Some(tool_path);
-        c.stream_history_limit = 100_000;
+        c.scanning.tool_path = Some(tool_path);
+        c.queue.stream_history_limit = 100_000;
     })
 }
 

@@ -7,10 +7,8 @@
 //! returns is known exactly.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use certus_assurance::auth::TokenSet;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -126,7 +124,7 @@ async fn findings_are_filtered_and_paged_with_the_list_cursor_scheme() {
     let roots = tempfile::tempdir().unwrap();
     let project = write_project(roots.path());
     let root = roots.path().canonicalize().unwrap();
-    let app = spawn_app_with(move |c| c.source_roots = vec![root]).await;
+    let app = spawn_app_with(move |c| c.source.source_roots = vec![root]).await;
     let id = finished_scan(&app, &project, "ws").await;
     place_findings(&app, &id, &contract_findings(&id));
     let base = format!("/v1/security-scans/{id}/findings");
@@ -249,7 +247,7 @@ async fn findings_are_filtered_and_paged_with_the_list_cursor_scheme() {
 #[tokio::test]
 async fn findings_of_unfinished_and_failed_scans_say_why_they_are_missing() {
     // No workers: the scan stays QUEUED.
-    let app = spawn_app_with(|c| c.max_workers = 0).await;
+    let app = spawn_app_with(|c| c.queue.max_workers = 0).await;
     let id = app
         .submit_scan(scan_body("git://127.0.0.1:9/never-cloned.git"))
         .await;
@@ -290,7 +288,7 @@ async fn bundle_files_are_listed_and_streamed_with_their_content_type() {
     let roots = tempfile::tempdir().unwrap();
     let project = write_project(roots.path());
     let root = roots.path().canonicalize().unwrap();
-    let app = spawn_app_with(move |c| c.source_roots = vec![root]).await;
+    let app = spawn_app_with(move |c| c.source.source_roots = vec![root]).await;
     let id = finished_scan(&app, &project, "ws").await;
     let bundle = app.artifact_dir(&id);
     place_findings(&app, &id, &contract_findings(&id));
@@ -395,7 +393,7 @@ async fn artifact_paths_cannot_leave_the_bundle() {
     let roots = tempfile::tempdir().unwrap();
     let project = write_project(roots.path());
     let root = roots.path().canonicalize().unwrap();
-    let app = spawn_app_with(move |c| c.source_roots = vec![root]).await;
+    let app = spawn_app_with(move |c| c.source.source_roots = vec![root]).await;
     let id = finished_scan(&app, &project, "ws").await;
     let bundle = app.artifact_dir(&id);
 
@@ -458,20 +456,19 @@ const ALPHA_SUBMIT: &str = "alpha-submit-findings-00000000001";
 const ALPHA_READ: &str = "alpha-read-findings-0000000000002";
 const BETA_READ: &str = "beta-read-findings-00000000000003";
 
-fn tokens() -> Arc<TokenSet> {
+fn token_file() -> String {
     let entry = |name: &str, role: &str, workspace: &str, secret: &str| {
         format!(
             "[[tokens]]\nname = \"{name}\"\nrole = \"{role}\"\nworkspaces = [\"{workspace}\"]\nsha256 = \"{}\"\n\n",
             certus_assurance::auth::hash_token(secret)
         )
     };
-    let file = [
+    [
         entry("alpha-submit", "submit", "alpha", ALPHA_SUBMIT),
         entry("alpha-read", "read", "alpha", ALPHA_READ),
         entry("beta-read", "read", "beta", BETA_READ),
     ]
-    .concat();
-    Arc::new(TokenSet::from_tokens(TokenSet::parse(&file, false).unwrap()).unwrap())
+    .concat()
 }
 
 #[tokio::test]
@@ -480,8 +477,8 @@ async fn findings_and_bundle_files_are_confined_to_the_token_workspaces() {
     let project = write_project(roots.path());
     let root = roots.path().canonicalize().unwrap();
     let app = spawn_app_with(move |c| {
-        c.source_roots = vec![root];
-        c.api_tokens = Some(tokens());
+        c.source.source_roots = vec![root];
+        use_tokens(c, &token_file());
     })
     .await;
     let response = app

@@ -46,13 +46,22 @@ pub struct TestApp {
 /// Configuration of a test app: loopback git hosts and local sources allowed, short grace.
 pub fn test_config(data_dir: &Path) -> Config {
     let mut config = Config::for_data_dir(data_dir);
-    config.listen_addr = "127.0.0.1:0".parse().unwrap();
-    config.allow_private_networks = true;
-    config.allow_local_sources = true;
-    config.shutdown_grace = Duration::from_secs(5);
+    config.server.listen_addr = "127.0.0.1:0".parse().unwrap();
+    config.source.allow_private_networks = true;
+    config.source.allow_local_sources = true;
+    config.server.shutdown_grace = Duration::from_secs(5);
     // libgit2's stall timeout is process-wide: every test app uses the same short value.
-    config.clone_stall_timeout = Duration::from_secs(3);
+    config.source.clone_stall_timeout = Duration::from_secs(3);
     config
+}
+
+/// Turns authentication on with the tokens of `file` (a token file's TOML text), written into
+/// the app's data directory; the app reads it at start-up.
+pub fn use_tokens(config: &mut Config, file: &str) {
+    let path = config.server.data_dir.join("tokens.toml");
+    std::fs::create_dir_all(&config.server.data_dir).expect("the data directory can be created");
+    std::fs::write(&path, file).expect("the token file can be written");
+    config.auth.api_tokens_file = Some(path);
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -92,7 +101,7 @@ pub async fn start(
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap(),
-        data_dir: config.data_dir.clone(),
+        data_dir: config.server.data_dir.clone(),
         config,
         stop: Some(tx),
         handle: Some(handle),

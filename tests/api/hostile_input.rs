@@ -69,8 +69,8 @@ async fn round(app: &TestApp, tag: &str, n: usize) {
 #[tokio::test]
 async fn metric_series_do_not_grow_with_the_values_callers_send() {
     let app = spawn_app_with(|c| {
-        c.max_workers = 0;
-        c.max_queue = 10_000;
+        c.queue.max_workers = 0;
+        c.queue.max_queue = 10_000;
     })
     .await;
     round(&app, "warm", 3).await;
@@ -318,8 +318,8 @@ async fn with_authentication_off_other_hosts_and_origins_are_refused() {
 #[tokio::test]
 async fn listed_hosts_and_origins_are_accepted() {
     let app = spawn_app_with(|c| {
-        c.allowed_hosts = Some(vec!["certus.example.com".into()]);
-        c.allowed_origins = vec!["https://ci.example.com".into()];
+        c.auth.allowed_hosts = vec!["certus.example.com".into()];
+        c.auth.allowed_origins = vec!["https://ci.example.com".into()];
     })
     .await;
     let client = reqwest::Client::new();

@@ -140,7 +140,7 @@ async fn mixed_workload_keeps_stats_metrics_and_store_equal_across_a_restart() {
     let git = GitServer::start();
     secrets_repo(&git, "ok");
     let stall = StallingServer::start();
-    let app = spawn_app_with(|c| c.max_workers = 1).await;
+    let app = spawn_app_with(|c| c.queue.max_workers = 1).await;
 
     // A: occupies the only worker, then times out.
     let mut a_body = scan_body(&stall.url());
@@ -458,8 +458,8 @@ async fn sigterm_drains_and_requeues_scans_past_the_deadline() {
 async fn the_requeue_at_the_shutdown_deadline_counts_running_to_queued() {
     let stall = StallingServer::start();
     let mut app = spawn_app_with(|c| {
-        c.max_workers = 1;
-        c.shutdown_grace = Duration::from_secs(1);
+        c.queue.max_workers = 1;
+        c.server.shutdown_grace = Duration::from_secs(1);
     })
     .await;
     let id = app.submit_scan(scan_body(&stall.url())).await;
@@ -521,7 +521,7 @@ async fn a_panic_inside_a_scan_fails_that_scan_not_the_worker() {
     git.create_repo("fine", &[("README.md", "ok")]);
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.max_workers = 1;
+    config.queue.max_workers = 1;
     let app = start(config, Some(vec![Arc::new(PanickyScanner)])).await;
     let boom = app.submit_scan(scan_body(&git.url("boom"))).await;
     let fine = app.submit_scan(scan_body(&git.url("fine"))).await;
@@ -580,8 +580,8 @@ async fn credentials_in_git_urls_never_appear_in_answers_events_or_files() {
 async fn draining_refuses_new_scans_and_reports_not_ready() {
     let stall = StallingServer::start();
     let mut app = spawn_app_with(|c| {
-        c.max_workers = 1;
-        c.shutdown_grace = Duration::from_secs(3);
+        c.queue.max_workers = 1;
+        c.server.shutdown_grace = Duration::from_secs(3);
     })
     .await;
     let id = app.submit_scan(scan_body(&stall.url())).await;
@@ -615,7 +615,7 @@ async fn draining_refuses_new_scans_and_reports_not_ready() {
 
 #[tokio::test]
 async fn unresolvable_git_hosts_fail_as_clone_failed_after_retries() {
-    let app = spawn_app_with(|c| c.allow_private_networks = false).await;
+    let app = spawn_app_with(|c| c.source.allow_private_networks = false).await;
     let id = app
         .submit_scan(scan_body("https://no-such-host.invalid/org/repo.git"))
         .await;

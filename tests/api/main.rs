@@ -20,6 +20,7 @@ mod external_tools;
 mod faults;
 mod findings;
 mod hostile_input;
+mod layers;
 mod lifecycle;
 mod load;
 mod never_in_clear;

@@ -298,10 +298,7 @@ async fn with_tokens_the_document_stays_open_and_refusals_match_it() {
         "[[tokens]]\nname = \"alpha-submit\"\nrole = \"submit\"\nworkspaces = [\"alpha\"]\nsha256 = \"{}\"\n",
         certus_assurance::auth::hash_token(SECRET)
     );
-    let tokens = certus_assurance::auth::TokenSet::parse(&file, false).expect("tokens parse");
-    let tokens = certus_assurance::auth::TokenSet::from_tokens(tokens).unwrap();
-    let app =
-        crate::helpers::spawn_app_with(|c| c.api_tokens = Some(std::sync::Arc::new(tokens))).await;
+    let app = crate::helpers::spawn_app_with(|c| crate::helpers::use_tokens(c, &file)).await;
     assert_eq!(app.get_json("/openapi.json").await, document());
 
     let mut cases = Vec::new();

@@ -346,9 +346,9 @@ async fn the_service_picks_up_a_synced_database_and_reports_coverage_and_age() {
     let root = roots.path().canonicalize().unwrap();
     let osv_dir = db.clone();
     let app = spawn_app_with(move |c| {
-        c.source_roots = vec![root];
-        c.osv_db_dir = Some(osv_dir);
-        c.osv_max_age = Some(Duration::from_secs(168 * 3600));
+        c.source.source_roots = vec![root];
+        c.scanning.osv_db_dir = Some(osv_dir);
+        c.scanning.osv_max_age = Some(Duration::from_secs(168 * 3600));
     })
     .await;
 
@@ -482,8 +482,8 @@ async fn the_shared_osv_fixture_covers_every_ecosystem_of_the_lockfile_corpus_an
     let root = roots.path().canonicalize().unwrap();
     let osv_dir = osv.path().to_path_buf();
     let app = spawn_app_with(move |c| {
-        c.source_roots = vec![root];
-        c.osv_db_dir = Some(osv_dir);
+        c.source.source_roots = vec![root];
+        c.scanning.osv_db_dir = Some(osv_dir);
     })
     .await;
     let (scan, scan_json, sarif) = scan_tree(&app, &tree).await;

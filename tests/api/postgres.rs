@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use certus_assurance::config::StoreLocation;
 use certus_assurance::jobs::counts::COUNTS_MAX_AGE;
-use certus_assurance::jobs::state::{FailureReason, JobState, UploadStatus};
+use certus_assurance::scan::{FailureReason, JobState, UploadStatus};
 use certus_assurance::storage::postgres::PgStore;
 use certus_assurance::storage::sqlite::SqliteStore;
 use certus_assurance::storage::{
@@ -637,12 +638,12 @@ async fn three_replicas_share_the_queue_and_run_each_scan_once() {
         let shared = artifacts.path().to_path_buf();
         replicas.push(
             spawn_app_with(move |c| {
-                c.postgres_url = Some(url);
-                c.artifact_root = shared;
-                c.replica_id = format!("replica-{i}");
-                c.max_workers = 2;
-                c.max_queue = 1000;
-                c.reconcile_interval = Duration::from_millis(500);
+                c.store.database_url = Some(StoreLocation::Postgres(url));
+                c.server.artifact_root = Some(shared);
+                c.store.replica_id = Some(format!("replica-{i}"));
+                c.queue.max_workers = 2;
+                c.queue.max_queue = 1000;
+                c.store.reconcile_interval = Duration::from_millis(500);
             })
             .await,
         );
@@ -693,12 +694,12 @@ fn replica(
     let url = schema.url();
     let shared = artifacts.to_path_buf();
     move |c: &mut certus_assurance::Config| {
-        c.postgres_url = Some(url);
-        c.artifact_root = shared;
-        c.replica_id = id.to_string();
-        c.max_workers = workers;
-        c.lease = Duration::from_secs_f64(lease);
-        c.reconcile_interval = Duration::from_secs_f64(lease / 6.0);
+        c.store.database_url = Some(StoreLocation::Postgres(url));
+        c.server.artifact_root = Some(shared);
+        c.store.replica_id = Some(id.to_string());
+        c.queue.max_workers = workers;
+        c.store.lease = Duration::from_secs_f64(lease);
+        c.store.reconcile_interval = Duration::from_secs_f64(lease / 6.0);
     }
 }
 

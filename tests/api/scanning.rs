@@ -254,8 +254,8 @@ async fn lockfiles_of_every_ecosystem_are_matched_against_the_osv_fixture_exactl
     let root = roots.path().canonicalize().unwrap();
     let osv_dir = osv.path().to_path_buf();
     let app = spawn_app_with(move |c| {
-        c.source_roots = vec![root];
-        c.osv_db_dir = Some(osv_dir);
+        c.source.source_roots = vec![root];
+        c.scanning.osv_db_dir = Some(osv_dir);
     })
     .await;
     let body = ids(
@@ -389,12 +389,9 @@ async fn bundle_reports_validate_against_their_schemas_and_the_attestation_verif
         tools.path().as_os_str().to_owned(),
     );
     let app = spawn_app_with(move |c| {
-        c.osv_db_dir = Some(osv_dir);
-        c.signing_key = Some(
-            certus_assurance::pipeline::bundle::attestation::AttestationKey::from_file(&key_file)
-                .unwrap(),
-        );
-        c.tool_path = Some(tool_path);
+        c.scanning.osv_db_dir = Some(osv_dir);
+        c.upload.signing_key_file = Some(key_file);
+        c.scanning.tool_path = Some(tool_path);
     })
     .await;
     let mut body = scan_body(&git.url("bundle"));
@@ -511,7 +508,7 @@ async fn installed_tools_run_for_real_and_missing_ones_are_skipped_with_a_warnin
     );
     let tools = tool_dir(&["bandit", "detect-secrets"]);
     let tool_path = tools.path().as_os_str().to_owned();
-    let app = spawn_app_with(move |c| c.tool_path = Some(tool_path)).await;
+    let app = spawn_app_with(move |c| c.scanning.tool_path = Some(tool_path)).await;
     let mut body = scan_body(&git.url("py"));
     body["profile"] = json!("standard");
     let id = app.submit_scan(body).await;
@@ -739,7 +736,7 @@ async fn a_required_tool_that_is_missing_fails_the_scan_naming_the_tool() {
     git.create_repo("r", &[("a.py", "print(1)\n")]);
     let empty = tempfile::tempdir().unwrap();
     let tool_path = empty.path().as_os_str().to_owned();
-    let app = spawn_app_with(move |c| c.tool_path = Some(tool_path)).await;
+    let app = spawn_app_with(move |c| c.scanning.tool_path = Some(tool_path)).await;
     let mut body = scan_body(&git.url("r"));
     body["profile"] = json!("gate");
     body["manifest"] =
@@ -942,7 +939,7 @@ async fn directory_scans_are_confined_to_the_source_roots() {
     std::fs::write(outside.join("secret.txt"), "not yours\n").unwrap();
     std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
     let canonical = root.canonicalize().unwrap();
-    let app = spawn_app_with(move |c| c.source_roots = vec![canonical]).await;
+    let app = spawn_app_with(move |c| c.source.source_roots = vec![canonical]).await;
     let dir_body = |path: &Path| {
         ids(json!({"source_type": "directory", "directory_path": path.to_str().unwrap()}))
     };
@@ -1130,9 +1127,9 @@ async fn archives_in_every_format_are_uploaded_and_scanned() {
 async fn hostile_archives_are_refused_with_a_clear_error_and_write_nothing_outside() {
     use tar::EntryType as T;
     let app = spawn_app_with(|c| {
-        c.archive_max_bytes = 256 * 1024;
-        c.archive_max_extracted_bytes = 1024 * 1024;
-        c.archive_max_files = 50;
+        c.archive.max_bytes = 256 * 1024;
+        c.archive.max_extracted_bytes = 1024 * 1024;
+        c.archive.max_files = 50;
     })
     .await;
     let many: Vec<(String, String)> = (0..60).map(|i| (format!("f{i}.txt"), "x".into())).collect();
@@ -1204,7 +1201,7 @@ async fn hostile_archives_are_refused_with_a_clear_error_and_write_nothing_outsi
     };
     app.jobs
         .store()
-        .claim_archive(owner, None, certus_assurance::jobs::now_secs())
+        .claim_archive(owner, None, certus_assurance::scan::now_secs())
         .await
         .unwrap();
     let body = ids(json!({"source_type": "archive", "archive_path": format!("uploads/{sha}.tar")}));
@@ -1243,7 +1240,7 @@ async fn the_policy_fails_closed_unless_the_profile_makes_a_scanner_optional() {
     git.create_repo("clean", &[("main.py", "print('hello')\n")]);
     let empty = tempfile::tempdir().unwrap();
     let tool_path = empty.path().as_os_str().to_owned();
-    let app = spawn_app_with(move |c| c.tool_path = Some(tool_path)).await;
+    let app = spawn_app_with(move |c| c.scanning.tool_path = Some(tool_path)).await;
 
     // light without an OSV database: the vulnerability scanner is skipped, the policy fails
     // (the scan itself succeeds).

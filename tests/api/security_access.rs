@@ -8,8 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use certus_assurance::auth::TokenSet;
-use certus_assurance::config::{Config, MetricsAuth, RateLimit};
+use certus_assurance::config::{Config, MetricsAuth};
 use certus_assurance::storage::postgres::PgStore;
 use certus_assurance::storage::sqlite::SqliteStore;
 use certus_assurance::storage::{JobStore, ListQuery};
@@ -48,8 +47,7 @@ fn token_file() -> String {
 }
 
 fn with_tokens(config: &mut Config) {
-    let tokens = TokenSet::parse(&token_file(), false).expect("test tokens parse");
-    config.api_tokens = Some(Arc::new(TokenSet::from_tokens(tokens).unwrap()));
+    use_tokens(config, &token_file());
 }
 
 /// A submission into `workspace` that stays QUEUED (the test apps run no workers).
@@ -156,7 +154,7 @@ fn rejected(text: &str, reason: &str) -> f64 {
 #[tokio::test]
 async fn missing_or_invalid_tokens_get_401_with_a_bearer_challenge() {
     let app = spawn_app_with(|c| {
-        c.max_workers = 0;
+        c.queue.max_workers = 0;
         with_tokens(c);
     })
     .await;
@@ -229,7 +227,7 @@ async fn missing_or_invalid_tokens_get_401_with_a_bearer_challenge() {
 #[tokio::test]
 async fn tokens_cannot_cross_workspaces_on_any_scan_endpoint() {
     let app = spawn_app_with(|c| {
-        c.max_workers = 0;
+        c.queue.max_workers = 0;
         with_tokens(c);
     })
     .await;
@@ -370,7 +368,7 @@ async fn tokens_cannot_cross_workspaces_on_any_scan_endpoint() {
 #[tokio::test]
 async fn a_token_may_do_only_what_its_role_allows() {
     let app = spawn_app_with(|c| {
-        c.max_workers = 0;
+        c.queue.max_workers = 0;
         with_tokens(c);
     })
     .await;
@@ -422,7 +420,7 @@ async fn a_token_may_do_only_what_its_role_allows() {
 async fn metrics_and_stats_need_a_scrape_token_when_switched_to_token() {
     let app = spawn_app_with(|c| {
         with_tokens(c);
-        c.metrics_auth = MetricsAuth::Token;
+        c.auth.metrics_auth = MetricsAuth::Token;
     })
     .await;
     for path in ["/metrics", "/stats"] {
@@ -457,8 +455,8 @@ async fn metrics_and_stats_need_a_scrape_token_when_switched_to_token() {
 async fn a_workspace_over_its_cap_gets_429_while_others_are_served() {
     // Authentication off: the cap applies to the workspace named in the body.
     let app = spawn_app_with(|c| {
-        c.max_workers = 0;
-        c.max_active_per_workspace = 2;
+        c.queue.max_workers = 0;
+        c.queue.max_active_per_workspace = 2;
     })
     .await;
     let first = app.submit_scan(body_in("flood")).await;
@@ -516,8 +514,8 @@ async fn raw_request(app: &TestApp, head: &str, body: &[u8]) -> (String, String)
 #[tokio::test]
 async fn oversized_bodies_get_413_with_a_json_detail_on_every_route() {
     let app = spawn_app_with(|c| {
-        c.max_workers = 0;
-        c.max_body_bytes = 4096;
+        c.queue.max_workers = 0;
+        c.server.max_body_bytes = 4096;
     })
     .await;
     let big = "x".repeat(10_000);
@@ -582,8 +580,8 @@ async fn oversized_bodies_get_413_with_a_json_detail_on_every_route() {
 #[tokio::test]
 async fn streams_over_the_cap_get_503_before_the_upgrade() {
     let app = spawn_app_with(|c| {
-        c.max_workers = 0;
-        c.max_streams = 1;
+        c.queue.max_workers = 0;
+        c.queue.max_streams = 1;
     })
     .await;
     let id = app.submit_scan(body_in("w")).await;
@@ -648,12 +646,10 @@ async fn streams_over_the_cap_get_503_before_the_upgrade() {
 #[tokio::test]
 async fn clients_over_the_rate_limit_get_429_then_recover() {
     let app = spawn_app_with(|c| {
-        c.max_workers = 0;
+        c.queue.max_workers = 0;
         with_tokens(c);
-        c.rate_limit = Some(RateLimit {
-            per_second: 1.0,
-            burst: 3,
-        });
+        c.auth.rate_limit_per_second = 1.0;
+        c.auth.rate_limit_burst = 3;
     })
     .await;
     let mut throttled = None;

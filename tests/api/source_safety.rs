@@ -55,8 +55,8 @@ fn watched_port() -> (u16, Arc<AtomicBool>) {
 
 async fn strict_app() -> TestApp {
     spawn_app_with(|c| {
-        c.allow_private_networks = false;
-        c.allow_local_sources = false;
+        c.source.allow_private_networks = false;
+        c.source.allow_local_sources = false;
     })
     .await
 }
@@ -135,8 +135,9 @@ async fn literal_internal_addresses_are_refused_at_submit_with_a_422_naming_the_
 #[tokio::test]
 async fn git_schemes_are_limited_by_configuration() {
     let app = spawn_app_with(|c| {
-        c.allow_private_networks = false;
-        c.git_schemes = certus_assurance::pipeline::source::GitSchemes::parse("https").unwrap();
+        c.source.allow_private_networks = false;
+        c.source.git_schemes =
+            certus_assurance::pipeline::source::GitSchemes::parse("https").unwrap();
     })
     .await;
     for url in [
@@ -162,7 +163,7 @@ async fn git_schemes_are_limited_by_configuration() {
 
 #[tokio::test]
 async fn identifiers_that_could_become_paths_or_keys_are_refused() {
-    let app = spawn_app_with(|c| c.max_workers = 0).await;
+    let app = spawn_app_with(|c| c.queue.max_workers = 0).await;
     for (field, value) in [
         ("workspace_id", "a\u{0}b"),
         ("workspace_id", ".."),
@@ -342,7 +343,7 @@ async fn scanners_see_no_service_credentials_and_directory_scans_stay_in_their_r
 
 #[tokio::test]
 async fn archive_paths_name_only_archives_that_upload_archive_stored() {
-    let app = spawn_app_with(|c| c.max_workers = 0).await;
+    let app = spawn_app_with(|c| c.queue.max_workers = 0).await;
     let sha = "a".repeat(64);
     for bad in [
         format!("uploads/{sha}.tar.gz/../../../etc/passwd"),

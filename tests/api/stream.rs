@@ -52,7 +52,7 @@ async fn subscribers_get_every_event_once_then_a_close_frame() {
         "demo",
         &[("a.py", &format!("key = \"{}\"\n", planted_aws_key()))],
     );
-    let app = spawn_app_with(|c| c.max_workers = 0).await;
+    let app = spawn_app_with(|c| c.queue.max_workers = 0).await;
     let id = app.submit_scan(scan_body(&git.url("demo"))).await;
     // Two live subscribers connect before the scan runs.
     let first = connect(&app, &id).await;
@@ -139,7 +139,7 @@ async fn unknown_scans_get_close_code_4404() {
 
 #[tokio::test]
 async fn disconnects_are_noticed_and_the_gauge_goes_back_down() {
-    let app = spawn_app_with(|c| c.max_workers = 0).await;
+    let app = spawn_app_with(|c| c.queue.max_workers = 0).await;
     let id = app
         .submit_scan(scan_body("https://example.com/org/repo.git"))
         .await;
@@ -163,7 +163,7 @@ async fn disconnects_are_noticed_and_the_gauge_goes_back_down() {
 
 #[tokio::test]
 async fn a_cancelled_queued_scan_ends_its_stream() {
-    let app = spawn_app_with(|c| c.max_workers = 0).await;
+    let app = spawn_app_with(|c| c.queue.max_workers = 0).await;
     let id = app
         .submit_scan(scan_body("https://example.com/org/repo.git"))
         .await;
@@ -204,8 +204,8 @@ async fn history_is_bounded_but_keeps_phases_and_the_terminal_event() {
     // Eight events of a scan are never droppable (four phases, tool start and end, the summary,
     // the terminal event); the git log lines are.
     let app = spawn_app_with(|c| {
-        c.max_workers = 0;
-        c.stream_history_limit = 8;
+        c.queue.max_workers = 0;
+        c.queue.stream_history_limit = 8;
     })
     .await;
     let mut body = scan_body(&git.url("demo"));

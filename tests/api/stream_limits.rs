@@ -68,8 +68,8 @@ fn queued_scan() -> serde_json::Value {
 #[tokio::test]
 async fn streams_over_the_per_client_cap_get_429_while_another_client_streams() {
     let app = spawn_app_with(|c| {
-        c.max_workers = 0;
-        c.max_streams_per_client = 1;
+        c.queue.max_workers = 0;
+        c.queue.max_streams_per_client = 1;
     })
     .await;
     let id = app.submit_scan(queued_scan()).await;
@@ -108,9 +108,9 @@ async fn streams_over_the_per_client_cap_get_429_while_another_client_streams() 
 #[tokio::test]
 async fn clients_receive_pings_and_an_idle_stream_is_closed_with_4408() {
     let app = spawn_app_with(|c| {
-        c.max_workers = 0;
-        c.stream_ping_interval = Duration::from_secs(1);
-        c.stream_idle_timeout = Duration::from_secs(3);
+        c.queue.max_workers = 0;
+        c.queue.stream_ping_interval = Duration::from_secs(1);
+        c.queue.stream_idle_timeout = Duration::from_secs(3);
     })
     .await;
     let id = app.submit_scan(queued_scan()).await;
@@ -130,8 +130,8 @@ async fn clients_receive_pings_and_an_idle_stream_is_closed_with_4408() {
 #[tokio::test]
 async fn a_stream_whose_client_stops_answering_pings_is_closed() {
     let app = spawn_app_with(|c| {
-        c.max_workers = 0;
-        c.stream_ping_interval = Duration::from_secs(1);
+        c.queue.max_workers = 0;
+        c.queue.stream_ping_interval = Duration::from_secs(1);
     })
     .await;
     let id = app.submit_scan(queued_scan()).await;

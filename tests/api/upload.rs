@@ -885,7 +885,7 @@ async fn upload_requests_are_validated_and_refused_in_the_wrong_state() {
     // S3 is never reached by these requests.
     let app = spawn_app_with(|c| {
         enable_uploads(c, &trust.url, "http://127.0.0.1:9");
-        c.max_workers = 0;
+        c.queue.max_workers = 0;
     })
     .await;
 
@@ -967,7 +967,7 @@ async fn an_upload_stopped_by_shutdown_ends_failed_and_a_new_request_completes()
     let endpoint = proxy.endpoint();
     let env = Env::start_with(moto, false, move |c| {
         c.upload.s3_endpoint_url = Some(endpoint);
-        c.shutdown_grace = Duration::from_secs(1);
+        c.server.shutdown_grace = Duration::from_secs(1);
     })
     .await;
     let id = env.succeeded_scan().await;

@@ -603,14 +603,12 @@ pub fn enable_uploads_with(
 ) {
     let u = &mut c.upload;
     u.enabled = true;
-    u.trust_base_url = Some(trust_url.parse().unwrap());
+    u.trust_base_url = Some(trust_url.to_string());
     u.trust_token = Some(certus_assurance::config::Secret::new(trust_token));
     u.trust_timeout = Duration::from_secs(2);
     u.s3_endpoint_url = Some(s3_endpoint.to_string());
-    u.s3_credentials = Some((
-        "testing".into(),
-        certus_assurance::config::Secret::new("testing"),
-    ));
+    u.s3_access_key_id = Some("testing".into());
+    u.s3_secret_access_key = Some(certus_assurance::config::Secret::new("testing"));
     u.raw_bucket = "raw".into();
     u.golden_bucket = "golden".into();
     u.s3_timeout = Duration::from_secs(10);

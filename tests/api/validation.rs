@@ -29,7 +29,7 @@ fn without(field: &str) -> Value {
 /// rejected-submissions counter.
 #[tokio::test]
 async fn bad_submissions_get_422_naming_the_field() {
-    let app = spawn_app_with(|c| c.max_workers = 0).await;
+    let app = spawn_app_with(|c| c.queue.max_workers = 0).await;
     let cases: Vec<(&str, Value, &str)> = vec![
         ("missing workspace", without("workspace_id"), "workspace_id"),
         ("missing component", without("component_id"), "component_id"),
@@ -125,8 +125,8 @@ async fn bad_submissions_get_422_naming_the_field() {
 
     // Private addresses are refused by default.
     let strict = spawn_app_with(|c| {
-        c.allow_private_networks = false;
-        c.allow_local_sources = false;
+        c.source.allow_private_networks = false;
+        c.source.allow_local_sources = false;
     })
     .await;
     for url in [
@@ -197,7 +197,7 @@ async fn bad_submissions_get_422_naming_the_field() {
 
 #[tokio::test]
 async fn oversized_bodies_get_413_with_a_detail() {
-    let app = spawn_app_with(|c| c.max_body_bytes = 4096).await;
+    let app = spawn_app_with(|c| c.server.max_body_bytes = 4096).await;
     let body = with("requested_by", json!("x".repeat(10_000)));
     let response = app.post_json("/v1/security-scans", &body).await;
     assert_eq!(response.status(), 413);
@@ -207,7 +207,7 @@ async fn oversized_bodies_get_413_with_a_detail() {
 
 #[tokio::test]
 async fn unknown_ids_routes_and_methods_get_clean_4xx() {
-    let app = spawn_app_with(|c| c.max_workers = 0).await;
+    let app = spawn_app_with(|c| c.queue.max_workers = 0).await;
     for path in [
         "/v1/security-scans/test_000000000000",
         "/v1/security-scans/not-an-id",
@@ -240,8 +240,8 @@ async fn unknown_ids_routes_and_methods_get_clean_4xx() {
 #[tokio::test]
 async fn a_full_queue_answers_503_with_retry_after() {
     let app = spawn_app_with(|c| {
-        c.max_workers = 0;
-        c.max_queue = 2;
+        c.queue.max_workers = 0;
+        c.queue.max_queue = 2;
     })
     .await;
     app.submit_scan(good()).await;
@@ -271,7 +271,7 @@ async fn a_full_queue_answers_503_with_retry_after() {
 
 #[tokio::test]
 async fn a_minimal_request_is_accepted_with_the_documented_answer() {
-    let app = spawn_app_with(|c| c.max_workers = 0).await;
+    let app = spawn_app_with(|c| c.queue.max_workers = 0).await;
     let response = app.post_json("/v1/security-scans", &good()).await;
     assert_eq!(response.status(), 202);
     let body: Value = response.json().await.unwrap();

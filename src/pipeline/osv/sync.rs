@@ -32,30 +32,6 @@ const LOCK_FILE: &str = ".osv-sync.lock";
 const TEMP_PREFIX: &str = ".all.zip.";
 const TEMP_SUFFIX: &str = ".part";
 
-/// `certus-assurance osv ...`
-#[derive(Debug, clap::Subcommand)]
-pub enum OsvCommand {
-    /// Download the osv.dev export of each ecosystem into the OSV database directory (only what
-    /// changed since the last sync), check it, and swap it in atomically. Exits 0 when every
-    /// ecosystem is current, 1 when one failed (its previous data is kept), 2 on bad arguments.
-    Sync(SyncArgs),
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct SyncArgs {
-    /// Ecosystems to download, comma-separated, as OSV spells them (crates.io, npm, PyPI, Go,
-    /// RubyGems, Packagist) [default: all of them].
-    #[arg(long, value_delimiter = ',', value_name = "LIST")]
-    pub ecosystems: Vec<String>,
-    /// Directory to write (created if missing) [default: CERTUS_ASSURANCE_OSV_DB_DIR].
-    #[arg(long, value_name = "DIR")]
-    pub db_dir: Option<PathBuf>,
-    /// Time limit of each download, in seconds (connecting is limited to 30 s, and a download
-    /// that receives nothing for 60 s is abandoned).
-    #[arg(long, default_value_t = 1800, value_name = "N")]
-    pub timeout_seconds: u64,
-}
-
 /// Caps on what a download may be.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -174,21 +150,21 @@ fn supported() -> String {
 }
 
 /// The `osv sync` command: exit code 0, 1 (an ecosystem failed) or 2 (bad arguments).
-pub fn main(command: &OsvCommand, settings: &crate::config::Settings) -> std::process::ExitCode {
-    let OsvCommand::Sync(args) = command;
+pub fn main(
+    ecosystems: &[String],
+    db_dir: Option<PathBuf>,
+    source_text: &str,
+    timeout_seconds: u64,
+) -> std::process::ExitCode {
     let prepared = (|| {
-        let ecosystems = parse_ecosystems(&args.ecosystems)?;
-        let db_dir = args
-            .db_dir
-            .clone()
-            .or_else(|| settings.osv_db_dir.clone())
-            .ok_or_else(|| {
+        let ecosystems = parse_ecosystems(ecosystems)?;
+        let db_dir = db_dir.ok_or_else(|| {
                 anyhow::anyhow!(
                     "no database directory: set CERTUS_ASSURANCE_OSV_DB_DIR (the directory the service reads) or pass --db-dir DIR"
                 )
             })?;
-        let source = source_url(&settings.osv_source_url)?;
-        if args.timeout_seconds == 0 {
+        let source = source_url(source_text)?;
+        if timeout_seconds == 0 {
             bail!("--timeout-seconds must be greater than 0");
         }
         std::fs::create_dir_all(&db_dir).with_context(|| {
@@ -216,7 +192,7 @@ pub fn main(command: &OsvCommand, settings: &crate::config::Settings) -> std::pr
             return std::process::ExitCode::FAILURE;
         }
     };
-    let timeout = Duration::from_secs(args.timeout_seconds);
+    let timeout = Duration::from_secs(timeout_seconds);
     let results = runtime.block_on(sync(
         &db_dir,
         &source,

@@ -6,37 +6,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-/// What the configuration allows for git sources.
-#[derive(Debug, Clone, Copy)]
-pub struct SourcePolicy {
-    /// Hosts on loopback, private, link-local or otherwise internal addresses are allowed.
-    pub allow_private_networks: bool,
-    /// `file://` URLs and local paths are allowed.
-    pub allow_local_sources: bool,
-    /// Network schemes allowed (`CERTUS_ASSURANCE_GIT_SCHEMES`).
-    pub schemes: GitSchemes,
-}
-
-impl SourcePolicy {
-    /// The defaults: public hosts only, no local sources, https, ssh and git.
-    pub const STRICT: SourcePolicy = SourcePolicy {
-        allow_private_networks: false,
-        allow_local_sources: false,
-        schemes: GitSchemes::DEFAULT,
-    };
-    /// Everything allowed (the local `scan` command, which runs as the user who calls it).
-    pub const OPEN: SourcePolicy = SourcePolicy {
-        allow_private_networks: true,
-        allow_local_sources: true,
-        schemes: GitSchemes::ALL,
-    };
-}
-
-impl Default for SourcePolicy {
-    fn default() -> Self {
-        SourcePolicy::STRICT
-    }
-}
+pub use crate::config::{GitSchemes, SourcePolicy};
 
 /// The network schemes of git URLs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,62 +31,8 @@ impl GitScheme {
     }
 }
 
-/// The set of allowed network schemes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GitSchemes {
-    pub https: bool,
-    pub http: bool,
-    pub ssh: bool,
-    pub git: bool,
-}
-
+/// Which schemes the configured set allows (the set itself is plain configuration data).
 impl GitSchemes {
-    /// `https,ssh,git`.
-    pub const DEFAULT: GitSchemes = GitSchemes {
-        https: true,
-        http: false,
-        ssh: true,
-        git: true,
-    };
-    pub const ALL: GitSchemes = GitSchemes {
-        https: true,
-        http: true,
-        ssh: true,
-        git: true,
-    };
-
-    /// Parses a comma-separated list such as `https,ssh`. `file` is not a value: local sources
-    /// are switched by `CERTUS_ASSURANCE_ALLOW_LOCAL_SOURCES`.
-    pub fn parse(list: &str) -> Result<GitSchemes, String> {
-        let mut set = GitSchemes {
-            https: false,
-            http: false,
-            ssh: false,
-            git: false,
-        };
-        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            match item.to_ascii_lowercase().as_str() {
-                "https" => set.https = true,
-                "http" => set.http = true,
-                "ssh" => set.ssh = true,
-                "git" => set.git = true,
-                "file" => return Err("`file` is not a git scheme setting; local sources are enabled by CERTUS_ASSURANCE_ALLOW_LOCAL_SOURCES=true".into()),
-                other => return Err(format!("unknown git scheme `{other}`; use a comma-separated list of https, ssh, git and http")),
-            }
-        }
-        if set
-            == (GitSchemes {
-                https: false,
-                http: false,
-                ssh: false,
-                git: false,
-            })
-        {
-            return Err("at least one git scheme is needed (https, ssh, git or http)".into());
-        }
-        Ok(set)
-    }
-
     pub fn allows(self, scheme: GitScheme) -> bool {
         match scheme {
             GitScheme::Https => self.https,
