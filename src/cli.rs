@@ -842,7 +842,10 @@ mod tests {
         let pipeline = Pipeline::local(
             dir.path().join("work"),
             dir.path().join("out"),
-            Metrics::new(&profile::PROFILE_LABELS, &crate::pipeline::BUILTIN_SCANNERS),
+            Arc::new(MetricsObserver::new(Metrics::new(
+                &profile::PROFILE_LABELS,
+                &SCANNER_NAMES,
+            ))),
             vec![],
         );
         let defaults = Config::defaults();

@@ -15,10 +15,10 @@ use super::scans::visible_scan;
 use super::AppState;
 use crate::auth::Access;
 use crate::error::{ApiError, FieldError};
-use crate::scan::JobState;
 use crate::pipeline::bundle::read::{
     masked, read_page, FindingFilter, PageRequest, ReadError, FINDINGS_JSON,
 };
+use crate::scan::JobState;
 
 /// Severities, highest first (the values of a finding's `severity`).
 pub const SEVERITIES: [&str; 5] = ["critical", "high", "medium", "low", "info"];

@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::state::{JobState, UploadStatus};
 use super::{now_secs, JobManager};
+use crate::scan::{JobState, UploadStatus};
 use crate::storage::StoreCounts;
 
 /// How long one read of the shared store's counts serves readers.

@@ -15,7 +15,7 @@ use super::{
     Completion, JobStore, LeaseState, ListCursor, ListQuery, PrunePolicy, PrunedScan, Recovered,
     ScanRecord, StoreCounts, UploadState,
 };
-use crate::scan::{now_secs, FailureReason, JobState, UploadStatus, UPLOAD_LEASE_SECONDS};
+use crate::scan::{FailureReason, JobState, UploadStatus, UPLOAD_LEASE_SECONDS};
 
 /// Embedded migrations, applied in order under an advisory lock.
 const MIGRATIONS: &[(i32, &str)] = &[

@@ -678,7 +678,7 @@ fn code_corpus(dirs: &[&str], extra: &[&str]) -> String {
 
 #[test]
 fn every_variable_the_docs_name_is_a_setting_or_read_by_the_code() {
-    let settings: BTreeSet<String> = certus_assurance::config::Cli::command()
+    let settings: BTreeSet<String> = certus_assurance::cli::Cli::command()
         .get_arguments()
         .filter_map(|a| a.get_env().and_then(|e| e.to_str()).map(String::from))
         .collect();
@@ -772,7 +772,7 @@ fn invocations(code: &str) -> Vec<Vec<String>> {
 
 #[test]
 fn every_command_line_in_the_docs_has_the_binarys_subcommands_and_flags() {
-    let mut root = certus_assurance::config::Cli::command();
+    let mut root = certus_assurance::cli::Cli::command();
     root.build();
     let mut problems = Vec::new();
     let mut checked = 0;

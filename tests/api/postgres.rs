@@ -419,7 +419,7 @@ async fn a_reconcile_pass_leaves_live_uploads_alone() {
         in_flight: true,
         ..Default::default()
     };
-    let now = certus_assurance::jobs::now_secs();
+    let now = certus_assurance::scan::now_secs();
     // a's upload started now; b's started long ago and its lease was never renewed.
     for (store, id, started) in [(&a, live, now), (&b, dead, now - 1000.0)] {
         let from = store
@@ -546,7 +546,7 @@ async fn every_replica_reads_the_status_gauges_from_the_store() {
         let base = replica(&schema, artifacts.path(), 0, id, 30.0);
         move |c: &mut certus_assurance::Config| {
             base(c);
-            c.reconcile_interval = Duration::from_secs(3600);
+            c.store.reconcile_interval = Duration::from_secs(3600);
         }
     };
     let a = spawn_app_with(mk("a")).await;

@@ -813,10 +813,10 @@ async fn every_alert_reaches_pending_against_the_real_service_and_every_panel_sh
     let data = dir.path().join("app-data");
     std::fs::create_dir_all(&data).unwrap();
     let mut config = test_config(&data);
-    config.max_workers = 1;
-    config.max_queue = 1;
-    config.osv_db_dir = Some(osv);
-    config.osv_max_age = Some(Duration::from_secs(3600));
+    config.queue.max_workers = 1;
+    config.queue.max_queue = 1;
+    config.scanning.osv_db_dir = Some(osv);
+    config.scanning.osv_max_age = Some(Duration::from_secs(3600));
     enable_uploads_with(&mut config, &trust.url, "trust-token", &proxy.endpoint());
     config.upload.trust_timeout = Duration::from_secs(3);
     let scanners: Vec<Arc<dyn Scanner>> = vec![Arc::new(HoldingScanner { hold: hold.clone() })];
