@@ -20,7 +20,7 @@ use axum::response::Response;
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use super::scans::{list_scope, page_param, rfc3339, time_param, Page};
+use super::paging::{list_scope, page_param, rfc3339, time_param, Page};
 use super::AppState;
 use crate::auth::Access;
 use crate::error::{ApiError, FieldError};

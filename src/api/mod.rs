@@ -11,6 +11,7 @@ pub mod body_limit;
 pub mod connections;
 pub mod findings;
 pub mod ops;
+pub mod paging;
 pub mod per_client;
 pub mod rate_limit;
 pub mod same_origin;

@@ -4,36 +4,14 @@
 
 use anyhow::Context;
 use futures_util::future::BoxFuture;
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::OptionalExtension;
 
 use super::audit::{
     archive_retention_events, audit_cutoff, ArchiveClaim, ArchivePrune, ArchiveUpload, AuditEvent,
     AuditQuery, AuditStore, PrunedArchive, AUDIT_COLUMNS,
 };
-use super::sqlite::SqliteStore;
+use super::sqlite::{insert_events, SqliteStore};
 use super::ListCursor;
-
-/// Appends `events` (inside the caller's transaction, when there is one).
-pub(super) fn insert_events(conn: &Connection, events: &[AuditEvent]) -> anyhow::Result<()> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-    ))?;
-    for e in events {
-        stmt.execute(rusqlite::params![
-            e.at,
-            e.actor,
-            e.actor_kind.as_str(),
-            e.workspace_id,
-            e.test_id,
-            e.archive_sha256,
-            e.action.as_str(),
-            e.outcome.as_str(),
-            e.status.map(i64::from),
-        ])
-        .context("recording an audit event")?;
-    }
-    Ok(())
-}
 
 fn row_to_event(row: &rusqlite::Row<'_>) -> anyhow::Result<(i64, AuditEvent)> {
     let event = AuditEvent::from_columns(

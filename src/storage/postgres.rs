@@ -11,6 +11,7 @@ use futures_util::future::BoxFuture;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+use super::audit::{AuditEvent, AUDIT_COLUMNS};
 use super::{
     Completion, JobStore, LeaseState, ListCursor, ListQuery, PrunePolicy, PrunedScan, Recovered,
     ScanRecord, StoreCounts, UploadState,
@@ -742,8 +743,7 @@ impl JobStore for PgStore {
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            super::audit_postgres::insert_events(&tx, &super::audit::retention_events(&pruned))
-                .await?;
+            insert_events(&tx, &super::audit::retention_events(&pruned)).await?;
             tx.commit().await?;
             Ok(pruned)
         })
@@ -925,4 +925,36 @@ impl JobStore for PgStore {
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         })
     }
+}
+
+/// Appends `events` inside the caller's transaction, in one statement.
+pub(super) async fn insert_events(
+    tx: &deadpool_postgres::Transaction<'_>,
+    events: &[AuditEvent],
+) -> anyhow::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let at: Vec<f64> = events.iter().map(|e| e.at).collect();
+    let actor: Vec<&str> = events.iter().map(|e| e.actor.as_str()).collect();
+    let kind: Vec<&str> = events.iter().map(|e| e.actor_kind.as_str()).collect();
+    let workspace: Vec<Option<&str>> = events.iter().map(|e| e.workspace_id.as_deref()).collect();
+    let test_id: Vec<Option<&str>> = events.iter().map(|e| e.test_id.as_deref()).collect();
+    let sha: Vec<Option<&str>> = events.iter().map(|e| e.archive_sha256.as_deref()).collect();
+    let action: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    let outcome: Vec<&str> = events.iter().map(|e| e.outcome.as_str()).collect();
+    let status: Vec<Option<i32>> = events.iter().map(|e| e.status.map(i32::from)).collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO audit_events ({AUDIT_COLUMNS})
+             SELECT * FROM UNNEST($1::float8[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::text[], $7::text[], $8::text[], $9::int4[])"
+        ),
+        &[
+            &at, &actor, &kind, &workspace, &test_id, &sha, &action, &outcome, &status,
+        ],
+    )
+    .await
+    .context("recording audit events")?;
+    Ok(())
 }

@@ -10,6 +10,7 @@ use anyhow::Context;
 use futures_util::future::BoxFuture;
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
+use super::audit::{AuditEvent, AUDIT_COLUMNS};
 use super::{
     Completion, JobStore, ListCursor, ListQuery, PrunePolicy, PrunedScan, Recovered, ScanRecord,
     StoreCounts, UploadState,
@@ -458,7 +459,7 @@ impl JobStore for SqliteStore {
                     }
                 }
             }
-            super::audit_sqlite::insert_events(&tx, &super::audit::retention_events(&pruned))?;
+            insert_events(&tx, &super::audit::retention_events(&pruned))?;
             tx.commit().context("pruning scans")?;
             Ok(pruned)
         })
@@ -602,6 +603,28 @@ fn list_statement(q: &ListQuery) -> (String, Vec<rusqlite::types::Value>) {
         params.len()
     ));
     (sql, params)
+}
+
+/// Appends `events` (inside the caller's transaction, when there is one).
+pub(super) fn insert_events(conn: &Connection, events: &[AuditEvent]) -> anyhow::Result<()> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "INSERT INTO audit_events ({AUDIT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    ))?;
+    for e in events {
+        stmt.execute(rusqlite::params![
+            e.at,
+            e.actor,
+            e.actor_kind.as_str(),
+            e.workspace_id,
+            e.test_id,
+            e.archive_sha256,
+            e.action.as_str(),
+            e.outcome.as_str(),
+            e.status.map(i64::from),
+        ])
+        .context("recording an audit event")?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
