@@ -8,7 +8,9 @@
 //! content (`uploads/<sha256>.<ext>`); that value is what a scan's `archive_path` names.
 //!
 //! An archive belongs to the workspaces that uploaded it (the `workspace_id` field, or the only
-//! workspace of the caller's token): a scan may name it only from one of them. Each workspace's
+//! workspace of the caller's token): a scan may name it only from one of them. With
+//! authentication off, an upload without `workspace_id` (the earlier service's form) may be
+//! scanned from any workspace. Each workspace's
 //! stored archives are bounded by `CERTUS_ASSURANCE_ARCHIVE_QUOTA_BYTES` (an archive it already
 //! owns is not counted twice); retention removes archives no retained scan names.
 
@@ -28,7 +30,7 @@ use super::AppState;
 use crate::auth::{valid_workspace, Access, WorkspaceScope};
 use crate::error::ApiError;
 use crate::pipeline::archive::{self, ArchiveFormat, Limits};
-use crate::storage::audit::{ArchiveClaim, ArchiveUpload};
+use crate::storage::audit::{ArchiveClaim, ArchiveUpload, ANY_WORKSPACE};
 
 fn multipart_error(state: &AppState, err: MultipartError) -> ApiError {
     if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -219,10 +221,14 @@ pub async fn upload_archive(
             }
             _ => return Err(missing_workspace()),
         },
-        (None, Access::Open) => return Err(missing_workspace()),
+        // With authentication off every caller reaches every workspace: an upload without a
+        // workspace (the earlier service's form) may be scanned from any of them.
+        (None, Access::Open) => ANY_WORKSPACE.to_string(),
     };
-    note.workspace(&workspace);
-    check_workspace(&access, &workspace)?;
+    if workspace != ANY_WORKSPACE {
+        note.workspace(&workspace);
+        check_workspace(&access, &workspace)?;
+    }
     let Received {
         mut part,
         sha256,
@@ -261,7 +267,8 @@ pub async fn upload_archive(
     let body = json!({
         "archive_path": format!("uploads/{name}"),
         "sha256": sha256,
-        "workspace_id": workspace,
+        // `null`: any workspace may scan it (authentication off, no `workspace_id` sent).
+        "workspace_id": (workspace != ANY_WORKSPACE).then_some(&workspace),
         "size_bytes": size,
         "format": format.extension(),
         "files": stats.files,

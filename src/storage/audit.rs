@@ -242,6 +242,11 @@ impl AuditQuery {
 pub(super) const AUDIT_COLUMNS: &str =
     "at, actor, actor_kind, workspace_id, test_id, archive_sha256, action, outcome, status";
 
+/// The owner recorded for an archive uploaded with authentication off and no `workspace_id` (the
+/// earlier service's form): every workspace may scan it, as every caller may reach every
+/// workspace while authentication is off. Not a valid workspace id, so it names no workspace.
+pub const ANY_WORKSPACE: &str = "*";
+
 /// An archive a workspace uploaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchiveUpload {

@@ -170,7 +170,7 @@ impl AuditStore for PgStore {
             let client = self.client().await?;
             let row = client
                 .query_opt(
-                    "SELECT 1 FROM archive_owners WHERE sha256 = $1 AND workspace_id = $2",
+                    "SELECT 1 FROM archive_owners WHERE sha256 = $1 AND workspace_id IN ($2, '*') LIMIT 1",
                     &[&sha256, &workspace_id],
                 )
                 .await?;
@@ -192,7 +192,7 @@ impl AuditStore for PgStore {
                         SELECT a.sha256, a.workspace_id FROM archive_owners a
                          WHERE a.uploaded_at < $1
                            AND NOT EXISTS (SELECT 1 FROM scans s
-                                            WHERE s.workspace_id = a.workspace_id
+                                            WHERE (a.workspace_id = '*' OR s.workspace_id = a.workspace_id)
                                               AND s.archive_path = 'uploads/' || a.sha256 || '.' || a.ext)
                          ORDER BY a.uploaded_at LIMIT $2
                          FOR UPDATE SKIP LOCKED) p

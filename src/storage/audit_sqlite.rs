@@ -158,7 +158,7 @@ impl AuditStore for SqliteStore {
         self.with_conn(move |conn| {
             let found = conn
                 .prepare_cached(
-                    "SELECT 1 FROM archive_owners WHERE sha256 = ?1 AND workspace_id = ?2",
+                    "SELECT 1 FROM archive_owners WHERE sha256 = ?1 AND workspace_id IN (?2, '*') LIMIT 1",
                 )?
                 .query_row([&sha256, &workspace_id], |_| Ok(()))
                 .optional()?;
@@ -178,7 +178,7 @@ impl AuditStore for SqliteStore {
                     "SELECT a.sha256, a.workspace_id, a.ext FROM archive_owners a
                       WHERE a.uploaded_at < ?1
                         AND NOT EXISTS (SELECT 1 FROM scans s
-                                         WHERE s.workspace_id = a.workspace_id
+                                         WHERE (a.workspace_id = '*' OR s.workspace_id = a.workspace_id)
                                            AND s.archive_path = 'uploads/' || a.sha256 || '.' || a.ext)
                       ORDER BY a.uploaded_at LIMIT ?2",
                 )?

@@ -433,11 +433,8 @@ async fn archives_belong_to_their_uploaders(store: Store) {
     // An upload into a workspace outside the token's scope is refused.
     let (status, body) = upload(&app, Some(BETA_SUBMIT), Some("alpha"), &tar_archive("b")).await;
     assert_eq!(status, 403, "{body}");
-    drop(app);
-
-    // Authentication off: the workspace field is required.
-    let open = store.app(|_| {}).await;
-    let (status, body) = upload(&open, None, None, &tar_archive("c")).await;
+    // A token of every workspace must say which one the archive is for.
+    let (status, body) = upload(&app, Some(ROOT), None, &tar_archive("c")).await;
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("workspace_id"), "{body}");
 }
@@ -450,6 +447,51 @@ async fn archives_belong_to_the_workspaces_that_uploaded_them_on_sqlite() {
 #[tokio::test]
 async fn archives_belong_to_the_workspaces_that_uploaded_them_on_postgres() {
     archives_belong_to_their_uploaders(Store::postgres()).await;
+}
+
+/// The earlier service's form: with authentication off an upload carries no `workspace_id`, and
+/// every caller reaches every workspace, so any workspace may scan it; retention keeps it while a
+/// retained scan of any workspace names it.
+async fn an_unowned_upload_is_scanned_from_any_workspace(store: Store) {
+    let app = store.app(|_| {}).await;
+    let (status, body) = upload(&app, None, None, &tar_archive("shared")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["workspace_id"], Value::Null, "{body}");
+    let path = body["archive_path"].as_str().unwrap().to_string();
+    for workspace in ["alpha", "beta"] {
+        let (status, body) = post(
+            &app,
+            "/v1/security-scans",
+            None,
+            &archive_body(workspace, &path),
+        )
+        .await;
+        assert_eq!(status, 202, "{workspace}: {body}");
+    }
+    app.jobs
+        .prune(PrunePolicy {
+            finished_before: Some(certus_assurance::scan::now_secs()),
+            keep_latest: None,
+            batch: 500,
+        })
+        .await
+        .unwrap();
+    let dir = app.config.upload_dir();
+    assert!(dir.join(path.trim_start_matches("uploads/")).is_file());
+    let (status, body) = post(
+        &app,
+        "/v1/security-scans",
+        None,
+        &archive_body("gamma", &path),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+}
+
+#[tokio::test]
+async fn with_authentication_off_an_archive_uploaded_without_a_workspace_is_scanned_from_any() {
+    an_unowned_upload_is_scanned_from_any_workspace(Store::Sqlite).await;
+    an_unowned_upload_is_scanned_from_any_workspace(Store::postgres()).await;
 }
 
 #[tokio::test]
