@@ -302,7 +302,7 @@ import base64, os, select, socket, sys, time
 targets = [l.split() for l in open(sys.argv[1]) if l.strip()]
 socks = []
 for port, tid in targets:
-    s = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
+    s = socket.create_connection(("127.0.0.1", int(port)), timeout=60)
     key = base64.b64encode(os.urandom(16)).decode()
     s.sendall((f"GET /v1/security-scans/{tid}/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
@@ -372,7 +372,7 @@ phase_steady() { # phase_steady N
     start_streams "$TMP/streams-$n" $((DURATION + 30))
     t0=$(date +%s)
     until [[ -e "$TMP/streams-$n.ready" ]]; do
-        (($(date +%s) - t0 < 60)) || die "steady: the streams did not open in 60s"
+        (($(date +%s) - t0 < 180)) || die "steady: the streams did not open in 180s"
         kill -0 "${HELPER_PIDS[-1]}" 2>/dev/null || die "steady: the stream client stopped"
         sleep 0.2
     done
@@ -417,7 +417,7 @@ rate_table() { # rate_table PHASE LABEL_SUFFIX HEADER: one row per replica count
 }
 
 summary() {
-    echo "- Revision \`$HEAD\`, release build; $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); started $START, ended with load average $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "- Revision \`$HEAD\`, binary $(readlink -f "$BIN"); $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)); started $START, ended with load average $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- $(psql "$PG_URL" -qtA -c 'SELECT version()' | cut -d, -f1) on the same machine (shared_buffers $(psql "$PG_URL" -qtA -c 'SHOW shared_buffers'), synchronous_commit $(psql "$PG_URL" -qtA -c 'SHOW synchronous_commit'), max_connections $(psql "$PG_URL" -qtA -c 'SHOW max_connections'))"
     echo "- Workers per replica $WORKERS; windows of ${DURATION}s; lease ${LEASE}s in the steady phases; CPU pressure is /proc/pressure/cpu avg10 at the end of a phase"
     echo
