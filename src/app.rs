@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -17,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::profile::PROFILE_LABELS;
 use crate::pipeline::scanners::external::passthrough_env;
 use crate::pipeline::{builtin_scanners_with, Pipeline, ScanObserver, BUILTIN_SCANNERS};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, CONNECTIONS_CLOSE_TIMEOUT};
 use crate::storage::postgres::PgStore;
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::PrunePolicy;
@@ -364,10 +363,10 @@ impl App {
         jobs.drain_uploads(grace).await;
         shutdown.close_streams.cancel();
         shutdown.stop_http.cancel();
-        match tokio::time::timeout(Duration::from_secs(10), server).await {
+        match tokio::time::timeout(CONNECTIONS_CLOSE_TIMEOUT, server).await {
             Ok(Ok(())) => {}
             Ok(Err(join)) => return Err(join).context("the HTTP server task failed"),
-            Err(_) => tracing::warn!("open connections did not close within 10s; stopping anyway"),
+            Err(_) => tracing::warn!("open connections did not close in time; stopping anyway"),
         }
         tracing::info!("stopped");
         Ok(())

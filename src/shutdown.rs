@@ -6,8 +6,14 @@
 //! until the grace deadline, then stop the rest and put them back in the queue (`hard_stop`),
 //! close the WebSocket streams (`close_streams`), and finally stop the HTTP server (`stop_http`).
 
+use std::time::Duration;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+/// How long the last step of the drain waits for open connections to close before the process
+/// stops anyway (the deploy manifests' termination grace period counts it).
+pub const CONNECTIONS_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The tokens of one application instance.
 #[derive(Clone, Default)]

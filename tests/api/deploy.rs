@@ -3,7 +3,7 @@
 //! targets are the service's real ones (default port 8056; each probed path is requested from a
 //! running app and must answer as the manifest expects).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -1002,4 +1002,468 @@ async fn the_compose_trust_stand_in_permits_and_denies_and_the_service_uploads_t
     let stats = app.stats().await;
     assert_eq!(stats["upload_stats"]["uploaded"], 1, "{stats}");
     assert_eq!(stats["upload_stats"]["denied"], 1, "{stats}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster overlays: deploy/overlays/cluster (replicas sharing PostgreSQL and S3), and the
+// same scaled on queue depth by KEDA (cluster-keda) or by an HPA through prometheus-adapter
+// (cluster-hpa).
+
+const CLUSTER_OVERLAYS: [&str; 3] = ["cluster", "cluster-keda", "cluster-hpa"];
+
+/// Settings of the artifact store and of the sealed clone credentials that the cluster overlay
+/// sets, accepted here as long as the binary does not declare them yet; once it does, they are
+/// checked like every other setting (the list can then be emptied).
+const SETTINGS_NOT_YET_DECLARED: [&str; 4] = [
+    "CERTUS_ASSURANCE_ARTIFACT_STORE",
+    "CERTUS_ASSURANCE_ARTIFACT_BUCKET",
+    "CERTUS_ASSURANCE_ARTIFACT_PREFIX",
+    "CERTUS_ASSURANCE_CREDENTIAL_KEYS_FILE",
+];
+
+fn overlay(name: &str) -> Vec<Value> {
+    kustomize(&Path::new("deploy/overlays").join(name))
+}
+
+fn only<'a>(docs: &'a [Value], kind: &str, overlay: &str) -> &'a Value {
+    let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+    assert_eq!(found.len(), 1, "{overlay}: one {kind}");
+    found[0]
+}
+
+/// Where one variable of a container's environment comes from.
+#[derive(Debug, PartialEq)]
+enum EnvSource {
+    Value(String),
+    Secret { name: String, key: String },
+    ConfigMap(String),
+}
+
+/// The container's environment, each `configMapKeyRef` resolved in the build's ConfigMaps.
+fn container_env(docs: &[Value], container: &Value) -> BTreeMap<String, EnvSource> {
+    let mut env = BTreeMap::new();
+    for var in container["env"].as_array().unwrap() {
+        let name = var["name"].as_str().unwrap().to_string();
+        let from = &var["valueFrom"];
+        let source = if let Some(value) = var["value"].as_str() {
+            EnvSource::Value(value.to_string())
+        } else if from["secretKeyRef"].is_object() {
+            EnvSource::Secret {
+                name: str_of(&from["secretKeyRef"], "name").to_string(),
+                key: str_of(&from["secretKeyRef"], "key").to_string(),
+            }
+        } else if from["configMapKeyRef"].is_object() {
+            let reference = &from["configMapKeyRef"];
+            let map = docs
+                .iter()
+                .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["name"] == reference["name"])
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{name}: the ConfigMap {} is in the build",
+                        reference["name"]
+                    )
+                });
+            let value = map["data"][str_of(reference, "key")]
+                .as_str()
+                .unwrap_or_else(|| {
+                    panic!("{name}: the ConfigMap has the key {}", reference["key"])
+                });
+            EnvSource::ConfigMap(value.to_string())
+        } else {
+            panic!("{name}: an environment variable with neither a value nor a reference: {var}")
+        };
+        assert!(
+            env.insert(name.clone(), source).is_none(),
+            "{name} is set once"
+        );
+    }
+    env
+}
+
+/// A plain value of the environment (set directly or through a ConfigMap).
+fn plain<'a>(env: &'a BTreeMap<String, EnvSource>, name: &str) -> Option<&'a str> {
+    match env.get(name)? {
+        EnvSource::Value(v) | EnvSource::ConfigMap(v) => Some(v),
+        EnvSource::Secret { .. } => panic!("{name} is not a plain value"),
+    }
+}
+
+fn settings_of_the_binary() -> BTreeSet<String> {
+    use clap::CommandFactory;
+    certus_assurance::cli::Cli::command()
+        .get_arguments()
+        .filter_map(|a| a.get_env().and_then(|e| e.to_str()).map(String::from))
+        .collect()
+}
+
+#[test]
+fn the_cluster_overlays_share_only_postgres_and_s3_and_take_their_settings_from_secrets() {
+    let settings = settings_of_the_binary();
+    for name in CLUSTER_OVERLAYS {
+        let docs = overlay(name);
+        assert!(
+            !docs.iter().any(|d| d["kind"] == "PersistentVolumeClaim"),
+            "{name}: no volume claim"
+        );
+        let deployment = only(&docs, "Deployment", name);
+        let pod = &deployment["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        let env = container_env(&docs, container);
+
+        // Every variable is a setting of the binary.
+        for var in env.keys() {
+            assert!(
+                settings.contains(var) || SETTINGS_NOT_YET_DECLARED.contains(&var.as_str()),
+                "{name}: {var} is not a setting of the binary"
+            );
+        }
+        // The store, the S3 client and its keys come from Secrets; nothing secret is inline.
+        let secret = |var: &str, expected: &str| match env.get(var) {
+            Some(EnvSource::Secret { name: found, .. }) => assert_eq!(found, expected, "{var}"),
+            other => panic!("{name}: {var} from the Secret {expected}, not {other:?}"),
+        };
+        secret("CERTUS_ASSURANCE_DATABASE_URL", "certus-assurance-database");
+        for var in [
+            "CERTUS_ASSURANCE_S3_ENDPOINT_URL",
+            "CERTUS_ASSURANCE_S3_REGION",
+            "CERTUS_ASSURANCE_S3_ACCESS_KEY_ID",
+            "CERTUS_ASSURANCE_S3_SECRET_ACCESS_KEY",
+        ] {
+            secret(var, "certus-assurance-s3");
+        }
+        for (var, source) in &env {
+            let sensitive = [
+                "SECRET",
+                "TOKEN",
+                "PASSWORD",
+                "DATABASE_URL",
+                "CREDENTIAL_KEYS",
+            ]
+            .iter()
+            .any(|w| var.contains(w))
+                && !var.ends_with("_FILE");
+            assert!(
+                !sensitive || matches!(source, EnvSource::Secret { .. }),
+                "{name}: {var} must come from a Secret"
+            );
+        }
+        assert_eq!(plain(&env, "CERTUS_ASSURANCE_ARTIFACT_STORE"), Some("s3"));
+        assert!(!plain(&env, "CERTUS_ASSURANCE_ARTIFACT_BUCKET")
+            .unwrap()
+            .is_empty());
+
+        // The credential keys are a file of a mounted Secret.
+        let keys_file = plain(&env, "CERTUS_ASSURANCE_CREDENTIAL_KEYS_FILE").unwrap();
+        let mount = container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| keys_file.starts_with(&format!("{}/", str_of(m, "mountPath"))))
+            .unwrap_or_else(|| panic!("{name}: {keys_file} is on a mounted volume"));
+        let volumes = pod["volumes"].as_array().unwrap();
+        let volume = |v: &str| volumes.iter().find(|x| x["name"] == v).unwrap();
+        let keys = &volume(str_of(mount, "name"))["secret"];
+        assert_eq!(keys["secretName"], "certus-assurance-credential-keys");
+        let mode = keys["defaultMode"].as_u64().unwrap();
+        assert_eq!(
+            mode & 0o007,
+            0,
+            "{name}: the key file is not world-readable"
+        );
+        assert_eq!(
+            mode & 0o040,
+            0o040,
+            "{name}: the service's group (fsGroup) reads it"
+        );
+        assert_eq!(
+            pod["securityContext"]["fsGroup"],
+            pod["securityContext"]["runAsGroup"]
+        );
+
+        // No shared volume: every volume is scratch of the pod, or a Secret.
+        for v in volumes {
+            assert!(
+                v["emptyDir"].is_object() || v["secret"].is_object(),
+                "{name}: volume {v} is neither an emptyDir nor a Secret"
+            );
+        }
+        let data_dir = plain(&env, "CERTUS_ASSURANCE_DATA_DIR").unwrap();
+        let data = container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mountPath"] == data_dir)
+            .expect("the data directory is mounted");
+        assert!(volume(str_of(data, "name"))["emptyDir"].is_object());
+
+        // Rolled one pod at a time, and a budget that lets one go at a time.
+        let strategy = &deployment["spec"]["strategy"];
+        assert_eq!(strategy["type"], "RollingUpdate", "{name}");
+        assert_eq!(strategy["rollingUpdate"]["maxUnavailable"], 0, "{name}");
+        let budget = only(&docs, "PodDisruptionBudget", name);
+        assert_eq!(budget["spec"]["maxUnavailable"], 1, "{name}");
+        let labels = deployment["spec"]["template"]["metadata"]["labels"]
+            .as_object()
+            .unwrap();
+        for (k, v) in budget["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap()
+        {
+            assert_eq!(
+                labels.get(k),
+                Some(v),
+                "{name}: the budget selects the pods by {k}"
+            );
+        }
+        // The rest of the base holds: probes, the Service and the monitoring.
+        for kind in ["Service", "ServiceMonitor", "PrometheusRule"] {
+            only(&docs, kind, name);
+        }
+        assert_eq!(
+            container["readinessProbe"]["httpGet"]["path"],
+            "/health/ready"
+        );
+    }
+    let fixed = overlay("cluster");
+    let replicas = only(&fixed, "Deployment", "cluster")["spec"]["replicas"]
+        .as_u64()
+        .unwrap();
+    assert!(replicas >= 2, "several replicas: {replicas}");
+}
+
+/// Seconds of an `exec` preStop hook that runs `sleep N` (0 without a hook).
+fn pre_stop_seconds(container: &Value) -> u64 {
+    let hook = &container["lifecycle"]["preStop"];
+    if hook.is_null() {
+        return 0;
+    }
+    let command: Vec<&str> = hook["exec"]["command"]
+        .as_array()
+        .expect("an exec preStop hook")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    match command.as_slice() {
+        ["sleep", seconds] => seconds.parse().expect("whole seconds"),
+        other => panic!("a preStop hook this test does not know: {other:?}"),
+    }
+}
+
+#[test]
+fn the_cluster_drain_fits_in_the_termination_grace_period() {
+    let defaults = certus_assurance::Config::for_data_dir("/nonexistent");
+    for name in CLUSTER_OVERLAYS {
+        let docs = overlay(name);
+        let pod = &only(&docs, "Deployment", name)["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        let env = container_env(&docs, container);
+        let grace = plain(&env, "CERTUS_ASSURANCE_SHUTDOWN_GRACE_SECONDS")
+            .map(|v| v.parse::<u64>().expect("whole seconds"))
+            .unwrap_or(defaults.server.shutdown_grace.as_secs());
+        let pause = pre_stop_seconds(container);
+        // The kubelet runs preStop, then sends SIGTERM; the service then waits up to `grace` for
+        // running scans, stops the rest (a few seconds to notice and requeue them), waits up to
+        // `grace` again for running uploads, and up to CONNECTIONS_CLOSE_TIMEOUT for open
+        // connections (src/app.rs, `run_until_stopped`). All of it within the grace period.
+        let close = certus_assurance::shutdown::CONNECTIONS_CLOSE_TIMEOUT.as_secs();
+        let requeue_margin = 10;
+        let drain = pause + grace + requeue_margin + grace + close;
+        let period = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+        assert!(
+            period >= drain,
+            "{name}: terminationGracePeriodSeconds {period} is shorter than the drain: preStop \
+             {pause} + SHUTDOWN_GRACE_SECONDS {grace} (scans) + {requeue_margin} (requeue) + \
+             {grace} (uploads) + {close} (connections) = {drain}"
+        );
+        assert!(
+            pause > 0,
+            "{name}: a preStop pause while the endpoints drop the pod"
+        );
+    }
+}
+
+/// The `threshold` of the ScaledObject's Prometheus trigger and its query.
+fn keda_trigger(docs: &[Value]) -> (String, f64) {
+    let scaled = only(docs, "ScaledObject", "cluster-keda");
+    let triggers = scaled["spec"]["triggers"].as_array().unwrap();
+    assert_eq!(triggers.len(), 1);
+    let trigger = &triggers[0];
+    assert_eq!(trigger["type"], "prometheus");
+    assert_eq!(trigger["metricType"], "AverageValue");
+    let metadata = &trigger["metadata"];
+    assert!(str_of(metadata, "serverAddress").starts_with("http"));
+    (
+        str_of(metadata, "query").to_string(),
+        str_of(metadata, "threshold").parse().unwrap(),
+    )
+}
+
+/// The prometheus-adapter rule of cluster-hpa: (name it exposes, metricsQuery, seriesQuery).
+fn adapter_rule() -> (String, String, String) {
+    let values = yaml(&repo().join("deploy/overlays/cluster-hpa/prometheus-adapter-values.yaml"));
+    let rules = values["rules"]["custom"].as_array().unwrap();
+    assert_eq!(rules.len(), 1);
+    let rule = &rules[0];
+    let overrides = &rule["resources"]["overrides"];
+    assert_eq!(overrides["namespace"]["resource"], "namespace");
+    assert_eq!(overrides["service"]["resource"], "service");
+    (
+        str_of(&rule["name"], "as").to_string(),
+        str_of(rule, "metricsQuery").to_string(),
+        str_of(rule, "seriesQuery").to_string(),
+    )
+}
+
+/// The adapter's query as it runs for an Object metric of the Service `service` in `namespace`.
+fn expand_adapter_query(template: &str, series: &str, namespace: &str, service: &str) -> String {
+    template
+        .replace("<<.Series>>", series)
+        .replace(
+            "<<.LabelMatchers>>",
+            &format!("namespace=\"{namespace}\",service=\"{service}\""),
+        )
+        .replace("<<.GroupBy>>", "service")
+}
+
+#[test]
+fn the_autoscalers_follow_the_queue_depth_gauge_with_one_replica_per_max_workers_scans() {
+    let documented = std::fs::read_to_string(repo().join("docs/metrics.md")).unwrap();
+    let keda = overlay("cluster-keda");
+    let hpa = overlay("cluster-hpa");
+    let (query, threshold) = keda_trigger(&keda);
+    let (exposed, template, series_query) = adapter_rule();
+    let adapter_query = expand_adapter_query(
+        &template,
+        "certus_assurance_scans",
+        "prod",
+        "certus-assurance",
+    );
+    for (what, expr) in [
+        ("KEDA", &query),
+        ("adapter", &adapter_query),
+        ("adapter series", &series_query),
+    ] {
+        let names = metric_names(expr);
+        assert_eq!(
+            names,
+            BTreeSet::from(["certus_assurance_scans".to_string()]),
+            "{what}: {expr}"
+        );
+        for metric in &names {
+            assert!(
+                documented.contains(&format!("| `{metric}` | gauge |")),
+                "{what}: {metric} is a gauge of docs/metrics.md"
+            );
+        }
+    }
+    // The target per replica is the workers of one replica.
+    for (name, docs) in [("cluster-keda", &keda), ("cluster-hpa", &hpa)] {
+        let deployment = only(docs, "Deployment", name);
+        assert!(
+            deployment["spec"].get("replicas").is_none(),
+            "{name}: the autoscaler owns the replica count"
+        );
+        let env = container_env(
+            docs,
+            &deployment["spec"]["template"]["spec"]["containers"][0],
+        );
+        let workers: f64 = plain(&env, "CERTUS_ASSURANCE_MAX_WORKERS")
+            .expect("MAX_WORKERS is set where the target is")
+            .parse()
+            .unwrap();
+        let target = if name == "cluster-keda" {
+            let scaled = only(docs, "ScaledObject", name);
+            assert_eq!(
+                scaled["spec"]["scaleTargetRef"]["name"],
+                deployment["metadata"]["name"]
+            );
+            assert!(scaled["spec"]["minReplicaCount"].as_u64().unwrap() >= 2);
+            threshold
+        } else {
+            let autoscaler = only(docs, "HorizontalPodAutoscaler", name);
+            let spec = &autoscaler["spec"];
+            assert_eq!(spec["scaleTargetRef"]["kind"], "Deployment");
+            assert_eq!(
+                spec["scaleTargetRef"]["name"],
+                deployment["metadata"]["name"]
+            );
+            assert!(spec["minReplicas"].as_u64().unwrap() >= 2);
+            let metric = &spec["metrics"][0]["object"];
+            assert_eq!(
+                metric["metric"]["name"],
+                exposed.as_str(),
+                "the adapter's name"
+            );
+            let service = only(docs, "Service", name);
+            assert_eq!(metric["describedObject"]["kind"], "Service");
+            assert_eq!(
+                metric["describedObject"]["name"],
+                service["metadata"]["name"]
+            );
+            assert_eq!(metric["target"]["type"], "AverageValue");
+            str_of(&metric["target"], "averageValue").parse().unwrap()
+        };
+        assert_eq!(target, workers, "{name}: one replica per MAX_WORKERS scans");
+    }
+
+    // Both queries, evaluated by promtool over two replicas that report the same cluster-wide
+    // counts (3 queued, 2 running, 7 succeeded), give 5; the adapter's query keeps another
+    // service's series out.
+    let dir = tempfile::tempdir().unwrap();
+    let labels = |instance: &str, status: &str| {
+        format!(
+            "certus_assurance_scans{{job=\"certus-assurance\",namespace=\"prod\",service=\"certus-assurance\",instance=\"{instance}\",status=\"{status}\"}}"
+        )
+    };
+    let mut series = String::new();
+    for instance in ["10.0.0.1:8056", "10.0.0.2:8056"] {
+        for (status, n) in [
+            ("queued", 3),
+            ("running", 2),
+            ("succeeded", 7),
+            ("failed", 0),
+        ] {
+            series.push_str(&format!(
+                "      - series: '{}'\n        values: '{n}x5'\n",
+                labels(instance, status)
+            ));
+        }
+    }
+    series.push_str(
+        "      - series: 'certus_assurance_scans{job=\"other\",namespace=\"prod\",service=\"other\",instance=\"10.0.0.9:8056\",status=\"queued\"}'\n        values: '40x5'\n",
+    );
+    let rules = dir.path().join("autoscaling.rules.yml");
+    std::fs::write(
+        &rules,
+        format!(
+            "groups:\n  - name: autoscaling\n    rules:\n      - record: keda:query\n        expr: '{}'\n      - record: adapter:query\n        expr: '{}'\n",
+            query.replace('\'', "''"),
+            adapter_query.replace('\'', "''")
+        ),
+    )
+    .unwrap();
+    let tests = dir.path().join("autoscaling.test.yml");
+    std::fs::write(
+        &tests,
+        format!(
+            "rule_files:\n  - {}\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{series}    promql_expr_test:\n      - expr: keda:query\n        eval_time: 2m\n        exp_samples:\n          - labels: 'keda:query'\n            value: 5\n      - expr: adapter:query\n        eval_time: 2m\n        exp_samples:\n          - labels: 'adapter:query{{service=\"certus-assurance\"}}'\n            value: 5\n",
+            rules.display()
+        ),
+    )
+    .unwrap();
+    for args in [
+        vec!["check", "rules", rules.to_str().unwrap()],
+        vec!["test", "rules", tests.to_str().unwrap()],
+    ] {
+        let output = Command::new("promtool")
+            .args(&args)
+            .output()
+            .expect("promtool runs (Debian prometheus; scripts/install-test-deps.sh installs it)");
+        assert!(
+            output.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
