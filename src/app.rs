@@ -145,6 +145,20 @@ async fn artifact_store(
     ))
 }
 
+/// The job store the settings name: PostgreSQL for a cluster, else the SQLite file.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn crate::storage::JobStore>> {
+    Ok(match config.store_location() {
+        StoreLocation::Postgres(url) => Arc::new(
+            PgStore::connect(&url, config.store.replica_id())
+                .await
+                .context("opening the PostgreSQL store (CERTUS_ASSURANCE_DATABASE_URL)")?,
+        ),
+        StoreLocation::Sqlite(path) => {
+            Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??)
+        }
+    })
+}
+
 /// The job engine over `store` and `pipeline`, with the artifact store and (when enabled) the
 /// uploader the settings name.
 async fn build_jobs(
@@ -223,16 +237,7 @@ impl App {
         clear_work_dir(&config)?;
         clear_partial_uploads(&config);
         crate::pipeline::checkout::init_git_timeouts(config.source.clone_stall_timeout);
-        let store: Arc<dyn crate::storage::JobStore> = match config.store_location() {
-            StoreLocation::Postgres(url) => Arc::new(
-                PgStore::connect(&url, config.store.replica_id())
-                    .await
-                    .context("opening the PostgreSQL store (CERTUS_ASSURANCE_DATABASE_URL)")?,
-            ),
-            StoreLocation::Sqlite(path) => {
-                Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??)
-            }
-        };
+        let store = open_store(&config).await?;
         let metrics = Metrics::new(&PROFILE_LABELS, &BUILTIN_SCANNERS);
         let observer: Arc<dyn ScanObserver> = Arc::new(MetricsObserver::new(metrics.clone()));
         let pipeline = Pipeline {

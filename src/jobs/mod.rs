@@ -909,19 +909,7 @@ impl JobManager {
         // outcome is stored: once a scan reads SUCCEEDED its bundle no longer changes, which an
         // upload relies on when it hashes the files. A retried call publishes nothing twice.
         self.publish_terminal(&record.test_id, status, &manifest_digest, reason, artifacts);
-        if let Err(err) = self
-            .inner
-            .artifacts
-            .publish_bundle_file(
-                &record.test_id,
-                crate::pipeline::bundle::artifacts::STREAM_JSONL,
-            )
-            .await
-        {
-            // The events stay readable from the stored event log (shared store) or are made
-            // from the record; the rest of the bundle is stored already.
-            tracing::warn!(error = %format!("{err:#}"), "could not store the scan's stream.jsonl in the artifact store");
-        }
+        self.publish_stream_file(&record.test_id).await?;
         let changed = self
             .inner
             .store
@@ -949,6 +937,31 @@ impl JobManager {
                 .inc();
         }
         Ok(true)
+    }
+
+    /// Stores a finished scan's `stream.jsonl` in the artifact store (which holds the rest of
+    /// the bundle already), retrying a few times: the outcome is recorded only once it is
+    /// stored, so a SUCCEEDED scan's bundle is whole for every reader.
+    async fn publish_stream_file(&self, test_id: &str) -> anyhow::Result<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .inner
+                .artifacts
+                .publish_bundle_file(test_id, crate::pipeline::bundle::artifacts::STREAM_JSONL)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(err) if attempt >= 3 => {
+                    return Err(err.context("storing the scan's stream.jsonl in the artifact store"))
+                }
+                Err(err) => {
+                    tracing::warn!(error = %format!("{err:#}"), attempt, "could not store the scan's stream.jsonl in the artifact store; retrying");
+                    tokio::time::sleep(Duration::from_secs(attempt)).await;
+                }
+            }
+        }
     }
 
     /// RUNNING → QUEUED (the shutdown deadline passed while it ran).

@@ -142,7 +142,9 @@ impl ArtifactStore {
         for rel in &files {
             put_file(remote, &dir.join(rel), &format!("{prefix}{rel}")).await?;
         }
-        let wanted: BTreeSet<String> = files.iter().map(|f| format!("{prefix}{f}")).collect();
+        // `stream.jsonl` is stored after the rest, once it holds the terminal event.
+        let mut wanted: BTreeSet<String> = files.iter().map(|f| format!("{prefix}{f}")).collect();
+        wanted.insert(format!("{prefix}stream.jsonl"));
         let stale: Vec<String> = stored
             .into_iter()
             .map(|(key, _)| key)
@@ -158,13 +160,18 @@ impl ArtifactStore {
         Ok(files.len())
     }
 
-    /// Publishes one file of a scan's scratch bundle (the final `stream.jsonl`).
+    /// Publishes one file of a scan's scratch bundle (the final `stream.jsonl`), if it exists.
     pub async fn publish_bundle_file(&self, test_id: &str, rel: &str) -> anyhow::Result<()> {
         let Some(remote) = &self.inner.remote else {
             return Ok(());
         };
+        let path = self.scratch_dir(test_id).join(rel);
+        if tokio::fs::metadata(&path).await.is_err() {
+            // Nothing was written (a scan that ended before any event): nothing to store.
+            return Ok(());
+        }
         let key = format!("{}{rel}", Self::bundle_prefix(remote, test_id));
-        put_file(remote, &self.scratch_dir(test_id).join(rel), &key).await
+        put_file(remote, &path, &key).await
     }
 
     /// Removes a scan's scratch bundle once it is published (s3 backend only: on the local

@@ -20,20 +20,6 @@ pub const BUCKET: &str = "artifacts";
 const PREFIX: &str = "certus-assurance";
 const TRUST_TOKEN: &str = "trust-test-token";
 
-/// A small tar archive holding one Python file.
-fn tar_archive() -> Vec<u8> {
-    let text = "password = 'x'\nprint('hello')\n";
-    let mut archive = tar::Builder::new(Vec::new());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(text.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    archive
-        .append_data(&mut header, "app.py", text.as_bytes())
-        .unwrap();
-    archive.into_inner().unwrap()
-}
-
 /// Uploads `bytes` as an archive through `addr`; returns the answer's JSON.
 async fn upload_archive(client: &reqwest::Client, addr: &str, bytes: &[u8]) -> Value {
     let boundary = "certus-artifact-store-boundary";
@@ -228,7 +214,12 @@ async fn replicas_sharing_only_postgres_and_s3_serve_each_others_bundles_and_arc
         .build()
         .unwrap();
 
-    let archive = upload_archive(&client, &accepting.address, &tar_archive()).await;
+    let archive = upload_archive(
+        &client,
+        &accepting.address,
+        &crate::audit::tar_archive("artifact-store"),
+    )
+    .await;
     let archive_name = archive["archive_path"]
         .as_str()
         .unwrap()
