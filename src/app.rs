@@ -116,6 +116,86 @@ fn clear_partial_uploads(config: &Config) {
     }
 }
 
+/// The artifact store the settings name. With the `s3` backend, fetched copies of stored
+/// bundles (`<ARTIFACT_ROOT>/.cache/`) are dropped at start-up: the bucket is the truth.
+async fn artifact_store(
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<crate::upload::artifact_store::ArtifactStore> {
+    use crate::upload::artifact_store::{ArtifactStore, CACHE_DIR};
+    let root = config.artifact_root();
+    let Some((bucket, prefix)) = config.artifacts.s3_location() else {
+        return Ok(ArtifactStore::local(root, config.upload_dir()));
+    };
+    let cache = root.join(CACHE_DIR);
+    if let Err(err) = tokio::fs::remove_dir_all(&cache).await {
+        if err.kind() != std::io::ErrorKind::NotFound {
+            return Err(err).with_context(|| format!("clearing {}", cache.display()));
+        }
+    }
+    let s3 =
+        crate::upload::object_store::ObjectStore::connect(&config.upload, metrics.clone()).await;
+    Ok(ArtifactStore::s3(
+        root,
+        config.upload_dir(),
+        s3,
+        bucket,
+        prefix,
+    ))
+}
+
+/// The job store the settings name: PostgreSQL for a cluster, else the SQLite file.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn crate::storage::JobStore>> {
+    Ok(match config.store_location() {
+        StoreLocation::Postgres(url) => Arc::new(
+            PgStore::connect(&url, config.store.replica_id())
+                .await
+                .context("opening the PostgreSQL store (CERTUS_ASSURANCE_DATABASE_URL)")?,
+        ),
+        StoreLocation::Sqlite(path) => {
+            Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??)
+        }
+    })
+}
+
+/// The job engine over `store` and `pipeline`, with the artifact store and (when enabled) the
+/// uploader the settings name.
+async fn build_jobs(
+    config: &Config,
+    store: Arc<dyn crate::storage::JobStore>,
+    metrics: &Metrics,
+    pipeline: Pipeline,
+    signing_seed: Option<[u8; 32]>,
+) -> anyhow::Result<JobManager> {
+    let jobs = JobManager::new(
+        store,
+        metrics.clone(),
+        pipeline,
+        JobSettings {
+            max_queue: config.queue.max_queue,
+            max_workers: config.queue.max_workers,
+            default_timeout: config.queue.scan_timeout,
+            shutdown_grace: config.server.shutdown_grace,
+            lease: config.store.lease,
+            max_attempts: config.store.max_attempts,
+            max_active_per_workspace: config.queue.max_active_per_workspace,
+        },
+        config.queue.stream_history_limit,
+    )
+    .with_artifact_store(artifact_store(config, metrics).await?);
+    let jobs = if config.upload.enabled {
+        let uploader =
+            crate::upload::Uploader::from_config(&config.upload, signing_seed, metrics.clone())
+                .await
+                .context("configuring uploads (CERTUS_ASSURANCE_ENABLE_S3_UPLOAD=true)")?
+                .with_artifact_store(jobs.artifacts().clone());
+        jobs.with_uploader(uploader)
+    } else {
+        jobs
+    };
+    Ok(jobs)
+}
+
 impl App {
     /// Opens the store, recovers interrupted scans, rebuilds the gauges and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<App> {
@@ -156,16 +236,7 @@ impl App {
         clear_work_dir(&config)?;
         clear_partial_uploads(&config);
         crate::pipeline::checkout::init_git_timeouts(config.source.clone_stall_timeout);
-        let store: Arc<dyn crate::storage::JobStore> = match config.store_location() {
-            StoreLocation::Postgres(url) => Arc::new(
-                PgStore::connect(&url, config.store.replica_id())
-                    .await
-                    .context("opening the PostgreSQL store (CERTUS_ASSURANCE_DATABASE_URL)")?,
-            ),
-            StoreLocation::Sqlite(path) => {
-                Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??)
-            }
-        };
+        let store = open_store(&config).await?;
         let metrics = Metrics::new(&PROFILE_LABELS, &BUILTIN_SCANNERS);
         let observer: Arc<dyn ScanObserver> = Arc::new(MetricsObserver::new(metrics.clone()));
         let pipeline = Pipeline {
@@ -188,31 +259,8 @@ impl App {
             tool_path: config.scanning.tool_path.clone(),
             tool_env: Arc::new(passthrough_env(crate::config::passthrough_env)),
         };
-        let jobs = JobManager::new(
-            store,
-            metrics.clone(),
-            pipeline,
-            JobSettings {
-                max_queue: config.queue.max_queue,
-                max_workers: config.queue.max_workers,
-                default_timeout: config.queue.scan_timeout,
-                shutdown_grace: config.server.shutdown_grace,
-                lease: config.store.lease,
-                max_attempts: config.store.max_attempts,
-                max_active_per_workspace: config.queue.max_active_per_workspace,
-            },
-            config.queue.stream_history_limit,
-        );
-        let jobs = if config.upload.enabled {
-            let seed = signing_key.as_ref().map(|key| key.seed());
-            let uploader =
-                crate::upload::Uploader::from_config(&config.upload, seed, metrics.clone())
-                    .await
-                    .context("configuring uploads (CERTUS_ASSURANCE_ENABLE_S3_UPLOAD=true)")?;
-            jobs.with_uploader(uploader)
-        } else {
-            jobs
-        };
+        let seed = signing_key.as_ref().map(|key| key.seed());
+        let jobs = build_jobs(&config, store, &metrics, pipeline, seed).await?;
         jobs.recover(config.queue.recover_running == RecoverRunning::Requeue)
             .await
             .context("recovering scans from the store")?;

@@ -91,8 +91,8 @@ pub const TRUST_OUTCOMES: [&str; 6] = [
     "unreachable",
     "invalid_response",
 ];
-/// S3 operations the uploader performs (`operation` label).
-pub const S3_OPERATIONS: [&str; 9] = [
+/// S3 operations the uploader and the artifact store perform (`operation` label).
+pub const S3_OPERATIONS: [&str; 11] = [
     "put_object",
     "create_multipart_upload",
     "upload_part",
@@ -102,6 +102,8 @@ pub const S3_OPERATIONS: [&str; 9] = [
     "head_object",
     "list_objects",
     "list_multipart_uploads",
+    "get_object",
+    "delete_objects",
 ];
 /// Outcomes of one S3 request.
 pub const S3_OUTCOMES: [&str; 3] = ["success", "error", "timeout"];

@@ -212,23 +212,7 @@ pub async fn upload_archive(
         ));
     };
     note.archive(&received.sha256);
-    // A token of a single workspace may leave it out.
-    let workspace = match (workspace, &access) {
-        (Some(w), _) => w,
-        (None, Access::Token(t)) => match &t.workspaces {
-            WorkspaceScope::Only(set) if set.len() == 1 => {
-                set.first().expect("one workspace").clone()
-            }
-            _ => return Err(missing_workspace()),
-        },
-        // With authentication off every caller reaches every workspace: an upload without a
-        // workspace (the earlier service's form) may be scanned from any of them.
-        (None, Access::Open) => ANY_WORKSPACE.to_string(),
-    };
-    if workspace != ANY_WORKSPACE {
-        note.workspace(&workspace);
-        check_workspace(&access, &workspace)?;
-    }
+    let workspace = uploading_workspace(workspace, &access, &note)?;
     let Received {
         mut part,
         sha256,
@@ -257,12 +241,8 @@ pub async fn upload_archive(
             quota.unwrap_or_default()
         )));
     }
-    // Same name, same bytes: replacing a stored copy changes nothing a scan reads.
     let name = format!("{sha256}.{}", format.extension());
-    tokio::fs::rename(&part.path, dir.join(&name))
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("storing an upload")))?;
-    part.keep = true;
+    store_archive(&state, &mut part, &dir, &name).await?;
     tracing::info!(archive.sha256 = %sha256, archive.bytes = size, archive.files = stats.files, workspace.id = %workspace, "archive stored");
     let body = json!({
         "archive_path": format!("uploads/{name}"),
@@ -275,6 +255,54 @@ pub async fn upload_archive(
         "unpacked_bytes": stats.bytes,
     });
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// The workspace an upload is for: the one sent, else the only one of the caller's token; with
+/// authentication off and none sent, any workspace ([`ANY_WORKSPACE`]).
+fn uploading_workspace(
+    sent: Option<String>,
+    access: &Access,
+    note: &AuditNote,
+) -> Result<String, ApiError> {
+    // A token of a single workspace may leave it out.
+    let workspace = match (sent, access) {
+        (Some(w), _) => w,
+        (None, Access::Token(t)) => match &t.workspaces {
+            WorkspaceScope::Only(set) if set.len() == 1 => {
+                set.first().expect("one workspace").clone()
+            }
+            _ => return Err(missing_workspace()),
+        },
+        // With authentication off every caller reaches every workspace: an upload without a
+        // workspace (the earlier service's form) may be scanned from any of them.
+        (None, Access::Open) => ANY_WORKSPACE.to_string(),
+    };
+    if workspace != ANY_WORKSPACE {
+        note.workspace(&workspace);
+        check_workspace(access, &workspace)?;
+    }
+    Ok(workspace)
+}
+
+/// Moves a received archive into `<dir>/<name>` and publishes it to the artifact store, so any
+/// replica can scan it (503 when the store cannot take it).
+async fn store_archive(
+    state: &AppState,
+    part: &mut PartFile,
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<(), ApiError> {
+    // Same name, same bytes: replacing a stored copy changes nothing a scan reads.
+    tokio::fs::rename(&part.path, dir.join(name))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("storing an upload")))?;
+    part.keep = true;
+    state
+        .jobs
+        .artifacts()
+        .publish_archive(name)
+        .await
+        .map_err(super::findings::store_error)
 }
 
 fn missing_workspace() -> ApiError {

@@ -67,8 +67,8 @@ pub async fn list_artifacts(
     Extension(access): Extension<Access>,
     UrlPath(test_id): UrlPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    visible_scan(&state, &access, &test_id).await?;
-    let bundle = bundle_dir(&state, &test_id);
+    let record = visible_scan(&state, &access, &test_id).await?;
+    let bundle = bundle_dir(&state, &record).await?;
     let listed = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Vec<Value>>> {
         if !bundle.is_dir() {
             return Ok(None);
@@ -105,7 +105,7 @@ pub async fn get_artifact(
     Extension(access): Extension<Access>,
     UrlPath((test_id, rel)): UrlPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    visible_scan(&state, &access, &test_id).await?;
+    let record = visible_scan(&state, &access, &test_id).await?;
     if !is_plain_relative(&rel) {
         return Err(ApiError::Validation(vec![FieldError {
             loc: vec![json!("path"), json!("path")],
@@ -117,7 +117,7 @@ pub async fn get_artifact(
             ),
         }]));
     }
-    let bundle = bundle_dir(&state, &test_id);
+    let bundle = bundle_dir(&state, &record).await?;
     let lookup = rel.clone();
     let target = tokio::task::spawn_blocking(move || resolve_in_bundle(&bundle, &lookup))
         .await

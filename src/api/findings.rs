@@ -112,9 +112,32 @@ fn parse_query(raw: Option<&str>) -> Result<FindingsQuery, ApiError> {
     }
 }
 
-/// The bundle directory of a scan on this server.
-pub(super) fn bundle_dir(state: &AppState, test_id: &str) -> PathBuf {
-    state.config.artifact_root().join(test_id)
+/// A local directory holding a scan's bundle (fetched from the artifact store when another
+/// replica wrote it); 503 when the store cannot be read.
+pub(super) async fn bundle_dir(
+    state: &AppState,
+    record: &crate::storage::ScanRecord,
+) -> Result<PathBuf, ApiError> {
+    state.jobs.bundle_dir(record).await.map_err(store_error)
+}
+
+/// `Retry-After` of a 503 answered while the artifact store cannot be read.
+pub(super) const STORE_RETRY_AFTER_SECONDS: u64 = 30;
+
+/// A failed read of the artifact store: 503 saying what failed when the store is unreachable,
+/// else an internal error.
+pub(super) fn store_error(err: anyhow::Error) -> ApiError {
+    if err
+        .chain()
+        .any(|cause| cause.is::<crate::upload::artifact_store::StoreUnavailable>())
+    {
+        ApiError::Unavailable {
+            detail: format!("{err:#}; retry later"),
+            retry_after_seconds: STORE_RETRY_AFTER_SECONDS,
+        }
+    } else {
+        ApiError::Internal(err)
+    }
 }
 
 /// `GET /v1/security-scans/{test_id}/findings`
@@ -146,7 +169,7 @@ pub async fn list_findings(
         }
         JobState::Succeeded => {}
     }
-    let bundle = bundle_dir(&state, &test_id);
+    let bundle = bundle_dir(&state, &record).await?;
     let page = tokio::task::spawn_blocking(move || {
         read_page(
             &bundle,

@@ -86,6 +86,14 @@ pub async fn stream_scan_events(
     let source = if visible && TestId::parse(&test_id).is_some() {
         match state.jobs.subscribe(&test_id).await {
             Ok(source) => source,
+            Err(err)
+                if err
+                    .chain()
+                    .any(|c| c.is::<crate::upload::artifact_store::StoreUnavailable>()) =>
+            {
+                // Refused before the upgrade: the client gets the 503 and its detail.
+                return super::findings::store_error(err).into_response();
+            }
             Err(err) => {
                 tracing::error!(job.id = %test_id, error = ?err, "could not open a scan's event stream");
                 None

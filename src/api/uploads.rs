@@ -201,6 +201,10 @@ pub async fn request_upload(
             "the bundle of scan {} cannot be uploaded: {reason}",
             r.test_id
         ))),
+        O::StoreUnavailable(r, reason) => Err(ApiError::Unavailable {
+            detail: format!("the bundle of scan {} cannot be read: {reason}", r.test_id),
+            retry_after_seconds: super::findings::STORE_RETRY_AFTER_SECONDS,
+        }),
     }
 }
 

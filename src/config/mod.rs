@@ -21,6 +21,7 @@
 //! with the declarations). The owner of the concern reads `config.<section>.<field>`.
 
 mod archive;
+mod artifacts;
 mod auth;
 mod queue;
 mod retention;
@@ -32,6 +33,7 @@ mod telemetry;
 mod upload;
 
 pub use archive::ArchiveConfig;
+pub use artifacts::{ArtifactBackend, ArtifactConfig};
 pub use auth::{AuthConfig, MetricsAuth, RateLimit};
 pub use queue::{QueueConfig, RecoverRunning, MAX_SCAN_TIMEOUT_SECONDS};
 pub use retention::RetentionConfig;
@@ -74,6 +76,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     #[command(flatten)]
     pub upload: UploadConfig,
+    #[command(flatten)]
+    pub artifacts: ArtifactConfig,
 }
 
 /// The prefix of every setting's environment variable.
@@ -122,6 +126,7 @@ impl Config {
         self.auth.check(self.server.listen_addr)?;
         self.scanning.check()?;
         self.upload.check()?;
+        self.artifacts.check()?;
         if self.queue.stream_ping_interval >= self.server.http_idle_timeout {
             bail!(
                 "CERTUS_ASSURANCE_STREAM_PING_INTERVAL_SECONDS ({}) must be less than \

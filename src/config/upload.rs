@@ -219,7 +219,7 @@ fn parse_service_url(var: &str, raw: &str) -> anyhow::Result<url::Url> {
 }
 
 /// S3 bucket naming rules: 3-63 characters of lower-case letters, digits, `.` and `-`.
-fn check_bucket(var: &str, bucket: &str) -> anyhow::Result<()> {
+pub(super) fn check_bucket(var: &str, bucket: &str) -> anyhow::Result<()> {
     let valid = (3..=63).contains(&bucket.len())
         && bucket
             .bytes()
@@ -236,7 +236,7 @@ fn check_bucket(var: &str, bucket: &str) -> anyhow::Result<()> {
 }
 
 /// Key prefix: segments of `[A-Za-z0-9._-]` separated by `/`; surrounding `/` removed.
-fn check_prefix(var: &str, prefix: &str) -> anyhow::Result<String> {
+pub(super) fn check_prefix(var: &str, prefix: &str) -> anyhow::Result<String> {
     let trimmed = prefix.trim_matches('/');
     let valid = trimmed.len() <= 256
         && (trimmed.is_empty()

@@ -20,6 +20,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, ScanEvent};
 use crate::scan::{now_secs, FailureReason, JobState, TestId, UploadStatus};
 use crate::storage::{Completion, JobStore, LeaseState, ListQuery, PrunePolicy, ScanRecord};
+use crate::upload::artifact_store::ArtifactStore;
 use events::{EventHub, Subscription};
 
 /// A validated submission.
@@ -215,6 +216,8 @@ struct Inner {
     uploads: upload::UploadTasks,
     /// The last read of a shared store's status counts.
     counts: counts::CountsCache,
+    /// Where finished bundles and uploaded archives are kept (local directories by default).
+    artifacts: ArtifactStore,
 }
 
 /// Cheap-to-clone handle to the job engine.
@@ -240,7 +243,6 @@ impl JobManager {
                 events: EventHub::new(history_limit, 64, metrics.clone()),
                 store,
                 metrics,
-                pipeline,
                 settings,
                 wake: Notify::new(),
                 admission: tokio::sync::Mutex::new(()),
@@ -250,8 +252,68 @@ impl JobManager {
                 uploader: None,
                 uploads: upload::UploadTasks::default(),
                 counts: counts::CountsCache::default(),
+                artifacts: ArtifactStore::local(
+                    pipeline.artifact_root.clone(),
+                    pipeline.upload_dir.clone(),
+                ),
+                pipeline,
             }),
         }
+    }
+
+    /// Keeps bundles and archives in `artifacts` instead of this process's directories. Called
+    /// right after [`JobManager::new`], before [`JobManager::with_uploader`].
+    pub fn with_artifact_store(mut self, artifacts: ArtifactStore) -> JobManager {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_artifact_store is called before the manager is shared")
+            .artifacts = artifacts;
+        self
+    }
+
+    /// The artifact store.
+    pub fn artifacts(&self) -> &ArtifactStore {
+        &self.inner.artifacts
+    }
+
+    /// A local directory holding a scan's bundle for reading (fetched from the artifact store
+    /// when another replica wrote it); it does not exist when the scan has no bundle. Fails with
+    /// [`crate::upload::artifact_store::StoreUnavailable`] in its chain when the store cannot be read.
+    pub async fn bundle_dir(&self, record: &ScanRecord) -> anyhow::Result<std::path::PathBuf> {
+        self.inner
+            .artifacts
+            .bundle_dir(&record.test_id, record.status.is_terminal())
+            .await
+    }
+
+    /// Publishes a scan's bundle to the artifact store (every file but `stream.jsonl`, which
+    /// [`JobManager::finish`] publishes once it holds the terminal event).
+    pub(crate) async fn publish_bundle(&self, test_id: &str) -> anyhow::Result<usize> {
+        if !self.inner.artifacts.is_remote() {
+            return Ok(0);
+        }
+        let dir = self.inner.artifacts.scratch_dir(test_id);
+        let files = tokio::task::spawn_blocking(move || {
+            crate::pipeline::bundle::artifacts::list_files(&dir)
+        })
+        .await
+        .context("listing the bundle stopped")??
+        .into_iter()
+        .filter(|f| f != crate::pipeline::bundle::artifacts::STREAM_JSONL)
+        .collect();
+        self.inner.artifacts.publish_bundle(test_id, files).await
+    }
+
+    /// Makes sure the archive a scan names is on this replica, fetching it from the artifact
+    /// store when another replica received it. `Ok(false)`: stored nowhere (the pipeline then
+    /// fails the scan as `source_invalid`).
+    pub(crate) async fn fetch_archive(&self, archive_path: &str) -> anyhow::Result<bool> {
+        let Ok((sha, format)) = crate::pipeline::parse_archive_path(archive_path) else {
+            return Ok(false);
+        };
+        self.inner
+            .artifacts
+            .fetch_archive(&format!("{sha}.{}", format.extension()))
+            .await
     }
 
     /// Enables uploads through `uploader`. Called once, right after [`JobManager::new`].
@@ -541,21 +603,12 @@ impl JobManager {
                 m.scan_pruned(p.status.label(), p.upload_status.as_str());
                 self.inner.events.remove(&p.test_id);
             }
-            let dirs: Vec<_> = pruned
-                .iter()
-                .map(|p| self.inner.pipeline.artifact_dir(&p.test_id))
-                .collect();
-            tokio::task::spawn_blocking(move || {
-                for dir in dirs {
-                    if let Err(err) = std::fs::remove_dir_all(&dir) {
-                        if err.kind() != std::io::ErrorKind::NotFound {
-                            tracing::warn!(path = %dir.display(), error = %err, "could not remove a pruned bundle");
-                        }
-                    }
+            for p in &pruned {
+                if let Err(err) = self.inner.artifacts.delete_bundle(&p.test_id).await {
+                    // The row is gone: nothing refers to these files any more.
+                    tracing::warn!(job.id = %p.test_id, error = %format!("{err:#}"), "could not delete a pruned scan's bundle from the artifact store; remove it by hand");
                 }
-            })
-            .await
-            .context("removing pruned bundles")?;
+            }
             total += pruned.len();
             if pruned.len() < policy.batch as usize {
                 break;
@@ -582,15 +635,9 @@ impl JobManager {
             loop {
                 let pruned = store.prune_archives(archives, now_secs()).await?;
                 for p in pruned.iter().filter(|p| p.orphaned) {
-                    let file = self
-                        .inner
-                        .pipeline
-                        .upload_dir
-                        .join(format!("{}.{}", p.sha256, p.ext));
-                    if let Err(err) = tokio::fs::remove_file(&file).await {
-                        if err.kind() != std::io::ErrorKind::NotFound {
-                            tracing::warn!(path = %file.display(), error = %err, "could not remove a pruned archive");
-                        }
+                    let name = format!("{}.{}", p.sha256, p.ext);
+                    if let Err(err) = self.inner.artifacts.delete_archive(&name).await {
+                        tracing::warn!(archive = %name, error = %format!("{err:#}"), "could not delete a pruned archive from the artifact store; remove it by hand");
                     }
                 }
                 if !pruned.is_empty() {
@@ -715,9 +762,8 @@ impl JobManager {
             self.inner.events.remove(test_id);
         }
         let path = self
-            .inner
-            .pipeline
-            .artifact_dir(test_id)
+            .bundle_dir(&record)
+            .await?
             .join(crate::pipeline::bundle::artifacts::STREAM_JSONL);
         let mut lines: Vec<String> = tokio::fs::read_to_string(&path)
             .await
@@ -863,11 +909,13 @@ impl JobManager {
         // outcome is stored: once a scan reads SUCCEEDED its bundle no longer changes, which an
         // upload relies on when it hashes the files. A retried call publishes nothing twice.
         self.publish_terminal(&record.test_id, status, &manifest_digest, reason, artifacts);
+        self.publish_stream_file(&record.test_id).await?;
         let changed = self
             .inner
             .store
             .finish(record.test_id.clone(), done)
             .await?;
+        self.inner.artifacts.drop_scratch(&record.test_id).await;
         self.unregister_running(&record.test_id);
         self.forget_credentials(&record.test_id);
         if !changed {
@@ -889,6 +937,31 @@ impl JobManager {
                 .inc();
         }
         Ok(true)
+    }
+
+    /// Stores a finished scan's `stream.jsonl` in the artifact store (which holds the rest of
+    /// the bundle already), retrying a few times: the outcome is recorded only once it is
+    /// stored, so a SUCCEEDED scan's bundle is whole for every reader.
+    async fn publish_stream_file(&self, test_id: &str) -> anyhow::Result<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .inner
+                .artifacts
+                .publish_bundle_file(test_id, crate::pipeline::bundle::artifacts::STREAM_JSONL)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(err) if attempt >= 3 => {
+                    return Err(err.context("storing the scan's stream.jsonl in the artifact store"))
+                }
+                Err(err) => {
+                    tracing::warn!(error = %format!("{err:#}"), attempt, "could not store the scan's stream.jsonl in the artifact store; retrying");
+                    tokio::time::sleep(Duration::from_secs(attempt)).await;
+                }
+            }
+        }
     }
 
     /// RUNNING → QUEUED (the shutdown deadline passed while it ran).

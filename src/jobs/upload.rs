@@ -94,6 +94,8 @@ pub enum UploadRequestOutcome {
     TrustFailed(ScanRecord, TrustError),
     /// The bundle could not be declared; the upload is `failed`.
     BundleUnusable(ScanRecord, String),
+    /// The artifact store could not be read; the upload is `failed` and may be requested again.
+    StoreUnavailable(ScanRecord, String),
 }
 
 /// What the background task tells the waiting request.
@@ -102,6 +104,7 @@ enum Decision {
     Denied,
     TrustFailed(TrustError),
     BundleUnusable(String),
+    StoreUnavailable(String),
     /// The decision could not be recorded; nothing was uploaded.
     Internal(String),
 }
@@ -229,6 +232,9 @@ impl JobManager {
             Ok(Decision::BundleUnusable(reason)) => {
                 UploadRequestOutcome::BundleUnusable(record, reason)
             }
+            Ok(Decision::StoreUnavailable(reason)) => {
+                UploadRequestOutcome::StoreUnavailable(record, reason)
+            }
             Ok(Decision::Internal(message)) => anyhow::bail!("{message}"),
             Err(_) => anyhow::bail!("the upload task of {test_id} ended without a decision"),
         })
@@ -314,7 +320,6 @@ impl JobManager {
         decision: oneshot::Sender<Decision>,
     ) {
         let test_id = record.test_id.clone();
-        let subject = self.upload_subject(&record);
         let ended = |status: UploadStatus, reason: String| UploadState {
             status,
             permission_id: None,
@@ -324,21 +329,12 @@ impl JobManager {
             reason: Some(reason),
             in_flight: false,
         };
-        if subject.files.is_empty() {
-            let reason = "the scan recorded no bundle files to upload".to_string();
-            self.move_upload(&test_id, from, ended(UploadStatus::Failed, reason.clone()))
-                .await;
-            let _ = decision.send(Decision::BundleUnusable(reason));
-            return;
-        }
-        let files = match uploader.declare(&subject).await {
-            Ok(files) => files,
-            Err(err) => {
-                let reason = err.to_string();
-                tracing::warn!(error = %reason, "the bundle could not be declared; nothing was asked or uploaded");
-                self.move_upload(&test_id, from, ended(UploadStatus::Failed, reason.clone()))
+        let (subject, files) = match self.declare_bundle(&uploader, &record).await {
+            Ok(declared) => declared,
+            Err((reason, refusal)) => {
+                self.move_upload(&test_id, from, ended(UploadStatus::Failed, reason))
                     .await;
-                let _ = decision.send(Decision::BundleUnusable(reason));
+                let _ = decision.send(refusal);
                 return;
             }
         };
@@ -404,6 +400,54 @@ impl JobManager {
         tracing::info!(upload.permission_id = %permit.upload_permission_id, files = files.len(), "Trust permitted the upload");
         let _ = decision.send(Decision::Permitted);
 
+        self.transfer(
+            &uploader,
+            &subject,
+            &permit.upload_permission_id,
+            &files,
+            permitted,
+        )
+        .await;
+    }
+
+    /// The bundle's local copy (fetched from the artifact store when another replica ran the
+    /// scan) and its files, hashed once. A refusal is the upload's failure reason and the
+    /// decision to answer (`BundleUnusable` or `StoreUnavailable`).
+    async fn declare_bundle(
+        &self,
+        uploader: &Uploader,
+        record: &ScanRecord,
+    ) -> Result<(UploadSubject, Vec<crate::upload::DeclaredFile>), (String, Decision)> {
+        let bundle_dir = self.bundle_dir(record).await.map_err(|err| {
+            tracing::warn!(error = %format!("{err:#}"), "the bundle could not be read from the artifact store; nothing was asked or uploaded");
+            let reason = format!(
+                "{err:#}; nothing was uploaded, request the upload again once the artifact store is reachable"
+            );
+            (reason.clone(), Decision::StoreUnavailable(reason))
+        })?;
+        let subject = self.upload_subject(record, bundle_dir);
+        if subject.files.is_empty() {
+            let reason = "the scan recorded no bundle files to upload".to_string();
+            return Err((reason.clone(), Decision::BundleUnusable(reason)));
+        }
+        let files = uploader.declare(&subject).await.map_err(|err| {
+            let reason = err.to_string();
+            tracing::warn!(error = %reason, "the bundle could not be declared; nothing was asked or uploaded");
+            (reason.clone(), Decision::BundleUnusable(reason))
+        })?;
+        Ok((subject, files))
+    }
+
+    /// Uploads what Trust permitted and records how it ended (`uploaded` or `failed`).
+    async fn transfer(
+        &self,
+        uploader: &Uploader,
+        subject: &UploadSubject,
+        permission_id: &str,
+        files: &[crate::upload::DeclaredFile],
+        permitted: UploadState,
+    ) {
+        let test_id = subject.test_id.clone();
         let progress = StoreProgress {
             jobs: self.clone(),
             test_id: test_id.clone(),
@@ -412,7 +456,7 @@ impl JobManager {
         };
         let stop = self.inner.uploads.stop.clone();
         let result = tokio::select! {
-            result = uploader.upload(&subject, &permit.upload_permission_id, &files, &progress, &stop) => result,
+            result = uploader.upload(subject, permission_id, files, &progress, &stop) => result,
             _ = stop.cancelled() => Err(crate::upload::UploadFailure::Interrupted),
         };
         let done = match result {
@@ -479,7 +523,7 @@ impl JobManager {
     }
 
     /// The uploader's view of a scan.
-    fn upload_subject(&self, r: &ScanRecord) -> UploadSubject {
+    fn upload_subject(&self, r: &ScanRecord, bundle_dir: std::path::PathBuf) -> UploadSubject {
         let mut provenance = json!({
             "source_type": r.source_type,
             "git_url": r.git_url.as_deref().map(strip_credentials),
@@ -504,7 +548,7 @@ impl JobManager {
             assessment_id: r.assessment_id.clone(),
             manifest_digest: r.manifest_digest.clone(),
             provenance,
-            bundle_dir: self.inner.pipeline.artifact_dir(&r.test_id),
+            bundle_dir,
             files: r.artifacts.clone().unwrap_or_default(),
         }
     }

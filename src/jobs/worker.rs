@@ -217,6 +217,26 @@ fn spec_for(jobs: &JobManager, record: &ScanRecord) -> Result<ScanSpec, (Failure
     })
 }
 
+/// Fetches the archive an archive scan names from the artifact store when another replica
+/// received it.
+async fn fetch_source(
+    jobs: &JobManager,
+    spec: ScanSpec,
+) -> Result<ScanSpec, (FailureReason, String)> {
+    if let ScanSource::Archive { archive_path } = &spec.source {
+        if let Err(err) = jobs.fetch_archive(archive_path).await {
+            return Err((
+                FailureReason::Internal,
+                format!(
+                    "the archive could not be fetched from the artifact store ({err:#}); check \
+                     CERTUS_ASSURANCE_ARTIFACT_BUCKET and that S3 is reachable, then submit the scan again"
+                ),
+            ));
+        }
+    }
+    Ok(spec)
+}
+
 async fn run_one(jobs: &JobManager, record: ScanRecord, hard_stop: &CancellationToken) -> Ended {
     let test_id = record.test_id.clone();
     let (stop, cancel, cancel_requested) = jobs.register_running(&test_id);
@@ -234,6 +254,10 @@ async fn run_one(jobs: &JobManager, record: ScanRecord, hard_stop: &Cancellation
     tracing::info!("scan started");
 
     let spec = match spec_for(jobs, &record) {
+        Ok(spec) => fetch_source(jobs, spec).await,
+        Err(err) => Err(err),
+    };
+    let spec = match spec {
         Ok(spec) => spec,
         Err((reason, message)) => {
             sink.emit(ScanEvent::Error {
@@ -251,13 +275,6 @@ async fn run_one(jobs: &JobManager, record: ScanRecord, hard_stop: &Cancellation
         async move { pipeline.run(&spec, task_sink, task_stop).await }.in_current_span(),
     );
 
-    enum Interrupt {
-        Timeout,
-        Cancel,
-        Shutdown,
-        /// Another replica reclaimed the scan (our lease expired): stop without recording.
-        LeaseLost,
-    }
     // On a shared store the lease is renewed every third of its length; a renewal also
     // carries cancel requests made through other replicas.
     let renewals = async {
@@ -315,6 +332,25 @@ async fn run_one(jobs: &JobManager, record: ScanRecord, hard_stop: &Cancellation
             let _ = task.await;
         });
     }
+    record_interrupt(jobs, &record, interrupt, &sink).await
+}
+
+/// Why a running scan stopped before its pipeline ended.
+enum Interrupt {
+    Timeout,
+    Cancel,
+    Shutdown,
+    /// Another replica reclaimed the scan (our lease expired): stop without recording.
+    LeaseLost,
+}
+
+/// Records how an interrupted scan ended (once its pipeline stopped).
+async fn record_interrupt(
+    jobs: &JobManager,
+    record: &ScanRecord,
+    interrupt: Interrupt,
+    sink: &JobSink,
+) -> Ended {
     match interrupt {
         Interrupt::LeaseLost => {
             tracing::warn!(
@@ -331,13 +367,13 @@ async fn run_one(jobs: &JobManager, record: ScanRecord, hard_stop: &Cancellation
             sink.emit(ScanEvent::Error {
                 message: message.clone(),
             });
-            finish_failed(jobs, &record, FailureReason::Timeout, message).await;
+            finish_failed(jobs, record, FailureReason::Timeout, message).await;
             Ended::Finished
         }
         Interrupt::Cancel => {
             finish_failed(
                 jobs,
-                &record,
+                record,
                 FailureReason::Cancelled,
                 "Cancelled by request while running.".into(),
             )
@@ -346,7 +382,7 @@ async fn run_one(jobs: &JobManager, record: ScanRecord, hard_stop: &Cancellation
         }
         Interrupt::Shutdown => {
             tracing::Span::current().record("scan.status", "requeued");
-            if let Err(err) = jobs.requeue(&record).await {
+            if let Err(err) = jobs.requeue(record).await {
                 tracing::error!(error = ?err, "could not put the scan back in the queue");
             } else {
                 tracing::warn!("shutdown deadline passed; scan queued again");
@@ -367,6 +403,14 @@ async fn complete(
 ) -> Ended {
     match result {
         Ok(Ok(report)) => {
+            if let Err(err) = jobs.publish_bundle(&record.test_id).await {
+                let message = format!(
+                    "the bundle could not be stored in the artifact store ({err:#}); check \
+                     CERTUS_ASSURANCE_ARTIFACT_BUCKET and that S3 is reachable, then submit the scan again"
+                );
+                finish_failed(jobs, record, FailureReason::Internal, message).await;
+                return Ended::Finished;
+            }
             let changed_digest = (report.manifest_digest != record.manifest_digest)
                 .then_some(report.manifest_digest);
             let done = Completion {
@@ -422,6 +466,10 @@ async fn finish_failed(
     tracing::warn!(failure_reason = reason.as_str(), error = %message, "scan failed");
     let bundle_dir = jobs.pipeline().artifact_dir(&record.test_id);
     let artifacts = crate::pipeline::bundle::artifacts::list_files(&bundle_dir).ok();
+    // What the failed run wrote (its log above all) is kept, as the local store keeps it.
+    if let Err(err) = jobs.publish_bundle(&record.test_id).await {
+        tracing::warn!(error = %format!("{err:#}"), "could not store the failed scan's bundle in the artifact store");
+    }
     let done = Completion {
         status: JobState::Failed,
         failure_reason: Some(reason),

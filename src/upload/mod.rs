@@ -14,6 +14,7 @@
 //! Keys are a function of the scan and the path only, so a later attempt overwrites instead of
 //! duplicating, and each attempt first aborts multipart uploads an interrupted attempt left.
 
+pub mod artifact_store;
 pub mod object_store;
 pub mod trust;
 
@@ -170,6 +171,9 @@ pub struct Uploader {
     targets: UploadTargets,
     signing_key: Option<Arc<Ed25519KeyPair>>,
     metrics: Metrics,
+    /// The artifact store: a bundle file stored in S3 goes to the raw bucket by a server-side
+    /// copy (one S3 client, so source and destination share its endpoint).
+    artifacts: Option<artifact_store::ArtifactStore>,
 }
 
 impl Uploader {
@@ -219,7 +223,15 @@ impl Uploader {
             targets,
             signing_key,
             metrics,
+            artifacts: None,
         }
+    }
+
+    /// Copies bundle files from `artifacts` when it keeps them in S3 (server-side copy) instead
+    /// of sending the local copy.
+    pub fn with_artifact_store(mut self, artifacts: artifact_store::ArtifactStore) -> Uploader {
+        self.artifacts = Some(artifacts).filter(|a| a.is_remote());
+        self
     }
 
     pub fn targets(&self) -> &UploadTargets {
@@ -369,8 +381,13 @@ impl Uploader {
             }
             let key = format!("{raw_dir}{}", file.name);
             let metadata = object_metadata(subject, permission_id, file);
-            self.put_file(&t.raw_bucket, &key, file, &metadata, cancel)
-                .await?;
+            if !self
+                .copy_stored_file(subject, file, (&t.raw_bucket, &key), &metadata)
+                .await?
+            {
+                self.put_file(&t.raw_bucket, &key, file, &metadata, cancel)
+                    .await?;
+            }
             self.verify(&t.raw_bucket, &key, file).await?;
             remote
                 .raw
@@ -400,6 +417,43 @@ impl Uploader {
         state.phase = "done";
         progress.report(state).await;
         Ok(remote)
+    }
+
+    /// Copies one declared file from the artifact store into `to`, server-side, when the store
+    /// keeps it in S3 and the stored object is the declared one (its size and the sha256 it was
+    /// stored with, which S3 checked when it was written). Returns false when the file must be
+    /// sent instead (no S3 store, an object too large for one copy, or one that differs).
+    async fn copy_stored_file(
+        &self,
+        subject: &UploadSubject,
+        file: &DeclaredFile,
+        to: (&str, &str),
+        metadata: &HashMap<String, String>,
+    ) -> Result<bool, UploadFailure> {
+        let Some((bucket, key)) = self
+            .artifacts
+            .as_ref()
+            .and_then(|a| a.stored_file(&subject.test_id, &file.name))
+        else {
+            return Ok(false);
+        };
+        if file.size > S3_MAX_SINGLE_OBJECT_BYTES {
+            return Ok(false);
+        }
+        let same = self
+            .store
+            .head_object(&bucket, &key)
+            .await?
+            .is_some_and(|info| {
+                info.size == file.size && info.metadata.get("sha256") == Some(&file.sha256_hex)
+            });
+        if !same {
+            return Ok(false);
+        }
+        self.store
+            .copy_object_with_metadata((&bucket, &key), to, content_type(&file.name), metadata)
+            .await?;
+        Ok(true)
     }
 
     /// Checks an object's size and recorded sha256 against the declaration.

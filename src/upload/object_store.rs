@@ -1,5 +1,5 @@
 //! The S3 client (aws-sdk-s3): the only module that imports the AWS SDK. It offers the few object
-//! operations the uploader needs, each timed and counted in `s3_requests_total{operation,outcome}`
+//! operations the uploader and the artifact store need, each timed and counted in `s3_requests_total{operation,outcome}`
 //! and `s3_request_duration_seconds`, with SDK errors turned into one [`S3Error`] that says what
 //! failed and what to check.
 //!
@@ -71,6 +71,8 @@ pub struct UploadedPart {
 pub struct ObjectStore {
     client: aws_sdk_s3::Client,
     endpoint: String,
+    /// Time limit of one attempt (`S3_TIMEOUT_SECONDS`), also applied to each chunk of a body.
+    attempt_timeout: Duration,
     metrics: Metrics,
 }
 
@@ -112,6 +114,12 @@ impl ObjectStore {
         let shared = loader.load().await;
         let s3_config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(config.s3_endpoint_url.is_some())
+            // Bodies read back are checked by their readers (stored sha256, the attestation);
+            // some S3-compatible servers answer a multipart object's GET with a part checksum
+            // the SDK would take for the whole object's.
+            .response_checksum_validation(
+                aws_sdk_s3::config::ResponseChecksumValidation::WhenRequired,
+            )
             .build();
         ObjectStore {
             client: aws_sdk_s3::Client::from_conf(s3_config),
@@ -119,6 +127,7 @@ impl ObjectStore {
                 .s3_endpoint_url
                 .clone()
                 .unwrap_or_else(|| format!("AWS S3 in {}", config.s3_region)),
+            attempt_timeout: config.s3_timeout,
             metrics,
         }
     }
@@ -222,7 +231,7 @@ impl ObjectStore {
                 let code = e.code().unwrap_or("UnknownError");
                 let hint = match code {
                     "NoSuchBucket" => {
-                        "; create the bucket or fix CERTUS_ASSURANCE_DATALAKE_*_BUCKET"
+                        "; create the bucket or fix CERTUS_ASSURANCE_DATALAKE_*_BUCKET or CERTUS_ASSURANCE_ARTIFACT_BUCKET"
                     }
                     "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => {
                         "; check the S3 credentials and the bucket policy"
@@ -487,6 +496,183 @@ impl ObjectStore {
             .metadata_directive(MetadataDirective::Copy)
             .send();
         self.observe("copy_object", s3_uri(to_bucket, to_key), call)
+            .await?;
+        Ok(())
+    }
+
+    /// Keys and sizes of every object whose key starts with `prefix`, in key order.
+    pub async fn list_objects(
+        &self,
+        bucket: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64)>, S3Error> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let call = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.clone())
+                .send();
+            let page = self
+                .observe("list_objects", s3_uri(bucket, prefix), call)
+                .await?;
+            for object in page.contents() {
+                if let Some(key) = object.key() {
+                    out.push((key.to_string(), object.size().unwrap_or(0).max(0) as u64));
+                }
+            }
+            token = page.next_continuation_token().map(str::to_string);
+            if page.is_truncated() != Some(true) || token.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes an object's body to `dest` (created or truncated); `None` when the object does not
+    /// exist. Each chunk of the body must come within the per-attempt time limit.
+    pub async fn get_object_to_file(
+        &self,
+        bucket: &str,
+        key: &str,
+        dest: &std::path::Path,
+    ) -> Result<Option<u64>, S3Error> {
+        let start = Instant::now();
+        let result = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await;
+        if let Err(SdkError::ServiceError(e)) = &result {
+            if e.err().is_no_such_key() {
+                self.record("get_object", "success", start);
+                return Ok(None);
+            }
+        }
+        let out = self.settle("get_object", s3_uri(bucket, key), start, result)?;
+        let failed = |message: String, timeout: bool| S3Error {
+            operation: "get_object",
+            target: s3_uri(bucket, key),
+            message,
+            timeout,
+        };
+        let written = self
+            .copy_body(out.body, dest)
+            .await
+            .map_err(|(message, timeout)| failed(message, timeout))?;
+        Ok(Some(written))
+    }
+
+    /// Streams a body into `dest`; the error says what failed and whether it was the time limit.
+    async fn copy_body(
+        &self,
+        mut body: ByteStream,
+        dest: &std::path::Path,
+    ) -> Result<u64, (String, bool)> {
+        use tokio::io::AsyncWriteExt;
+        let local = |e: std::io::Error| {
+            (
+                format!("the local copy could not be written: {}", e.kind()),
+                false,
+            )
+        };
+        let mut file = tokio::fs::File::create(dest).await.map_err(local)?;
+        let mut written = 0u64;
+        loop {
+            let chunk = tokio::time::timeout(self.attempt_timeout, body.next())
+                .await
+                .map_err(|_| {
+                    (
+                        format!(
+                            "the body from {} stalled past the time limit (CERTUS_ASSURANCE_S3_TIMEOUT_SECONDS)",
+                            self.endpoint
+                        ),
+                        true,
+                    )
+                })?;
+            match chunk {
+                None => break,
+                Some(Ok(bytes)) => {
+                    written += bytes.len() as u64;
+                    file.write_all(&bytes).await.map_err(local)?;
+                }
+                Some(Err(err)) => return Err((format!("reading the body failed: {err}"), false)),
+            }
+        }
+        file.flush().await.map_err(local)?;
+        Ok(written)
+    }
+
+    /// Deletes the given keys (at most 1000 per request); a key that does not exist is no error.
+    pub async fn delete_objects(&self, bucket: &str, keys: &[String]) -> Result<(), S3Error> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        let unbuildable = |e: aws_sdk_s3::error::BuildError| S3Error {
+            operation: "delete_objects",
+            target: s3_uri(bucket, ""),
+            message: format!("the request could not be built: {e}"),
+            timeout: false,
+        };
+        for batch in keys.chunks(1000) {
+            let objects = batch
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(k).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(unbuildable)?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(unbuildable)?;
+            let call = self
+                .client
+                .delete_objects()
+                .bucket(bucket)
+                .delete(delete)
+                .send();
+            let out = self
+                .observe("delete_objects", s3_uri(bucket, &batch[0]), call)
+                .await?;
+            if let Some(err) = out.errors().first() {
+                return Err(S3Error {
+                    operation: "delete_objects",
+                    target: s3_uri(bucket, err.key().unwrap_or("")),
+                    message: format!(
+                        "{}: {}",
+                        err.code().unwrap_or("UnknownError"),
+                        err.message().unwrap_or("no message")
+                    ),
+                    timeout: false,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Server-side copy that replaces the metadata with `metadata` (a stored bundle file copied
+    /// into the raw bucket under the upload's own metadata).
+    pub async fn copy_object_with_metadata(
+        &self,
+        from: (&str, &str),
+        to: (&str, &str),
+        content_type: &str,
+        metadata: &HashMap<String, String>,
+    ) -> Result<(), S3Error> {
+        let call = self
+            .client
+            .copy_object()
+            .copy_source(format!("{}/{}", encode_key(from.0), encode_key(from.1)))
+            .bucket(to.0)
+            .key(to.1)
+            .content_type(content_type)
+            .metadata_directive(MetadataDirective::Replace)
+            .set_metadata(Some(metadata.clone()))
+            .send();
+        self.observe("copy_object", s3_uri(to.0, to.1), call)
             .await?;
         Ok(())
     }

@@ -81,7 +81,7 @@ fn archive_body(workspace: &str, archive_path: &str) -> Value {
 }
 
 /// A small tar archive whose content depends on `seed`.
-fn tar_archive(seed: &str) -> Vec<u8> {
+pub fn tar_archive(seed: &str) -> Vec<u8> {
     let text = format!("x = '{seed}'\n");
     let mut archive = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_gnu();

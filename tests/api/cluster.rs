@@ -320,6 +320,7 @@ async fn every_replica_and_the_database_agree_on_the_cluster_counts() {
     let s3 = S3::new(&moto.endpoint());
     s3.create_bucket("raw").await;
     s3.create_bucket("golden").await;
+    s3.create_bucket(crate::artifact_store::BUCKET).await;
     let trust = TrustStandIn::start(TrustMode::Permit).await;
     // Uploads stay in flight a little while, so samples see them there.
     trust.set_delay(Duration::from_millis(150));
@@ -327,14 +328,16 @@ async fn every_replica_and_the_database_agree_on_the_cluster_counts() {
     git.create_repo("r", &[("a.txt", "hello\n")]);
     let stall = StallingServer::start();
     let schema = PgSchema::create();
-    let artifacts = tempfile::tempdir().unwrap();
     let endpoint = moto.endpoint();
+    // No shared directory: each replica has its own data directory (and artifact root), and
+    // bundles go through the S3 artifact store.
     let env = |id: usize| -> Vec<(String, String)> {
         [
             ("CERTUS_ASSURANCE_DATABASE_URL", schema.url()),
+            ("CERTUS_ASSURANCE_ARTIFACT_STORE", "s3".into()),
             (
-                "CERTUS_ASSURANCE_ARTIFACT_ROOT",
-                artifacts.path().display().to_string(),
+                "CERTUS_ASSURANCE_ARTIFACT_BUCKET",
+                crate::artifact_store::BUCKET.into(),
             ),
             ("CERTUS_ASSURANCE_REPLICA_ID", format!("replica-{id}")),
             ("CERTUS_ASSURANCE_MAX_WORKERS", "1".into()),
@@ -482,4 +485,9 @@ async fn every_replica_and_the_database_agree_on_the_cluster_counts() {
         max_attempts >= 2,
         "the killed replica's scan ran again elsewhere"
     );
+    // Every bundle, the reclaimed scan's included, is whole in the artifact store.
+    for id in ids.iter().chain(&more) {
+        let scan = cluster.scan(0, id).await;
+        crate::artifact_store::assert_bundle_complete(&s3, &scan).await;
+    }
 }

@@ -6,6 +6,7 @@ mod helpers;
 mod monitoring;
 
 mod alerts;
+mod artifact_store;
 mod audit;
 mod cli;
 mod clone;
