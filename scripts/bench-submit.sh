@@ -12,11 +12,13 @@
 #                be 202; accepted/s = 202s / wrk's duration;
 #   2 workers:   CERTUS_ASSURANCE_MAX_WORKERS=2; each submission names a two-file repository
 #                over file:// (local sources allowed), so both workers scan while submissions
-#                arrive; p50/p99 of the submissions as wrk measures them.
+#                arrive; p50/p99 of the submissions as wrk measures them;
+#   PostgreSQL:  (BENCH_PG_URL set, e.g. postgres://postgres@127.0.0.1:5432/test) workers off on
+#                a fresh schema of that database per run (dropped after it; needs psql).
 # Rounds alternate the order (before, after / after, before). Prints one line per run and the
 # median of each figure, with the load average.
 #
-# Knobs: BENCH_ROUNDS (3), BENCH_DURATION (10), BENCH_PORT (18230), BENCH_PIN (1).
+# Knobs: BENCH_ROUNDS (3), BENCH_DURATION (10), BENCH_PORT (18230), BENCH_PIN (1), BENCH_PG_URL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,11 +59,17 @@ git -C "$TMP/repo" add -A
 git -C "$TMP/repo" -c user.name=bench -c user.email=bench@example.com commit -qm init
 LOCAL_BODY="{\"workspace_id\":\"bench\",\"component_id\":\"c\",\"assessment_id\":\"a\",\"git_url\":\"file://$TMP/repo\",\"branch\":\"main\",\"profile\":\"light\"}"
 
-# run BIN WORKERS -> prints "accepted_per_s p50_ms p99_ms other"
+# run BIN WORKERS [pg] -> prints "accepted_per_s p50_ms p99_ms other"
 run() {
-    local bin=$1 workers=$2 data="$TMP/data-$RANDOM"
+    local bin=$1 workers=$2 store=${3:-sqlite} data="$TMP/data-$RANDOM" schema="" url=""
     mkdir -p "$data"
+    if [[ $store == pg ]]; then
+        schema="certus_bench_submit_$RANDOM$RANDOM"
+        psql "$BENCH_PG_URL" -q -v ON_ERROR_STOP=1 -c "CREATE SCHEMA $schema" >/dev/null
+        url="$BENCH_PG_URL?options=-csearch_path%3D$schema"
+    fi
     (
+        [[ -n $url ]] && export CERTUS_ASSURANCE_DATABASE_URL="$url"
         export CERTUS_ASSURANCE_DATA_DIR="$data"
         export CERTUS_ASSURANCE_MAX_WORKERS="$workers"
         export CERTUS_ASSURANCE_MAX_QUEUE=10000000
@@ -82,6 +90,7 @@ run() {
     kill -TERM "$PID"
     wait "$PID" 2>/dev/null || true
     PID=""
+    [[ -n $schema ]] && psql "$BENCH_PG_URL" -q -c "DROP SCHEMA $schema CASCADE" >/dev/null
     local line
     line=$(grep '^BENCH_SUBMIT' "$data.wrk")
     f() { grep -o "\b$1=[0-9]*" <<<"$line" | cut -d= -f2; }
@@ -96,24 +105,28 @@ echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, load average $(cut -d' ' 
 echo "# before: $BEFORE_BIN"
 echo "# after:  $AFTER_BIN"
 declare -A results
-for workers in 0 2; do
+setups=(0 2)
+[[ -n ${BENCH_PG_URL:-} ]] && setups+=(pg)
+for setup in "${setups[@]}"; do
+    workers=$setup store=sqlite
+    [[ $setup == pg ]] && workers=0 store=pg
     for round in $(seq 1 "$ROUNDS"); do
         order=(before after)
         ((round % 2 == 0)) && order=(after before)
         for which in "${order[@]}"; do
             bin=$BEFORE_BIN
             [[ $which == after ]] && bin=$AFTER_BIN
-            r=$(run "$bin" "$workers")
-            echo "workers=$workers round=$round $which: accepted/s=$(cut -d' ' -f1 <<<"$r") p50=$(cut -d' ' -f2 <<<"$r")ms p99=$(cut -d' ' -f3 <<<"$r")ms non-202=$(cut -d' ' -f4 <<<"$r") load=$(cut -d' ' -f1 /proc/loadavg)"
-            results[$workers.$which]+="$r"$'\n'
+            r=$(run "$bin" "$workers" "$store")
+            echo "setup=$setup round=$round $which: accepted/s=$(cut -d' ' -f1 <<<"$r") p50=$(cut -d' ' -f2 <<<"$r")ms p99=$(cut -d' ' -f3 <<<"$r")ms non-202=$(cut -d' ' -f4 <<<"$r") load=$(cut -d' ' -f1 /proc/loadavg)"
+            results[$setup.$which]+="$r"$'\n'
         done
     done
 done
-echo "# medians"
-for workers in 0 2; do
+echo "# medians (setup 0: SQLite, workers off; 2: SQLite, 2 workers scanning; pg: PostgreSQL, workers off)"
+for setup in "${setups[@]}"; do
     for which in before after; do
-        rows=${results[$workers.$which]}
-        echo "workers=$workers $which: accepted/s=$(cut -d' ' -f1 <<<"$rows" | grep . | median) p50=$(cut -d' ' -f2 <<<"$rows" | grep . | median)ms p99=$(cut -d' ' -f3 <<<"$rows" | grep . | median)ms"
+        rows=${results[$setup.$which]}
+        echo "setup=$setup $which: accepted/s=$(cut -d' ' -f1 <<<"$rows" | grep . | median) p50=$(cut -d' ' -f2 <<<"$rows" | grep . | median)ms p99=$(cut -d' ' -f3 <<<"$rows" | grep . | median)ms"
     done
 done
 echo "# end $(date -u +%Y-%m-%dT%H:%M:%SZ), load average $(cut -d' ' -f1-3 /proc/loadavg)"
