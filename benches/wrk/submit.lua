@@ -14,9 +14,12 @@
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = os.getenv("BENCH_SUBMIT_BODY")
-  or ('{"workspace_id":"bench","component_id":"c","assessment_id":"a",'
-    .. '"git_url":"https://example.com/org/repo.git","branch":"main","profile":"light"}')
+local body = os.getenv("BENCH_SUBMIT_BODY")
+if body == nil or body == "" then
+  body = '{"workspace_id":"bench","component_id":"c","assessment_id":"a",'
+    .. '"git_url":"https://example.com/org/repo.git","branch":"main","profile":"light"}'
+end
+wrk.body = body
 
 local threads = {}
 local limit = tonumber(os.getenv("BENCH_SUBMIT_LIMIT") or "") or 0
