@@ -7,13 +7,19 @@
 -- many 202 answers (requests already in flight on its other connections still complete), so a
 -- round can stop near a target count; `stopped=1` in the result line then says the run ended
 -- early, and wrk's duration for it is not the time the submissions took.
+-- BENCH_SUBMIT_BODY (environment, optional): the JSON body to POST instead of the default one
+-- (scripts/bench-submit.sh points it at a local repository so that workers really scan).
 --
 --   wrk -t1 -c8 -d5s -s benches/wrk/submit.lua http://127.0.0.1:18200/v1/security-scans
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"workspace_id":"bench","component_id":"c","assessment_id":"a",'
-  .. '"git_url":"https://example.com/org/repo.git","branch":"main","profile":"light"}'
+local body = os.getenv("BENCH_SUBMIT_BODY")
+if body == nil or body == "" then
+  body = '{"workspace_id":"bench","component_id":"c","assessment_id":"a",'
+    .. '"git_url":"https://example.com/org/repo.git","branch":"main","profile":"light"}'
+end
+wrk.body = body
 
 local threads = {}
 local limit = tonumber(os.getenv("BENCH_SUBMIT_LIMIT") or "") or 0

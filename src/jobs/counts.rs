@@ -1,9 +1,8 @@
 //! The scan and upload status gauges as the store counts them. On the embedded store the process
 //! moves them itself and the store's counts only rebuild them at start-up. On a shared store
-//! other replicas change the counts too, so every reader (`/metrics`, `/stats`, admission,
-//! readiness) gets the store's counts as of at most [`COUNTS_MAX_AGE`] ago (and never older than
-//! this replica's own last change), read by one trigger-kept query that readers arriving
-//! together share; a failed read keeps the last good counts and says so in
+//! other replicas change the counts too, so every reader (`/metrics`, `/stats`, readiness) gets
+//! the store's counts as of at most [`COUNTS_MAX_AGE`] ago (and never older than this replica's
+//! own last change), read by one trigger-kept query that readers arriving together share; a failed read keeps the last good counts and says so in
 //! `store_counts_read_failures_total` and `store_counts_age_seconds`.
 
 use std::time::{Duration, Instant};
@@ -106,18 +105,17 @@ impl JobManager {
         self.inner.metrics.set_status_counts(&scans, &uploads);
     }
 
-    /// QUEUED scans as the status gauge says (read from a shared store first).
-    pub(super) async fn queued_count(&self) -> i64 {
+    /// Whether the queue has reached `MAX_QUEUE`, as the status gauge says (read from a shared
+    /// store first). Readiness asks this; admission decides from the store's own count, inside
+    /// the transaction that inserts (`storage::decide_admission`).
+    pub async fn queue_full(&self) -> bool {
         self.refresh_status_gauges().await;
-        self.inner
+        let queued = self
+            .inner
             .metrics
             .scans
             .with_label_values(&["queued"])
-            .get()
-    }
-
-    /// Whether the queue has reached `MAX_QUEUE`.
-    pub async fn queue_full(&self) -> bool {
-        self.queued_count().await >= self.inner.settings.max_queue as i64
+            .get();
+        queued >= self.inner.settings.max_queue as i64
     }
 }

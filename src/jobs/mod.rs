@@ -2,6 +2,7 @@
 //! and publishes their events. It is the only code that calls the job store or changes a scan's
 //! state, and every state change moves the metrics in the same code path.
 
+mod admission;
 pub mod counts;
 pub mod events;
 pub mod observer;
@@ -19,7 +20,10 @@ use tokio::sync::Notify;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, ScanEvent};
 use crate::scan::{now_secs, FailureReason, JobState, TestId, UploadStatus};
-use crate::storage::{Completion, JobStore, LeaseState, ListQuery, PrunePolicy, ScanRecord};
+use crate::storage::{
+    Admission, AdmissionBounds, Completion, JobStore, LeaseState, ListQuery, PrunePolicy,
+    ScanRecord,
+};
 use crate::upload::artifact_store::ArtifactStore;
 use events::{EventHub, Subscription};
 
@@ -203,9 +207,9 @@ struct Inner {
     events: EventHub,
     settings: JobSettings,
     /// Wakes idle workers when a scan is queued.
-    wake: Notify,
-    /// Serializes admission so the queue bound holds exactly.
-    admission: tokio::sync::Mutex<()>,
+    wake: Arc<Notify>,
+    /// Commits concurrent submissions in groups; started by the first submission.
+    committer: std::sync::OnceLock<admission::GroupCommitter>,
     running: Mutex<HashMap<String, RunningJob>>,
     /// Clone URLs with credentials, by test id; never persisted.
     credentials: Mutex<HashMap<String, String>>,
@@ -244,8 +248,8 @@ impl JobManager {
                 store,
                 metrics,
                 settings,
-                wake: Notify::new(),
-                admission: tokio::sync::Mutex::new(()),
+                wake: Arc::new(Notify::new()),
+                committer: std::sync::OnceLock::new(),
                 running: Mutex::new(HashMap::new()),
                 credentials: Mutex::new(HashMap::new()),
                 draining: AtomicBool::new(false),
@@ -413,49 +417,71 @@ impl JobManager {
         self.inner.wake.notify_waiters();
     }
 
-    /// Admits one scan: QUEUED in the store, gauges and counters moved, a worker woken.
+    /// Admits one scan: QUEUED in the store (committed with the other submissions of its group),
+    /// gauges and counters moved, a worker woken.
     pub async fn submit(&self, new: NewScan) -> Result<ScanRecord, SubmitError> {
-        let metrics = &self.inner.metrics;
         if self.is_draining() {
-            metrics
+            self.inner
+                .metrics
                 .scan_submissions_rejected_total
                 .with_label_values(&["draining"])
                 .inc();
             return Err(SubmitError::Draining);
         }
-        let _admission = self.inner.admission.lock().await;
-        if self.queue_full().await {
-            metrics
-                .scan_submissions_rejected_total
-                .with_label_values(&["queue_full"])
-                .inc();
-            return Err(SubmitError::QueueFull(self.queued_count().await as usize));
-        }
-        let room = self
-            .workspace_room(std::iter::once(new.workspace_id.clone()))
-            .await?;
-        if room.get(&new.workspace_id) == Some(&0) {
-            metrics
-                .scan_submissions_rejected_total
-                .with_label_values(&["workspace_limit"])
-                .inc();
-            return Err(self.workspace_limit(&new.workspace_id));
-        }
         let record = new_record(&new);
         self.remember_credentials(&record.test_id, &new);
-        if let Err(err) = self.inner.store.insert(record.clone()).await {
-            self.forget_credentials(&record.test_id);
-            return Err(SubmitError::Internal(err));
-        }
-        metrics.scans_inserted(1);
-        metrics
-            .scans_submitted_total
-            .with_label_values(&[profile_label(&record), &record.source_type])
-            .inc();
-        drop(_admission);
+        let decision = match self.admit(vec![record.clone()]).await {
+            Ok(decisions) => decisions.into_iter().next(),
+            Err(err) => {
+                self.forget_credentials(&record.test_id);
+                return Err(SubmitError::Internal(err));
+            }
+        };
+        let record = self.admitted(record, decision)?;
         tracing::info!(job.id = %record.test_id, workspace.id = %record.workspace_id, profile = %record.profile, "scan queued");
-        self.inner.wake.notify_one();
         Ok(record)
+    }
+
+    /// Hands scans to the group committer (started on first use) and waits for their group.
+    async fn admit(&self, scans: Vec<ScanRecord>) -> anyhow::Result<Vec<Admission>> {
+        let inner = &self.inner;
+        let committer = inner.committer.get_or_init(|| {
+            let bounds = AdmissionBounds {
+                max_queue: inner.settings.max_queue,
+                max_active_per_workspace: inner.settings.max_active_per_workspace,
+            };
+            admission::GroupCommitter::start(
+                inner.store.clone(),
+                bounds,
+                inner.metrics.clone(),
+                inner.wake.clone(),
+                inner.settings.max_workers,
+            )
+        });
+        let n = scans.len();
+        let decisions = committer.admit(scans).await?;
+        anyhow::ensure!(
+            decisions.len() == n,
+            "the store decided {} of {n} submissions",
+            decisions.len()
+        );
+        Ok(decisions)
+    }
+
+    /// The answer to one scan of a committed group (its credentials are forgotten if refused).
+    fn admitted(
+        &self,
+        record: ScanRecord,
+        decision: Option<Admission>,
+    ) -> Result<ScanRecord, SubmitError> {
+        let refusal = match decision {
+            Some(Admission::Admitted) => return Ok(record),
+            Some(Admission::QueueFull { queued }) => SubmitError::QueueFull(queued),
+            Some(Admission::WorkspaceLimit) => self.workspace_limit(&record.workspace_id),
+            None => SubmitError::Internal(anyhow::anyhow!("the store did not decide a submission")),
+        };
+        self.forget_credentials(&record.test_id);
+        Err(refusal)
     }
 
     fn remember_credentials(&self, test_id: &str, new: &NewScan) {
@@ -470,26 +496,6 @@ impl JobManager {
         }
     }
 
-    /// How many more scans each workspace may have active (`None` entries: no limit). Called
-    /// under the admission lock so the count cannot race another submission of this process.
-    async fn workspace_room(
-        &self,
-        workspaces: impl Iterator<Item = String>,
-    ) -> anyhow::Result<HashMap<String, usize>> {
-        let limit = self.inner.settings.max_active_per_workspace;
-        if limit == 0 {
-            return Ok(HashMap::new());
-        }
-        let mut ids: Vec<String> = workspaces.collect();
-        ids.sort();
-        ids.dedup();
-        let active = self.inner.store.count_active(ids).await?;
-        Ok(active
-            .into_iter()
-            .map(|(w, n)| (w, limit.saturating_sub(n.max(0) as usize)))
-            .collect())
-    }
-
     fn workspace_limit(&self, workspace: &str) -> SubmitError {
         SubmitError::WorkspaceLimit {
             workspace: workspace.to_string(),
@@ -498,93 +504,46 @@ impl JobManager {
     }
 
     /// Admits several scans at once: in order, each item is admitted while the queue and its
-    /// workspace have room (all admitted items go in one store transaction); the others are
-    /// refused as queue-full or over their workspace's limit. The answer is per item, in order.
+    /// workspace have room (all admitted items are committed in one store transaction, with the
+    /// other submissions of their group); the others are refused as queue-full or over their
+    /// workspace's limit. The answer is per item, in order.
     pub async fn submit_batch(
         &self,
         items: Vec<NewScan>,
     ) -> anyhow::Result<Vec<Result<ScanRecord, SubmitError>>> {
-        let metrics = &self.inner.metrics;
         if self.is_draining() {
-            metrics
+            self.inner
+                .metrics
                 .scan_submissions_rejected_total
                 .with_label_values(&["draining"])
                 .inc_by(items.len() as u64);
             return Ok(items.iter().map(|_| Err(SubmitError::Draining)).collect());
         }
-        let admission = self.inner.admission.lock().await;
-        let queued = self.queued_count().await.max(0) as usize;
-        let mut room = self.inner.settings.max_queue.saturating_sub(queued);
-        let mut workspace_room = self
-            .workspace_room(items.iter().map(|n| n.workspace_id.clone()))
-            .await?;
-        // Per item: `Ok(index into admitted)` or the refusal.
-        let mut decisions: Vec<Result<usize, SubmitError>> = Vec::with_capacity(items.len());
-        let mut admitted: Vec<ScanRecord> = Vec::new();
-        for new in &items {
-            if room == 0 {
-                decisions.push(Err(SubmitError::QueueFull(0)));
-                continue;
-            }
-            if let Some(left) = workspace_room.get_mut(&new.workspace_id) {
-                if *left == 0 {
-                    decisions.push(Err(self.workspace_limit(&new.workspace_id)));
-                    continue;
-                }
-                *left -= 1;
-            }
-            room -= 1;
-            let record = new_record(new);
+        let records: Vec<ScanRecord> = items.iter().map(new_record).collect();
+        for (record, new) in records.iter().zip(&items) {
             self.remember_credentials(&record.test_id, new);
-            decisions.push(Ok(admitted.len()));
-            admitted.push(record);
         }
-        if let Err(err) = self.inner.store.insert_many(admitted.clone()).await {
-            for record in &admitted {
-                self.forget_credentials(&record.test_id);
-            }
-            return Err(err);
-        }
-        let n = admitted.len() as i64;
-        metrics.scans_inserted(n);
-        for record in &admitted {
-            metrics
-                .scans_submitted_total
-                .with_label_values(&[profile_label(record), &record.source_type])
-                .inc();
-        }
-        drop(admission);
-        let full = queued + admitted.len();
-        let mut refused = 0;
-        for decision in &mut decisions {
-            match decision {
-                Err(SubmitError::QueueFull(waiting)) => {
-                    *waiting = full;
-                    refused += 1;
-                    metrics
-                        .scan_submissions_rejected_total
-                        .with_label_values(&["queue_full"])
-                        .inc();
+        let decisions = match self.admit(records.clone()).await {
+            Ok(decisions) => decisions,
+            Err(err) => {
+                for record in &records {
+                    self.forget_credentials(&record.test_id);
                 }
-                Err(_) => {
-                    refused += 1;
-                    metrics
-                        .scan_submissions_rejected_total
-                        .with_label_values(&["workspace_limit"])
-                        .inc();
-                }
-                Ok(_) => {}
+                return Err(err);
             }
-        }
-        for _ in 0..admitted.len().min(self.inner.settings.max_workers.max(1)) {
-            self.inner.wake.notify_one();
-        }
-        tracing::info!(admitted = admitted.len(), refused, "batch submitted");
-        let mut records = admitted.into_iter().map(Some).collect::<Vec<_>>();
-        Ok(decisions
+        };
+        let answers: Vec<Result<ScanRecord, SubmitError>> = records
             .into_iter()
-            .map(|d| d.map(|i| records[i].take().expect("each record is answered once")))
-            .collect())
+            .zip(decisions)
+            .map(|(record, decision)| self.admitted(record, Some(decision)))
+            .collect();
+        let refused = answers.iter().filter(|a| a.is_err()).count();
+        tracing::info!(
+            admitted = answers.len() - refused,
+            refused,
+            "batch submitted"
+        );
+        Ok(answers)
     }
 
     /// Scans matching the query, newest first, with their keyset positions.

@@ -10,8 +10,12 @@ use super::audit::{
     archive_retention_events, audit_cutoff, ArchiveClaim, ArchivePrune, ArchiveUpload, AuditEvent,
     AuditQuery, AuditStore, PrunedArchive, AUDIT_COLUMNS,
 };
-use super::sqlite::{insert_events, SqliteStore};
+use super::group::GroupCommit;
+use super::sqlite::{insert_events, on_connection, SqliteStore};
 use super::ListCursor;
+
+/// Most audit events in one group transaction.
+const MAX_GROUP_EVENTS: usize = 1024;
 
 fn row_to_event(row: &rusqlite::Row<'_>) -> anyhow::Result<(i64, AuditEvent)> {
     let event = AuditEvent::from_columns(
@@ -29,11 +33,22 @@ fn row_to_event(row: &rusqlite::Row<'_>) -> anyhow::Result<(i64, AuditEvent)> {
 }
 
 impl AuditStore for SqliteStore {
+    /// Events of concurrent requests share one transaction (a group commit); each call returns
+    /// once its events are committed.
     fn record_audit(&self, events: Vec<AuditEvent>) -> BoxFuture<'_, anyhow::Result<()>> {
-        self.with_conn(move |conn| {
-            let tx = conn.transaction()?;
-            insert_events(&tx, &events)?;
-            tx.commit().context("recording audit events")
+        Box::pin(async move {
+            let group = self.audit.get_or_init(|| {
+                let conn = self.connection();
+                GroupCommit::start(MAX_GROUP_EVENTS, move |events: Vec<AuditEvent>| {
+                    on_connection(conn.clone(), move |conn| {
+                        let tx = conn.transaction()?;
+                        insert_events(&tx, &events)?;
+                        tx.commit().context("recording audit events")?;
+                        Ok(vec![(); events.len()])
+                    })
+                })
+            });
+            group.write(events).await.map(|_| ())
         })
     }
 

@@ -4,6 +4,7 @@
 pub mod audit;
 mod audit_postgres;
 mod audit_sqlite;
+pub mod group;
 pub mod postgres;
 pub mod sqlite;
 
@@ -187,6 +188,71 @@ pub struct PrunedScan {
     pub upload_status: UploadStatus,
 }
 
+/// The bounds a group of submissions is admitted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionBounds {
+    /// Most QUEUED scans.
+    pub max_queue: usize,
+    /// Most QUEUED plus RUNNING scans per workspace (0: no limit).
+    pub max_active_per_workspace: usize,
+}
+
+/// What admission decided for one scan of a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Inserted QUEUED (committed when [`JobStore::admit`] returns).
+    Admitted,
+    /// The queue was full: `queued` scans waiting once the group's admitted scans are counted.
+    QueueFull { queued: usize },
+    /// Its workspace already had its most active scans.
+    WorkspaceLimit,
+}
+
+/// The admission decisions of a group (its scans' workspaces), in order: each scan is admitted
+/// while the queue
+/// (`queued` scans waiting before the group) and its workspace (`active` scans, read only when
+/// there is a per-workspace limit) have room. Both stores call this inside the transaction that
+/// read the counts and inserts the admitted scans.
+pub fn decide_admission<'a>(
+    workspaces: impl Iterator<Item = &'a str>,
+    queued: i64,
+    mut active: HashMap<String, i64>,
+    bounds: AdmissionBounds,
+) -> Vec<Admission> {
+    let mut queued = queued.max(0) as usize;
+    let per_workspace = bounds.max_active_per_workspace as i64;
+    let mut decisions: Vec<Admission> = workspaces
+        .map(|workspace| {
+            if queued >= bounds.max_queue {
+                return Admission::QueueFull { queued: 0 };
+            }
+            if per_workspace > 0 {
+                let n = active.entry(workspace.to_string()).or_insert(0);
+                if *n >= per_workspace {
+                    return Admission::WorkspaceLimit;
+                }
+                *n += 1;
+            }
+            queued += 1;
+            Admission::Admitted
+        })
+        .collect();
+    for d in &mut decisions {
+        if let Admission::QueueFull { queued: waiting } = d {
+            *waiting = queued;
+        }
+    }
+    decisions
+}
+
+/// The distinct workspaces of a group (for the per-workspace count).
+pub fn workspaces_of(scans: &[ScanRecord]) -> Vec<String> {
+    let mut ids: Vec<String> = scans.iter().map(|s| s.workspace_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 /// The storage interface the job manager uses. Every state change is a conditional update on
 /// the stored status, so a change that lost a race reports `false` instead of overwriting.
 /// Every store keeps the audit trail and archive ownership too ([`AuditStore`]).
@@ -227,6 +293,15 @@ pub trait JobStore: AuditStore {
     ) -> BoxFuture<'_, anyhow::Result<HashMap<String, i64>>>;
     /// Inserts several new QUEUED scans in one transaction: all or none.
     fn insert_many(&self, scans: Vec<ScanRecord>) -> BoxFuture<'_, anyhow::Result<()>>;
+    /// Admits a group of new QUEUED scans in one transaction: the queue's length (and, with a
+    /// per-workspace limit, each workspace's active scans) is counted by the store inside that
+    /// transaction, [`decide_admission`] decides each scan in order, and the admitted ones are
+    /// inserted. All or none: an error means nothing of the group was stored.
+    fn admit(
+        &self,
+        scans: Vec<ScanRecord>,
+        bounds: AdmissionBounds,
+    ) -> BoxFuture<'_, anyhow::Result<Vec<Admission>>>;
     /// Scans matching `query`, newest first, with their sequence numbers (the keyset).
     fn list(&self, query: ListQuery) -> BoxFuture<'_, anyhow::Result<Vec<(i64, ScanRecord)>>>;
     /// Deletes finished scans selected by `policy`, recording each deletion in the audit trail
@@ -369,6 +444,46 @@ mod list_bound_tests {
         assert_eq!(
             q(Some(100.0), Some(cursor)).upper_bound(),
             Some(time(100.0))
+        );
+    }
+}
+
+#[cfg(test)]
+mod admission_tests {
+    use super::*;
+
+    #[test]
+    fn scans_are_admitted_in_order_while_the_queue_and_their_workspace_have_room() {
+        let bounds = AdmissionBounds {
+            max_queue: 4,
+            max_active_per_workspace: 2,
+        };
+        let scans = ["a", "b", "b", "a", "c", "a"];
+        let active = HashMap::from([("b".to_string(), 1)]);
+        use Admission::*;
+        assert_eq!(
+            decide_admission(scans.into_iter(), 1, active, bounds),
+            vec![
+                Admitted,
+                Admitted,
+                WorkspaceLimit,
+                Admitted,
+                QueueFull { queued: 4 },
+                QueueFull { queued: 4 },
+            ]
+        );
+        // A full queue refuses everything; no limit per workspace when it is 0.
+        let unlimited = AdmissionBounds {
+            max_queue: 2,
+            max_active_per_workspace: 0,
+        };
+        assert_eq!(
+            decide_admission(scans[..3].iter().copied(), 0, HashMap::new(), unlimited),
+            vec![Admitted, Admitted, QueueFull { queued: 2 }]
+        );
+        assert_eq!(
+            decide_admission(scans[..1].iter().copied(), 7, HashMap::new(), unlimited),
+            vec![QueueFull { queued: 7 }]
         );
     }
 }

@@ -13,8 +13,8 @@ use tokio_postgres::Row;
 
 use super::audit::{AuditEvent, AUDIT_COLUMNS};
 use super::{
-    Completion, JobStore, LeaseState, ListCursor, ListQuery, PrunePolicy, PrunedScan, Recovered,
-    ScanRecord, StoreCounts, UploadState,
+    Admission, AdmissionBounds, Completion, JobStore, LeaseState, ListCursor, ListQuery,
+    PrunePolicy, PrunedScan, Recovered, ScanRecord, StoreCounts, UploadState,
 };
 use crate::scan::{FailureReason, JobState, UploadStatus, UPLOAD_LEASE_SECONDS};
 
@@ -49,6 +49,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
 
 /// Advisory lock key that serializes migrations of replicas starting together.
 const MIGRATION_LOCK: i64 = 0x6365_7274_7573_0001;
+
+/// Advisory lock key that serializes admission transactions of every replica, so the queue
+/// bound read inside one holds exactly across the cluster.
+const ADMISSION_LOCK: i64 = 0x6365_7274_7573_0002;
 
 const COLUMNS: &str = "test_id, workspace_id, component_id, assessment_id, source_type, git_url, \
     branch, requested_commit, directory_path, archive_path, requested_by, profile, manifest_digest, \
@@ -618,23 +622,50 @@ impl JobStore for PgStore {
         &self,
         workspace_ids: Vec<String>,
     ) -> BoxFuture<'_, anyhow::Result<std::collections::HashMap<String, i64>>> {
+        Box::pin(async move { count_active_in(&self.client().await?, workspace_ids).await })
+    }
+
+    fn admit(
+        &self,
+        scans: Vec<ScanRecord>,
+        bounds: AdmissionBounds,
+    ) -> BoxFuture<'_, anyhow::Result<Vec<Admission>>> {
         Box::pin(async move {
-            let client = self.client().await?;
-            let rows = client
-                .query(
-                    "SELECT workspace_id, count(*) FROM scans \
-                     WHERE workspace_id = ANY($1) AND status IN ('QUEUED', 'RUNNING') \
-                     GROUP BY workspace_id",
-                    &[&workspace_ids],
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            // Taken before the counts are read, so they include every group admitted before.
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ADMISSION_LOCK])
+                .await
+                .context("taking the admission lock")?;
+            let queued: i64 = tx
+                .query_one(
+                    "SELECT COALESCE(sum(n), 0)::BIGINT FROM scan_counts \
+                     WHERE kind = 'status' AND value = 'QUEUED'",
+                    &[],
                 )
                 .await
-                .context("counting a workspace's active scans")?;
-            let mut counts: std::collections::HashMap<String, i64> =
-                workspace_ids.into_iter().map(|w| (w, 0)).collect();
-            for row in rows {
-                counts.insert(row.try_get(0)?, row.try_get(1)?);
+                .context("counting the queued scans")?
+                .get(0);
+            let active = if bounds.max_active_per_workspace > 0 {
+                count_active_in(&tx, super::workspaces_of(&scans)).await?
+            } else {
+                std::collections::HashMap::new()
+            };
+            let decisions = super::decide_admission(
+                scans.iter().map(|s| s.workspace_id.as_str()),
+                queued,
+                active,
+                bounds,
+            );
+            for (scan, decision) in scans.iter().zip(&decisions) {
+                if *decision == Admission::Admitted {
+                    insert_row(&tx, scan, &self.owner).await?;
+                }
             }
-            Ok(counts)
+            tx.commit()
+                .await
+                .context("committing a group of submissions")?;
+            Ok(decisions)
         })
     }
 
@@ -925,6 +956,28 @@ impl JobStore for PgStore {
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         })
     }
+}
+
+/// QUEUED plus RUNNING scans of each of `workspace_ids` (every id is in the answer).
+async fn count_active_in(
+    client: &impl deadpool_postgres::GenericClient,
+    workspace_ids: Vec<String>,
+) -> anyhow::Result<std::collections::HashMap<String, i64>> {
+    let rows = client
+        .query(
+            "SELECT workspace_id, count(*) FROM scans \
+             WHERE workspace_id = ANY($1) AND status IN ('QUEUED', 'RUNNING') \
+             GROUP BY workspace_id",
+            &[&workspace_ids],
+        )
+        .await
+        .context("counting a workspace's active scans")?;
+    let mut counts: std::collections::HashMap<String, i64> =
+        workspace_ids.into_iter().map(|w| (w, 0)).collect();
+    for row in rows {
+        counts.insert(row.try_get(0)?, row.try_get(1)?);
+    }
+    Ok(counts)
 }
 
 /// Appends `events` inside the caller's transaction, in one statement.

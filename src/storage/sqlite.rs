@@ -4,16 +4,17 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context;
 use futures_util::future::BoxFuture;
 use rusqlite::{named_params, Connection, OptionalExtension, Row};
 
 use super::audit::{AuditEvent, AUDIT_COLUMNS};
+use super::group::GroupCommit;
 use super::{
-    Completion, JobStore, ListCursor, ListQuery, PrunePolicy, PrunedScan, Recovered, ScanRecord,
-    StoreCounts, UploadState,
+    Admission, AdmissionBounds, Completion, JobStore, ListCursor, ListQuery, PrunePolicy,
+    PrunedScan, Recovered, ScanRecord, StoreCounts, UploadState,
 };
 use crate::scan::{FailureReason, JobState, UploadStatus};
 
@@ -25,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0004_scan_manifest.sql"),
     include_str!("../../migrations/sqlite/0005_list_by_submission.sql"),
     include_str!("../../migrations/sqlite/0006_audit_and_archives.sql"),
+    include_str!("../../migrations/sqlite/0007_status_counts.sql"),
 ];
 
 const COLUMNS: &str = "test_id, workspace_id, component_id, assessment_id, source_type, git_url, \
@@ -38,6 +40,8 @@ const COLUMNS: &str = "test_id, workspace_id, component_id, assessment_id, sourc
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// Audit events of concurrent requests, committed in groups (started on first use).
+    pub(super) audit: Arc<OnceLock<GroupCommit<AuditEvent, ()>>>,
 }
 
 impl SqliteStore {
@@ -56,6 +60,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
+            audit: Arc::default(),
         })
     }
 
@@ -68,16 +73,26 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> anyhow::Result<T> + Send + 'static,
     ) -> BoxFuture<'_, anyhow::Result<T>> {
-        let conn = self.conn.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-                f(&mut guard)
-            })
-            .await
-            .context("store task panicked")?
-        })
+        Box::pin(on_connection(self.conn.clone(), f))
     }
+
+    /// The connection itself, for a task that outlives no store handle (the audit group commit).
+    pub(super) fn connection(&self) -> Arc<Mutex<Connection>> {
+        self.conn.clone()
+    }
+}
+
+/// Runs `f` with `conn` on the blocking pool.
+pub(super) async fn on_connection<T: Send + 'static>(
+    conn: Arc<Mutex<Connection>>,
+    f: impl FnOnce(&mut Connection) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(move || {
+        let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    })
+    .await
+    .context("store task panicked")?
 }
 
 fn migrate(conn: &Connection) -> anyhow::Result<()> {
@@ -372,16 +387,39 @@ impl JobStore for SqliteStore {
         &self,
         workspace_ids: Vec<String>,
     ) -> BoxFuture<'_, anyhow::Result<HashMap<String, i64>>> {
+        self.with_conn(move |conn| count_active_in(conn, workspace_ids))
+    }
+
+    fn admit(
+        &self,
+        scans: Vec<ScanRecord>,
+        bounds: AdmissionBounds,
+    ) -> BoxFuture<'_, anyhow::Result<Vec<Admission>>> {
         self.with_conn(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT count(*) FROM scans WHERE workspace_id = ?1 AND status IN ('QUEUED', 'RUNNING')",
-            )?;
-            let mut counts = HashMap::new();
-            for w in workspace_ids {
-                let n: i64 = stmt.query_row([&w], |r| r.get(0))?;
-                counts.insert(w, n);
+            let tx = conn.transaction()?;
+            // Kept by the triggers of migration 0007, in this same transaction's snapshot.
+            let queued: i64 = tx
+                .prepare_cached("SELECT n FROM scan_status_counts WHERE status = 'QUEUED'")?
+                .query_row([], |r| r.get(0))
+                .context("counting the queued scans")?;
+            let active = if bounds.max_active_per_workspace > 0 {
+                count_active_in(&tx, super::workspaces_of(&scans))?
+            } else {
+                HashMap::new()
+            };
+            let decisions = super::decide_admission(
+                scans.iter().map(|s| s.workspace_id.as_str()),
+                queued,
+                active,
+                bounds,
+            );
+            for (scan, decision) in scans.iter().zip(&decisions) {
+                if *decision == Admission::Admitted {
+                    insert_row(&tx, scan)?;
+                }
             }
-            Ok(counts)
+            tx.commit().context("committing a group of submissions")?;
+            Ok(decisions)
         })
     }
 
@@ -603,6 +641,22 @@ fn list_statement(q: &ListQuery) -> (String, Vec<rusqlite::types::Value>) {
         params.len()
     ));
     (sql, params)
+}
+
+/// QUEUED plus RUNNING scans of each workspace, from the `(workspace_id, status)` index.
+fn count_active_in(
+    conn: &Connection,
+    workspace_ids: Vec<String>,
+) -> anyhow::Result<HashMap<String, i64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT count(*) FROM scans WHERE workspace_id = ?1 AND status IN ('QUEUED', 'RUNNING')",
+    )?;
+    let mut counts = HashMap::new();
+    for w in workspace_ids {
+        let n: i64 = stmt.query_row([&w], |r| r.get(0))?;
+        counts.insert(w, n);
+    }
+    Ok(counts)
 }
 
 /// Appends `events` (inside the caller's transaction, when there is one).

@@ -20,6 +20,7 @@ mod docs;
 mod external_tools;
 mod faults;
 mod findings;
+mod group_commit;
 mod hostile_input;
 mod layers;
 mod lifecycle;
