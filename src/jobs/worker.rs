@@ -3,6 +3,8 @@
 //! still running when the drain deadline passes is stopped and put back in the queue. A panic
 //! inside a scan fails that scan, not the worker. Knows nothing of HTTP.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::events::JobChannel;
-use super::{append_stream_line, JobManager};
+use super::JobManager;
+use crate::pipeline::bundle::artifacts::STREAM_JSONL;
 use crate::pipeline::profile::Profile;
 use crate::pipeline::source::parse_git_url;
 use crate::pipeline::{FailureKind, ProgressSink, ScanEvent, ScanSource, ScanSpec};
@@ -109,8 +112,43 @@ struct JobSink {
     jobs: JobManager,
     test_id: String,
     channel: Arc<JobChannel>,
-    bundle_dir: std::path::PathBuf,
-    file_lock: Mutex<()>,
+    stream_file: StreamFile,
+}
+
+/// The bundle's `stream.jsonl` during a run: opened at the first event and kept open, each event
+/// one line written with one call, in append mode (the terminal event, which the engine appends
+/// after the run, lands after every line of the run). Best effort: a stream file that cannot be
+/// written must not fail the scan; a finished scan's replay is completed from the store.
+struct StreamFile {
+    bundle_dir: PathBuf,
+    file: Mutex<Option<std::fs::File>>,
+}
+
+impl StreamFile {
+    fn new(bundle_dir: PathBuf) -> StreamFile {
+        StreamFile {
+            bundle_dir,
+            file: Mutex::new(None),
+        }
+    }
+
+    fn append(&self, json: &str) {
+        let mut slot = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            let _ = std::fs::create_dir_all(&self.bundle_dir);
+            *slot = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.bundle_dir.join(STREAM_JSONL))
+                .ok();
+        }
+        if let Some(file) = slot.as_mut() {
+            let mut line = String::with_capacity(json.len() + 1);
+            line.push_str(json);
+            line.push('\n');
+            let _ = file.write_all(line.as_bytes());
+        }
+    }
 }
 
 impl ProgressSink for JobSink {
@@ -127,8 +165,7 @@ impl ProgressSink for JobSink {
             tokio::spawn(async move { jobs.record_resolved(&id, commit, branch).await });
         }
         if let Some(published) = self.channel.publish(&event) {
-            let _guard = self.file_lock.lock().unwrap_or_else(|p| p.into_inner());
-            append_stream_line(&self.bundle_dir, &published.json);
+            self.stream_file.append(&published.json);
         }
     }
 }
@@ -237,20 +274,32 @@ async fn fetch_source(
     Ok(spec)
 }
 
+/// Why a running scan was stopped before its pipeline ended.
+enum Interrupt {
+    Timeout,
+    Cancel,
+    Shutdown,
+    /// Another replica reclaimed the scan (our lease expired): stop without recording.
+    LeaseLost,
+}
+
+/// The pipeline task of one scan.
+type PipelineTask =
+    tokio::task::JoinHandle<Result<crate::pipeline::ScanReport, crate::pipeline::ScanFailure>>;
+
 async fn run_one(jobs: &JobManager, record: ScanRecord, hard_stop: &CancellationToken) -> Ended {
     let test_id = record.test_id.clone();
     let (stop, cancel, cancel_requested) = jobs.register_running(&test_id);
     let bundle_dir = jobs.pipeline().artifact_dir(&test_id);
     let channel = jobs.events().channel(&test_id);
+    // A re-run of a requeued scan starts a fresh stream file.
+    let _ = std::fs::remove_file(bundle_dir.join(STREAM_JSONL));
     let sink = Arc::new(JobSink {
         jobs: jobs.clone(),
         test_id: test_id.clone(),
         channel,
-        bundle_dir: bundle_dir.clone(),
-        file_lock: Mutex::new(()),
+        stream_file: StreamFile::new(bundle_dir),
     });
-    // A re-run of a requeued scan starts a fresh stream file.
-    let _ = std::fs::remove_file(bundle_dir.join(crate::pipeline::bundle::artifacts::STREAM_JSONL));
     tracing::info!("scan started");
 
     let spec = match spec_for(jobs, &record) {
@@ -271,30 +320,10 @@ async fn run_one(jobs: &JobManager, record: ScanRecord, hard_stop: &Cancellation
     let pipeline = jobs.pipeline().clone();
     let task_stop = stop.clone();
     let task_sink: Arc<dyn ProgressSink> = sink.clone();
-    let mut task = tokio::spawn(
+    let mut task: PipelineTask = tokio::spawn(
         async move { pipeline.run(&spec, task_sink, task_stop).await }.in_current_span(),
     );
 
-    // On a shared store the lease is renewed every third of its length; a renewal also
-    // carries cancel requests made through other replicas.
-    let renewals = async {
-        if !jobs.is_shared() {
-            return std::future::pending::<Interrupt>().await;
-        }
-        let every = jobs.settings().lease / 3;
-        loop {
-            tokio::time::sleep(every).await;
-            match jobs.renew(&test_id).await {
-                Ok(LeaseState::Held) => {}
-                Ok(LeaseState::CancelRequested) => {
-                    cancel_requested.store(true, Ordering::SeqCst);
-                    return Interrupt::Cancel;
-                }
-                Ok(LeaseState::Lost) => return Interrupt::LeaseLost,
-                Err(err) => tracing::warn!(error = %err, "renewing the lease failed; retrying"),
-            }
-        }
-    };
     let interrupt = tokio::select! {
         result = &mut task => {
             return complete(jobs, &record, result, &cancel_requested).await;
@@ -302,24 +331,61 @@ async fn run_one(jobs: &JobManager, record: ScanRecord, hard_stop: &Cancellation
         _ = tokio::time::sleep(timeout) => Interrupt::Timeout,
         _ = cancel.notified() => Interrupt::Cancel,
         _ = hard_stop.cancelled() => Interrupt::Shutdown,
-        lost = renewals => lost,
+        lost = lease_renewals(jobs, &test_id, &cancel_requested) => lost,
     };
     stop.store(true, Ordering::SeqCst);
-    // The renewals above ended with the select: keep the lease while the pipeline stops, so
-    // the outcome can still be recorded (a lease shorter than this wait would otherwise run
-    // out, and another replica would run the scan again).
+    let_pipeline_stop(jobs, &test_id, &interrupt, task).await;
+    record_interrupt(jobs, &record, sink.as_ref(), interrupt).await
+}
+
+/// On a shared store, renews the lease every third of its length until it is lost or a cancel
+/// request made through another replica arrives (a renewal carries those); never ends on a
+/// local store.
+async fn lease_renewals(
+    jobs: &JobManager,
+    test_id: &str,
+    cancel_requested: &std::sync::atomic::AtomicBool,
+) -> Interrupt {
+    if !jobs.is_shared() {
+        return std::future::pending::<Interrupt>().await;
+    }
+    let every = jobs.settings().lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        match jobs.renew(test_id).await {
+            Ok(LeaseState::Held) => {}
+            Ok(LeaseState::CancelRequested) => {
+                cancel_requested.store(true, Ordering::SeqCst);
+                return Interrupt::Cancel;
+            }
+            Ok(LeaseState::Lost) => return Interrupt::LeaseLost,
+            Err(err) => tracing::warn!(error = %err, "renewing the lease failed; retrying"),
+        }
+    }
+}
+
+/// Lets a stopped pipeline notice the stop and remove its workspace, for at most
+/// [`STOP_GRACE`]; a task still running then finishes in the background.
+async fn let_pipeline_stop(
+    jobs: &JobManager,
+    test_id: &str,
+    interrupt: &Interrupt,
+    mut task: PipelineTask,
+) {
+    // The renewals ended with the select: keep the lease while the pipeline stops, so the
+    // outcome can still be recorded (a lease shorter than this wait would otherwise run out,
+    // and another replica would run the scan again).
     let keep_lease = async {
         if !jobs.is_shared() || matches!(interrupt, Interrupt::LeaseLost) {
             return std::future::pending::<()>().await;
         }
         loop {
-            if let Err(err) = jobs.renew(&test_id).await {
+            if let Err(err) = jobs.renew(test_id).await {
                 tracing::warn!(error = %err, "renewing the lease while the scan stops failed");
             }
             tokio::time::sleep(jobs.settings().lease / 3).await;
         }
     };
-    // Let the pipeline notice the stop and remove its workspace; abort it if it does not.
     let stopped = tokio::select! {
         stopped = tokio::time::timeout(STOP_GRACE, &mut task) => stopped.is_ok(),
         _ = keep_lease => unreachable!("keeping the lease never ends"),
@@ -332,24 +398,14 @@ async fn run_one(jobs: &JobManager, record: ScanRecord, hard_stop: &Cancellation
             let _ = task.await;
         });
     }
-    record_interrupt(jobs, &record, interrupt, &sink).await
 }
 
-/// Why a running scan stopped before its pipeline ended.
-enum Interrupt {
-    Timeout,
-    Cancel,
-    Shutdown,
-    /// Another replica reclaimed the scan (our lease expired): stop without recording.
-    LeaseLost,
-}
-
-/// Records how an interrupted scan ended (once its pipeline stopped).
+/// Records how an interrupted scan ended.
 async fn record_interrupt(
     jobs: &JobManager,
     record: &ScanRecord,
-    interrupt: Interrupt,
     sink: &JobSink,
+    interrupt: Interrupt,
 ) -> Ended {
     match interrupt {
         Interrupt::LeaseLost => {

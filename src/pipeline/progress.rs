@@ -129,8 +129,9 @@ impl Reporter {
         };
         if let Some(file) = self.log.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
             let stamp = humantime::format_rfc3339_millis(SystemTime::now());
+            // One write per line (the file is not buffered: it is complete at every moment).
             // The runner log is best effort: a full disk must not turn into a second failure.
-            let _ = writeln!(file, "{stamp} {line}");
+            let _ = file.write_all(format!("{stamp} {line}\n").as_bytes());
         }
         self.sink.emit(event);
     }

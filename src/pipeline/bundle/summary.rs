@@ -105,9 +105,13 @@ impl RunRecord<'_> {
     }
 }
 
-/// Writes `summary.json`, `scan.json` and the attestation (signed with `key` when set), and
-/// lists the bundle's files, `stream.jsonl` included (the job engine completes it after the
-/// terminal event). Blocking.
+/// Writes `summary.json`, `scan.json` and the attestation (signed with `key` when set), makes
+/// the sealed bundle durable, and lists the bundle's files, `stream.jsonl` included (the job
+/// engine completes it after the terminal event). Blocking.
+///
+/// `stream.jsonl` is not flushed: it is the replay of the stream, not part of the attested
+/// bundle, and a replay that lost its last lines to a power loss is completed from the store
+/// (the terminal event is rebuilt from the stored outcome).
 pub(crate) fn write(
     dir: &Path,
     summary: &Value,
@@ -119,9 +123,9 @@ pub(crate) fn write(
     artifacts::write_json(dir, artifacts::SCAN_JSON, scan)?;
     attestation::write(dir, predicate, key)?;
     let mut files = artifacts::list_files(dir)?;
-    if !files.iter().any(|f| f == artifacts::STREAM_JSONL) {
-        files.push(artifacts::STREAM_JSONL.to_string());
-        files.sort();
-    }
+    files.retain(|f| f != artifacts::STREAM_JSONL);
+    artifacts::make_durable(dir, &files)?;
+    files.push(artifacts::STREAM_JSONL.to_string());
+    files.sort();
     Ok(files)
 }
