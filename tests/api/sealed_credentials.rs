@@ -1,0 +1,230 @@
+//! Credentials in a `git_url`, sealed with the credential keys the replicas share: real binaries
+//! on one PostgreSQL. A scan submitted on a replica without workers (stopped before anything
+//! claims it) is cloned by another replica from an https git server that demands the
+//! credentials, after a key rotation; the sealed value leaves the store when the scan ends; a
+//! replica with other key material under the same id, or with no keys, fails such a scan with a
+//! clear reason; and the credential is in no answer, log line or table.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::Value;
+
+use crate::helpers::{scan_body, GitServer, ServiceProcess};
+use crate::postgres::{psql as psql_text, PgSchema};
+use crate::source_safety::start_https_git_server;
+
+/// One line of a key list: `<id> <base64 of 32 random bytes>`.
+fn key_line(id: &str) -> String {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).unwrap();
+    format!(
+        "{id} {}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
+}
+
+/// The test's cluster: one schema, one shared artifact root, each replica's log in a file.
+struct Cluster {
+    schema: PgSchema,
+    dir: tempfile::TempDir,
+    cert: PathBuf,
+    logs: Vec<PathBuf>,
+    answers: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts replica `name` with `workers` workers and `keys` (extra settings).
+    fn replica(&mut self, name: &str, workers: &str, keys: &[(&str, &str)]) -> ServiceProcess {
+        let log_path = self.dir.path().join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        self.logs.push(log_path);
+        let url = self.schema.url();
+        let artifacts = self.dir.path().join("artifacts");
+        let artifacts = artifacts.display().to_string();
+        let cert = self.cert.display().to_string();
+        let mut env = vec![
+            ("CERTUS_ASSURANCE_DATABASE_URL", url.as_str()),
+            ("CERTUS_ASSURANCE_REPLICA_ID", name),
+            ("CERTUS_ASSURANCE_MAX_WORKERS", workers),
+            ("CERTUS_ASSURANCE_ARTIFACT_ROOT", artifacts.as_str()),
+            ("CERTUS_ASSURANCE_RECONCILE_INTERVAL_SECONDS", "1"),
+            ("CERTUS_ASSURANCE_LOG_LEVEL", "debug"),
+            ("SSL_CERT_FILE", cert.as_str()),
+        ];
+        env.extend_from_slice(keys);
+        ServiceProcess::start_with_stdout(&self.dir.path().join(name), &env, Stdio::from(log))
+    }
+
+    async fn submit(&mut self, replica: &ServiceProcess, git_url: &str) -> String {
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/security-scans", replica.address))
+            .json(&scan_body(git_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+        let body: Value = response.json().await.unwrap();
+        self.answers.push(body.to_string());
+        body["test_id"].as_str().unwrap().to_string()
+    }
+
+    /// Waits until the scan ends; returns it.
+    async fn ended(&mut self, replica: &ServiceProcess, id: &str) -> Value {
+        let scan = replica
+            .wait_for_state(id, &["SUCCEEDED", "FAILED"], Duration::from_secs(120))
+            .await;
+        self.answers.push(scan.to_string());
+        scan
+    }
+
+    /// The stored sealed value of a scan (empty when NULL).
+    fn sealed(&self, id: &str) -> String {
+        psql_text(&format!(
+            "SELECT coalesce(sealed_credentials, '') FROM {}.scans WHERE test_id = '{id}'",
+            self.schema.name
+        ))
+    }
+}
+
+fn stop(mut replica: ServiceProcess) {
+    assert!(replica.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_credentials_let_any_replica_clone_and_are_deleted_when_the_scan_ends() {
+    let git = GitServer::start();
+    let commit = git.create_repo("r", &[("app.py", "print(1)\n")]);
+    let dir = tempfile::tempdir().unwrap();
+    // Assembled at run time, so this file holds no literal of it.
+    let secret = ["s3aled", "Tok", "9Qx7Lm2"].concat();
+    let auth = format!("deploy:{secret}");
+    let (port, cert, _server) = start_https_git_server(git.root.path(), dir.path(), Some(&auth));
+    let plain_url = format!("https://127.0.0.1:{port}/r");
+    let secret_url = format!("https://{auth}@127.0.0.1:{port}/r");
+    let mut cluster = Cluster {
+        schema: PgSchema::create(),
+        dir,
+        cert,
+        logs: vec![],
+        answers: vec![],
+    };
+    let (old, new) = (key_line("k1"), key_line("k2"));
+    let old_file = cluster.dir.path().join("old.keys");
+    std::fs::write(&old_file, format!("{old}\n")).unwrap();
+    let rotated_file = cluster.dir.path().join("rotated.keys");
+    std::fs::write(&rotated_file, format!("# rotation\n{new}\n{old}\n")).unwrap();
+    let old_keys = old_file.display().to_string();
+    let rotated_keys = rotated_file.display().to_string();
+    let keys_file = "CERTUS_ASSURANCE_CREDENTIAL_KEYS_FILE";
+
+    // Accepted on a replica without workers, sealed with its active key, not pinned; the
+    // replica stops before anything claims the scan.
+    let accepting = cluster.replica("accepting", "0", &[(keys_file, &old_keys)]);
+    let first = cluster.submit(&accepting, &secret_url).await;
+    stop(accepting);
+    let stored = cluster.sealed(&first);
+    assert!(stored.starts_with("v1.k1."), "{stored}");
+    assert!(!stored.contains(&secret));
+    let pinned = psql_text(&format!(
+        "SELECT count(*) FROM {}.scans WHERE pinned_to IS NOT NULL",
+        cluster.schema.name
+    ));
+    assert_eq!(pinned, "0", "sealed scans are not pinned");
+
+    // A front replica, and a runner restarted with a new active key and the old one.
+    let front = cluster.replica("front", "0", &[(keys_file, &rotated_keys)]);
+    let second = cluster.submit(&front, &secret_url).await;
+    let unauthenticated = cluster.submit(&front, &plain_url).await;
+    assert!(cluster.sealed(&second).starts_with("v1.k2."));
+    let runner = cluster.replica("runner", "1", &[(keys_file, &rotated_keys)]);
+    for id in [&first, &second] {
+        let scan = cluster.ended(&runner, id).await;
+        assert_eq!(scan["status"], "SUCCEEDED", "{scan}");
+        assert_eq!(scan["resolved_commit"], commit, "{scan}");
+        assert_eq!(cluster.sealed(id), "", "deleted when the scan ended");
+    }
+    // The server demands the credentials: without them the clone fails.
+    let scan = cluster.ended(&runner, &unauthenticated).await;
+    assert_eq!(scan["failure_reason"], "clone_failed", "{scan}");
+    stop(runner);
+
+    // Other key material under the active id: the scan fails, saying which key.
+    let wrong = key_line("k2");
+    let mismatched = cluster.submit(&front, &secret_url).await;
+    let impostor = cluster.replica(
+        "impostor",
+        "1",
+        &[("CERTUS_ASSURANCE_CREDENTIAL_KEYS", &wrong)],
+    );
+    let scan = cluster.ended(&impostor, &mismatched).await;
+    assert_clone_failed_saying(&scan, "do not open with credential key `k2`");
+    stop(impostor);
+
+    // No keys at all: the scan fails, naming the key it needs.
+    let keyless_scan = cluster.submit(&front, &secret_url).await;
+    let keyless = cluster.replica("keyless", "1", &[]);
+    let scan = cluster.ended(&keyless, &keyless_scan).await;
+    assert_clone_failed_saying(
+        &scan,
+        "sealed with credential key `k2`, which this replica does not have",
+    );
+    let list = reqwest::Client::new()
+        .get(format!("{}/v1/security-scans", keyless.address))
+        .send()
+        .await
+        .unwrap();
+    cluster.answers.push(list.text().await.unwrap());
+    stop(keyless);
+    stop(front);
+
+    let schema = &cluster.schema.name;
+    assert_eq!(
+        psql_text(&format!(
+            "SELECT count(*) FROM {schema}.scans WHERE sealed_credentials IS NOT NULL"
+        )),
+        "0",
+        "every ended scan's sealed credentials are deleted"
+    );
+    assert_no_trace(&cluster, &secret);
+}
+
+fn assert_clone_failed_saying(scan: &Value, message: &str) {
+    assert_eq!(scan["failure_reason"], "clone_failed", "{scan}");
+    assert!(scan["errors"].to_string().contains(message), "{scan}");
+}
+
+/// The credential is in no answer, no log and no stored row or event, and neither is any key.
+fn assert_no_trace(cluster: &Cluster, secret: &str) {
+    for answer in &cluster.answers {
+        assert!(!answer.contains(secret), "an answer holds it: {answer}");
+    }
+    for log in &cluster.logs {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(text.contains("listening"), "{} was captured", log.display());
+        assert!(!text.contains(secret), "{} holds it", log.display());
+    }
+    let schema = &cluster.schema.name;
+    for table in ["scans", "scan_events", "audit_events"] {
+        let rows = psql_text(&format!("SELECT t::text FROM {schema}.{table} t"));
+        assert!(!rows.contains(secret), "{table} holds it");
+    }
+    for file in crate::helpers::files_under(cluster.dir.path()) {
+        if is_test_input(&file) {
+            continue;
+        }
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{} holds it",
+            file.display()
+        );
+    }
+}
+
+/// The key files the test wrote itself (they hold keys, not credentials).
+fn is_test_input(file: &Path) -> bool {
+    file.extension().is_some_and(|e| e == "keys")
+}
