@@ -228,3 +228,58 @@ fn assert_no_trace(cluster: &Cluster, secret: &str) {
 fn is_test_input(file: &Path) -> bool {
     file.extension().is_some_and(|e| e == "keys")
 }
+
+/// A bad key list stops start-up as bad configuration (exit status 2) with the setting and the
+/// line at fault, and prints nothing of the keys.
+#[test]
+fn bad_credential_keys_stop_start_up_without_printing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = key_line("k1");
+    let material = good.split_once(' ').unwrap().1.to_string();
+    let short = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
+    let file = dir.path().join("bad.keys");
+    std::fs::write(&file, format!("# keys\n{material}\n")).unwrap();
+    let file = file.display().to_string();
+    let file_var = "CERTUS_ASSURANCE_CREDENTIAL_KEYS_FILE";
+    let value_var = "CERTUS_ASSURANCE_CREDENTIAL_KEYS";
+    let cases: [(Vec<(&str, String)>, &str); 4] = [
+        (
+            vec![(file_var, file.clone())],
+            "CERTUS_ASSURANCE_CREDENTIAL_KEYS_FILE: line 2 is not `<key-id> <base64",
+        ),
+        (
+            vec![(value_var, format!("k1 {short}"))],
+            "CERTUS_ASSURANCE_CREDENTIAL_KEYS: line 1: the key is 16 bytes long",
+        ),
+        (
+            vec![(value_var, format!("k1 {material}\nk!2 {material}"))],
+            "CERTUS_ASSURANCE_CREDENTIAL_KEYS: line 2: the key id must be",
+        ),
+        (
+            vec![(file_var, file.clone()), (value_var, good.clone())],
+            "are both set; set one of them",
+        ),
+    ];
+    for (env, expected) in cases {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_certus-assurance"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("CERTUS_ASSURANCE_DATA_DIR", dir.path().join("data"))
+            .env("CERTUS_ASSURANCE_LISTEN_ADDR", "127.0.0.1:0");
+        for (k, v) in &env {
+            command.env(k, v);
+        }
+        let out = command.output().expect("the binary runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(2), "{expected}: {text}");
+        assert!(text.contains(expected), "{expected}: {text}");
+        for key in [&material, &short] {
+            assert!(!text.contains(key.as_str()), "key material printed: {text}");
+        }
+    }
+}
