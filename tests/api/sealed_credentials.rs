@@ -3,13 +3,19 @@
 //! claims it) is cloned by another replica from an https git server that demands the
 //! credentials, after a key rotation; the sealed value leaves the store when the scan ends; a
 //! replica with other key material under the same id, or with no keys, fails such a scan with a
-//! clear reason; and the credential is in no answer, log line or table.
+//! clear reason; and the credential is in no answer, log line or table. Both stores take the
+//! sealed value out with every ending of a scan, and a bad key list stops start-up.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use certus_assurance::scan::{CredentialKeys, JobState, SealedCredentials, SecretUrl};
+use certus_assurance::storage::postgres::PgStore;
+use certus_assurance::storage::sqlite::SqliteStore;
+use certus_assurance::storage::{Completion, JobStore};
 use serde_json::Value;
 
 use crate::helpers::{scan_body, GitServer, ServiceProcess};
@@ -281,5 +287,86 @@ fn bad_credential_keys_stop_start_up_without_printing_them() {
         for key in [&material, &short] {
             assert!(!text.contains(key.as_str()), "key material printed: {text}");
         }
+    }
+}
+
+/// The sealed credentials a store holds for a scan.
+async fn sealed_of(store: &dyn JobStore, id: &str) -> Option<SealedCredentials> {
+    store
+        .get(id.to_string())
+        .await
+        .unwrap()
+        .expect("the scan is stored")
+        .sealed_credentials
+}
+
+/// On both backends, a claim hands the sealed credentials to the worker, and every way a scan
+/// ends takes them out of the store: a finish, a cancel while queued, and the failure of its last
+/// attempt (reclaim on PostgreSQL, start-up recovery on SQLite). Retention deletes the row.
+#[tokio::test]
+async fn every_ending_deletes_the_sealed_credentials_on_both_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = PgSchema::create();
+    let stores: [(Arc<dyn JobStore>, bool); 2] = [
+        (
+            Arc::new(SqliteStore::open(&dir.path().join("store.db")).unwrap()),
+            false,
+        ),
+        (
+            Arc::new(
+                PgStore::connect(&schema.url(), "replica-a".into())
+                    .await
+                    .unwrap(),
+            ),
+            true,
+        ),
+    ];
+    let keys = CredentialKeys::parse(&key_line("k1")).unwrap();
+    let url = SecretUrl::new(["https://deploy:", "st0re", "Tok@git.example.com/r.git"].concat());
+    let ids = [
+        "test_00000000000a",
+        "test_00000000000b",
+        "test_00000000000c",
+    ];
+    for (store, shared) in stores {
+        for (i, id) in ids.iter().enumerate() {
+            let mut scan = crate::postgres::record(id, "w", 1000.0 + i as f64);
+            scan.sealed_credentials = Some(keys.seal(id, &url));
+            store.insert(scan).await.unwrap();
+        }
+        let claimed = store.claim_next(2000.0).await.unwrap().unwrap();
+        assert_eq!(claimed.test_id, ids[0]);
+        let sealed = claimed.sealed_credentials.expect("a claim carries them");
+        assert_eq!(keys.open(ids[0], &sealed).unwrap(), url);
+        let done = Completion {
+            status: JobState::Succeeded,
+            failure_reason: None,
+            errors: vec![],
+            summary: None,
+            artifacts: None,
+            finished_at: 2001.0,
+            manifest_digest: None,
+        };
+        assert!(store.finish(ids[0].into(), done).await.unwrap());
+        assert_eq!(sealed_of(&*store, ids[0]).await, None, "finished");
+        let cancelled = store
+            .cancel_queued(ids[1].into(), 2002.0, "cancelled".into())
+            .await
+            .unwrap();
+        assert!(cancelled);
+        assert_eq!(sealed_of(&*store, ids[1]).await, None, "cancelled");
+        let failed = if shared {
+            store.claim_leased(2003.0, 2004.0).await.unwrap().unwrap();
+            store.reclaim_expired(3000.0, 1).await.unwrap().failed
+        } else {
+            store.claim_next(2003.0).await.unwrap().unwrap();
+            store.recover_running(false, 3000.0).await.unwrap().failed
+        };
+        assert_eq!(failed, vec![ids[2].to_string()]);
+        assert_eq!(
+            sealed_of(&*store, ids[2]).await,
+            None,
+            "last attempt failed"
+        );
     }
 }
