@@ -71,6 +71,41 @@ pub fn load_signing_key(
         .map(Some)
 }
 
+/// The keys that seal clone credentials, if the settings name them (a file, or the variable).
+/// A bad key list stops start-up with the setting's name and the line at fault, never the line.
+pub fn load_credential_keys(
+    config: &Config,
+) -> anyhow::Result<Option<Arc<crate::scan::CredentialKeys>>> {
+    let source = &config.source;
+    let (text, setting) = match (&source.credential_keys_file, &source.credential_keys) {
+        (Some(path), _) => (
+            std::fs::read_to_string(path)
+                .with_context(|| {
+                    format!(
+                        "CERTUS_ASSURANCE_CREDENTIAL_KEYS_FILE: {} cannot be read",
+                        path.display()
+                    )
+                })
+                .context(InvalidConfig)?,
+            "CERTUS_ASSURANCE_CREDENTIAL_KEYS_FILE",
+        ),
+        (None, Some(keys)) => (
+            keys.expose().to_string(),
+            "CERTUS_ASSURANCE_CREDENTIAL_KEYS",
+        ),
+        (None, None) => return Ok(None),
+    };
+    let keys = crate::scan::CredentialKeys::parse(&text)
+        .map_err(|problem| anyhow::anyhow!("{setting}: {problem}"))
+        .context(InvalidConfig)?;
+    tracing::info!(
+        active = keys.active_id(),
+        keys = keys.ids().count(),
+        "clone credentials are sealed for the store with the active credential key"
+    );
+    Ok(Some(Arc::new(keys)))
+}
+
 /// Removes temporary workspaces left behind by a process that died mid-scan.
 fn clear_work_dir(config: &Config) -> anyhow::Result<()> {
     let work = config.work_dir();
@@ -144,7 +179,49 @@ async fn artifact_store(
     ))
 }
 
-/// The job store the settings name: PostgreSQL for a cluster, else the SQLite file.
+
+/// Creates the data directory and the artifact root (returned), and clears what a dead process
+/// left in `work/` and in the archive uploads.
+fn prepare_directories(config: &Config) -> anyhow::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
+        format!(
+            "creating CERTUS_ASSURANCE_DATA_DIR {}",
+            config.server.data_dir.display()
+        )
+    })?;
+    let artifact_root = config.artifact_root();
+    std::fs::create_dir_all(&artifact_root).with_context(|| {
+        format!(
+            "creating CERTUS_ASSURANCE_ARTIFACT_ROOT {}",
+            artifact_root.display()
+        )
+    })?;
+    clear_work_dir(config)?;
+    clear_partial_uploads(config);
+    Ok(artifact_root)
+}
+
+/// The built-in scanners (with the OSV database when the settings name one, also returned),
+/// each replaced by the given scanner of the same name.
+fn scanners_of(
+    config: &Config,
+    replacements: Vec<Arc<dyn crate::pipeline::scanners::Scanner>>,
+) -> (
+    Vec<Arc<dyn crate::pipeline::scanners::Scanner>>,
+    Option<Arc<crate::pipeline::osv::OsvStore>>,
+) {
+    let osv = config.scanning.osv_db_dir.clone().map(|dir| {
+        Arc::new(crate::pipeline::osv::OsvStore::new(dir).with_max_age(config.scanning.osv_max_age))
+    });
+    let mut scanners = builtin_scanners_with(osv.clone());
+    for r in replacements {
+        scanners.retain(|s| s.name() != r.name());
+        scanners.push(r);
+    }
+    (scanners, osv)
+}
+
+/// Opens the job store the settings name (migrations applied).
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn crate::storage::JobStore>> {
     Ok(match config.store_location() {
         StoreLocation::Postgres(url) => Arc::new(
@@ -166,6 +243,7 @@ async fn build_jobs(
     metrics: &Metrics,
     pipeline: Pipeline,
     signing_seed: Option<[u8; 32]>,
+    credential_keys: Option<Arc<crate::scan::CredentialKeys>>,
 ) -> anyhow::Result<JobManager> {
     let jobs = JobManager::new(
         store,
@@ -182,7 +260,8 @@ async fn build_jobs(
         },
         config.queue.stream_history_limit,
     )
-    .with_artifact_store(artifact_store(config, metrics).await?);
+    .with_artifact_store(artifact_store(config, metrics).await?)
+    .with_credential_keys(credential_keys);
     let jobs = if config.upload.enabled {
         let uploader =
             crate::upload::Uploader::from_config(&config.upload, signing_seed, metrics.clone())
@@ -210,31 +289,9 @@ impl App {
     ) -> anyhow::Result<App> {
         let tokens = load_tokens(&config)?;
         let signing_key = load_signing_key(&config)?;
-        let osv = config.scanning.osv_db_dir.clone().map(|dir| {
-            Arc::new(
-                crate::pipeline::osv::OsvStore::new(dir).with_max_age(config.scanning.osv_max_age),
-            )
-        });
-        let mut scanners = builtin_scanners_with(osv.clone());
-        for r in replacements {
-            scanners.retain(|s| s.name() != r.name());
-            scanners.push(r);
-        }
-        std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
-            format!(
-                "creating CERTUS_ASSURANCE_DATA_DIR {}",
-                config.server.data_dir.display()
-            )
-        })?;
-        let artifact_root = config.artifact_root();
-        std::fs::create_dir_all(&artifact_root).with_context(|| {
-            format!(
-                "creating CERTUS_ASSURANCE_ARTIFACT_ROOT {}",
-                artifact_root.display()
-            )
-        })?;
-        clear_work_dir(&config)?;
-        clear_partial_uploads(&config);
+        let credential_keys = load_credential_keys(&config)?;
+        let (scanners, osv) = scanners_of(&config, replacements);
+        let artifact_root = prepare_directories(&config)?;
         crate::pipeline::checkout::init_git_timeouts(config.source.clone_stall_timeout);
         let store = open_store(&config).await?;
         let metrics = Metrics::new(&PROFILE_LABELS, &BUILTIN_SCANNERS);
@@ -260,7 +317,7 @@ impl App {
             tool_env: Arc::new(passthrough_env(crate::config::passthrough_env)),
         };
         let seed = signing_key.as_ref().map(|key| key.seed());
-        let jobs = build_jobs(&config, store, &metrics, pipeline, seed).await?;
+        let jobs = build_jobs(&config, store, &metrics, pipeline, seed, credential_keys).await?;
         jobs.recover(config.queue.recover_running == RecoverRunning::Requeue)
             .await
             .context("recovering scans from the store")?;

@@ -3,9 +3,12 @@
     python3 tests/https_git_server.py <project root> <cert.pem> <key.pem> <port file>
 
 Requests under /moved/ are answered with a redirect to the same path without the prefix.
-The chosen port is written to <port file> once the server listens.
+The chosen port is written to <port file> once the server listens. With GIT_BASIC_AUTH=user:password
+in the environment, every request must carry those credentials (HTTP Basic); others get 401.
 """
 
+import base64
+import hmac
 import http.server
 import os
 import ssl
@@ -13,6 +16,7 @@ import subprocess
 import sys
 
 ROOT, CERT, KEY, PORT_FILE = sys.argv[1:5]
+BASIC_AUTH = os.environ.pop("GIT_BASIC_AUTH", None)
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -24,7 +28,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         self.cgi()
 
+    def authorized(self):
+        if BASIC_AUTH is None:
+            return True
+        expected = "Basic " + base64.b64encode(BASIC_AUTH.encode()).decode()
+        given = self.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), expected.encode())
+
     def cgi(self):
+        if not self.authorized():
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="git"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         path, _, query = self.path.partition("?")
         if path.startswith("/moved/"):
             port = self.server.server_address[1]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::bail;
 use clap::Args;
 
-use super::{positive, seconds};
+use super::{positive, seconds, Secret};
 
 #[derive(Debug, Clone, Args)]
 pub struct SourceConfig {
@@ -47,6 +47,18 @@ pub struct SourceConfig {
     /// refused). Symbolic links are resolved before a requested path is checked against them.
     #[arg(long, value_delimiter = ',', value_name = "DIRS")]
     pub source_roots: Vec<PathBuf>,
+
+    /// Keys that seal the credentials of a `git_url` for the store, one per line:
+    /// `<key-id> <base64 of 32 random bytes>`; the first seals, every one opens. Replicas with the
+    /// same keys can each run any scan [default: none; credentials stay in the memory of the
+    /// replica that accepted the scan, which alone runs it].
+    #[arg(long, value_name = "PATH")]
+    pub credential_keys_file: Option<PathBuf>,
+
+    /// The credential keys themselves, in the format of CREDENTIAL_KEYS_FILE (for a secret
+    /// passed as a variable); set one of the two.
+    #[arg(long, value_name = "KEYS", hide_env_values = true)]
+    pub credential_keys: Option<Secret>,
 }
 
 impl SourceConfig {
@@ -64,6 +76,17 @@ impl SourceConfig {
                 bail!(
                     "CERTUS_ASSURANCE_GIT_SSH_KEY_FILE: {} is not a file",
                     key.display()
+                );
+            }
+        }
+        if let Some(file) = &self.credential_keys_file {
+            if self.credential_keys.is_some() {
+                bail!("CERTUS_ASSURANCE_CREDENTIAL_KEYS_FILE and CERTUS_ASSURANCE_CREDENTIAL_KEYS are both set; set one of them");
+            }
+            if !file.is_file() {
+                bail!(
+                    "CERTUS_ASSURANCE_CREDENTIAL_KEYS_FILE: {} is not a file",
+                    file.display()
                 );
             }
         }

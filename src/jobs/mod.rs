@@ -19,7 +19,9 @@ use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, ScanEvent};
-use crate::scan::{now_secs, FailureReason, JobState, TestId, UploadStatus};
+use crate::scan::{
+    now_secs, CredentialKeys, FailureReason, JobState, OpenError, SecretUrl, TestId, UploadStatus,
+};
 use crate::storage::{
     Admission, AdmissionBounds, Completion, JobStore, LeaseState, ListQuery, PrunePolicy,
     ScanRecord,
@@ -34,8 +36,9 @@ pub struct NewScan {
     pub component_id: String,
     pub assessment_id: String,
     pub source_type: String,
-    /// URL to clone, credentials included; only the redacted form is stored.
-    pub git_clone_url: Option<String>,
+    /// URL to clone, credentials included; stored only sealed (or, without a credential key,
+    /// kept in this replica's memory).
+    pub git_clone_url: Option<SecretUrl>,
     pub git_display_url: Option<String>,
     pub branch: Option<String>,
     pub commit: Option<String>,
@@ -211,8 +214,11 @@ struct Inner {
     /// Commits concurrent submissions in groups; started by the first submission.
     committer: std::sync::OnceLock<admission::GroupCommitter>,
     running: Mutex<HashMap<String, RunningJob>>,
-    /// Clone URLs with credentials, by test id; never persisted.
-    credentials: Mutex<HashMap<String, String>>,
+    /// Clone URLs with credentials, by test id, when no credential key seals them; never
+    /// persisted (the store pins such a scan to this replica).
+    credentials: Mutex<HashMap<String, SecretUrl>>,
+    /// The keys that seal clone credentials for the store and open them; `None`: none configured.
+    credential_keys: Option<Arc<CredentialKeys>>,
     draining: AtomicBool,
     /// Uploads to Trust and S3; `None` when uploads are disabled.
     uploader: Option<Arc<crate::upload::Uploader>>,
@@ -252,6 +258,7 @@ impl JobManager {
                 committer: std::sync::OnceLock::new(),
                 running: Mutex::new(HashMap::new()),
                 credentials: Mutex::new(HashMap::new()),
+                credential_keys: None,
                 draining: AtomicBool::new(false),
                 uploader: None,
                 uploads: upload::UploadTasks::default(),
@@ -325,6 +332,15 @@ impl JobManager {
         Arc::get_mut(&mut self.inner)
             .expect("with_uploader is called before the manager is shared")
             .uploader = Some(Arc::new(uploader));
+        self
+    }
+
+    /// Seals clone credentials with `keys` (any replica with the keys can then run the scan)
+    /// instead of keeping them in memory. Called once, right after [`JobManager::new`].
+    pub fn with_credential_keys(mut self, keys: Option<Arc<CredentialKeys>>) -> JobManager {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_credential_keys is called before the manager is shared")
+            .credential_keys = keys;
         self
     }
 
@@ -428,8 +444,8 @@ impl JobManager {
                 .inc();
             return Err(SubmitError::Draining);
         }
-        let record = new_record(&new);
-        self.remember_credentials(&record.test_id, &new);
+        let mut record = new_record(&new);
+        self.keep_credentials(&mut record, &new);
         let decision = match self.admit(vec![record.clone()]).await {
             Ok(decisions) => decisions.into_iter().next(),
             Err(err) => {
@@ -484,14 +500,24 @@ impl JobManager {
         Err(refusal)
     }
 
-    fn remember_credentials(&self, test_id: &str, new: &NewScan) {
-        if let (Some(clone), Some(display)) = (&new.git_clone_url, &new.git_display_url) {
-            if clone != display {
+    /// Where the credentials of a new scan's git_url go: sealed into the record with the active
+    /// credential key, or, without a key, into this replica's memory (the store then pins the
+    /// scan to this replica).
+    fn keep_credentials(&self, record: &mut ScanRecord, new: &NewScan) {
+        let (Some(clone), Some(display)) = (&new.git_clone_url, &new.git_display_url) else {
+            return;
+        };
+        if clone.expose() == display {
+            return;
+        }
+        match &self.inner.credential_keys {
+            Some(keys) => record.sealed_credentials = Some(keys.seal(&record.test_id, clone)),
+            None => {
                 self.inner
                     .credentials
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(test_id.to_string(), clone.clone());
+                    .insert(record.test_id.clone(), clone.clone());
             }
         }
     }
@@ -519,9 +545,9 @@ impl JobManager {
                 .inc_by(items.len() as u64);
             return Ok(items.iter().map(|_| Err(SubmitError::Draining)).collect());
         }
-        let records: Vec<ScanRecord> = items.iter().map(new_record).collect();
-        for (record, new) in records.iter().zip(&items) {
-            self.remember_credentials(&record.test_id, new);
+        let mut records: Vec<ScanRecord> = items.iter().map(new_record).collect();
+        for (record, new) in records.iter_mut().zip(&items) {
+            self.keep_credentials(record, new);
         }
         let decisions = match self.admit(records.clone()).await {
             Ok(decisions) => decisions,
@@ -768,13 +794,32 @@ impl JobManager {
         Ok(Some(record))
     }
 
-    pub(crate) fn credentials_for(&self, test_id: &str) -> Option<String> {
-        self.inner
+    /// The clone credentials of a claimed scan: from this replica's memory, or opened from the
+    /// sealed value stored with the scan. `Ok(None)`: neither is here. The error says what to do
+    /// and holds nothing of the credentials or the keys.
+    pub(crate) fn clone_credentials(
+        &self,
+        record: &ScanRecord,
+    ) -> Result<Option<SecretUrl>, OpenError> {
+        let remembered = self
+            .inner
             .credentials
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(test_id)
-            .cloned()
+            .get(&record.test_id)
+            .cloned();
+        if remembered.is_some() {
+            return Ok(remembered);
+        }
+        let Some(sealed) = &record.sealed_credentials else {
+            return Ok(None);
+        };
+        match &self.inner.credential_keys {
+            Some(keys) => keys.open(&record.test_id, sealed).map(Some),
+            None => Err(OpenError::UnknownKey(
+                sealed.key_id().unwrap_or("unknown").to_string(),
+            )),
+        }
     }
 
     fn forget_credentials(&self, test_id: &str) {
@@ -1106,6 +1151,7 @@ fn new_record(new: &NewScan) -> ScanRecord {
         upload_started_at: None,
         manifest: new.manifest.clone(),
         manifest_path: new.manifest_path.clone(),
+        sealed_credentials: None,
     }
 }
 

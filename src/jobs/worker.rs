@@ -213,9 +213,12 @@ fn spec_for(jobs: &JobManager, record: &ScanRecord) -> Result<ScanSpec, (Failure
                 )
             })?;
             let policy = jobs.pipeline().source_policy;
-            let git = match jobs.credentials_for(&record.test_id) {
+            let credentials = jobs
+                .clone_credentials(record)
+                .map_err(|e| (FailureReason::CloneFailed, e.to_string()))?;
+            let git = match credentials {
                 Some(clone_url) => {
-                    let mut parsed = parse_git_url(&clone_url, policy)
+                    let mut parsed = parse_git_url(clone_url.expose(), policy)
                         .map_err(|e| (FailureReason::SourceInvalid, e))?;
                     parsed.display_url = display;
                     parsed
@@ -223,7 +226,7 @@ fn spec_for(jobs: &JobManager, record: &ScanRecord) -> Result<ScanSpec, (Failure
                 None if record.has_url_credentials() => {
                     return Err((
                         FailureReason::CloneFailed,
-                        "the credentials in git_url are kept in memory only, by the replica that accepted the scan, and that replica restarted or stopped; submit the scan again"
+                        "the credentials in git_url are kept in memory only, by the replica that accepted the scan, and that replica restarted or stopped; submit the scan again (with a credential key shared by the replicas, CERTUS_ASSURANCE_CREDENTIAL_KEYS_FILE, any replica can run it)"
                             .to_string(),
                     ))
                 }

@@ -1,10 +1,13 @@
-//! The scan domain at the bottom of the crate: the state machine, the test id ([`TestId`]) and
-//! the clock.
+//! The scan domain at the bottom of the crate: the state machine, the test id ([`TestId`]), the
+//! clock, and clone credentials ([`credentials::SecretUrl`], sealed for the store by
+//! [`credentials::CredentialKeys`]).
 //! No I/O beyond reading the system clock and the OS random source; storage, the job engine and
 //! the API all take these from here, so none of them needs another to know what a scan is.
 
+pub mod credentials;
 pub mod state;
 
+pub use credentials::{CredentialKeys, OpenError, SealedCredentials, SecretUrl};
 pub use state::{FailureReason, JobState, UploadStatus};
 
 use std::time::{SystemTime, UNIX_EPOCH};

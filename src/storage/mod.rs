@@ -14,7 +14,7 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub use self::audit::AuditStore;
-use crate::scan::{FailureReason, JobState, UploadStatus};
+use crate::scan::{FailureReason, JobState, SealedCredentials, UploadStatus};
 
 /// One scan as stored. Times are Unix seconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,11 +64,17 @@ pub struct ScanRecord {
     pub manifest: Option<serde_json::Value>,
     /// A manifest file inside the source tree, read when the scan runs.
     pub manifest_path: Option<String>,
+    /// The credentials of the submitted git_url, sealed with the credential key the replicas
+    /// share; `None` without credentials, without a key (the scan is then pinned to the replica
+    /// that holds them in memory), and once the scan has ended. Never in an answer.
+    #[serde(skip)]
+    pub sealed_credentials: Option<SealedCredentials>,
 }
 
 impl ScanRecord {
-    /// Whether the submitted git_url carried credentials: they are kept in memory by the replica
-    /// that accepted the scan, and `git_url` holds the redacted form (`***@`).
+    /// Whether the submitted git_url carried credentials (`git_url` holds the redacted form,
+    /// `***@`): they are in `sealed_credentials`, or, without a credential key, in the memory of
+    /// the replica that accepted the scan.
     pub fn has_url_credentials(&self) -> bool {
         self.git_url.as_deref().is_some_and(|u| u.contains("***@"))
     }

@@ -45,6 +45,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
         7,
         include_str!("../../migrations/postgres/0007_audit_and_archives.sql"),
     ),
+    (
+        8,
+        include_str!("../../migrations/postgres/0008_sealed_credentials.sql"),
+    ),
 ];
 
 /// Advisory lock key that serializes migrations of replicas starting together.
@@ -59,7 +63,8 @@ const COLUMNS: &str = "test_id, workspace_id, component_id, assessment_id, sourc
     timeout_seconds, status, failure_reason, errors_json, resolved_commit, resolved_branch, \
     summary_json, artifacts_json, submitted_at, started_at, finished_at, attempts, upload_status, \
     upload_permission_id, verification_proof_json, remote_artifacts_json, upload_reason, \
-    upload_progress_json, upload_tier, upload_started_at, manifest_json, manifest_path";
+    upload_progress_json, upload_tier, upload_started_at, manifest_json, manifest_path, \
+    sealed_credentials";
 
 /// Time limit of one statement, so a stuck database cannot hold a request or a worker forever.
 const STATEMENT_TIMEOUT_MS: u64 = 15_000;
@@ -267,6 +272,9 @@ fn row_to_record(row: &Row, o: usize) -> anyhow::Result<ScanRecord> {
         upload_started_at: row.try_get(o + 32)?,
         manifest: parse_json(row.try_get(o + 33)?)?,
         manifest_path: row.try_get(o + 34)?,
+        sealed_credentials: row
+            .try_get::<_, Option<String>>(o + 35)?
+            .map(crate::scan::SealedCredentials::from_stored),
     })
 }
 
@@ -278,19 +286,20 @@ fn to_json<T: serde::Serialize>(v: &Option<T>) -> Option<String> {
 const INSERT: &str = "INSERT INTO scans (test_id, workspace_id, component_id, assessment_id,
     source_type, git_url, branch, requested_commit, directory_path, archive_path, requested_by,
     profile, manifest_digest, timeout_seconds, status, errors_json, submitted_at, upload_status,
-    manifest_json, manifest_path, pinned_to)
+    manifest_json, manifest_path, pinned_to, sealed_credentials)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-    $21)";
+    $21, $22)";
 
-/// Inserts a new scan. A scan whose git_url carried credentials (kept in this replica's memory
-/// only) is pinned to `owner`.
+/// Inserts a new scan. A scan whose git_url carried credentials that are not sealed (no
+/// credential key: they are in this replica's memory only) is pinned to `owner`.
 async fn insert_row(
     client: &impl deadpool_postgres::GenericClient,
     s: &ScanRecord,
     owner: &str,
 ) -> anyhow::Result<()> {
     let timeout = s.timeout_seconds as i64;
-    let pinned_to = s.has_url_credentials().then_some(owner);
+    let pinned_to = (s.has_url_credentials() && s.sealed_credentials.is_none()).then_some(owner);
+    let sealed = s.sealed_credentials.as_ref().map(|c| c.as_str());
     let errors = serde_json::to_string(&s.errors)?;
     let manifest = to_json(&s.manifest);
     client
@@ -318,6 +327,7 @@ async fn insert_row(
                 &manifest,
                 &s.manifest_path,
                 &pinned_to,
+                &sealed,
             ],
         )
         .await
@@ -447,7 +457,7 @@ impl JobStore for PgStore {
                     "UPDATE scans SET status = $2, failure_reason = $3, errors_json = $4,
                         summary_json = $5, artifacts_json = $6, finished_at = $7,
                         manifest_digest = COALESCE($9, manifest_digest),
-                        owner = NULL, lease_expires_at = NULL
+                        owner = NULL, lease_expires_at = NULL, sealed_credentials = NULL
                      WHERE test_id = $1 AND status = 'RUNNING' AND owner = $8",
                     &[
                         &test_id,
@@ -479,7 +489,7 @@ impl JobStore for PgStore {
             let changed = client
                 .execute(
                     "UPDATE scans SET status = 'FAILED', failure_reason = 'cancelled',
-                        errors_json = $3, finished_at = $2
+                        errors_json = $3, finished_at = $2, sealed_credentials = NULL
                      WHERE test_id = $1 AND status = 'QUEUED'",
                     &[&test_id, &now, &errors],
                 )
@@ -552,7 +562,7 @@ impl JobStore for PgStore {
             let failed = tx
                 .query(
                     "UPDATE scans SET status = 'FAILED', failure_reason = 'interrupted',
-                        finished_at = $1, owner = NULL, lease_expires_at = NULL,
+                        finished_at = $1, owner = NULL, lease_expires_at = NULL, sealed_credentials = NULL,
                         errors_json = '[\"The replica running this scan stopped, and the scan has used all its attempts; submit it again.\"]'
                      WHERE status = 'RUNNING' AND lease_expires_at < $1 AND attempts >= $2
                      RETURNING test_id",

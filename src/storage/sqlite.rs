@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0005_list_by_submission.sql"),
     include_str!("../../migrations/sqlite/0006_audit_and_archives.sql"),
     include_str!("../../migrations/sqlite/0007_status_counts.sql"),
+    include_str!("../../migrations/sqlite/0008_sealed_credentials.sql"),
 ];
 
 const COLUMNS: &str = "test_id, workspace_id, component_id, assessment_id, source_type, git_url, \
@@ -34,7 +35,8 @@ const COLUMNS: &str = "test_id, workspace_id, component_id, assessment_id, sourc
     timeout_seconds, status, failure_reason, errors_json, resolved_commit, resolved_branch, \
     summary_json, artifacts_json, submitted_at, started_at, finished_at, attempts, upload_status, \
     upload_permission_id, verification_proof_json, remote_artifacts_json, upload_reason, \
-    upload_progress_json, upload_tier, upload_started_at, manifest_json, manifest_path";
+    upload_progress_json, upload_tier, upload_started_at, manifest_json, manifest_path, \
+    sealed_credentials";
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -167,6 +169,9 @@ fn row_to_record_at(row: &Row<'_>, o: usize) -> rusqlite::Result<ScanRecord> {
         upload_started_at: row.get(o + 32)?,
         manifest: parse_json(row.get(o + 33)?)?,
         manifest_path: row.get(o + 34)?,
+        sealed_credentials: row
+            .get::<_, Option<String>>(o + 35)?
+            .map(crate::scan::SealedCredentials::from_stored),
     })
 }
 
@@ -180,11 +185,12 @@ fn insert_row(conn: &Connection, s: &ScanRecord) -> anyhow::Result<()> {
         "INSERT INTO scans (test_id, workspace_id, component_id, assessment_id, source_type,
                     git_url, branch, requested_commit, directory_path, archive_path, requested_by,
                     profile, manifest_digest, timeout_seconds, status, errors_json, submitted_at,
-                    upload_status, manifest_json, manifest_path)
+                    upload_status, manifest_json, manifest_path, sealed_credentials)
                  VALUES (:test_id, :workspace_id, :component_id, :assessment_id, :source_type,
                     :git_url, :branch, :requested_commit, :directory_path, :archive_path,
                     :requested_by, :profile, :manifest_digest, :timeout_seconds, :status, :errors,
-                    :submitted_at, :upload_status, :manifest_json, :manifest_path)",
+                    :submitted_at, :upload_status, :manifest_json, :manifest_path,
+                    :sealed_credentials)",
         named_params! {
             ":test_id": &s.test_id,
             ":workspace_id": &s.workspace_id,
@@ -206,6 +212,7 @@ fn insert_row(conn: &Connection, s: &ScanRecord) -> anyhow::Result<()> {
             ":upload_status": s.upload_status.as_str(),
             ":manifest_json": to_json(&s.manifest),
             ":manifest_path": &s.manifest_path,
+            ":sealed_credentials": s.sealed_credentials.as_ref().map(|c| c.as_str()),
         },
     )
     .context("inserting a scan")?;
@@ -262,7 +269,7 @@ impl JobStore for SqliteStore {
                 .execute(
                     "UPDATE scans SET status = ?2, failure_reason = ?3, errors_json = ?4,
                         summary_json = ?5, artifacts_json = ?6, finished_at = ?7,
-                        manifest_digest = COALESCE(?8, manifest_digest)
+                        manifest_digest = COALESCE(?8, manifest_digest), sealed_credentials = NULL
                      WHERE test_id = ?1 AND status = 'RUNNING'",
                     rusqlite::params![
                         test_id,
@@ -290,7 +297,7 @@ impl JobStore for SqliteStore {
             let changed = conn
                 .execute(
                     "UPDATE scans SET status = 'FAILED', failure_reason = 'cancelled',
-                        errors_json = ?3, finished_at = ?2
+                        errors_json = ?3, finished_at = ?2, sealed_credentials = NULL
                      WHERE test_id = ?1 AND status = 'QUEUED'",
                     rusqlite::params![test_id, now, serde_json::to_string(&[message])?],
                 )
@@ -332,7 +339,7 @@ impl JobStore for SqliteStore {
                 ])?;
                 tx.execute(
                     "UPDATE scans SET status = 'FAILED', failure_reason = 'interrupted',
-                        errors_json = ?1, finished_at = ?2
+                        errors_json = ?1, finished_at = ?2, sealed_credentials = NULL
                      WHERE status = 'RUNNING'",
                     rusqlite::params![errors, now],
                 )?;

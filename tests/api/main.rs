@@ -34,6 +34,7 @@ mod prometheus;
 mod properties;
 mod sbom;
 mod scanning;
+mod sealed_credentials;
 mod security_access;
 mod source_safety;
 mod stream;

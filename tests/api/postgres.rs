@@ -29,9 +29,18 @@ pub struct PgSchema {
     pub name: String,
 }
 
-pub fn psql(sql: &str) {
+/// Runs `sql`; returns what it printed, unaligned and without headers.
+pub fn psql(sql: &str) -> String {
     let out = std::process::Command::new("psql")
-        .args([&server_url(), "-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
+        .args([
+            &server_url(),
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-c",
+            sql,
+        ])
         .output()
         .expect("psql runs (Debian postgresql-client)");
     assert!(
@@ -39,6 +48,7 @@ pub fn psql(sql: &str) {
         "psql {sql}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 impl PgSchema {
@@ -114,6 +124,7 @@ pub fn record(id: &str, workspace: &str, submitted_at: f64) -> ScanRecord {
         upload_started_at: None,
         manifest: None,
         manifest_path: None,
+        sealed_credentials: None,
     }
 }
 

@@ -370,7 +370,7 @@ async fn archive_paths_name_only_archives_that_upload_archive_stored() {
 }
 
 /// A child process killed when the test ends.
-struct Killed(std::process::Child);
+pub(crate) struct Killed(std::process::Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -380,20 +380,26 @@ impl Drop for Killed {
 }
 
 /// `git http-backend` over TLS on a loopback port (tests/https_git_server.py), with a
-/// self-signed certificate for 127.0.0.1 that the service is told to trust.
-fn start_https_git_server(root: &Path, dir: &Path) -> (u16, std::path::PathBuf, Killed) {
+/// self-signed certificate for 127.0.0.1 that the service is told to trust. With `basic_auth`
+/// (`user:password`), the server answers only requests that carry those credentials.
+pub(crate) fn start_https_git_server(
+    root: &Path,
+    dir: &Path,
+    basic_auth: Option<&str>,
+) -> (u16, std::path::PathBuf, Killed) {
     let (cert, key) = crate::upload_helpers::self_signed_cert(dir);
     let port_file = dir.join("port");
-    let server = Killed(
-        std::process::Command::new("python3")
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/https_git_server.py"
-            ))
-            .args([root, &cert, &key, &port_file])
-            .spawn()
-            .expect("python3 runs"),
-    );
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/https_git_server.py"
+        ))
+        .args([root, &cert, &key, &port_file]);
+    if let Some(auth) = basic_auth {
+        command.env("GIT_BASIC_AUTH", auth);
+    }
+    let server = Killed(command.spawn().expect("python3 runs"));
     for _ in 0..400 {
         if let Ok(port) = std::fs::read_to_string(&port_file) {
             return (port.trim().parse().unwrap(), cert, server);
@@ -410,7 +416,7 @@ async fn https_clones_run_through_the_clone_proxy_and_follow_a_first_redirect() 
     let git = GitServer::start();
     let commit = git.create_repo("web", &[("app.py", "print(1)\n")]);
     let dir = tempfile::tempdir().unwrap();
-    let (port, cert, _server) = start_https_git_server(git.root.path(), dir.path());
+    let (port, cert, _server) = start_https_git_server(git.root.path(), dir.path(), None);
     let cert = cert.display().to_string();
     let service = ServiceProcess::start(&dir.path().join("data"), &[("SSL_CERT_FILE", &cert)]);
     let client = reqwest::Client::new();

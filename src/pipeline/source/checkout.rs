@@ -176,14 +176,14 @@ fn pin_to_checked_address(spec: &CloneSpec<'_>) -> Result<Option<GitUrl>, HostCh
     let default_port = if scheme == GitScheme::Git { 9418 } else { 22 };
     let port = spec.url.port.unwrap_or(default_port);
     let addrs = egress::resolve_checked(host, port, spec.policy, spec.resolver.as_ref())?;
-    let pinned = egress::pin_url(&spec.url.clone_url, addrs[0].ip()).ok_or_else(|| {
+    let pinned = egress::pin_url(spec.url.clone_url.expose(), addrs[0].ip()).ok_or_else(|| {
         HostCheck::Refused(format!(
             "the git URL {} cannot be pinned to the address of its host",
             spec.url.display_url
         ))
     })?;
     Ok(Some(GitUrl {
-        clone_url: pinned,
+        clone_url: crate::scan::SecretUrl::new(pinned),
         ..spec.url.clone()
     }))
 }
@@ -332,9 +332,9 @@ fn clone_once(
     if let Some(branch) = spec.branch {
         builder.branch(branch);
     }
-    let source = match url.clone_url.strip_prefix("file://") {
+    let source = match url.clone_url.expose().strip_prefix("file://") {
         Some(path) if url.is_local => path.to_string(),
-        _ => url.clone_url.clone(),
+        _ => url.clone_url.expose().to_string(),
     };
     let result = builder.clone(&source, dest);
     for line in remote_lines.borrow_mut().drain(..) {

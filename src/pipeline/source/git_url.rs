@@ -8,6 +8,8 @@
 
 use url::Url;
 
+use crate::scan::SecretUrl;
+
 use super::policy::{is_internal, literal_ip, GitScheme, SourcePolicy};
 
 fn scheme_refused(scheme: GitScheme, policy: SourcePolicy) -> String {
@@ -21,8 +23,8 @@ fn scheme_refused(scheme: GitScheme, policy: SourcePolicy) -> String {
 /// A git URL that passed submit-time checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GitUrl {
-    /// The URL to clone, credentials included (kept in memory only).
-    pub clone_url: String,
+    /// The URL to clone, credentials included: never printed, stored only sealed.
+    pub clone_url: SecretUrl,
     /// The URL with any credentials replaced by `***`; safe to show, log and store.
     pub display_url: String,
     /// Host to check when connecting (`None` for local sources).
@@ -36,7 +38,7 @@ pub struct GitUrl {
 
 impl GitUrl {
     pub fn has_credentials(&self) -> bool {
-        self.clone_url != self.display_url
+        self.clone_url.expose() != self.display_url
     }
 }
 
@@ -93,7 +95,7 @@ fn parse_network_url(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> 
                 return Err("file:// URLs are not allowed on this server (set CERTUS_ASSURANCE_ALLOW_LOCAL_SOURCES=true to enable them)".into());
             }
             return Ok(GitUrl {
-                clone_url: raw.to_string(),
+                clone_url: SecretUrl::new(raw),
                 display_url,
                 host: None,
                 port: None,
@@ -127,7 +129,7 @@ fn parse_network_url(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> 
         return Err("git_url must name a repository path".into());
     }
     Ok(GitUrl {
-        clone_url: raw.to_string(),
+        clone_url: SecretUrl::new(raw),
         display_url,
         port: url.port_or_known_default(),
         host: Some(host),
@@ -154,7 +156,7 @@ fn parse_scp_or_path(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> 
             }
             check_literal_host(host, policy)?;
             return Ok(GitUrl {
-                clone_url: raw.to_string(),
+                clone_url: SecretUrl::new(raw),
                 display_url: raw.to_string(),
                 host: Some(host.to_string()),
                 port: Some(22),
@@ -168,7 +170,7 @@ fn parse_scp_or_path(raw: &str, policy: SourcePolicy) -> Result<GitUrl, String> 
             return Err("local repository paths are not allowed on this server (set CERTUS_ASSURANCE_ALLOW_LOCAL_SOURCES=true to enable them)".into());
         }
         return Ok(GitUrl {
-            clone_url: raw.to_string(),
+            clone_url: SecretUrl::new(raw),
             display_url: raw.to_string(),
             host: None,
             port: None,
@@ -256,8 +258,9 @@ pub fn redact_text(text: &str, git: &GitUrl) -> String {
     if !git.has_credentials() {
         return text;
     }
-    let mut out = text.replace(&git.clone_url, &git.display_url);
-    if let Ok(url) = Url::parse(&git.clone_url) {
+    let clone_url = git.clone_url.expose();
+    let mut out = text.replace(clone_url, &git.display_url);
+    if let Ok(url) = Url::parse(clone_url) {
         for secret in [url.password().unwrap_or(""), url.username()] {
             if secret.len() >= 4 {
                 out = out.replace(secret, "***");
