@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::Registry;
@@ -84,13 +85,14 @@ impl<T: MetricVecBuilder> LabelledVec for MetricVec<T> {
 /// the start.
 pub struct Family<V: LabelledVec, L> {
     vec: V,
-    handles: Vec<Option<V::Series>>,
+    /// Shared: cloning a family (every request clones the state) is one reference count.
+    handles: Arc<[Option<V::Series>]>,
     label: PhantomData<L>,
 }
 
 impl<V: LabelledVec, L: LabelValue> Family<V, L> {
     pub(crate) fn new(vec: V, keep: impl Fn(L) -> bool) -> Self {
-        let handles = L::ALL
+        let handles: Arc<[Option<V::Series>]> = L::ALL
             .iter()
             .map(|&l| keep(l).then(|| vec.series(&[l.label()])))
             .collect();
@@ -124,7 +126,8 @@ impl<V: LabelledVec, L> Clone for Family<V, L> {
 /// `keep` accepts exist from the start.
 pub struct Family2<V: LabelledVec, A, B> {
     vec: V,
-    handles: Vec<Option<V::Series>>,
+    /// Shared: cloning a family (every request clones the state) is one reference count.
+    handles: Arc<[Option<V::Series>]>,
     labels: PhantomData<(A, B)>,
 }
 
@@ -138,7 +141,7 @@ impl<V: LabelledVec, A: LabelValue, B: LabelValue> Family2<V, A, B> {
         }
         Family2 {
             vec,
-            handles,
+            handles: handles.into(),
             labels: PhantomData,
         }
     }
