@@ -29,6 +29,7 @@ use super::AppState;
 use crate::auth::{Access, Permission};
 use crate::config::MetricsAuth;
 use crate::error::ApiError;
+use crate::metrics::labels::RejectReason;
 
 /// Routes that stay open and are never rate limited (liveness and readiness probes).
 const HEALTH_ROUTES: [&str; 2] = ["/health", "/health/ready"];
@@ -95,13 +96,9 @@ pub async fn guard(State(state): State<AppState>, mut req: Request<Body>, next: 
         return next.run(req).await;
     }
     let method = req.method().clone();
-    let rejected = |reason: &str| {
+    let rejected = |reason: RejectReason| {
         if is_submission(&method, route) {
-            state
-                .metrics
-                .scan_submissions_rejected_total
-                .with_label_values(&[reason])
-                .inc();
+            state.metrics.scans.rejected.get(reason).inc();
         }
     };
 
@@ -131,7 +128,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request<Body>, next: 
             }
         };
         if let Err(retry_after_seconds) = limiter.check(key, Instant::now()) {
-            rejected("rate_limited");
+            rejected(RejectReason::RateLimited);
             return ApiError::TooManyRequests {
                 detail: format!(
                     "too many requests from this client (limit: {} per second, bursts of {}); retry after {retry_after_seconds}s",
@@ -163,7 +160,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request<Body>, next: 
                         http.route = route.unwrap_or("unmatched"),
                         "request refused: the token's role does not allow it"
                     );
-                    rejected("unauthorized");
+                    rejected(RejectReason::Unauthorized);
                     return ApiError::Forbidden(format!(
                         "token `{}` has role `{}`, and this request needs role {}; use a token with that role",
                         token.name,
@@ -176,7 +173,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request<Body>, next: 
             access
         }
         (Err(invalid_token), Some(_)) => {
-            rejected("unauthorized");
+            rejected(RejectReason::Unauthorized);
             let detail = if invalid_token {
                 tracing::info!(
                     http.route = route.unwrap_or("unmatched"),

@@ -32,6 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use super::per_client::{PerClient, PerClientSlot};
 use crate::config::ConnectionLimits;
+use crate::metrics::labels::{ConnectionRefusal, ConnectionTimeout};
 use crate::metrics::Metrics;
 
 /// Refused connections answered at once; beyond this many, a refused connection is closed
@@ -80,11 +81,8 @@ pub async fn serve(
                 tasks.spawn(serve_connection(io, peer, router.clone(), stop.clone()));
             }
             Err(refusal) => {
-                metrics
-                    .http_connections_refused_total
-                    .with_label_values(&[refusal.reason()])
-                    .inc();
-                tracing::debug!(client = %peer.ip(), reason = refusal.reason(), "connection refused");
+                metrics.http.connections_refused.get(refusal.reason()).inc();
+                tracing::debug!(client = %peer.ip(), reason = refusal.reason().as_str(), "connection refused");
                 if let Ok(turn) = refusals.clone().try_acquire_owned() {
                     tasks.spawn(async move {
                         refuse(stream, refusal).await;
@@ -107,11 +105,11 @@ enum Refusal {
 }
 
 impl Refusal {
-    /// The `reason` label (one of [`crate::metrics::CONNECTION_REFUSAL_REASONS`]).
-    fn reason(self) -> &'static str {
+    /// The `reason` label.
+    fn reason(self) -> ConnectionRefusal {
         match self {
-            Refusal::Global(_) => "global_limit",
-            Refusal::PerClient(_) => "per_client_limit",
+            Refusal::Global(_) => ConnectionRefusal::GlobalLimit,
+            Refusal::PerClient(_) => ConnectionRefusal::PerClientLimit,
         }
     }
 
@@ -261,7 +259,7 @@ struct Held {
 
 impl Held {
     fn new(permit: OwnedSemaphorePermit, slot: PerClientSlot, metrics: &Metrics) -> Held {
-        metrics.http_connections_open.inc();
+        metrics.http.connections_open.inc();
         Held {
             _permit: permit,
             _slot: slot,
@@ -272,7 +270,7 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.metrics.http_connections_open.dec();
+        self.metrics.http.connections_open.dec();
     }
 }
 
@@ -292,7 +290,7 @@ struct TimedIo {
     /// The deadline of the request head being received, and `Activity::started` when it was set.
     head_at: Option<(Instant, u64)>,
     activity: Arc<Activity>,
-    expired: Option<&'static str>,
+    expired: Option<ConnectionTimeout>,
     metrics: Metrics,
     _held: Held,
 }
@@ -352,8 +350,10 @@ impl TimedIo {
             return Poll::Pending;
         }
         let (deadline, reason) = match self.head_at {
-            Some((head_at, _)) if head_at <= self.idle_at => (head_at, "header_read"),
-            _ => (self.idle_at, "idle"),
+            Some((head_at, _)) if head_at <= self.idle_at => {
+                (head_at, ConnectionTimeout::HeaderRead)
+            }
+            _ => (self.idle_at, ConnectionTimeout::Idle),
         };
         if self.timer.deadline() != deadline {
             self.timer.as_mut().reset(deadline);
@@ -361,10 +361,7 @@ impl TimedIo {
         match self.timer.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 self.expired = Some(reason);
-                self.metrics
-                    .http_connections_timed_out_total
-                    .with_label_values(&[reason])
-                    .inc();
+                self.metrics.http.connections_timed_out.get(reason).inc();
                 Poll::Ready(expired_error(reason))
             }
             Poll::Pending => Poll::Pending,
@@ -394,15 +391,15 @@ impl TimedIo {
     }
 }
 
-fn expired_error(reason: &str) -> io::Error {
-    let setting = if reason == "idle" {
+fn expired_error(reason: ConnectionTimeout) -> io::Error {
+    let setting = if reason == ConnectionTimeout::Idle {
         "CERTUS_ASSURANCE_HTTP_IDLE_TIMEOUT_SECONDS"
     } else {
         "CERTUS_ASSURANCE_HTTP_HEADER_READ_TIMEOUT_SECONDS"
     };
     io::Error::new(
         io::ErrorKind::TimedOut,
-        format!("connection closed: {reason} timeout ({setting})"),
+        format!("connection closed: {} timeout ({setting})", reason.as_str()),
     )
 }
 

@@ -35,6 +35,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
 use crate::jobs::JobManager;
+use crate::metrics::labels::HttpMethod;
 use crate::metrics::Metrics;
 
 /// Everything a handler may use. Cheap to clone.
@@ -204,51 +205,31 @@ pub fn operations() -> Vec<(String, String)> {
 fn init_http_error_series(metrics: &Metrics) {
     for (method, route) in operations() {
         for status in ERROR_STATUSES {
-            metrics.http_requests_total.with_label_values(&[
-                method.as_str(),
-                route.as_str(),
-                status,
-            ]);
+            metrics
+                .http
+                .requests
+                .with_label_values(&[method.as_str(), route.as_str(), status]);
         }
     }
 }
 
 /// Counts and times every request by method, route template (`unmatched` when no route
-/// matched) and status code.
+/// matched) and status code, through the handles cached per route (no label lookup).
 async fn track_http_metrics(
     State(state): State<AppState>,
     req: Request<Body>,
     next: Next,
 ) -> Response {
     let start = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method: &'static str = match req.method().as_str() {
-        "GET" => "GET",
-        "POST" => "POST",
-        "PUT" => "PUT",
-        "DELETE" => "DELETE",
-        "PATCH" => "PATCH",
-        "HEAD" => "HEAD",
-        "OPTIONS" => "OPTIONS",
-        _ => "other",
-    };
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = HttpMethod::of(req.method());
     let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [method, route.as_str(), status.as_str()];
-    state
-        .metrics
-        .http_requests_total
-        .with_label_values(&labels)
-        .inc();
-    state
-        .metrics
-        .http_request_duration_seconds
-        .with_label_values(&labels)
-        .observe(start.elapsed().as_secs_f64());
+    state.metrics.http.record(
+        method,
+        route.as_ref().map_or("unmatched", |p| p.as_str()),
+        response.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
     response
 }
 

@@ -57,9 +57,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// The JSON stats, read from the registry `/metrics` renders (on a shared store, with the
-/// status gauges read from the store's counts first, as for `/metrics`).
-pub async fn stats(State(state): State<AppState>) -> Json<serde_json::Value> {
+/// The JSON stats, read through the handles of the gauges `/metrics` renders (on a shared
+/// store, with the status gauges read from the store's counts first, as for `/metrics`).
+pub async fn stats(State(state): State<AppState>) -> Json<crate::metrics::Stats> {
     state.jobs.refresh_status_gauges().await;
     Json(state.metrics.stats(SystemTime::now()))
 }

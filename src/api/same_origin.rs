@@ -25,6 +25,7 @@ use axum::Json;
 use serde_json::json;
 
 use super::AppState;
+use crate::metrics::labels::RejectReason;
 
 /// The route whose body is multipart by contract.
 const ARCHIVE_ROUTE: &str = "/v1/security-scans/upload-archive";
@@ -118,13 +119,9 @@ pub async fn guard(State(state): State<AppState>, req: Request<Body>, next: Next
         req.extensions().get::<MatchedPath>().map(|p| p.as_str()),
     );
     // A refused submission is counted like the other refusals before a scan exists.
-    let rejected = |reason: &str| {
+    let rejected = |reason: RejectReason| {
         if submission {
-            state
-                .metrics
-                .scan_submissions_rejected_total
-                .with_label_values(&[reason])
-                .inc();
+            state.metrics.scans.rejected.get(reason).inc();
         }
     };
     if is_post && path != ARCHIVE_ROUTE && has_body(&req) {
@@ -134,7 +131,7 @@ pub async fn guard(State(state): State<AppState>, req: Request<Body>, next: Next
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         if !is_json(content_type) {
-            rejected("invalid");
+            rejected(RejectReason::Invalid);
             return refuse(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 format!(
@@ -161,7 +158,7 @@ pub async fn guard(State(state): State<AppState>, req: Request<Body>, next: Next
     if let Some(allowed) = state.config.auth.allowed_hosts() {
         let ok = host.as_deref().is_some_and(|h| host_allowed(h, allowed));
         if !ok {
-            rejected("unauthorized");
+            rejected(RejectReason::Unauthorized);
             return refuse(
                 StatusCode::MISDIRECTED_REQUEST,
                 "this server does not answer to that Host; use its address, or add the name to \
@@ -175,7 +172,7 @@ pub async fn guard(State(state): State<AppState>, req: Request<Body>, next: Next
         if let Some(origin) = req.headers().get(header::ORIGIN) {
             let origin = origin.to_str().unwrap_or("");
             if !origin_allowed(origin, host.as_deref(), &state.config.auth.allowed_origins) {
-                rejected("unauthorized");
+                rejected(RejectReason::Unauthorized);
                 return refuse(
                     StatusCode::FORBIDDEN,
                     "requests from web pages of other origins are refused while authentication \

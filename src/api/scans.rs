@@ -21,6 +21,7 @@ use crate::auth::Access;
 use crate::config::{Config, MAX_SCAN_TIMEOUT_SECONDS};
 use crate::error::{ApiError, FieldError};
 use crate::jobs::{CancelOutcome, NewScan, SubmitError};
+use crate::metrics::labels::RejectReason;
 use crate::pipeline::local_source::resolve_directory;
 use crate::pipeline::profile::{self, Profile, BUILTIN_PROFILES};
 use crate::pipeline::source::{parse_git_url, SourcePolicy};
@@ -457,34 +458,30 @@ pub async fn submit_scan(
     note: AuditNote,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let rejected = |reason: &str| {
-        state
-            .metrics
-            .scan_submissions_rejected_total
-            .with_label_values(&[reason])
-            .inc();
+    let rejected = |reason: RejectReason| {
+        state.metrics.scans.rejected.get(reason).inc();
     };
     let body = match read_body(&state, body) {
         Ok(b) => b,
         Err(e) => {
-            rejected("invalid");
+            rejected(RejectReason::Invalid);
             return Err(e);
         }
     };
     let new = match validate_submission_json(&body, &SubmissionPolicy::from_config(&state.config)) {
         Ok(n) => n,
         Err(e) => {
-            rejected("invalid");
+            rejected(RejectReason::Invalid);
             return Err(e);
         }
     };
     note.workspace(&new.workspace_id);
     if let Err(e) = check_workspace(&access, &new.workspace_id) {
-        rejected("unauthorized");
+        rejected(RejectReason::Unauthorized);
         return Err(e);
     }
     if let Err(e) = check_archive(&state, &new).await {
-        rejected("invalid");
+        rejected(RejectReason::Invalid);
         return Err(e);
     }
     let record = state.jobs.submit(new).await.map_err(|e| match e {
@@ -704,17 +701,13 @@ pub async fn submit_batch(
     note: AuditNote,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let rejected = |reason: &str, n: u64| {
-        state
-            .metrics
-            .scan_submissions_rejected_total
-            .with_label_values(&[reason])
-            .inc_by(n);
+    let rejected = |reason: RejectReason, n: u64| {
+        state.metrics.scans.rejected.get(reason).inc_by(n);
     };
     let value = match read_body(&state, body).and_then(|b| parse_json_body(&b)) {
         Ok(v) => v,
         Err(e) => {
-            rejected("invalid", 1);
+            rejected(RejectReason::Invalid, 1);
             return Err(e);
         }
     };
@@ -724,7 +717,7 @@ pub async fn submit_batch(
             obj["scans"].as_array().expect("checked")
         }
         _ => {
-            rejected("invalid", 1);
+            rejected(RejectReason::Invalid, 1);
             return Err(ApiError::invalid(
                 "scans",
                 "list_type",
@@ -734,7 +727,7 @@ pub async fn submit_batch(
     };
     let max = state.config.queue.batch_max_items;
     if items.is_empty() || items.len() > max {
-        rejected("invalid", 1);
+        rejected(RejectReason::Invalid, 1);
         return Err(ApiError::invalid(
             "scans",
             "too_long",
@@ -768,7 +761,7 @@ pub async fn submit_batch(
         match checked {
             Ok(new) => {
                 if let Err(e) = check_workspace(&access, &new.workspace_id) {
-                    rejected("unauthorized", 1);
+                    rejected(RejectReason::Unauthorized, 1);
                     results[i] = Some(json!({"index": i, "status": 403, "detail": e.to_string()}));
                     continue;
                 }
@@ -777,7 +770,7 @@ pub async fn submit_batch(
                 valid_index.push(i);
             }
             Err(ApiError::Validation(errors)) => {
-                rejected("invalid", 1);
+                rejected(RejectReason::Invalid, 1);
                 let detail: Vec<FieldError> = errors
                     .into_iter()
                     .map(|mut e| {

@@ -23,6 +23,7 @@ use crate::auth::Access;
 use crate::error::ApiError;
 use crate::jobs::events::{StreamEvent, Subscription};
 use crate::jobs::{EventSource, StoredFeed};
+use crate::metrics::labels::StreamClosure;
 use crate::metrics::Metrics;
 use crate::scan::TestId;
 
@@ -37,14 +38,14 @@ struct StreamGuard(Metrics);
 
 impl StreamGuard {
     fn new(metrics: &Metrics) -> StreamGuard {
-        metrics.active_streams.inc();
+        metrics.streams.active.inc();
         StreamGuard(metrics.clone())
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.0.active_streams.dec();
+        self.0.streams.active.dec();
     }
 }
 
@@ -127,19 +128,15 @@ type StreamSlots = (
 );
 
 /// Counts a stream refused or ended by the server (`stream_closures_total`).
-fn count_closure(state: &AppState, reason: &str) {
-    state
-        .metrics
-        .stream_closures_total
-        .with_label_values(&[reason])
-        .inc();
+fn count_closure(state: &AppState, reason: StreamClosure) {
+    state.metrics.streams.closures.get(reason).inc();
 }
 
 /// Takes a global and a per-client stream slot, or answers why not: 503 when the server is full,
 /// 429 when this client address holds its share (other clients are still served).
 fn take_stream_slots(state: &AppState, peer: SocketAddr) -> Result<StreamSlots, ApiError> {
     let Ok(permit) = state.streams.clone().try_acquire_owned() else {
-        count_closure(state, "global_limit");
+        count_closure(state, StreamClosure::GlobalLimit);
         return Err(ApiError::Unavailable {
             detail: format!(
                 "this server already serves {} event streams (CERTUS_ASSURANCE_MAX_STREAMS); \
@@ -150,7 +147,7 @@ fn take_stream_slots(state: &AppState, peer: SocketAddr) -> Result<StreamSlots, 
         });
     };
     let Some(slot) = state.stream_clients.try_take(peer.ip()) else {
-        count_closure(state, "per_client_limit");
+        count_closure(state, StreamClosure::PerClientLimit);
         return Err(ApiError::TooManyRequests {
             detail: format!(
                 "your address already has {} event streams open \
@@ -175,7 +172,7 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
 
 async fn serve_stream(mut socket: WebSocket, state: AppState, source: Option<EventSource>) {
     let _guard = StreamGuard::new(&state.metrics);
-    let sent = &state.metrics.stream_events_sent_total;
+    let sent = &state.metrics.streams.events_sent;
     match source {
         None => close(&mut socket, CLOSE_NOT_FOUND, "scan not found").await,
         Some(EventSource::Recorded(lines)) => {
@@ -216,7 +213,7 @@ impl Feed {
 }
 
 /// Ends a live stream the server gives up on (4408), counting why (`label`).
-async fn give_up(socket: &mut WebSocket, state: &AppState, label: &str, reason: &str) {
+async fn give_up(socket: &mut WebSocket, state: &AppState, label: StreamClosure, reason: &str) {
     count_closure(state, label);
     close(socket, CLOSE_IDLE, reason).await;
 }
@@ -224,7 +221,7 @@ async fn give_up(socket: &mut WebSocket, state: &AppState, label: &str, reason: 
 /// Sends events until the terminal one (then a normal close), the client leaves, the stream
 /// goes idle or stops answering pings (4408), or shutdown (1001).
 async fn follow(socket: &mut WebSocket, state: &AppState, mut feed: Feed) {
-    let sent = &state.metrics.stream_events_sent_total;
+    let sent = &state.metrics.streams.events_sent;
     let idle_limit = state.config.queue.stream_idle_timeout;
     let ping_every = state.config.queue.stream_ping_interval;
     let idle = tokio::time::sleep(idle_limit);
@@ -262,7 +259,7 @@ async fn follow(socket: &mut WebSocket, state: &AppState, mut feed: Feed) {
                         "no pong to the ping of {}s ago; reconnect to resume",
                         ping_every.as_secs()
                     );
-                    return give_up(socket, state, "no_pong", &reason).await;
+                    return give_up(socket, state, StreamClosure::NoPong, &reason).await;
                 }
                 if socket.send(Message::Ping(axum::body::Bytes::new())).await.is_err() {
                     return;
@@ -274,7 +271,7 @@ async fn follow(socket: &mut WebSocket, state: &AppState, mut feed: Feed) {
                     "no event for {}s (CERTUS_ASSURANCE_STREAM_IDLE_TIMEOUT_SECONDS); reconnect to resume",
                     idle_limit.as_secs()
                 );
-                return give_up(socket, state, "idle", &reason).await;
+                return give_up(socket, state, StreamClosure::Idle, &reason).await;
             }
             _ = state.shutdown.cancelled() => {
                 close(socket, close_code::AWAY, "server shutting down").await;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use super::profile_label;
+use crate::metrics::labels::RejectReason;
 use crate::metrics::Metrics;
 use crate::storage::group::GroupCommit;
 use crate::storage::{Admission, AdmissionBounds, JobStore, ScanRecord};
@@ -83,17 +84,16 @@ impl Committer {
             let refused = match decision {
                 Admission::Admitted => {
                     admitted += 1;
-                    m.scans_submitted_total
+                    m.scans
+                        .submitted
                         .with_label_values(&[profile, source_type])
                         .inc();
                     continue;
                 }
-                Admission::QueueFull { .. } => "queue_full",
-                Admission::WorkspaceLimit => "workspace_limit",
+                Admission::QueueFull { .. } => RejectReason::QueueFull,
+                Admission::WorkspaceLimit => RejectReason::WorkspaceLimit,
             };
-            m.scan_submissions_rejected_total
-                .with_label_values(&[refused])
-                .inc();
+            m.scans.rejected.get(refused).inc();
         }
         if admitted > 0 {
             m.scans_inserted(admitted as i64);

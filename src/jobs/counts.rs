@@ -80,27 +80,22 @@ impl JobManager {
             Ok(())
         };
         if let Err(err) = &result {
-            m.store_counts_read_failures_total.inc();
+            m.store.counts_read_failures.inc();
             tracing::warn!(error = %err, "could not read the scan counts from the store; the status gauges keep the last counts read");
         }
         let age = cache.good_at.map_or(0.0, |t| (now_secs() - t).max(0.0));
-        m.store_counts_age_seconds.set(age);
+        m.store.counts_age.set(age);
         result
     }
 
     fn set_status_gauges(&self, counts: &StoreCounts) {
-        let scans: Vec<(&str, i64)> = JobState::ALL
+        let scans: Vec<(JobState, i64)> = JobState::ALL
             .iter()
-            .map(|s| (s.label(), counts.by_status.get(s).copied().unwrap_or(0)))
+            .map(|&s| (s, counts.by_status.get(&s).copied().unwrap_or(0)))
             .collect();
-        let uploads: Vec<(&str, i64)> = UploadStatus::ALL
+        let uploads: Vec<(UploadStatus, i64)> = UploadStatus::ALL
             .iter()
-            .map(|u| {
-                (
-                    u.as_str(),
-                    counts.by_upload_status.get(u).copied().unwrap_or(0),
-                )
-            })
+            .map(|&u| (u, counts.by_upload_status.get(&u).copied().unwrap_or(0)))
             .collect();
         self.inner.metrics.set_status_counts(&scans, &uploads);
     }
@@ -110,12 +105,7 @@ impl JobManager {
     /// the transaction that inserts (`storage::decide_admission`).
     pub async fn queue_full(&self) -> bool {
         self.refresh_status_gauges().await;
-        let queued = self
-            .inner
-            .metrics
-            .scans
-            .with_label_values(&["queued"])
-            .get();
-        queued >= self.inner.settings.max_queue as i64
+        self.inner.metrics.scans.status.get(JobState::Queued).get()
+            >= self.inner.settings.max_queue as i64
     }
 }

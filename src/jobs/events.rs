@@ -86,7 +86,7 @@ impl JobChannel {
             // Drop the oldest log line; phases and the terminal event are never dropped.
             if let Some(pos) = state.history.iter().position(|e| e.droppable) {
                 state.history.remove(pos);
-                self.metrics.stream_events_dropped_total.inc();
+                self.metrics.streams.events_dropped.inc();
             }
         }
         let _ = self.tx.send(published.clone());
@@ -265,7 +265,7 @@ mod tests {
         let mut sub = ch.subscribe();
         let first = sub.next().await.unwrap();
         assert_eq!(first.seq, 1, "the phase event survives");
-        assert_eq!(metrics.stream_events_dropped_total.get(), 100 + 1 - 16);
+        assert_eq!(metrics.streams.events_dropped.get(), 100 + 1 - 16);
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::Notify;
 
+use crate::metrics::labels::RejectReason;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, ScanEvent};
 use crate::scan::{
@@ -244,7 +245,7 @@ impl JobManager {
         settings: JobSettings,
         history_limit: usize,
     ) -> JobManager {
-        metrics.workers.set(settings.max_workers as i64);
+        metrics.scans.workers.set(settings.max_workers as i64);
         if store.is_shared() {
             metrics.read_counts_at_scrape();
         }
@@ -367,21 +368,24 @@ impl JobManager {
             tracing::warn!(job.id = %id, "scan was running when the service stopped; marked FAILED (interrupted)");
             self.inner
                 .metrics
-                .scan_failures_total
-                .with_label_values(&["interrupted"])
+                .scans
+                .failures
+                .get(FailureReason::Interrupted)
                 .inc();
             self.inner
                 .metrics
-                .scan_transitions_total
-                .with_label_values(&["running", "failed"])
+                .scans
+                .transitions
+                .get(JobState::Running, JobState::Failed)
                 .inc();
         }
         for id in &recovered.requeued {
             tracing::info!(job.id = %id, "scan was running when the service stopped; queued again");
             self.inner
                 .metrics
-                .scan_transitions_total
-                .with_label_values(&["running", "queued"])
+                .scans
+                .transitions
+                .get(JobState::Running, JobState::Queued)
                 .inc();
         }
         self.recover_uploads(true).await?;
@@ -396,10 +400,8 @@ impl JobManager {
         match self.inner.store.oldest().await {
             Ok((queued, running)) => {
                 let m = &self.inner.metrics;
-                m.queue_oldest_enqueued_timestamp_seconds
-                    .set(queued.unwrap_or(0.0));
-                m.running_oldest_started_timestamp_seconds
-                    .set(running.unwrap_or(0.0));
+                m.scans.queue_oldest_enqueued.set(queued.unwrap_or(0.0));
+                m.scans.running_oldest_started.set(running.unwrap_or(0.0));
             }
             Err(err) => tracing::warn!(error = %err, "could not read queue ages from the store"),
         }
@@ -407,7 +409,8 @@ impl JobManager {
             Ok(deadline) => self
                 .inner
                 .metrics
-                .running_earliest_deadline_timestamp_seconds
+                .scans
+                .running_earliest_deadline
                 .set(deadline.unwrap_or(0.0)),
             Err(err) => {
                 tracing::warn!(error = %err, "could not read the running scans' deadlines from the store")
@@ -439,8 +442,9 @@ impl JobManager {
         if self.is_draining() {
             self.inner
                 .metrics
-                .scan_submissions_rejected_total
-                .with_label_values(&["draining"])
+                .scans
+                .rejected
+                .get(RejectReason::Draining)
                 .inc();
             return Err(SubmitError::Draining);
         }
@@ -540,8 +544,9 @@ impl JobManager {
         if self.is_draining() {
             self.inner
                 .metrics
-                .scan_submissions_rejected_total
-                .with_label_values(&["draining"])
+                .scans
+                .rejected
+                .get(RejectReason::Draining)
                 .inc_by(items.len() as u64);
             return Ok(items.iter().map(|_| Err(SubmitError::Draining)).collect());
         }
@@ -585,7 +590,7 @@ impl JobManager {
             let pruned = self.inner.store.prune(policy).await?;
             let m = &self.inner.metrics;
             for p in &pruned {
-                m.scan_pruned(p.status.label(), p.upload_status.as_str());
+                m.scan_pruned(p.status, p.upload_status);
                 self.inner.events.remove(&p.test_id);
             }
             for p in &pruned {
@@ -666,10 +671,8 @@ impl JobManager {
                     .await?
                 {
                     let m = &self.inner.metrics;
-                    m.scan_transition("queued", "failed");
-                    m.scan_failures_total
-                        .with_label_values(&["cancelled"])
-                        .inc();
+                    m.scan_transition(JobState::Queued, JobState::Failed);
+                    m.scans.failures.get(FailureReason::Cancelled).inc();
                     self.forget_credentials(test_id);
                     self.publish_terminal(
                         test_id,
@@ -788,8 +791,9 @@ impl JobManager {
             self.mirror_events(&record.test_id);
         }
         let m = &self.inner.metrics;
-        m.scan_transition("queued", "running");
-        m.scan_queue_wait_seconds
+        m.scan_transition(JobState::Queued, JobState::Running);
+        m.scans
+            .queue_wait
             .observe((started - record.submitted_at).max(0.0));
         Ok(Some(record))
     }
@@ -926,19 +930,16 @@ impl JobManager {
             return Ok(false);
         }
         let m = &self.inner.metrics;
-        m.scan_transition("running", status.label());
-        m.scan_duration_seconds
+        m.scan_transition(JobState::Running, status);
+        m.scans
+            .duration
             .with_label_values(&[profile_label(record), status.label()])
             .observe(duration);
         if let Some(reason) = reason {
-            m.scan_failures_total
-                .with_label_values(&[reason.as_str()])
-                .inc();
+            m.scans.failures.get(reason).inc();
         }
         if let Some(passed) = policy_passed {
-            m.policy_evaluations_total
-                .with_label_values(&[profile_label(record), if passed { "pass" } else { "fail" }])
-                .inc();
+            m.scans.policy_evaluated(profile_label(record), passed);
         }
         Ok(true)
     }
@@ -979,7 +980,9 @@ impl JobManager {
         self.unregister_running(&record.test_id);
         self.inner.events.remove(&record.test_id);
         if changed {
-            self.inner.metrics.scan_transition("running", "queued");
+            self.inner
+                .metrics
+                .scan_transition(JobState::Running, JobState::Queued);
         }
         Ok(())
     }
@@ -1041,18 +1044,18 @@ impl JobManager {
         let m = &self.inner.metrics;
         for id in &reclaimed.requeued {
             tracing::warn!(job.id = %id, "lease expired (its replica stopped); scan queued again");
-            m.scan_transitions_total
-                .with_label_values(&["running", "queued"])
+            m.scans
+                .transitions
+                .get(JobState::Running, JobState::Queued)
                 .inc();
         }
         for id in &reclaimed.failed {
             tracing::warn!(job.id = %id, "lease expired and attempts are used up; scan FAILED (interrupted)");
-            m.scan_transitions_total
-                .with_label_values(&["running", "failed"])
+            m.scans
+                .transitions
+                .get(JobState::Running, JobState::Failed)
                 .inc();
-            m.scan_failures_total
-                .with_label_values(&["interrupted"])
-                .inc();
+            m.scans.failures.get(FailureReason::Interrupted).inc();
         }
         if !reclaimed.requeued.is_empty() {
             self.inner.wake.notify_waiters();

@@ -23,7 +23,8 @@ impl MetricsObserver {
 impl ScanObserver for MetricsObserver {
     fn phase_finished(&self, phase: Phase, seconds: f64) {
         self.metrics
-            .scan_phase_duration_seconds
+            .pipeline
+            .phase_duration
             .with_label_values(&[phase.as_str()])
             .observe(seconds);
     }
@@ -37,18 +38,21 @@ impl ScanObserver for MetricsObserver {
     ) {
         let labels = [scanner, status.outcome()];
         self.metrics
-            .scanner_runs_total
+            .pipeline
+            .scanner_runs
             .with_label_values(&labels)
             .inc();
         self.metrics
-            .scanner_duration_seconds
+            .pipeline
+            .scanner_duration
             .with_label_values(&labels)
             .observe(seconds);
         for sev in Severity::ALL {
             let n = findings.map_or(0, |counts| counts.get(sev));
             if n > 0 {
                 self.metrics
-                    .findings_total
+                    .pipeline
+                    .findings
                     .with_label_values(&[sev.as_str(), scanner])
                     .inc_by(n);
             }
@@ -57,7 +61,8 @@ impl ScanObserver for MetricsObserver {
 
     fn findings_suppressed(&self, kind: &str, count: u64) {
         self.metrics
-            .findings_suppressed_total
+            .pipeline
+            .findings_suppressed
             .with_label_values(&[kind])
             .inc_by(count);
     }

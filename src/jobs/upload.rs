@@ -501,9 +501,7 @@ impl JobManager {
         {
             Ok(true) => {
                 if from != to {
-                    self.inner
-                        .metrics
-                        .upload_transition(from.as_str(), to.as_str());
+                    self.inner.metrics.upload_transition(from, to);
                 }
                 true
             }
@@ -571,8 +569,9 @@ impl JobManager {
             tracing::warn!(job.id = %id, "upload was running when its service stopped; marked failed");
             self.inner
                 .metrics
-                .upload_transitions_total
-                .with_label_values(&["permitted", "failed"])
+                .uploads
+                .transitions
+                .get(UploadStatus::Permitted, UploadStatus::Failed)
                 .inc();
         }
         Ok(())

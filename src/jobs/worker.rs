@@ -62,10 +62,10 @@ pub async fn run_worker(
                 }
             }
         };
-        jobs.metrics().workers_busy.inc();
+        jobs.metrics().scans.workers_busy.inc();
         let span = scan_span(&record);
         let ended = run_one(&jobs, record, &hard_stop).instrument(span).await;
-        jobs.metrics().workers_busy.dec();
+        jobs.metrics().scans.workers_busy.dec();
         if matches!(ended, Ended::Requeued) {
             break;
         }
@@ -97,10 +97,10 @@ pub async fn drain_queue(jobs: &JobManager) -> usize {
     let never = CancellationToken::new();
     let mut n = 0;
     while let Ok(Some(record)) = jobs.claim().await {
-        jobs.metrics().workers_busy.inc();
+        jobs.metrics().scans.workers_busy.inc();
         let span = scan_span(&record);
         run_one(jobs, record, &never).instrument(span).await;
-        jobs.metrics().workers_busy.dec();
+        jobs.metrics().scans.workers_busy.dec();
         n += 1;
     }
     n

@@ -323,11 +323,13 @@ impl Uploader {
             Err(e) => e.outcome(),
         };
         self.metrics
-            .trust_requests_total
+            .uploads
+            .trust_requests
             .with_label_values(&[outcome])
             .inc();
         self.metrics
-            .trust_request_duration_seconds
+            .uploads
+            .trust_request_duration
             .with_label_values(&[outcome])
             .observe(start.elapsed().as_secs_f64());
         result

@@ -160,11 +160,13 @@ impl ObjectStore {
     /// Records the outcome of one operation that started at `start`.
     fn record(&self, operation: &'static str, outcome: &str, start: Instant) {
         self.metrics
-            .s3_requests_total
+            .uploads
+            .s3_requests
             .with_label_values(&[operation, outcome])
             .inc();
         self.metrics
-            .s3_request_duration_seconds
+            .uploads
+            .s3_request_duration
             .with_label_values(&[operation, outcome])
             .observe(start.elapsed().as_secs_f64());
     }
@@ -277,7 +279,7 @@ impl ObjectStore {
             .send();
         self.observe("put_object", s3_uri(bucket, key), call)
             .await?;
-        self.metrics.s3_uploaded_bytes_total.inc_by(size);
+        self.metrics.uploads.s3_uploaded_bytes.inc_by(size);
         Ok(())
     }
 
@@ -333,7 +335,7 @@ impl ObjectStore {
         let out = self
             .observe("upload_part", s3_uri(bucket, key), call)
             .await?;
-        self.metrics.s3_uploaded_bytes_total.inc_by(size);
+        self.metrics.uploads.s3_uploaded_bytes.inc_by(size);
         let etag = out.e_tag().map(str::to_string).ok_or_else(|| S3Error {
             operation: "upload_part",
             target: s3_uri(bucket, key),

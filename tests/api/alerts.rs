@@ -250,7 +250,7 @@ async fn rules_and_dashboards_read_only_series_the_service_exposes() {
     }
     assert!(
         unknown.is_empty(),
-        "series the service does not expose (rename in the rule/dashboard, or add the metric to src/metrics.rs and docs/metrics.md):\n{}",
+        "series the service does not expose (rename in the rule/dashboard, or add the metric to src/metrics/ and docs/metrics.md):\n{}",
         unknown.join("\n")
     );
     // The checker sees the metrics of every area.

@@ -23,6 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use certus_assurance::metrics::labels::HttpMethod;
 use certus_assurance::metrics::Metrics;
 use certus_assurance::pipeline::profile::{Profile, BUILTIN_PROFILES, PROFILE_LABELS};
 use certus_assurance::pipeline::ScanEvent;
@@ -168,14 +169,7 @@ fn registry_with_every_family() -> Metrics {
     let scanners = certus_assurance::pipeline::scanners::registry::SCANNER_NAMES;
     let metrics = Metrics::new(&PROFILE_LABELS, &scanners);
     // HTTP series appear with their first response; make one so the families are gathered.
-    metrics
-        .http_requests_total
-        .with_label_values(&["GET", "/health", "200"])
-        .inc();
-    metrics
-        .http_request_duration_seconds
-        .with_label_values(&["GET", "/health", "200"])
-        .observe(0.001);
+    metrics.http.record(HttpMethod::Get, "/health", 200, 0.001);
     metrics
 }
 

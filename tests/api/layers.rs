@@ -14,6 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["api"],
     &["jobs"],
     &["pipeline", "upload", "storage"],
+    &["metrics"],
     &["scan"],
 ];
 
@@ -21,7 +22,6 @@ const LAYERS: &[&[&str]] = &[
 const BASE: &[&str] = &[
     "config",
     "error",
-    "metrics",
     "process_metrics",
     "telemetry",
     "shutdown",
