@@ -21,8 +21,8 @@
 #      CPU 1 when BENCH_PIN=1) and are measured alternately, A B B A ..., BENCH_REPEAT runs each
 #      per endpoint (wrk -t1 -c$BENCH_CONNS -d$BENCH_DURATION; submit with -c$BENCH_SUBMIT_CONNS),
 #      so both see the same machine noise; the table shows medians;
-#   4. prints one markdown table: each measure for <rev> and for this tree, and the ratio
-#      (this tree / <rev>).
+#   4. prints one markdown table: the size of each binary, each measure for <rev> and for this
+#      tree, and the ratio (this tree / <rev>).
 #
 # Knobs (environment): BENCH_CG_REQUESTS (300), BENCH_CG_WARMUP (30), BENCH_REPEAT (2),
 # BENCH_DURATION (5), BENCH_WARMUP (1), BENCH_CONNS (4), BENCH_SUBMIT_CONNS (8), BENCH_PIN (1),
@@ -327,7 +327,9 @@ label() {
     esac
 }
 ratio() { calc "$2 / $1" 2; }
-rows=""
+size_old=$(stat -L -c %s "$BIN_OLD")
+size_new=$(stat -L -c %s "$BIN_NEW")
+rows="| release binary | size (bytes) | $size_old | $size_new | $(ratio "$size_old" "$size_new")× |"$'\n'
 for ep in $ENDPOINTS; do
     rows+="| $(label "$ep") | instructions/request | ${R[old.$ep.ir]} | ${R[new.$ep.ir]} | $(ratio "${R[old.$ep.ir]}" "${R[new.$ep.ir]}")× |"$'\n'
 done
