@@ -308,12 +308,7 @@ phase_submit() {
 # ---------------------------------------------------------------------------------------------
 # 2. List queries at 10k and 1M scans
 
-# One scan row per n in [FROM, TO]: finished scans (one in ten FAILED) of 100 workspaces,
-# 1000 components, 50 assessments and 3 profiles, submitted every 0.5 s in seq order, each with a
-# realistic summary and artifact list.
-SUMMARY='{"findings":{"critical":0,"high":1,"medium":3,"low":0,"info":0,"total":4},"policy":{"passed":true,"thresholds":{"critical":0,"high":5,"medium":50,"low":null},"violations":[]},"scanners":{"secrets":{"critical":0,"high":1,"medium":3,"low":0,"info":0,"total":4}},"scanner_runs":[{"scanner":"secrets","outcome":"success","duration_seconds":0.42}]}'
-ARTIFACTS='["scan.json","summary.json","reports/sast/secrets.sarif.json","logs/runner.log","stream.jsonl"]'
-T0=$(calc "$(date +%s) - 600000" 0) # scan n is submitted at T0 + n/2 s: all in the past
+source scripts/bench-lib.sh # SUMMARY, ARTIFACTS, T0, fill_sqlite
 
 fill_pg() { # fill_pg SCHEMA FROM TO
     local schema=$1 from=$2 to=$3
@@ -343,32 +338,6 @@ fill_pg() { # fill_pg SCHEMA FROM TO
         INSERT INTO scan_counts SELECT 'upload', upload_status, count(*) FROM scans GROUP BY upload_status;
         ALTER TABLE scans ENABLE TRIGGER scans_count_changes;" >/dev/null
     pg "$schema" "VACUUM ANALYZE scans" >/dev/null
-}
-
-fill_sqlite() { # fill_sqlite DBFILE FROM TO
-    local db=$1 from=$2 to=$3
-    sq "$db" "
-        BEGIN;
-        WITH RECURSIVE g(n) AS (SELECT $from UNION ALL SELECT n + 1 FROM g WHERE n < $to)
-        INSERT INTO scans (test_id, workspace_id, component_id, assessment_id, source_type, git_url,
-            branch, profile, manifest_digest, timeout_seconds, status, failure_reason, errors_json,
-            resolved_commit, resolved_branch, summary_json, artifacts_json, submitted_at, started_at,
-            finished_at, attempts, upload_status)
-        SELECT printf('test_%012x', n), printf('ws-%03d', n % 100), 'component-' || (n % 1000),
-               'assessment-' || (n % 50), 'git',
-               'https://git.example.com/org/repo-' || (n % 1000) || '.git', 'main',
-               CASE n % 3 WHEN 0 THEN 'light' WHEN 1 THEN 'standard' ELSE 'polyglot' END,
-               'sha256:' || printf('%064d', n % 3), 600,
-               CASE WHEN n % 10 = 0 THEN 'FAILED' ELSE 'SUCCEEDED' END,
-               CASE WHEN n % 10 = 0 THEN 'clone_failed' END,
-               CASE WHEN n % 10 = 0
-                    THEN '[\"could not clone https://git.example.com/org/repo.git: connection refused\"]'
-                    ELSE '[]' END,
-               printf('%040x', n * 2654435761), 'main',
-               CASE WHEN n % 10 = 0 THEN NULL ELSE '$SUMMARY' END, '$ARTIFACTS',
-               $T0 + n * 0.5, $T0 + n * 0.5 + 1, $T0 + n * 0.5 + 20, 1, 'pending'
-        FROM g;
-        COMMIT;" >/dev/null
 }
 
 # The statements the service runs for the two list requests (limit 50 + 1 look-ahead row).

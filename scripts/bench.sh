@@ -43,8 +43,17 @@
 #                          default; a first, cold build takes about 4 minutes on 2 idle cores)
 #   BENCH_FAIL_ON_TARGET   1: exit 3 when a ratio exceeds BENCH_MAX_RATIO (default 0: report only)
 #   BENCH_SKIP_BUILD       1: use an existing binary in the target dir
+#
+# scripts/bench.sh --against <rev> compares this tree with an earlier revision instead
+# (instructions per request with callgrind, throughput and latency): see scripts/bench-compare.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+    --against) exec scripts/bench-compare.sh "${@:2}" ;;
+    --against=*) exec scripts/bench-compare.sh "${1#--against=}" "${@:2}" ;;
+    "") ;;
+    *) echo "usage: scripts/bench.sh [--against <git revision>]" >&2; exit 2 ;;
+esac
 
 SCANS=${BENCH_SCANS:-100000}
 THREADS=${BENCH_THREADS:-1}
@@ -192,27 +201,13 @@ if [[ "$PIN" == 1 ]]; then
     wrk_prefix+=(taskset -c "$WRK_CPUS")
 fi
 
+source scripts/bench-lib.sh # start_certus
 # start_service NAME PORT: starts the binary with a fresh data dir $TMP/NAME, sets STARTED_PID.
 start_service() {
-    local name=$1 port=$2 i
-    mkdir -p "$TMP/$name"
+    local name=$1 port=$2
     log "starting the service '$name' on 127.0.0.1:$port (pinned: $PIN)"
-    (
-        export CERTUS_ASSURANCE_DATA_DIR="$TMP/$name"
-        export CERTUS_ASSURANCE_MAX_WORKERS=0
-        export CERTUS_ASSURANCE_MAX_QUEUE=200000
-        export CERTUS_ASSURANCE_LOG_LEVEL=warn
-        export CERTUS_ASSURANCE_LOG_FORMAT=json
-        export CERTUS_ASSURANCE_LISTEN_ADDR="127.0.0.1:$port"
-        exec "${service_prefix[@]}" "$BIN" serve
-    ) >"$TMP/$name.log" 2>&1 &
-    STARTED_PID=$!
-    for i in $(seq 1 150); do
-        kill -0 "$STARTED_PID" 2>/dev/null || { cat "$TMP/$name.log" >&2; die "service '$name' exited at start-up"; }
-        curl -fsS --max-time 2 "http://127.0.0.1:$port/health" >/dev/null 2>&1 && return 0
-        sleep 0.2
-    done
-    die "service '$name' did not answer /health in 30s"
+    start_certus "$TMP/$name.log" "$port" "$TMP/$name" "" "$BIN" "${service_prefix[@]}" ||
+        die "could not start the service '$name'"
 }
 start_service data "$PORT"
 SERVICE_PID=$STARTED_PID

@@ -430,11 +430,15 @@ async fn bundle_reports_validate_against_their_schemas_and_the_attestation_verif
     let sig = b64
         .decode(env["signatures"][0]["sig"].as_str().unwrap())
         .unwrap();
-    let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let verifying = signing.verifying_key();
+    use ring::signature::KeyPair;
+    let signing = ring::signature::Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();
+    let verifying = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::ED25519,
+        signing.public_key().as_ref().to_vec(),
+    );
     assert_eq!(
         env["signatures"][0]["keyid"],
-        hex::encode(Sha256::digest(verifying.as_bytes()))
+        hex::encode(Sha256::digest(signing.public_key().as_ref()))
     );
     let mut pae = format!(
         "DSSEv1 {} application/vnd.in-toto+json {} ",
@@ -443,9 +447,8 @@ async fn bundle_reports_validate_against_their_schemas_and_the_attestation_verif
     )
     .into_bytes();
     pae.extend_from_slice(&payload);
-    use ed25519_dalek::Verifier;
     verifying
-        .verify(&pae, &ed25519_dalek::Signature::from_slice(&sig).unwrap())
+        .verify(&pae, &sig)
         .expect("the signature verifies with the configured key's public half");
     let statement: Value = serde_json::from_slice(&payload).unwrap();
     assert_eq!(statement["_type"], "https://in-toto.io/Statement/v1");

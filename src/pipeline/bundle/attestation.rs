@@ -7,13 +7,15 @@
 //! completes with the terminal event after the bundle is sealed.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use ed25519_dalek::{Signer, SigningKey};
+use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 /// Bundle path of the attestation.
 pub const ATTESTATION_PATH: &str = "reports/signing/attestation.intoto.json";
@@ -24,10 +26,13 @@ pub const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 /// `predicateType` of the scan predicate.
 pub const PREDICATE_TYPE: &str = "urn:certus-assurance:scan-bundle:v1";
 
-/// An ed25519 key used to sign attestations.
+/// An ed25519 key used to sign attestations (ring, the one ed25519 implementation linked; the
+/// upload signer derives its key pair from the same seed).
 #[derive(Clone)]
 pub struct AttestationKey {
-    key: SigningKey,
+    /// Wiped from memory when the last clone is dropped.
+    seed: Arc<Zeroizing<[u8; 32]>>,
+    key: Arc<Ed25519KeyPair>,
 }
 
 impl std::fmt::Debug for AttestationKey {
@@ -82,24 +87,32 @@ impl AttestationKey {
                 bail!("unrecognised key format: use a PKCS#8 PEM ed25519 key, or a 32-byte seed as raw bytes, hex or base64");
             }
         };
+        let seed = Zeroizing::new(seed);
+        let key = Ed25519KeyPair::from_seed_unchecked(seed.as_ref())
+            .map_err(|e| anyhow::anyhow!("not a usable ed25519 seed ({e})"))?;
         Ok(AttestationKey {
-            key: SigningKey::from_bytes(&seed),
+            seed: Arc::new(seed),
+            key: Arc::new(key),
         })
     }
 
     /// The 32-byte seed (the private key); the upload signer derives its key pair from it.
     pub fn seed(&self) -> [u8; 32] {
-        self.key.to_bytes()
+        **self.seed
     }
 
     /// hex sha256 of the raw public key: the DSSE `keyid`.
     pub fn keyid(&self) -> String {
-        hex::encode(Sha256::digest(self.key.verifying_key().as_bytes()))
+        hex::encode(Sha256::digest(self.public_key()))
     }
 
     /// The raw 32-byte public key.
     pub fn public_key(&self) -> [u8; 32] {
-        self.key.verifying_key().to_bytes()
+        self.key
+            .public_key()
+            .as_ref()
+            .try_into()
+            .expect("an ed25519 public key has 32 bytes")
     }
 }
 
@@ -154,7 +167,7 @@ pub fn write(
             json!({
                 "payloadType": PAYLOAD_TYPE,
                 "payload": B64.encode(&payload),
-                "signatures": [{"keyid": key.keyid(), "sig": B64.encode(sig.to_bytes())}],
+                "signatures": [{"keyid": key.keyid(), "sig": B64.encode(sig.as_ref())}],
             })
         }
     };
@@ -165,7 +178,7 @@ pub fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+    use ring::signature::{UnparsedPublicKey, ED25519};
 
     fn pem_for(seed: [u8; 32]) -> String {
         let mut der = PKCS8_ED25519_PREFIX.to_vec();
@@ -213,12 +226,9 @@ mod tests {
         let sig = B64
             .decode(env["signatures"][0]["sig"].as_str().unwrap())
             .unwrap();
-        let vk = VerifyingKey::from_bytes(&key.public_key()).unwrap();
-        vk.verify(
-            &pae(PAYLOAD_TYPE, &payload),
-            &Signature::from_slice(&sig).unwrap(),
-        )
-        .unwrap();
+        let public_key = key.public_key();
+        let vk = UnparsedPublicKey::new(&ED25519, &public_key);
+        vk.verify(&pae(PAYLOAD_TYPE, &payload), &sig).unwrap();
         let statement: Value = serde_json::from_slice(&payload).unwrap();
         let names: Vec<_> = statement["subject"]
             .as_array()
@@ -234,9 +244,7 @@ mod tests {
         // Tampering breaks the signature.
         let mut bad = pae(PAYLOAD_TYPE, &payload);
         bad[40] ^= 1;
-        assert!(vk
-            .verify(&bad, &Signature::from_slice(&sig).unwrap())
-            .is_err());
+        assert!(vk.verify(&bad, &sig).is_err());
         // Unsigned: the bare statement.
         let bare = write(dir.path(), json!({}), None).unwrap();
         assert_eq!(bare["_type"], STATEMENT_TYPE);

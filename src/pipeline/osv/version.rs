@@ -4,7 +4,7 @@
 
 use std::cmp::Ordering;
 
-use super::pep440::Pep440;
+use super::pep440::{self, Pep440};
 use super::rubygems::GemVersion;
 use crate::pipeline::sbom::version::parse_semver;
 use crate::pipeline::sbom::Ecosystem;
@@ -23,7 +23,7 @@ impl EcoVersion {
             Ecosystem::Cargo | Ecosystem::Npm | Ecosystem::Go | Ecosystem::Packagist => {
                 parse_semver(text).map(EcoVersion::Semver)
             }
-            Ecosystem::PyPI => Pep440::parse(text).map(EcoVersion::Pep440),
+            Ecosystem::PyPI => pep440::parse(text).map(EcoVersion::Pep440),
             Ecosystem::RubyGems => GemVersion::parse(text).map(EcoVersion::Gem),
         }
     }
