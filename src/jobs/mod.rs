@@ -2,6 +2,7 @@
 //! and publishes their events. It is the only code that calls the job store or changes a scan's
 //! state, and every state change moves the metrics in the same code path.
 
+mod archives;
 pub mod counts;
 pub mod events;
 pub mod observer;
