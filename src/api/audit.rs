@@ -12,15 +12,16 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
-use axum::http::{Method, Request};
+use axum::http::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::{Extension, Json};
+use axum::Json;
 use serde_json::{json, Value};
 
 use super::paging::{list_scope, page_param, rfc3339, time_param, Page};
+use super::routes::policy_of;
 use super::AppState;
 use crate::auth::Access;
 use crate::error::{ApiError, FieldError};
@@ -100,28 +101,9 @@ impl<S: Send + Sync> FromRequestParts<S> for AuditNote {
     }
 }
 
-/// The audited action of `method route`, if any.
-fn action_of(method: &Method, route: &str) -> Option<AuditAction> {
-    if method != Method::POST {
-        return None;
-    }
-    Some(match route {
-        "/v1/security-scans" => AuditAction::Submit,
-        "/v1/security-scans/batch" => AuditAction::Batch,
-        "/v1/security-scans/{test_id}/cancel" => AuditAction::Cancel,
-        "/v1/security-scans/{test_id}/upload-request" => AuditAction::UploadRequest,
-        "/v1/security-scans/upload-archive" => AuditAction::UploadArchive,
-        _ => return None,
-    })
-}
-
 /// Records every state-changing request once its answer is known (see the module docs).
 pub async fn record(State(state): State<AppState>, mut req: Request<Body>, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string());
-    let Some(action) = route.and_then(|r| action_of(req.method(), &r)) else {
+    let Some(action) = policy_of(&req).audit else {
         return next.run(req).await;
     };
     let address = req
@@ -216,7 +198,7 @@ fn enum_error(field: &str, values: &[&str]) -> FieldError {
 /// opaque cursor. Admin tokens only; a scoped admin token sees its workspaces' events.
 pub async fn list_audit_events(
     State(state): State<AppState>,
-    Extension(access): Extension<Access>,
+    access: Access,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let mut query = AuditQuery::default();
@@ -276,9 +258,12 @@ pub async fn list_audit_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::Method;
 
     #[test]
     fn only_state_changing_routes_are_audited() {
+        let table = crate::api::routes::RouteTable::new(crate::api::routes(0).declared());
+        let action_of = |method: &Method, route: &str| table.policy(method, Some(route)).audit;
         let post = Method::POST;
         for (route, action) in [
             ("/v1/security-scans", AuditAction::Submit),

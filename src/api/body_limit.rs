@@ -4,30 +4,32 @@
 //! requests included), and turns any plain-text 413 into the JSON `detail` clients parse.
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, State};
+use axum::extract::State;
 use axum::http::{header, Request, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use super::routes::{policy_of, BodyKind};
 use super::AppState;
 use crate::error::ApiError;
-
-/// The route whose limit is the archive size limit instead of `MAX_BODY_BYTES`.
-pub const ARCHIVE_ROUTE: &str = "/v1/security-scans/upload-archive";
 
 /// Room for the multipart framing around an archive.
 pub const MULTIPART_OVERHEAD: u64 = 64 * 1024;
 
-/// The body limit of `route`, in bytes.
-pub fn limit_for(state: &AppState, route: Option<&str>) -> u64 {
-    if route == Some(ARCHIVE_ROUTE) {
-        state
-            .config
-            .archive
-            .max_bytes
-            .saturating_add(MULTIPART_OVERHEAD)
-    } else {
-        state.config.server.max_body_bytes as u64
+/// The body limit of an archive upload, in bytes: the archive size limit and the framing.
+pub fn archive_limit(state: &AppState) -> u64 {
+    state
+        .config
+        .archive
+        .max_bytes
+        .saturating_add(MULTIPART_OVERHEAD)
+}
+
+/// The body limit of a route whose body is `body`, in bytes.
+pub fn limit_for(state: &AppState, body: BodyKind) -> u64 {
+    match body {
+        BodyKind::Archive => archive_limit(state),
+        BodyKind::Json => state.config.server.max_body_bytes as u64,
     }
 }
 
@@ -43,8 +45,7 @@ pub async fn limit_body_size(
     req: Request<Body>,
     next: Next,
 ) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str());
-    let limit = limit_for(&state, route);
+    let limit = limit_for(&state, policy_of(&req).body);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -9,15 +9,17 @@ pub mod audit;
 pub mod auth;
 pub mod body_limit;
 pub mod connections;
+pub mod extract;
 pub mod findings;
 pub mod ops;
 pub mod paging;
 pub mod per_client;
+pub mod profiles;
 pub mod rate_limit;
+pub mod routes;
 pub mod same_origin;
 pub mod scans;
 pub mod stream;
-pub mod uploads;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,16 +29,18 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::http::{Request, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::Permission;
 use crate::config::Config;
 use crate::jobs::JobManager;
 use crate::metrics::labels::HttpMethod;
 use crate::metrics::Metrics;
+use crate::storage::audit::AuditAction;
+use routes::Routes;
 
 /// Everything a handler may use. Cheap to clone.
 #[derive(Clone)]
@@ -59,58 +63,94 @@ pub struct AppState {
     pub stream_clients: Arc<per_client::PerClient>,
 }
 
+/// Every route of the API, each with the permission it needs and its other policy (see
+/// `api/routes.rs`). `archive_limit` bounds the body of the archive upload.
+pub fn routes(archive_limit: usize) -> Routes {
+    use self::routes::{Need, RoutePolicy as P};
+    use axum::http::Method;
+    use AuditAction as A;
+    const GET: Method = Method::GET;
+    const POST: Method = Method::POST;
+    const READ: P = P::token(Permission::Read);
+    const SUBMIT: P = P::token(Permission::Submit);
+    Routes::new(archive_limit)
+        .route("/health", GET, Need::Probe, ops::health)
+        .route("/health/ready", GET, Need::Probe, ops::ready)
+        .route("/stats", GET, Need::Metrics, ops::stats)
+        .route("/metrics", GET, Need::Metrics, ops::metrics)
+        .route("/openapi.json", GET, Need::Nothing, ops::openapi)
+        .route("/v1/profiles", GET, READ, profiles::list_profiles)
+        .route(
+            "/v1/audit-events",
+            GET,
+            Permission::Audit,
+            audit::list_audit_events,
+        )
+        .route("/v1/security-scans", GET, READ, scans::list_scans)
+        .route(
+            "/v1/security-scans",
+            POST,
+            SUBMIT.audited(A::Submit).submits(),
+            scans::submit_scan,
+        )
+        .route(
+            "/v1/security-scans/batch",
+            POST,
+            SUBMIT.audited(A::Batch).submits(),
+            scans::submit_batch,
+        )
+        .route(
+            "/v1/security-scans/upload-archive",
+            POST,
+            SUBMIT.audited(A::UploadArchive).archive_body(),
+            archives::upload_archive,
+        )
+        .route("/v1/security-scans/{test_id}", GET, READ, scans::get_scan)
+        .route(
+            "/v1/security-scans/{test_id}/cancel",
+            POST,
+            SUBMIT.audited(A::Cancel),
+            scans::cancel_scan,
+        )
+        .route(
+            "/v1/security-scans/{test_id}/stream",
+            GET,
+            READ,
+            stream::stream_scan_events,
+        )
+        .route(
+            "/v1/security-scans/{test_id}/findings",
+            GET,
+            READ,
+            findings::list_findings,
+        )
+        .route(
+            "/v1/security-scans/{test_id}/artifacts",
+            GET,
+            READ,
+            artifacts::list_artifacts,
+        )
+        .route(
+            "/v1/security-scans/{test_id}/artifacts/{*path}",
+            GET,
+            READ,
+            artifacts::get_artifact,
+        )
+        .route(
+            "/v1/security-scans/{test_id}/upload-request",
+            POST,
+            SUBMIT.audited(A::UploadRequest),
+            scans::request_upload,
+        )
+}
+
 pub fn router(state: AppState) -> Router {
     init_http_error_series(&state.metrics);
     let timeout = state.config.server.request_timeout;
     let body_limit = state.config.server.max_body_bytes;
-    Router::new()
-        .route("/health", get(ops::health))
-        .route("/health/ready", get(ops::ready))
-        .route("/stats", get(ops::stats))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
-        .route("/v1/profiles", get(scans::list_profiles))
-        .route("/v1/audit-events", get(audit::list_audit_events))
-        .route(
-            "/v1/security-scans",
-            post(scans::submit_scan).get(scans::list_scans),
-        )
-        .route("/v1/security-scans/batch", post(scans::submit_batch))
-        .route(
-            "/v1/security-scans/upload-archive",
-            post(archives::upload_archive).layer(DefaultBodyLimit::max(
-                usize::try_from(body_limit::limit_for(
-                    &state,
-                    Some(body_limit::ARCHIVE_ROUTE),
-                ))
-                .unwrap_or(usize::MAX),
-            )),
-        )
-        .route("/v1/security-scans/{test_id}", get(scans::get_scan))
-        .route(
-            "/v1/security-scans/{test_id}/cancel",
-            post(scans::cancel_scan),
-        )
-        .route(
-            "/v1/security-scans/{test_id}/stream",
-            get(stream::stream_scan_events),
-        )
-        .route(
-            "/v1/security-scans/{test_id}/findings",
-            get(findings::list_findings),
-        )
-        .route(
-            "/v1/security-scans/{test_id}/artifacts",
-            get(artifacts::list_artifacts),
-        )
-        .route(
-            "/v1/security-scans/{test_id}/artifacts/{*path}",
-            get(artifacts::get_artifact),
-        )
-        .route(
-            "/v1/security-scans/{test_id}/upload-request",
-            post(uploads::request_upload),
-        )
+    let archive_limit = body_limit::archive_limit(&state);
+    let (router, table) = routes(usize::try_from(archive_limit).unwrap_or(usize::MAX)).finish();
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -129,6 +169,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             track_http_metrics,
         ))
+        .layer(middleware::from_fn_with_state(table, routes::declare))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request<Body>| {
@@ -236,6 +277,106 @@ async fn track_http_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MetricsAuth;
+    use axum::http::Method;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn every_route_declares_a_policy_and_is_documented() {
+        let declared: BTreeSet<(String, String)> = routes(0)
+            .declared()
+            .iter()
+            .map(|r| (r.method.to_string(), r.path.to_string()))
+            .collect();
+        let documented: BTreeSet<(String, String)> = operations().into_iter().collect();
+        assert_eq!(
+            declared, documented,
+            "the routes declared in api::routes and the operations of src/api/openapi.json differ"
+        );
+    }
+
+    #[test]
+    fn routes_need_the_documented_permission() {
+        let table = routes::RouteTable::new(routes(0).declared());
+        let required = |method: &Method, route: Option<&str>, metrics_auth| {
+            table.policy(method, route).permission(metrics_auth)
+        };
+        let open = MetricsAuth::Open;
+        let get = Method::GET;
+        let post = Method::POST;
+        let read = Some(Permission::Read);
+        let submit = Some(Permission::Submit);
+        for (method, route, metrics_auth, expected) in [
+            (&get, "/health", open, None),
+            (&get, "/health/ready", open, None),
+            (&post, "/health", MetricsAuth::Token, None),
+            (&get, "/openapi.json", MetricsAuth::Token, None),
+            (&get, "/metrics", open, None),
+            (&get, "/stats", open, None),
+            (
+                &get,
+                "/metrics",
+                MetricsAuth::Token,
+                Some(Permission::Scrape),
+            ),
+            (&get, "/stats", MetricsAuth::Token, Some(Permission::Scrape)),
+            (&get, "/v1/profiles", open, read),
+            (&get, "/v1/security-scans", open, read),
+            (&get, "/v1/security-scans/{test_id}", open, read),
+            (&get, "/v1/security-scans/{test_id}/stream", open, read),
+            (&get, "/v1/security-scans/{test_id}/findings", open, read),
+            (&get, "/v1/security-scans/{test_id}/artifacts", open, read),
+            (
+                &get,
+                "/v1/security-scans/{test_id}/artifacts/{*path}",
+                open,
+                read,
+            ),
+            (&post, "/v1/security-scans", open, submit),
+            (&post, "/v1/security-scans/batch", open, submit),
+            (&post, "/v1/security-scans/upload-archive", open, submit),
+            (&post, "/v1/security-scans/{test_id}/cancel", open, submit),
+            (
+                &post,
+                "/v1/security-scans/{test_id}/upload-request",
+                open,
+                submit,
+            ),
+            (&get, "/v1/audit-events", open, Some(Permission::Audit)),
+            // Methods a path does not serve (answered 405) and unknown paths (404).
+            (&get, "/v1/security-scans/{test_id}/cancel", open, read),
+            (&post, "/v1/security-scans/{test_id}", open, read),
+            (&Method::HEAD, "/v1/security-scans", open, read),
+        ] {
+            assert_eq!(
+                required(method, Some(route), metrics_auth),
+                expected,
+                "{method} {route}"
+            );
+        }
+        assert_eq!(required(&get, None, open), read);
+    }
+
+    #[test]
+    fn only_submissions_count_as_submissions_and_only_the_upload_takes_an_archive() {
+        for route in routes(0).declared() {
+            let submits = route.method == Method::POST
+                && ["/v1/security-scans", "/v1/security-scans/batch"].contains(&route.path);
+            assert_eq!(
+                route.policy.submits, submits,
+                "{} {}",
+                route.method, route.path
+            );
+            let archive = route.path == "/v1/security-scans/upload-archive";
+            assert_eq!(
+                route.policy.body == routes::BodyKind::Archive,
+                archive,
+                "{} {}",
+                route.method,
+                route.path
+            );
+        }
+    }
 
     #[test]
     fn operations_are_the_router_templates_of_every_documented_operation() {

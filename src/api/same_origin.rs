@@ -17,18 +17,16 @@
 //!   and are not affected.
 
 use axum::body::Body;
-use axum::extract::{MatchedPath, State};
+use axum::extract::State;
 use axum::http::{header, Method, Request, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use super::routes::{policy_of, BodyKind};
 use super::AppState;
 use crate::metrics::labels::RejectReason;
-
-/// The route whose body is multipart by contract.
-const ARCHIVE_ROUTE: &str = "/v1/security-scans/upload-archive";
 
 fn refuse(status: StatusCode, detail: String) -> Response {
     (status, Json(json!({ "detail": detail }))).into_response()
@@ -112,19 +110,17 @@ fn origin_allowed(origin: &str, host: Option<&str>, allowed: &[String]) -> bool 
 
 /// The middleware: content type always; host and origin while authentication is off.
 pub async fn guard(State(state): State<AppState>, req: Request<Body>, next: Next) -> Response {
-    let path = req.uri().path();
     let is_post = req.method() == Method::POST;
-    let submission = super::auth::is_submission(
-        req.method(),
-        req.extensions().get::<MatchedPath>().map(|p| p.as_str()),
-    );
+    let policy = policy_of(&req);
+    let submission = policy.submits;
     // A refused submission is counted like the other refusals before a scan exists.
     let rejected = |reason: RejectReason| {
         if submission {
             state.metrics.scans.rejected.get(reason).inc();
         }
     };
-    if is_post && path != ARCHIVE_ROUTE && has_body(&req) {
+    // An archive upload is multipart by contract.
+    if is_post && policy.body != BodyKind::Archive && has_body(&req) {
         let content_type = req
             .headers()
             .get(header::CONTENT_TYPE)

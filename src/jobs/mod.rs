@@ -3,6 +3,7 @@
 //! state, and every state change moves the metrics in the same code path.
 
 mod admission;
+mod archives;
 pub mod counts;
 pub mod events;
 pub mod observer;

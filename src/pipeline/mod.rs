@@ -37,6 +37,6 @@ pub use source::{archive, checkout, directory as local_source, egress};
 
 /// The external tools as the `/v1/profiles` route looks them up.
 pub mod tools {
-    pub use super::scanners::external::find_on_path;
+    pub use super::scanners::external::{find_on_path, tool_installed as installed};
     pub use super::scanners::registry::tool_spec as spec;
 }

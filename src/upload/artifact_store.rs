@@ -263,6 +263,26 @@ impl ArtifactStore {
         .await
     }
 
+    /// Whether the archive `<name>` is stored: in this replica's `<upload_dir>`, or (s3 backend)
+    /// in the bucket, where another replica may have put it. Reads no archive bytes.
+    pub async fn archive_stored(&self, name: &str) -> anyhow::Result<bool> {
+        let local = self.inner.upload_dir.join(name);
+        if tokio::fs::metadata(&local).await.is_ok_and(|m| m.is_file()) {
+            return Ok(true);
+        }
+        let Some(remote) = &self.inner.remote else {
+            return Ok(false);
+        };
+        match remote
+            .s3
+            .head_object(&remote.bucket, &Self::archive_key(remote, name))
+            .await
+        {
+            Ok(found) => Ok(found.is_some()),
+            Err(err) => Err(StoreUnavailable(err).into()),
+        }
+    }
+
     /// Makes sure the archive `<name>` is in `<upload_dir>`, fetching it from the store when
     /// another replica received it. Returns false when it is stored nowhere.
     pub async fn fetch_archive(&self, name: &str) -> anyhow::Result<bool> {

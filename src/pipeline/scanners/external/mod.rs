@@ -81,6 +81,11 @@ pub fn find_on_path(binary: &str, path: Option<&std::ffi::OsStr>) -> Option<Path
     })
 }
 
+/// Whether the external tool called `name` is installed: its executable is on `path`.
+pub fn tool_installed(name: &str, path: Option<&std::ffi::OsStr>) -> bool {
+    super::registry::tool_spec(name).is_some_and(|t| find_on_path(t.binary, path).is_some())
+}
+
 /// `PATH` of a tool's process: the tool path, then the system directories that interpreters
 /// and launcher scripts (`#!/usr/bin/env bash`) rely on.
 fn child_path(tool_path: Option<&std::ffi::OsStr>) -> OsString {

@@ -9,34 +9,53 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
-use super::scans::{not_found, visible_scan};
-use super::AppState;
+use super::submit::read_body;
+use super::validate::{json_object, parse_json_body};
+use crate::api::audit::AuditNote;
+use crate::api::extract::{not_found, visible_scan};
+use crate::api::AppState;
 use crate::auth::Access;
 use crate::error::{ApiError, FieldError};
 use crate::jobs::upload::{UploadRequest, UploadRequestOutcome, UploadTier};
-use crate::scan::TestId;
+use crate::scan::{TestId, UploadStatus};
 use crate::storage::ScanRecord;
 use crate::upload::trust::TrustError;
 
 /// The upload part of a scan, as answered by upload-request.
-fn upload_body(r: &ScanRecord) -> Value {
-    json!({
-        "test_id": r.test_id,
-        "upload_status": r.upload_status,
-        "upload_permission_id": r.upload_permission_id,
-        "upload_tier": r.upload_tier,
-        "verification_proof": r.verification_proof,
-        "remote_artifacts": r.remote_artifacts,
-        "upload_progress": r.upload_progress,
-        "upload_reason": r.upload_reason,
-        "scan_url": format!("/v1/security-scans/{}", r.test_id),
-    })
+#[derive(Debug, Serialize)]
+struct UploadBody<'a> {
+    test_id: &'a str,
+    upload_status: UploadStatus,
+    upload_permission_id: Option<&'a str>,
+    upload_tier: Option<&'a str>,
+    verification_proof: Option<&'a Value>,
+    remote_artifacts: Option<&'a Value>,
+    upload_progress: Option<&'a Value>,
+    upload_reason: Option<&'a str>,
+    scan_url: String,
+}
+
+impl<'a> UploadBody<'a> {
+    fn of(r: &'a ScanRecord) -> UploadBody<'a> {
+        UploadBody {
+            test_id: &r.test_id,
+            upload_status: r.upload_status,
+            upload_permission_id: r.upload_permission_id.as_deref(),
+            upload_tier: r.upload_tier.as_deref(),
+            verification_proof: r.verification_proof.as_ref(),
+            remote_artifacts: r.remote_artifacts.as_ref(),
+            upload_progress: r.upload_progress.as_ref(),
+            upload_reason: r.upload_reason.as_deref(),
+            scan_url: format!("/v1/security-scans/{}", r.test_id),
+        }
+    }
 }
 
 /// Parses `{"tier": "basic"|"verified", "signer": optional}`; an empty body asks for `basic`.
@@ -47,20 +66,8 @@ fn parse_request(body: &[u8]) -> Result<UploadRequest, ApiError> {
             signer: None,
         });
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::Validation(vec![FieldError {
-            loc: vec![json!("body"), json!(e.column())],
-            msg: format!("JSON decode error: {e}"),
-            kind: "json_invalid".into(),
-        }])
-    })?;
-    let Some(obj) = value.as_object() else {
-        return Err(ApiError::Validation(vec![FieldError {
-            loc: vec![json!("body")],
-            msg: "Input should be a valid dictionary or object to extract fields from".into(),
-            kind: "model_attributes_type".into(),
-        }]));
-    };
+    let value = parse_json_body(body)?;
+    let obj = json_object(&value)?;
     let mut errors = Vec::new();
     let tier = match obj.get("tier") {
         None | Some(Value::Null) => Some(UploadTier::Basic),
@@ -113,8 +120,8 @@ fn parse_request(body: &[u8]) -> Result<UploadRequest, ApiError> {
 #[tracing::instrument(name = "request_upload", skip_all, fields(job.id = %test_id))]
 pub async fn request_upload(
     State(state): State<AppState>,
-    Extension(access): Extension<Access>,
-    note: super::audit::AuditNote,
+    access: Access,
+    note: AuditNote,
     Path(test_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -126,16 +133,7 @@ pub async fn request_upload(
     } else if let Some(r) = state.jobs.get(&test_id).await? {
         note.scan(&r.workspace_id, &r.test_id);
     }
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(format!(
-                "request body is larger than {} bytes; send a smaller body",
-                state.config.server.max_body_bytes
-            ))
-        } else {
-            ApiError::invalid("body", "body_error", rejection.body_text())
-        }
-    })?;
+    let body = read_body(&state, body)?;
     let request = parse_request(&body)?;
     use UploadRequestOutcome as O;
     match state.jobs.request_upload(&test_id, request).await? {
@@ -170,7 +168,7 @@ pub async fn request_upload(
             r.upload_status.as_str(),
             r.test_id
         ))),
-        O::AlreadyUploaded(r) => Ok((StatusCode::OK, Json(upload_body(&r))).into_response()),
+        O::AlreadyUploaded(r) => Ok((StatusCode::OK, Json(UploadBody::of(&r))).into_response()),
         O::SigningKeyMissing => Err(ApiError::NotConfigured(
             "tier `verified` needs a signed declaration and this server has no signing key: set \
              CERTUS_ASSURANCE_SIGNING_KEY_FILE, or ask for tier `basic`"
@@ -180,7 +178,7 @@ pub async fn request_upload(
             detail: "the service is shutting down and starts no upload; retry on another replica or after the restart".into(),
             retry_after_seconds: 10,
         }),
-        O::Permitted(r) => Ok((StatusCode::ACCEPTED, Json(upload_body(&r))).into_response()),
+        O::Permitted(r) => Ok((StatusCode::ACCEPTED, Json(UploadBody::of(&r))).into_response()),
         O::Denied(r) => Err(ApiError::Forbidden(format!(
             "{}; upload_status is `denied` and nothing was uploaded",
             r.upload_reason
