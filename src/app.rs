@@ -179,7 +179,6 @@ async fn artifact_store(
     ))
 }
 
-
 /// Creates the data directory and the artifact root (returned), and clears what a dead process
 /// left in `work/` and in the archive uploads.
 fn prepare_directories(config: &Config) -> anyhow::Result<std::path::PathBuf> {

@@ -16,6 +16,7 @@ impl JobManager {
         let Ok((sha, format)) = parse_archive_path(archive_path) else {
             return Ok(false);
         };
+        let name = format!("{sha}.{}", format.extension());
         let owned = self
             .inner
             .store
@@ -26,7 +27,6 @@ impl JobManager {
         }
         // Either here or, with the s3 artifact store, in the bucket (uploaded through another
         // replica); the worker that claims the scan fetches it.
-        let name = format!("{sha}.{}", format.extension());
         self.inner.artifacts.archive_stored(&name).await
     }
 }

@@ -1011,16 +1011,6 @@ async fn the_compose_trust_stand_in_permits_and_denies_and_the_service_uploads_t
 
 const CLUSTER_OVERLAYS: [&str; 3] = ["cluster", "cluster-keda", "cluster-hpa"];
 
-/// Settings of the artifact store and of the sealed clone credentials that the cluster overlay
-/// sets, accepted here as long as the binary does not declare them yet; once it does, they are
-/// checked like every other setting (the list can then be emptied).
-const SETTINGS_NOT_YET_DECLARED: [&str; 4] = [
-    "CERTUS_ASSURANCE_ARTIFACT_STORE",
-    "CERTUS_ASSURANCE_ARTIFACT_BUCKET",
-    "CERTUS_ASSURANCE_ARTIFACT_PREFIX",
-    "CERTUS_ASSURANCE_CREDENTIAL_KEYS_FILE",
-];
-
 fn overlay(name: &str) -> Vec<Value> {
     kustomize(&Path::new("deploy/overlays").join(name))
 }
@@ -1113,7 +1103,7 @@ fn the_cluster_overlays_share_only_postgres_and_s3_and_take_their_settings_from_
         // Every variable is a setting of the binary.
         for var in env.keys() {
             assert!(
-                settings.contains(var) || SETTINGS_NOT_YET_DECLARED.contains(&var.as_str()),
+                settings.contains(var),
                 "{name}: {var} is not a setting of the binary"
             );
         }

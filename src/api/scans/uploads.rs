@@ -201,7 +201,7 @@ pub async fn request_upload(
         ))),
         O::StoreUnavailable(r, reason) => Err(ApiError::Unavailable {
             detail: format!("the bundle of scan {} cannot be read: {reason}", r.test_id),
-            retry_after_seconds: super::findings::STORE_RETRY_AFTER_SECONDS,
+            retry_after_seconds: crate::api::findings::STORE_RETRY_AFTER_SECONDS,
         }),
     }
 }
