@@ -20,9 +20,9 @@ fuzz_target!(|data: &[u8]| {
             "{:?}",
             git.display_url
         );
-        let clone = url::Url::parse(&git.clone_url)
+        let clone = url::Url::parse(git.clone_url.expose())
             .ok()
-            .filter(|_| git.clone_url.contains("://"));
+            .filter(|_| git.clone_url.expose().contains("://"));
         if let Some(clone) = &clone {
             let shown =
                 url::Url::parse(&git.display_url).expect("the display form of a URL parses");
@@ -41,7 +41,10 @@ fuzz_target!(|data: &[u8]| {
                 git.display_url
             );
             if let Some(password) = clone.password().filter(|p| p.len() >= 4) {
-                let message = format!("fatal: could not read from {}: {password}", git.clone_url);
+                let message = format!(
+                    "fatal: could not read from {}: {password}",
+                    git.clone_url.expose()
+                );
                 let redacted = redact_text(&message, &git);
                 assert!(!redacted.contains(password), "{redacted}");
             }
